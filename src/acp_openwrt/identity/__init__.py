@@ -1,0 +1,1 @@
+"""ACP identity: acp-node-names, ACP addresses, certificates and the domain membership check."""
