@@ -1,0 +1,33 @@
+"""The operator's view of an identity: what `acpctl identity` and `acpctl status` print."""
+from __future__ import annotations
+
+from typing import Any
+
+from .address import AddressError, address_from_name, ula_prefix
+from .node_name import AcpNodeName
+
+
+def identity_summary(name: AcpNodeName) -> dict[str, Any]:
+    """JSON-ready facts of an acp-node-name.
+
+    A name with acp-address "0" or none has no address, prefix length or scheme (null); its
+    ula_prefix is then the hash of the routing subdomain. With an address, the ula_prefix is
+    the address's own /48, since nodes must not assume it equals the hash (§6.11.2).
+    """
+    summary: dict[str, Any] = {
+        "acp_node_name": name.format(),
+        "acp_address": None,
+        "prefix_length": None,
+        "scheme": None,
+        "routing_subdomain": name.routing_subdomain,
+        "acp_domain": name.domain,
+        "ula_prefix": str(ula_prefix(name.routing_subdomain)),
+    }
+    if name.has_address:
+        try:
+            addr = address_from_name(name)
+        except AddressError as exc:
+            raise AddressError(f"acp-node-name {name}: {exc}") from exc
+        summary.update(acp_address=str(addr.address), prefix_length=addr.prefix_length,
+                       scheme=addr.scheme.value, ula_prefix=str(addr.ula_prefix))
+    return summary
