@@ -1,0 +1,1 @@
+"""The test bench: a lab PKI, namespace topologies and the guest-kernel runner."""
