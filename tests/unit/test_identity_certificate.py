@@ -15,6 +15,7 @@ from acp_openwrt.identity.certificate import (
     ID_ON_ACP_NODE_NAME,
     CertificateError,
     acp_node_name_general_name,
+    certificate_node_name,
     check_key_strength,
     decode_acp_node_name_value,
     encode_acp_node_name_value,
@@ -272,3 +273,10 @@ def test_name_and_address_modules_do_not_import_cryptography() -> None:
             "print([m for m in sys.modules if m.startswith('cryptography')])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_certificate_node_name_tuple(ca: TestCA) -> None:
+    node = ca.issue_node("tuple", rfc822_name="rfcSELF+" + SHORT_NAME)
+    name, carrier = certificate_node_name(node.certificate)
+    assert (name.format(), carrier) == (SHORT_NAME, "rfc822Name")
+    assert certificate_node_name(ca.issue_node("tuple-none").certificate) is None

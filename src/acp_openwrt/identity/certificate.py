@@ -209,6 +209,12 @@ def find_acp_node_name(cert: x509.Certificate) -> CertificateNodeName | None:
     return _first_parsable([v for v in emails if isinstance(v, str)], CARRIER_EMAIL_ADDRESS)
 
 
+def certificate_node_name(cert: x509.Certificate) -> tuple[AcpNodeName, str] | None:
+    """(parsed name, carrier) of find_acp_node_name, or None; the shape acpctl uses."""
+    found = find_acp_node_name(cert)
+    return None if found is None else (found.node_name, found.carrier)
+
+
 # --- key strength and signature hashes (§6.2.1) ---------------------------------------------
 
 def key_strength_problem(public_key: object) -> str | None:
