@@ -1,0 +1,265 @@
+"""The acp config schema: options, defaults, validation and the typed AcpConfig.
+
+Only `config acp 'main'` is read. Every option has a default, so a missing file, section or
+option means "defaults". Sections of other types are ignored (room for e.g. `config interface`
+later); inside an `acp` section an unknown option is an error, so that a typo is not silently
+a default. Loading reads the file and nothing else: no directory is made, no path is checked.
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from .uci import ConfigError, UciOption, UciPackage, parse_uci, read_uci_file, show
+
+SECTION_TYPE = "acp"
+SECTION_NAME = "main"
+CONTROL_SOCKET_NAME = "acpd.sock"
+LOG_LEVELS = ("debug", "info", "notice", "warning", "error")
+# The spellings OpenWrt's shell helpers (config_get_bool in /lib/functions.sh) accept; exact case.
+TRUE_WORDS = ("1", "yes", "on", "true", "enabled")
+FALSE_WORDS = ("0", "no", "off", "false", "disabled")
+ULA_L1 = ipaddress.IPv6Network("fd00::/8")  # ACP addresses are locally assigned ULAs (§6.11)
+PATH_MAX = 4095  # bytes, without the terminating NUL
+SUN_PATH_MAX = 107  # a Unix socket path: sizeof(sun_path) - 1
+NETNS_NAME_MAX = 64
+_NETNS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_PATTERN_MAX = 64
+
+
+@dataclass(frozen=True)
+class AcpConfig:
+    """The node's configuration, validated. Construct directly for tests and the lab.
+
+    control_socket left as None is derived from run_dir (`<run_dir>/acpd.sock`); with
+    dataclasses.replace() pass control_socket=None again to re-derive it from a new run_dir.
+    """
+    enabled: bool = True
+    ldevid_cert: Path | None = None
+    ldevid_key: Path | None = None
+    trust_anchors: Path | None = None
+    idevid_cert: Path | None = None
+    idevid_key: Path | None = None
+    manufacturer_trust_anchor: Path | None = None
+    dodag_root: bool = False
+    prefix: ipaddress.IPv6Network | None = None
+    registrar: bool = False
+    ignore_interfaces: tuple[str, ...] = ()
+    namespace_dull: str = "acp-dull"
+    namespace_acp: str = "acp"
+    run_dir: Path = Path("/var/run/acp")
+    control_socket: Path | None = None
+    log_dir: Path = Path("/var/log/acp")
+    log_level: str = "info"
+    source: str | None = field(default=None, compare=False)  # the file read; None: defaults
+
+    def __post_init__(self) -> None:
+        if self.control_socket is None:
+            object.__setattr__(self, "control_socket", self.run_dir / CONTROL_SOCKET_NAME)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: paths and the prefix as strings, lists as lists, unset as None."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (Path, ipaddress.IPv6Network)):
+                value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+
+class _Invalid(Exception):
+    """A value's problem, without file and line (the caller adds them)."""
+
+
+def _bool(text: str) -> bool:
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise _Invalid(f"{show(text)} is not one of {', '.join(w for p in zip(TRUE_WORDS, FALSE_WORDS) for w in p)}")
+
+
+def _path(text: str) -> Path:
+    if not text.startswith("/"):
+        raise _Invalid(f"{show(text)} is not an absolute path (it must start with /)")
+    if len(text.encode()) > PATH_MAX:
+        raise _Invalid(f"{show(text)} is longer than {PATH_MAX} bytes")
+    return Path(text)
+
+
+def _netns(text: str) -> str:
+    if text in (".", "..") or len(text) > NETNS_NAME_MAX or not _NETNS_NAME.fullmatch(text):
+        raise _Invalid(f"{show(text)} is not a usable namespace name (1 to {NETNS_NAME_MAX} of "
+                       "letters, digits, _ . -; not starting with . or -)")
+    return text
+
+
+def _level(text: str) -> str:
+    if text not in LOG_LEVELS:
+        raise _Invalid(f"{show(text)} is not one of {', '.join(LOG_LEVELS)}")
+    return text
+
+
+def _prefix(text: str) -> ipaddress.IPv6Network:
+    if "/" not in text:
+        raise _Invalid(f"{show(text)} has no prefix length (write it as fdxx:xxxx:xxxx::/48)")
+    try:
+        net = ipaddress.IPv6Network(text, strict=True)
+    except ValueError as exc:
+        raise _Invalid(f"{show(text)} is not an IPv6 prefix ({exc})") from None
+    if not net.subnet_of(ULA_L1) or net.prefixlen > 64:
+        raise _Invalid(f"{show(text)} is not a ULA prefix inside fd00::/8 of length 8 to 64")
+    return net
+
+
+def _pattern(text: str) -> str:
+    if not text or len(text) > _PATTERN_MAX or any(c.isspace() or c == "/" for c in text):
+        raise _Invalid(f"{show(text)} is not an interface name pattern (1 to {_PATTERN_MAX} "
+                       "characters, no spaces or /)")
+    return text
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One option of `config acp 'main'`: its converter and what it is for (docs/configuration.md)."""
+    name: str
+    convert: Callable[[str], Any]
+    allowed: str
+    meaning: str
+    is_list: bool = False
+
+    @property
+    def default(self) -> Any:
+        value = next(f.default for f in fields(AcpConfig) if f.name == self.name)
+        return None if self.name == "control_socket" else value
+
+
+_BOOL = "1/0, yes/no, on/off, true/false, enabled/disabled"
+_ABS = "absolute path"
+OPTIONS: tuple[OptionSpec, ...] = (
+    OptionSpec("enabled", _bool, _BOOL, "Run the ACP node at all."),
+    OptionSpec("ldevid_cert", _path, _ABS, "This node's ACP domain certificate (LDevID), PEM; "
+               "without it the node enrols with BRSKI."),
+    OptionSpec("ldevid_key", _path, _ABS, "Private key of ldevid_cert, PEM; give both or neither."),
+    OptionSpec("trust_anchors", _path, _ABS, "The ACP domain CA certificate(s), PEM: peers' "
+               "certificates must chain to these."),
+    OptionSpec("idevid_cert", _path, _ABS, "The manufacturer-installed IDevID certificate the "
+               "BRSKI pledge presents."),
+    OptionSpec("idevid_key", _path, _ABS, "Private key of idevid_cert; give both or neither."),
+    OptionSpec("manufacturer_trust_anchor", _path, _ABS, "Manufacturer CA(s) that pledges' "
+               "IDevIDs must chain to (registrar, join proxy)."),
+    OptionSpec("dodag_root", _bool, _BOOL, "Be the RPL DODAG root (explicitly configured root, "
+               "DODAGPreference 0b100)."),
+    OptionSpec("prefix", _prefix, "IPv6 prefix inside fd00::/8, length 8 to 64, no host bits",
+               "For a DODAG root only: the ACP address range it is root for; unset: the /48 ULA "
+               "of its acp-node-name."),
+    OptionSpec("registrar", _bool, _BOOL, "Act as the ACP/BRSKI registrar."),
+    OptionSpec("ignore_interfaces", _pattern, "fnmatch patterns (e.g. wan*, eth0.*)",
+               "Host interfaces never adopted into the ACP. A list; an option is split at spaces.",
+               is_list=True),
+    OptionSpec("namespace_dull", _netns, "netns name", "Name of the DULL network namespace."),
+    OptionSpec("namespace_acp", _netns, "netns name, differs from namespace_dull",
+               "Name of the ACP network namespace."),
+    OptionSpec("run_dir", _path, _ABS, "Runtime state (sockets, IKE daemon files) of this node."),
+    OptionSpec("control_socket", _path, f"absolute path, at most {SUN_PATH_MAX} bytes",
+               "The control socket (JSON lines) acpctl and ubus use; unset: <run_dir>/acpd.sock."),
+    OptionSpec("log_dir", _path, _ABS, "Log files of this node."),
+    OptionSpec("log_level", _level, ", ".join(LOG_LEVELS), "Least severe message logged."),
+)
+_SPECS = {spec.name: spec for spec in OPTIONS}
+
+
+def _unknown(name: str) -> str:
+    close = difflib.get_close_matches(name, _SPECS, n=1)
+    hint = f"did you mean {close[0]}?" if close else f"known options: {', '.join(_SPECS)}"
+    return f"option {name}: unknown option in config {SECTION_TYPE} '{SECTION_NAME}' ({hint})"
+
+
+def _convert(spec: OptionSpec, option: UciOption, filename: str) -> Any:
+    if not spec.is_list:
+        if option.is_list:
+            raise ConfigError(filename, option.line, f"option {spec.name}: takes one value; write "
+                              f"'option {spec.name} ...', not 'list'")
+        value = option.values[0]
+        try:
+            return spec.convert(value.text)
+        except _Invalid as exc:
+            raise ConfigError(filename, value.line, f"option {spec.name}: {exc}") from None
+    items = [(w, v.line) for v in option.values for w in (v.text.split() if not option.is_list else [v.text])]
+    out = []
+    for text, line in items:
+        try:
+            out.append(spec.convert(text))
+        except _Invalid as exc:
+            raise ConfigError(filename, line, f"{'list' if option.is_list else 'option'} "
+                              f"{spec.name}: {exc}") from None
+    return tuple(out)
+
+
+def _check_together(config: AcpConfig, lines: dict[str, int], filename: str) -> None:
+    """Rules between options; the error names the option the file set (the later one if both)."""
+    def fail(names: tuple[str, ...], message: str) -> None:
+        name = max((n for n in names if n in lines), key=lambda n: lines[n])
+        raise ConfigError(filename, lines[name], f"option {name}: {message}")
+
+    if config.namespace_dull == config.namespace_acp:
+        fail(("namespace_dull", "namespace_acp"),
+             f"{show(config.namespace_acp)} is both namespace_dull and namespace_acp; they must differ")
+    if config.prefix is not None and not config.dodag_root:
+        fail(("prefix",), "only meaningful with 'option dodag_root 1'")
+    for cert, key in (("ldevid_cert", "ldevid_key"), ("idevid_cert", "idevid_key")):
+        if (cert in lines) != (key in lines):
+            fail((cert, key), f"{cert} and {key} go together: give both or neither")
+    sock = str(config.control_socket)
+    if len(sock.encode()) > SUN_PATH_MAX:
+        derived = "control_socket" not in lines
+        fail(("run_dir",) if derived else ("control_socket",),
+             f"control socket {show(sock)} is {len(sock.encode())} bytes, more than the "
+             f"{SUN_PATH_MAX} a Unix socket path may have" +
+             ("; shorten run_dir or set option control_socket" if derived else ""))
+
+
+def config_from_uci(package: UciPackage) -> AcpConfig:
+    """Validate the `acp` sections of a parsed file into an AcpConfig."""
+    filename = package.filename
+    main = None
+    for section in package.sections:
+        if section.type != SECTION_TYPE:
+            continue
+        if section.name != SECTION_NAME:
+            label = f"'{section.name}'" if section.name else "without a name"
+            raise ConfigError(filename, section.line, f"config {SECTION_TYPE} {label}: only config "
+                              f"{SECTION_TYPE} '{SECTION_NAME}' is read; name the section '{SECTION_NAME}'")
+        main = section
+    if main is None:
+        return AcpConfig(source=filename)
+    values: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    for option in main.options:
+        spec = _SPECS.get(option.name)
+        if spec is None:
+            raise ConfigError(filename, option.line, _unknown(option.name))
+        values[option.name] = _convert(spec, option, filename)
+        lines[option.name] = option.line
+    config = AcpConfig(**values, source=filename)
+    _check_together(config, lines, filename)
+    return config
+
+
+def parse_config(text: str, filename: str = "<string>") -> AcpConfig:
+    """UCI text to a validated AcpConfig; ConfigError names file, line, option and what is allowed."""
+    return config_from_uci(parse_uci(text, filename))
+
+
+def load_config(path: Path | None) -> AcpConfig:
+    """Read the config file (None: all defaults). Pure: reads the file and changes nothing."""
+    if path is None:
+        return AcpConfig()
+    return config_from_uci(read_uci_file(path))
