@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -125,7 +126,8 @@ def test_semicolon_separates_statements() -> None:
 
 
 def test_comments_blank_lines_and_indentation() -> None:
-    pkg = parse_uci("   # indented comment\n\n\t\n  config t s   # trailing\n\t\t option a 1 #x\n#end")
+    pkg = parse_uci("   # indented comment\n\n\t\n  config t s   # trailing\n"
+                    "\t\t option a 1 #x\n#end")
     assert options(pkg) == {"a": "1"}
 
 
@@ -255,3 +257,12 @@ def test_hostile_bytes_give_config_error_or_parse(tmp_path: Path, junk: bytes) -
         read_uci_file(path)
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+def test_a_megabyte_of_list_lines_parses_in_linear_time() -> None:
+    text = "config a b\n" + "\tlist x 'y z'\n" * 70_000  # just under MAX_FILE_BYTES
+    started = time.perf_counter()
+    pkg = parse_uci(text)
+    elapsed = time.perf_counter() - started
+    assert len(pkg.sections[0].get("x").values) == 70_000
+    assert elapsed < 5, f"{elapsed:.1f} s: appending to a list must not be quadratic"

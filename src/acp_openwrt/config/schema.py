@@ -23,6 +23,7 @@ LOG_LEVELS = ("debug", "info", "notice", "warning", "error")
 # The spellings OpenWrt's shell helpers (config_get_bool in /lib/functions.sh) accept; exact case.
 TRUE_WORDS = ("1", "yes", "on", "true", "enabled")
 FALSE_WORDS = ("0", "no", "off", "false", "disabled")
+_BOOL_WORDS = ", ".join(word for pair in zip(TRUE_WORDS, FALSE_WORDS) for word in pair)
 ULA_L1 = ipaddress.IPv6Network("fd00::/8")  # ACP addresses are locally assigned ULAs (§6.11)
 PATH_MAX = 4095  # bytes, without the terminating NUL
 SUN_PATH_MAX = 107  # a Unix socket path: sizeof(sun_path) - 1
@@ -83,7 +84,7 @@ def _bool(text: str) -> bool:
         return True
     if text in FALSE_WORDS:
         return False
-    raise _Invalid(f"{show(text)} is not one of {', '.join(w for p in zip(TRUE_WORDS, FALSE_WORDS) for w in p)}")
+    raise _Invalid(f"{show(text)} is not one of {_BOOL_WORDS}")
 
 
 def _path(text: str) -> Path:
@@ -128,7 +129,7 @@ def _pattern(text: str) -> str:
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """One option of `config acp 'main'`: its converter and what it is for (docs/configuration.md)."""
+    """One option of `config acp 'main'`: its converter and what it is for (as in the docs)."""
     name: str
     convert: Callable[[str], Any]
     allowed: str
@@ -192,7 +193,9 @@ def _convert(spec: OptionSpec, option: UciOption, filename: str) -> Any:
             return spec.convert(value.text)
         except _Invalid as exc:
             raise ConfigError(filename, value.line, f"option {spec.name}: {exc}") from None
-    items = [(w, v.line) for v in option.values for w in (v.text.split() if not option.is_list else [v.text])]
+    # A `list` line is one pattern; an `option` may hold several, separated by spaces.
+    items = [(word, v.line) for v in option.values
+             for word in ([v.text] if option.is_list else v.text.split())]
     out = []
     for text, line in items:
         try:
@@ -211,7 +214,8 @@ def _check_together(config: AcpConfig, lines: dict[str, int], filename: str) -> 
 
     if config.namespace_dull == config.namespace_acp:
         fail(("namespace_dull", "namespace_acp"),
-             f"{show(config.namespace_acp)} is both namespace_dull and namespace_acp; they must differ")
+             f"{show(config.namespace_acp)} is both namespace_dull and namespace_acp; "
+             "they must differ")
     if config.prefix is not None and not config.dodag_root:
         fail(("prefix",), "only meaningful with 'option dodag_root 1'")
     for cert, key in (("ldevid_cert", "ldevid_key"), ("idevid_cert", "idevid_key")):
@@ -235,8 +239,9 @@ def config_from_uci(package: UciPackage) -> AcpConfig:
             continue
         if section.name != SECTION_NAME:
             label = f"'{section.name}'" if section.name else "without a name"
-            raise ConfigError(filename, section.line, f"config {SECTION_TYPE} {label}: only config "
-                              f"{SECTION_TYPE} '{SECTION_NAME}' is read; name the section '{SECTION_NAME}'")
+            raise ConfigError(filename, section.line,
+                              f"config {SECTION_TYPE} {label}: only config {SECTION_TYPE} "
+                              f"'{SECTION_NAME}' is read; name the section '{SECTION_NAME}'")
         main = section
     if main is None:
         return AcpConfig(source=filename)
@@ -254,7 +259,7 @@ def config_from_uci(package: UciPackage) -> AcpConfig:
 
 
 def parse_config(text: str, filename: str = "<string>") -> AcpConfig:
-    """UCI text to a validated AcpConfig; ConfigError names file, line, option and what is allowed."""
+    """UCI text to a validated AcpConfig; ConfigError names file, line, option, allowed values."""
     return config_from_uci(parse_uci(text, filename))
 
 

@@ -13,7 +13,7 @@ file parser (uci/file.c, strict mode, as `uci` and `uci_load()` use it):
 - `;` ends a statement (as in `uci batch`).
 - Option, list and section names are `[A-Za-z0-9_]+`; a type is printable ASCII without spaces.
 - `option x ''` (or no value) deletes x, as uci_set() does with an empty value; a later `option`
-  replaces an earlier one (also a list); `list` appends (an earlier `option` becomes the first item).
+  replaces an earlier one (also a list); `list` appends (an earlier `option` becomes item one).
 - A named section declared twice is one section (options merge); a different type for the same
   name is an error. `option`/`list` before any `config` is an error. `package` is accepted and,
   as in uci_load() of a single file, does not change which sections are read.
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_FILE_BYTES = 1 << 20  # far above any real UCI file; bounds what a hostile input can cost
+_TOO_LARGE = f"larger than {MAX_FILE_BYTES} bytes: not a UCI config file"
 
 _KEYWORDS = {"package": "package", "p": "package", "config": "config", "c": "config",
              "option": "option", "o": "option", "list": "list", "l": "list"}
@@ -93,10 +94,12 @@ class UciPackage:
 class _SectionBuilder:
     def __init__(self, type_: str, name: str | None, line: int) -> None:
         self.type, self.name, self.line = type_, name, line
-        self.options: dict[str, UciOption] = {}
+        self.options: dict[str, tuple[bool, list[UciValue]]] = {}  # name -> (is_list, values)
 
     def build(self) -> UciSection:
-        return UciSection(self.type, self.name, self.line, tuple(self.options.values()))
+        options = tuple(UciOption(name, tuple(values), is_list)
+                        for name, (is_list, values) in self.options.items())
+        return UciSection(self.type, self.name, self.line, options)
 
 
 class _Parser:
@@ -147,8 +150,8 @@ class _Parser:
         word = self.text[start:self.pos]
         keyword = _KEYWORDS.get(word)
         if keyword is None:
-            raise self.error(f"unknown keyword {show(word)}: expected config, option, list or package",
-                             line)
+            raise self.error(f"unknown keyword {show(word)}: "
+                             "expected config, option, list or package", line)
         args = self.arguments()
         if keyword == "package":
             self.on_package(args, line)
@@ -242,7 +245,8 @@ class _Parser:
         if len(args) > 1:
             raise self.too_many("package", args[1], line)
         if not _PACKAGE.fullmatch(args[0]):
-            raise self.error(f"package: invalid name {show(args[0])} (letters, digits, _ and -)", line)
+            raise self.error(f"package: invalid name {show(args[0])} (letters, digits, _ and -)",
+                             line)
         self.package = args[0]
 
     def on_config(self, args: list[str], line: int) -> None:
@@ -250,22 +254,23 @@ class _Parser:
             raise self.error("config: missing section type", line)
         type_ = args[0]
         if not _TYPE.fullmatch(type_):
-            raise self.error(f"config: invalid section type {show(type_)} (printable ASCII, no spaces)",
-                             line)
+            raise self.error(f"config: invalid section type {show(type_)} "
+                             "(printable ASCII, no spaces)", line)
         name = args[1] if len(args) > 1 and args[1] else None
         if len(args) > 2:
             raise self.too_many("config", args[2], line)
         if name is not None and not _NAME.fullmatch(name):
-            raise self.error(f"config: invalid section name {show(name)} (letters, digits and _)", line)
+            raise self.error(f"config: invalid section name {show(name)} (letters, digits and _)",
+                             line)
         if name is None:
             section = _SectionBuilder(type_, None, line)
             self.sections.append(section)
         elif name in self.named:
             section = self.named[name]
             if section.type != type_:
-                raise self.error(f"config: section {show(name)} already has type {show(section.type)} "
-                                 f"(line {section.line}); a name cannot be reused for type {show(type_)}",
-                                 line)
+                raise self.error(f"config: section {show(name)} already has type "
+                                 f"{show(section.type)} (line {section.line}); a name cannot be "
+                                 f"reused for type {show(type_)}", line)
         else:
             section = self.named[name] = _SectionBuilder(type_, name, line)
             self.sections.append(section)
@@ -286,10 +291,11 @@ class _Parser:
         if keyword == "option":
             options.pop(name, None)  # a later option replaces; an empty one deletes (uci_set)
             if value.text:
-                options[name] = UciOption(name, (value,), False)
+                options[name] = (False, [value])
         else:
-            old = options.pop(name, None)
-            options[name] = UciOption(name, (old.values if old else ()) + (value,), True)
+            _, values = options.pop(name, (True, []))
+            values.append(value)
+            options[name] = (True, values)
 
     def too_many(self, what: str, extra: str, line: int) -> ConfigError:
         return self.error(f"{what}: too many arguments ({show(extra)} is one too many; "
@@ -299,12 +305,12 @@ class _Parser:
 def parse_uci(text: str, filename: str = "<string>") -> UciPackage:
     """Parse UCI text; ConfigError (file, line, message) on anything libuci would not take."""
     if len(text) > MAX_FILE_BYTES:
-        raise ConfigError(filename, None, f"larger than {MAX_FILE_BYTES} bytes: not a UCI config file")
+        raise ConfigError(filename, None, _TOO_LARGE)
     nul = text.find("\0")
     if nul >= 0:
         raise ConfigError(filename, text.count("\n", 0, nul) + 1, "NUL byte: not a UCI text file")
     if text.startswith("\ufeff"):
-        raise ConfigError(filename, 1, "starts with a byte-order mark; save the file as UTF-8 without one")
+        raise ConfigError(filename, 1, "starts with a byte-order mark; save as UTF-8 without one")
     return _Parser(text, filename).run()
 
 
@@ -314,7 +320,8 @@ def decode_uci(data: bytes, filename: str) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(filename, line, f"not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+        message = f"not UTF-8 text (byte 0x{data[exc.start]:02x})"
+        raise ConfigError(filename, line, message) from None
 
 
 def read_uci_file(path: Path) -> UciPackage:
@@ -335,5 +342,5 @@ def read_uci_file(path: Path) -> UciPackage:
     finally:
         os.close(fd)
     if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(name, None, f"larger than {MAX_FILE_BYTES} bytes: not a UCI config file")
+        raise ConfigError(name, None, _TOO_LARGE)
     return parse_uci(decode_uci(data, name), name)
