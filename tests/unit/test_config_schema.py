@@ -153,6 +153,8 @@ def test_example_message_from_the_brief() -> None:
     (["list log_level debug"], ":2: option log_level: takes one value"),
     (["list ignore_interfaces 'a b'"],
      ":2: list ignore_interfaces: 'a b' is not an interface name pattern"),
+    (["list ignore_interfaces 'e\x1bth'"],
+     ":2: list ignore_interfaces: 'e\\x1bth' is not an interface name pattern"),
     (["list ignore_interfaces ''"],
      ":2: list ignore_interfaces: '' is not an interface name pattern"),
     (["option control_socket 'sock'"], ":2: option control_socket: 'sock' is not an absolute path"),

@@ -121,7 +121,8 @@ def _prefix(text: str) -> ipaddress.IPv6Network:
 
 
 def _pattern(text: str) -> str:
-    if not text or len(text) > _PATTERN_MAX or any(c.isspace() or c == "/" for c in text):
+    bad = any(c.isspace() or c == "/" or not c.isprintable() for c in text)
+    if not text or len(text) > _PATTERN_MAX or bad:
         raise _Invalid(f"{show(text)} is not an interface name pattern (1 to {_PATTERN_MAX} "
                        "characters, no spaces or /)")
     return text
