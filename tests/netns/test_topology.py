@@ -1,0 +1,237 @@
+"""Topologies on this host's kernel: reachability, the in-namespace socket helper, teardown."""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from acp_openwrt.lab import netns_exec
+from acp_openwrt.lab.topology import (
+    Topology, TopologyError, cleanup_stale, line, random_prefix, segment,
+)
+
+needs_ping = pytest.mark.skipif(shutil.which("ping") is None, reason="ping (iputils-ping) not installed")
+
+
+def ip_netns_list() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie not yet reaped counts as gone
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture
+def before() -> Iterator[set[str]]:
+    """The namespace list before the test; afterwards it must be the same again."""
+    names = ip_netns_list()
+    yield names
+    assert ip_netns_list() == names
+
+
+@pytest.fixture
+def line3(before: set[str]) -> Iterator[Topology]:
+    with Topology(line(3)) as topo:
+        yield topo
+
+
+def ping(topo: Topology, node: str, target: str, count: int = 1) -> subprocess.CompletedProcess[str]:
+    return topo[node].run(["ping", "-6", "-n", "-c", str(count), "-W", "1", target])
+
+
+@needs_ping
+def test_line_neighbours_reach_each_other_but_not_beyond(line3: Topology) -> None:
+    n1, n2, n3 = line3["n1"], line3["n2"], line3["n3"]
+    b_addr = n2.link_local(n2.ifname("n1"))
+    c_addr = n3.link_local(n3.ifname("n2"))
+    out = n1.ifname("n2")
+    assert ping(line3, "n1", f"{b_addr}%{out}").returncode == 0
+    assert ping(line3, "n1", f"{c_addr}%{out}").returncode != 0
+    # All-nodes on n1's only link: the one answer comes from n2, none from n3.
+    res = ping(line3, "n1", f"ff02::1%{out}", count=2)
+    assert res.returncode == 0
+    assert b_addr in res.stdout and c_addr not in res.stdout
+    forwarding = n2.run(["sysctl", "-n", "net.ipv6.conf.all.forwarding"])
+    assert forwarding.stdout.strip() == "0"
+
+
+@needs_ping
+def test_shared_segment_everyone_reaches_everyone(before: set[str]) -> None:
+    with Topology(segment(3)) as topo:
+        addrs = {n: topo[n].link_local("eth0") for n in ("n1", "n2", "n3")}
+        for src in addrs:
+            for dst, addr in addrs.items():
+                if src != dst:
+                    res = ping(topo, src, f"{addr}%eth0")
+                    assert res.returncode == 0, f"{src} -> {dst}: {res.stdout}{res.stderr}"
+        # The switch is L2 only: it has no IPv6 address of its own to answer with.
+        assert topo["sw"].run(["ip", "-6", "addr", "show"]).stdout.strip() == ""
+
+
+def udp_pair(topo: Topology, sender: str, receiver: str, port: int) -> tuple[socket.socket, socket.socket]:
+    tx = topo[sender].socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    rx = topo[receiver].socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    rx.bind(("::", port))
+    rx.settimeout(2)
+    return tx, rx
+
+
+def test_socket_made_in_a_node_talks_on_that_nodes_links(line3: Topology) -> None:
+    n1, n2 = line3["n1"], line3["n2"]
+    n2.link_local("eth0")
+    out_index = n1.index("eth0")
+    tx, rx = udp_pair(line3, "n1", "n2", 7017)
+    rx3 = line3["n3"].socket()
+    rx3.bind(("::", 7017))
+    rx3.settimeout(0.5)
+    with tx, rx, rx3:
+        tx.sendto(b"to-all-nodes", ("ff02::1", 7017, 0, out_index))
+        data, peer = rx.recvfrom(100)
+        assert data == b"to-all-nodes"
+        assert peer[0] == n1.link_local("eth0")
+        tx.sendto(b"unicast", (n2.link_local("eth0"), 7017, 0, out_index))
+        assert rx.recvfrom(100)[0] == b"unicast"
+        with pytest.raises(socket.timeout):  # n3 is two hops away: nothing arrives
+            rx3.recvfrom(100)
+
+
+def test_entered_restores_the_thread_even_when_the_body_raises(line3: Topology) -> None:
+    def inode(path: str) -> int:
+        return os.stat(path).st_ino
+
+    home = inode("/proc/thread-self/ns/net")
+    with pytest.raises(ZeroDivisionError):
+        with line3["n2"].entered():
+            assert inode("/proc/thread-self/ns/net") == inode(netns_exec.netns_path(line3["n2"].netns))
+            1 / 0
+    assert inode("/proc/thread-self/ns/net") == home
+    # call_in: the result (or the error) comes back, and the caller never moves.
+    seen = netns_exec.call_in(line3["n3"].netns, inode, "/proc/thread-self/ns/net")
+    assert seen == inode(netns_exec.netns_path(line3["n3"].netns))
+    with pytest.raises(KeyError):
+        netns_exec.call_in(line3["n3"].netns, {}.__getitem__, "x")
+    with pytest.raises(FileNotFoundError):
+        netns_exec.call_in("no-such-namespace", int)
+    assert inode("/proc/thread-self/ns/net") == home
+    # An executor whose worker thread stays inside the namespace.
+    with netns_exec.namespace_executor(line3["n1"].netns) as pool:
+        ids = {pool.submit(inode, "/proc/thread-self/ns/net").result() for _ in range(3)}
+    assert ids == {inode(netns_exec.netns_path(line3["n1"].netns))}
+
+
+def test_link_local_waits_for_dad_and_times_out_without_address(before: set[str]) -> None:
+    with Topology(line(2, dad=True)) as topo:
+        with topo["n1"].iproute() as ipr:
+            start = time.monotonic()
+            addr = topo["n1"].link_local("eth0")
+            waited = time.monotonic() - start
+            flags = [m.get_attr("IFA_FLAGS") for m in ipr.get_addr(family=socket.AF_INET6)
+                     if m.get_attr("IFA_ADDRESS") == addr]
+        assert flags and not flags[0] & 0x40
+        assert waited > 0.3  # DAD really ran (about a second) and was waited for
+    with Topology(line(2, addrgenmode="none")) as topo:
+        with pytest.raises(TimeoutError, match="no usable link-local"):
+            topo["n1"].link_local("eth0", timeout=0.3)
+        with pytest.raises(TopologyError, match="no interface 'eth9'"):
+            topo["n1"].link_local("eth9")
+
+
+def test_failed_up_removes_what_it_made_and_spares_what_it_did_not(before: set[str]) -> None:
+    prefix = random_prefix()
+    netns_exec.create_namespace(f"{prefix}-n3")  # someone else's, in the way
+    try:
+        topo = Topology(line(4), prefix=prefix)
+        with pytest.raises(FileExistsError):
+            topo.up()
+        assert ip_netns_list() == before | {f"{prefix}-n3"}
+        assert topo.namespaces() == []
+    finally:
+        netns_exec.remove_namespace(f"{prefix}-n3")
+
+
+def test_failure_while_linking_tears_down(before: set[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = Topology._add_veth
+
+    def flaky(self: Topology, ipr: object, link: object) -> None:
+        calls.append(link)
+        if len(calls) == 3:
+            raise OSError("injected")
+        real(self, ipr, link)
+
+    monkeypatch.setattr(Topology, "_add_veth", flaky)
+    with pytest.raises(OSError, match="injected"):
+        Topology(line(5)).up()
+    assert len(calls) == 3
+
+
+def test_body_that_raises_still_tears_down_and_ends_processes(before: set[str]) -> None:
+    pids: list[int] = []
+    with pytest.raises(RuntimeError, match="test body failed"):
+        with Topology(line(2)) as topo:
+            daemon = topo["n1"].popen(["sleep", "300"])
+            # a grandchild that left its parent behind, still inside n2
+            topo["n2"].run(["sh", "-c", "sleep 300 >/dev/null 2>&1 &"])
+            pids = [daemon.pid, *netns_exec.pids_in([topo["n2"].netns])]
+            assert len(pids) == 2 and all(alive(p) for p in pids)
+            raise RuntimeError("test body failed")
+    assert pids and not any(alive(p) for p in pids)
+
+
+def test_parallel_topologies_do_not_collide(before: set[str]) -> None:
+    barrier = threading.Barrier(4)
+
+    def one(_: int) -> tuple[str, bytes]:
+        with Topology(line(3)) as topo:
+            barrier.wait(timeout=20)  # all four are up at the same time, same interface names
+            tx, rx = udp_pair(topo, "n1", "n2", 9000)
+            with tx, rx:
+                token = topo.prefix.encode()
+                tx.sendto(token, (topo["n2"].link_local("eth0"), 9000, 0, topo["n1"].index("eth0")))
+                return topo.prefix, rx.recvfrom(100)[0]
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(4)))
+    assert len({prefix for prefix, _ in results}) == 4
+    assert all(prefix.encode() == got for prefix, got in results)
+
+
+def test_hotplug_link_appears_and_goes(line3: Topology) -> None:
+    link = line3.add_link("n1", "n3", "side", "side")
+    assert line3["n1"].ifname("n3") == "side"
+    addr = line3["n3"].link_local("side")
+    tx, rx = udp_pair(line3, "n1", "n3", 9100)
+    with tx, rx:
+        tx.sendto(b"x", (addr, 9100, 0, line3["n1"].index("side")))
+        assert rx.recvfrom(10)[0] == b"x"
+    with pytest.raises(TopologyError, match="duplicate interface 'side'"):
+        line3.add_link("n1", "n2", "side", "other")
+    line3.remove_link(link)
+    with pytest.raises(TopologyError, match="no interface 'side'"):
+        line3["n3"].index("side")
+
+
+def test_cleanup_stale_removes_only_its_prefix(before: set[str]) -> None:
+    prefix = random_prefix()[:8]
+    mine = [f"{prefix}-n1", f"{prefix}-n1-dull"]
+    other = f"{prefix}0-n1"  # a longer prefix that starts the same way
+    for name in [*mine, other]:
+        netns_exec.create_namespace(name)
+    try:
+        assert sorted(cleanup_stale(prefix)) == sorted(mine)
+        assert ip_netns_list() == before | {other}
+    finally:
+        netns_exec.remove_namespace(other)
