@@ -23,3 +23,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if (item.get_closest_marker("netns") or item.get_closest_marker("vm")) and os.geteuid() != 0:
         pytest.skip("needs root (network namespaces / guest kernel); run as root or via `make test`")
+
+
+# vm tests run inside one QEMU guest per session (acp_openwrt.lab.pytest_guest).
+pytest_plugins = ["acp_openwrt.lab.pytest_guest"]
