@@ -49,7 +49,7 @@ def line3(before: set[str]) -> Iterator[Topology]:
 
 
 def ping(topo: Topology, node: str, target: str, count: int = 1) -> subprocess.CompletedProcess[str]:
-    return topo[node].run(["ping", "-6", "-n", "-c", str(count), "-W", "1", target])
+    return topo[node].run(["ping", "-6", "-n", "-c", str(count), "-i", "0.2", "-W", "1", target])
 
 
 @needs_ping
@@ -222,6 +222,21 @@ def test_hotplug_link_appears_and_goes(line3: Topology) -> None:
     line3.remove_link(link)
     with pytest.raises(TopologyError, match="no interface 'side'"):
         line3["n3"].index("side")
+    # Taking one end down takes the carrier away from the other.
+    line3["n1"].set_link("eth0", up=False)
+    assert wait_operstate(line3, "n2", "eth0") != "UP"
+    line3["n1"].set_link("eth0", up=True)
+    assert wait_operstate(line3, "n2", "eth0", want="UP") == "UP"
+
+
+def wait_operstate(topo: Topology, node: str, ifname: str, want: str | None = None) -> str:
+    deadline = time.monotonic() + 3
+    with topo[node].iproute() as ipr:
+        while True:
+            state = ipr.get_links(ifname=ifname)[0].get_attr("IFLA_OPERSTATE")
+            if (state == want if want else state != "UP") or time.monotonic() > deadline:
+                return str(state)
+            time.sleep(0.02)
 
 
 def test_cleanup_stale_removes_only_its_prefix(before: set[str]) -> None:

@@ -6,7 +6,7 @@ import pytest
 from acp_openwrt.lab import netns_exec
 from acp_openwrt.lab.topology import (
     End, Link, NodeSpec, SpecBuilder, Topology, TopologyError, TopologySpec, check_ifname,
-    from_edges, line, mesh, random_prefix, ring, segment, star,
+    from_edges, line, mesh, named, random_prefix, ring, segment, star,
 )
 
 
@@ -33,6 +33,7 @@ def test_builders_have_the_expected_shape() -> None:
     assert len(big.links) == 10
     assert all(len(ends(big, f"n{i}")) == 4 for i in range(1, 6))
     assert line(1).links == ()
+    assert named("ring", 5) == ring(5) and named("segment", 2, dad=True) == segment(2, dad=True)
 
 
 def test_segment_puts_every_node_on_one_bridge_in_a_switch_node() -> None:
@@ -83,6 +84,7 @@ def test_builder_bridge_ports() -> None:
     (lambda: SpecBuilder().node("a").link("a", "a").build(), "loops back to node 'a'"),
     (lambda: line(2, addrgenmode="eui48"), "addrgenmode 'eui48'"),
     (lambda: ring(2), "need at least 3 nodes"),
+    (lambda: named("torus", 4), "unknown topology 'torus' (one of line, ring, star, mesh, segment)"),
     (lambda: Topology(line(2), prefix="has-dash"), "prefix 'has-dash' is invalid"),
     (lambda: Topology(line(2), prefix="toolongprefix"), "prefix 'toolongprefix' is invalid"),
     (lambda: Topology(line(2), prefix="t1")["n9"], "no node 'n9'"),

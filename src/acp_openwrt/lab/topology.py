@@ -22,13 +22,7 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from acp_openwrt.lab import netns_exec
-from acp_openwrt.lab.netns_exec import cleanup_stale
-
-__all__ = [
-    "End", "Link", "NodeSpec", "TopologySpec", "TopologyError", "Topology", "Node",
-    "line", "ring", "star", "mesh", "from_edges", "segment", "cleanup_stale", "random_prefix",
-    "SpecBuilder",
-]
+from acp_openwrt.lab.netns_exec import cleanup_stale  # noqa: F401  (re-exported for tests and the CLI)
 
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 ADDRGENMODES = {"eui64": 0, "none": 1, "stable_privacy": 2, "random": 3}
@@ -231,6 +225,16 @@ def segment(n: int, **options: Any) -> TopologySpec:
     return builder.build(**options)
 
 
+BUILDERS = {"line": line, "ring": ring, "star": star, "mesh": mesh, "segment": segment}
+
+
+def named(kind: str, n: int, **options: Any) -> TopologySpec:
+    """A ready-made spec by name, for the command line: named("line", 3)."""
+    if kind not in BUILDERS:
+        raise TopologyError(f"unknown topology {kind!r} (one of {', '.join(BUILDERS)})")
+    return BUILDERS[kind](n, **options)
+
+
 @dataclass
 class Node:
     """A node of a running topology: its namespace and ways to act inside it."""
@@ -362,6 +366,8 @@ class Topology:
 
     def up(self) -> Topology:
         """Create namespaces, bridges and links; on any failure remove what was made, then re-raise."""
+        if self._created:
+            raise TopologyError(f"topology {self.prefix} is already up")
         try:
             for node in self.nodes.values():
                 netns_exec.create_namespace(node.netns)
@@ -411,8 +417,14 @@ class Topology:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1)
         created, self._created = self._created, []
+        errors: list[OSError] = []
         for name in reversed(created):
-            netns_exec.remove_namespace(name)
+            try:
+                netns_exec.remove_namespace(name)
+            except OSError as exc:  # keep going: one stuck namespace must not strand the rest
+                errors.append(exc)
+        if errors:
+            raise errors[0]
 
     def __enter__(self) -> Topology:
         return self.up()
