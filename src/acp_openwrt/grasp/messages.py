@@ -1,0 +1,189 @@
+"""GRASP messages, options and objectives as plain immutable values (RFC 8990 §2.8-§2.10).
+
+NamedTuples rather than dataclasses: they are built for every received datagram, and a tuple
+costs a fraction of a dataclass to construct. ``ABSENT`` marks an objective without a value,
+which the wire distinguishes from a CBOR null (``[name, flags, loop]`` vs ``[name, flags, loop,
+null]``), so decode-then-encode gives the same bytes.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Union
+
+from . import constants as c
+
+
+class _Absent:
+    """The objective carries no value element at all."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = _Absent()
+
+
+class Objective(NamedTuple):
+    """``[objective-name, objective-flags, loop-count, ?objective-value]`` (§2.10)."""
+
+    name: str
+    flags: int
+    loop_count: int = c.GRASP_DEF_LOOPCT
+    value: Any = ABSENT
+
+    @property
+    def neg(self) -> bool:
+        return bool(self.flags & c.F_NEG)
+
+    @property
+    def synch(self) -> bool:
+        return bool(self.flags & c.F_SYNCH)
+
+    @property
+    def disc(self) -> bool:
+        return bool(self.flags & c.F_DISC)
+
+    @property
+    def dry(self) -> bool:
+        return bool(self.flags & c.F_NEG_DRY)
+
+    def with_loop_count(self, loop_count: int) -> "Objective":
+        return Objective(self.name, self.flags, loop_count, self.value)
+
+    def with_value(self, value: Any) -> "Objective":
+        return Objective(self.name, self.flags, self.loop_count, value)
+
+
+class Locator(NamedTuple):
+    """A locator option (§2.9.5): kind is O_IPv6_LOCATOR … O_URI_LOCATOR.
+
+    ``address`` is bytes (16 or 4) for IP locators, text for FQDN and URI locators.
+    ``protocol`` and ``port`` may be None only in a URI locator.
+    """
+
+    kind: int
+    address: Union[bytes, str]
+    protocol: Union[int, None]
+    port: Union[int, None]
+
+    def ip_address(self) -> Any:
+        """The address as an ``ipaddress`` object (IP locators only), imported on demand."""
+        import ipaddress
+
+        if self.kind == c.O_IPv6_LOCATOR:
+            return ipaddress.IPv6Address(self.address)
+        if self.kind == c.O_IPv4_LOCATOR:
+            return ipaddress.IPv4Address(self.address)
+        raise ValueError("not an IP locator")
+
+
+class TaggedObjective(NamedTuple):
+    """One ``[objective, locator-option / []]`` pair of an M_FLOOD; locator None is ``[]``."""
+
+    objective: Objective
+    locator: Union[Locator, None] = None
+
+
+class Noop(NamedTuple):
+    """``[M_NOOP]``."""
+
+    MTYPE = c.M_NOOP
+
+
+class Discovery(NamedTuple):
+    """``[M_DISCOVERY, session-id, initiator, objective]``."""
+
+    session_id: int
+    initiator: bytes
+    objective: Objective
+    MTYPE = c.M_DISCOVERY
+
+
+class Response(NamedTuple):
+    """``[M_RESPONSE, session-id, initiator, ttl, (+locator // divert), ?objective]``.
+
+    ``diverted`` True means the locators sit inside one O_DIVERT option.
+    """
+
+    session_id: int
+    initiator: bytes
+    ttl: int
+    locators: tuple[Locator, ...]
+    diverted: bool = False
+    objective: Union[Objective, None] = None
+    MTYPE = c.M_RESPONSE
+
+
+class RequestNegotiation(NamedTuple):
+    """``[M_REQ_NEG, session-id, objective]``."""
+
+    session_id: int
+    objective: Objective
+    MTYPE = c.M_REQ_NEG
+
+
+class RequestSynchronization(NamedTuple):
+    """``[M_REQ_SYN, session-id, objective]``."""
+
+    session_id: int
+    objective: Objective
+    MTYPE = c.M_REQ_SYN
+
+
+class Negotiate(NamedTuple):
+    """``[M_NEGOTIATE, session-id, objective]``."""
+
+    session_id: int
+    objective: Objective
+    MTYPE = c.M_NEGOTIATE
+
+
+class End(NamedTuple):
+    """``[M_END, session-id, [O_ACCEPT] / [O_DECLINE, ?reason]]``."""
+
+    session_id: int
+    accept: bool
+    reason: Union[str, None] = None
+    MTYPE = c.M_END
+
+
+class Wait(NamedTuple):
+    """``[M_WAIT, session-id, waiting-time]`` (ms)."""
+
+    session_id: int
+    waiting_time: int
+    MTYPE = c.M_WAIT
+
+
+class Synch(NamedTuple):
+    """``[M_SYNCH, session-id, objective]``."""
+
+    session_id: int
+    objective: Objective
+    MTYPE = c.M_SYNCH
+
+
+class Flood(NamedTuple):
+    """``[M_FLOOD, session-id, initiator, ttl, +[objective, (locator-option / [])]]``."""
+
+    session_id: int
+    initiator: bytes
+    ttl: int
+    objectives: tuple[TaggedObjective, ...]
+    MTYPE = c.M_FLOOD
+
+
+class Invalid(NamedTuple):
+    """``[M_INVALID, session-id, ?any]``."""
+
+    session_id: int
+    content: Any = ABSENT
+    MTYPE = c.M_INVALID
+
+
+Message = Union[Noop, Discovery, Response, RequestNegotiation, RequestSynchronization,
+                Negotiate, End, Wait, Synch, Flood, Invalid]
