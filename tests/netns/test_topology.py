@@ -147,6 +147,14 @@ def test_link_local_waits_for_dad_and_times_out_without_address(before: set[str]
             topo["n1"].link_local("eth0", timeout=0.3)
         with pytest.raises(TopologyError, match="no interface 'eth9'"):
             topo["n1"].link_local("eth9")
+        # Fixed link-locals, as the IKE experiments used them: usable at once, no DAD.
+        topo["n1"].add_address("eth0", "fe80::1")
+        topo["n2"].add_address("eth0", "fe80::2")
+        assert topo["n1"].link_local("eth0", timeout=0.5) == "fe80::1"
+        tx, rx = udp_pair(topo, "n1", "n2", 9200)
+        with tx, rx:
+            tx.sendto(b"fixed", ("fe80::2", 9200, 0, topo["n1"].index("eth0")))
+            assert rx.recvfrom(10) == (b"fixed", ("fe80::1", tx.getsockname()[1], 0, topo["n2"].index("eth0")))
 
 
 def test_failed_up_removes_what_it_made_and_spares_what_it_did_not(before: set[str]) -> None:

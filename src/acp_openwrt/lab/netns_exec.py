@@ -22,9 +22,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
 
 NETNS_RUN_DIR = "/run/netns"
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
 CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
@@ -128,6 +131,27 @@ def namespace_executor(name: str, workers: int = 1) -> concurrent.futures.Thread
 def socket_in(name: str, family: int, type: int, proto: int = 0) -> socket.socket:
     """A socket created inside namespace `name` (usable from any thread afterwards)."""
     return call_in(name, socket.socket, family, type, proto)
+
+
+def wait_link_local(ipr: IPRoute, index: int, timeout: float = 5.0, poll: float = 0.02) -> str:
+    """Poll netlink until link `index` has a non-tentative fe80:: address; return it.
+
+    Raises TimeoutError when none appears in time, OSError when DAD failed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        for msg in ipr.get_addr(family=socket.AF_INET6, index=index):
+            addr = str(msg.get_attr("IFA_ADDRESS"))
+            flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
+            if not addr.startswith("fe80:"):
+                continue
+            if flags & IFA_F_DADFAILED:
+                raise OSError(errno.EADDRNOTAVAIL, f"DAD failed for {addr}")
+            if not flags & IFA_F_TENTATIVE:
+                return addr
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no usable link-local address in {timeout}s")
+        time.sleep(poll)
 
 
 def netns_argv(name: str, argv: Iterable[str]) -> list[str]:

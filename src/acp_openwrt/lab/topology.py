@@ -13,7 +13,6 @@ import re
 import secrets
 import socket
 import subprocess
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -29,8 +28,7 @@ ADDRGENMODES = {"eui64": 0, "none": 1, "stable_privacy": 2, "random": 3}
 _NODE_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,11}$")
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 _IFNAME_BAD = re.compile(r"[\s/:%]")
-IFA_F_DADFAILED = 0x08
-IFA_F_TENTATIVE = 0x40
+IFA_F_NODAD = 0x02
 
 
 class TopologyError(ValueError):
@@ -286,24 +284,20 @@ class Node:
 
     def link_local(self, ifname: str, timeout: float = 5.0) -> str:
         """Wait until `ifname` has a usable (non-tentative) fe80:: address and return it."""
-        deadline = time.monotonic() + timeout
         with self.iproute() as ipr:
             found = ipr.link_lookup(ifname=ifname)
             if not found:
                 raise TopologyError(f"{self.name}: no interface {ifname!r}")
-            while True:
-                for msg in ipr.get_addr(family=socket.AF_INET6, index=found[0]):
-                    addr = msg.get_attr("IFA_ADDRESS")
-                    flags = msg.get_attr("IFA_FLAGS") or msg["flags"]
-                    if not addr.startswith("fe80:"):
-                        continue
-                    if flags & IFA_F_DADFAILED:
-                        raise TopologyError(f"{self.name}/{ifname}: DAD failed for {addr}")
-                    if not flags & IFA_F_TENTATIVE:
-                        return str(addr)
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.name}/{ifname}: no usable link-local address in {timeout}s")
-                time.sleep(0.02)
+            try:
+                return netns_exec.wait_link_local(ipr, found[0], timeout)
+            except (TimeoutError, OSError) as exc:
+                raise type(exc)(f"{self.name}/{ifname}: {exc}") from None
+
+    def add_address(self, ifname: str, address: str, prefixlen: int = 64, dad: bool = False) -> None:
+        """Give an interface a fixed address (e.g. fe80::1 with addrgenmode none), DAD skipped by default."""
+        with self.iproute() as ipr:
+            ipr.addr("add", index=self.index(ifname), address=address, prefixlen=prefixlen,
+                     IFA_FLAGS=0 if dad else IFA_F_NODAD)
 
     def set_link(self, ifname: str, up: bool) -> None:
         """Take an interface up or down (a neighbour appearing or going away)."""
