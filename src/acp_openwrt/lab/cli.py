@@ -36,12 +36,11 @@ def _vm(args: argparse.Namespace) -> int:
     except GuestUnavailable as e:
         print(f"acp-lab vm: guest unavailable: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
-    except GuestTimeout as e:
+    except (GuestTimeout, GuestFailure) as e:
         print(f"acp-lab vm: {e}", file=sys.stderr)
-        return EXIT_TIMEOUT
-    except GuestFailure as e:
-        print(f"acp-lab vm: {e}", file=sys.stderr)
-        return EXIT_GUEST_FAILED
+        if e.console:
+            print(f"guest console (tail):\n{e.console}", file=sys.stderr)
+        return EXIT_TIMEOUT if isinstance(e, GuestTimeout) else EXIT_GUEST_FAILED
     if args.verbose:
         print(f"acp-lab vm: boot {result.boot_seconds:.1f} s, total {result.total_seconds:.1f} s,"
               f" exit status {result.status}", file=sys.stderr)

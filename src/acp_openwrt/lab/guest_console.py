@@ -69,5 +69,6 @@ class ConsoleFilter:
         self._pending = self._pending[cut:]
 
     def log_tail(self, lines: int = 30) -> str:
-        text = _ESCAPES.sub("", bytes(self.log).decode("utf-8", "replace")).strip()
+        held = self._pending if self.phase is not Phase.RUN else b""
+        text = _ESCAPES.sub("", (bytes(self.log) + held).decode("utf-8", "replace")).strip()
         return "\n".join(text.splitlines()[-lines:])

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.mark.structures import Mark
+from _pytest.nodes import Node
 
 RESULTS_FILE = "pytest-results.json"
 TIMEOUT_ENV = "ACP_LAB_VM_TIMEOUT"
@@ -29,19 +31,20 @@ GUEST_PYTEST_ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 def record(results: dict[str, dict[str, str]], nodeid: str, when: str, outcome: str, text: str) -> None:
     """Fold one phase report (setup/call/teardown) into the test's single outcome.
 
-    A failure in any phase wins over everything; a skip wins over a pass.
+    outcome is pytest's (passed/failed/skipped) or xfailed/xpassed. A failure in any phase wins
+    over everything, then skip and xfail over a pass.
     """
     entry = results.setdefault(nodeid, {"outcome": "passed", "text": ""})
     if outcome == "failed":
         prefix = "" if entry["outcome"] != "failed" else entry["text"] + "\n"
-        entry.update(outcome="failed", text=f"{prefix}[{when}] {text}".rstrip())
-    elif outcome == "skipped" and entry["outcome"] == "passed":
-        entry.update(outcome="skipped", text=text)
+        entry.update(outcome="failed", text=f"{prefix}({when})\n{text}".rstrip())
+    elif outcome in ("skipped", "xfailed") and entry["outcome"] == "passed":
+        entry.update(outcome=outcome, text=text)
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
     if hasattr(report, "wasxfail"):
-        return f"xfail: {report.wasxfail}"
+        return str(report.wasxfail)
     if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     return report.longreprtext
@@ -55,8 +58,11 @@ class ResultCollector:
         self.results: dict[str, dict[str, str]] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        outcome = report.outcome
+        if report.skipped and hasattr(report, "wasxfail"):
+            outcome = "xfailed"
         text = _skip_reason(report) if report.skipped else report.longreprtext
-        record(self.results, report.nodeid, report.when, report.outcome, text)
+        record(self.results, report.nodeid, report.when, outcome, text)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:  # an import error in the guest fails the tests it would have held
@@ -66,9 +72,16 @@ class ResultCollector:
         self.path.write_text(json.dumps(self.results, indent=1))
 
 
+def headline(text: str) -> str:
+    """The line a summary should show: pytest's first `E ` line, else the first line."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    errors = [line[1:].strip() for line in lines if line.startswith("E ")]
+    return (errors or lines or ["(no report)"])[0]
+
+
 @dataclass
 class GuestVerdict:
-    outcome: str  # passed | failed | skipped
+    outcome: str  # passed | failed | skipped | xfailed
     text: str
 
 
@@ -97,8 +110,8 @@ class GuestSession:
     output: bytearray = field(default_factory=bytearray)
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--color=no",
-                *self.nodeids]
+        return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", __name__,
+                "-q", "--color=no", *self.nodeids]
 
     def run(self) -> None:
         from acp_openwrt.lab.vm import GuestError, GuestUnavailable, run_in_guest
@@ -107,9 +120,12 @@ class GuestSession:
         try:
             result = run_in_guest(self.argv(), cwd=str(self.rootdir), timeout=self.timeout,
                                   extra_env=GUEST_PYTEST_ENV, on_output=self.output.extend)
-        except (GuestError, GuestUnavailable) as e:
-            self.problem = f"guest run failed: {e}"
-            self.summary = self.problem.splitlines()[0]
+        except GuestError as e:
+            self.problem = self.summary = f"guest run failed: {e}"
+            self.problem += f"\nguest console (tail):\n{e.console}" if e.console else ""
+            return
+        except GuestUnavailable as e:
+            self.problem = self.summary = f"guest unavailable: {e}"
             return
         self.summary = (f"one guest for {len(self.nodeids)} vm test(s): boot {result.boot_seconds:.1f} s,"
                         f" total {result.total_seconds:.1f} s, guest pytest exit {result.status}")
@@ -131,15 +147,28 @@ class GuestSession:
 SESSION_KEY = pytest.StashKey[GuestSession]()
 
 
+# Decided by the twin inside the guest; evaluating them again on the host would double them.
+GUEST_DECIDED_MARKS = frozenset({"skip", "skipif", "xfail"})
+
+
 class GuestItem(pytest.Item):
     """Host stand-in for a vm test: reports what its twin did inside the guest."""
+
+    def iter_markers_with_node(self, name: str | None = None) -> Iterator[tuple[Node, Mark]]:
+        for node, mark in super().iter_markers_with_node(name):
+            if mark.name not in GUEST_DECIDED_MARKS:
+                yield node, mark
 
     def runtest(self) -> None:
         verdict = self.config.stash[SESSION_KEY].verdict(self.nodeid)
         if verdict.outcome == "failed":
-            pytest.fail(f"in the guest:\n{verdict.text}", pytrace=False)
+            head = headline(verdict.text)
+            body = verdict.text.removeprefix(head).lstrip("\n")
+            pytest.fail(f"in the guest: {head}\n{body}".rstrip(), pytrace=False)
         if verdict.outcome == "skipped":
             pytest.skip(f"in the guest: {verdict.text}")
+        if verdict.outcome == "xfailed":
+            pytest.xfail(f"in the guest: {verdict.text}")
 
     def reportinfo(self) -> tuple[Any, int | None, str]:
         return self.path, None, f"{self.name} (in guest)"

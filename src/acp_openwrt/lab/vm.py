@@ -36,6 +36,10 @@ __all__ = ["GuestError", "GuestUnavailable", "GuestTimeout", "GuestFailure", "Gu
 class GuestError(Exception):
     """The guest run itself went wrong (as opposed to the command failing)."""
 
+    def __init__(self, message: str, console: str = "") -> None:
+        super().__init__(message)
+        self.console = console  # the tail of the boot log, for diagnosis
+
 
 class GuestTimeout(GuestError):
     pass
@@ -113,8 +117,8 @@ def run_in_guest(
         result = _boot(qemu_argv(kernel, run_dir, qemu=qemu), cmd, timeout, on_output)
         status_file = run_dir / STATUS_FILE
         if not status_file.exists():
-            raise GuestFailure("guest ended without the command's exit status; console:\n"
-                               + result.console_log)
+            raise GuestFailure("guest ended without reporting the command's exit status",
+                               result.console_log)
         result.status = int(status_file.read_text().strip() or "125")
         result.outputs = {p.name: p.read_bytes() for p in (run_dir / "out").iterdir() if p.is_file()}
         return result
@@ -140,7 +144,7 @@ def _boot(qemu_cmd: list[str], cmd: GuestCommand, timeout: float,
         while True:
             left = start + timeout - time.monotonic()
             if left <= 0:
-                raise GuestTimeout(f"guest run exceeded {timeout:g} s; console:\n" + console.log_tail())
+                raise GuestTimeout(f"guest run exceeded {timeout:g} s", console.log_tail())
             ready, _, _ = select.select([fd], [], [], min(left, 1.0))
             if not ready:
                 continue
