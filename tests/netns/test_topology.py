@@ -34,17 +34,33 @@ def alive(pid: int) -> bool:
         return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-@pytest.fixture
-def before() -> Iterator[set[str]]:
-    """The namespace list before the test; afterwards it must be the same again."""
-    names = ip_netns_list()
-    yield names
-    assert ip_netns_list() == names
+class Prefixes:
+    """Hands out fresh prefixes; at the end none of their namespaces may be left.
+
+    Only this test's own prefixes are looked at, so parallel runs on the host do not interfere.
+    """
+
+    def __init__(self) -> None:
+        self.used: list[str] = []
+
+    def __call__(self, prefix: str | None = None) -> str:
+        self.used.append(prefix or random_prefix())
+        return self.used[-1]
+
+    def left(self) -> set[str]:
+        return {n for n in ip_netns_list() if any(n.startswith(p + "-") for p in self.used)}
 
 
 @pytest.fixture
-def line3(before: set[str]) -> Iterator[Topology]:
-    with Topology(line(3)) as topo:
+def prefixes() -> Iterator[Prefixes]:
+    made = Prefixes()
+    yield made
+    assert made.left() == set()
+
+
+@pytest.fixture
+def line3(prefixes: Prefixes) -> Iterator[Topology]:
+    with Topology(line(3), prefixes()) as topo:
         yield topo
 
 
@@ -69,8 +85,8 @@ def test_line_neighbours_reach_each_other_but_not_beyond(line3: Topology) -> Non
 
 
 @needs_ping
-def test_shared_segment_everyone_reaches_everyone(before: set[str]) -> None:
-    with Topology(segment(3)) as topo:
+def test_shared_segment_everyone_reaches_everyone(prefixes: Prefixes) -> None:
+    with Topology(segment(3), prefixes()) as topo:
         addrs = {n: topo[n].link_local("eth0") for n in ("n1", "n2", "n3")}
         for src in addrs:
             for dst, addr in addrs.items():
@@ -132,8 +148,8 @@ def test_entered_restores_the_thread_even_when_the_body_raises(line3: Topology) 
     assert ids == {inode(netns_exec.netns_path(line3["n1"].netns))}
 
 
-def test_link_local_waits_for_dad_and_times_out_without_address(before: set[str]) -> None:
-    with Topology(line(2, dad=True)) as topo:
+def test_link_local_waits_for_dad_and_times_out_without_address(prefixes: Prefixes) -> None:
+    with Topology(line(2, dad=True), prefixes()) as topo:
         with topo["n1"].iproute() as ipr:
             start = time.monotonic()
             addr = topo["n1"].link_local("eth0")
@@ -142,7 +158,7 @@ def test_link_local_waits_for_dad_and_times_out_without_address(before: set[str]
                      if m.get_attr("IFA_ADDRESS") == addr]
         assert flags and not flags[0] & 0x40
         assert waited > 0.3  # DAD really ran (about a second) and was waited for
-    with Topology(line(2, addrgenmode="none")) as topo:
+    with Topology(line(2, addrgenmode="none"), prefixes()) as topo:
         with pytest.raises(TimeoutError, match="no usable link-local"):
             topo["n1"].link_local("eth0", timeout=0.3)
         with pytest.raises(TopologyError, match="no interface 'eth9'"):
@@ -157,20 +173,20 @@ def test_link_local_waits_for_dad_and_times_out_without_address(before: set[str]
             assert rx.recvfrom(10) == (b"fixed", ("fe80::1", tx.getsockname()[1], 0, topo["n2"].index("eth0")))
 
 
-def test_failed_up_removes_what_it_made_and_spares_what_it_did_not(before: set[str]) -> None:
-    prefix = random_prefix()
+def test_failed_up_removes_what_it_made_and_spares_what_it_did_not(prefixes: Prefixes) -> None:
+    prefix = prefixes()
     netns_exec.create_namespace(f"{prefix}-n3")  # someone else's, in the way
     try:
         topo = Topology(line(4), prefix=prefix)
         with pytest.raises(FileExistsError):
             topo.up()
-        assert ip_netns_list() == before | {f"{prefix}-n3"}
+        assert prefixes.left() == {f"{prefix}-n3"}
         assert topo.namespaces() == []
     finally:
         netns_exec.remove_namespace(f"{prefix}-n3")
 
 
-def test_failure_while_linking_tears_down(before: set[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_while_linking_tears_down(prefixes: Prefixes, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     real = Topology._add_veth
 
@@ -182,14 +198,15 @@ def test_failure_while_linking_tears_down(before: set[str], monkeypatch: pytest.
 
     monkeypatch.setattr(Topology, "_add_veth", flaky)
     with pytest.raises(OSError, match="injected"):
-        Topology(line(5)).up()
+        Topology(line(5), prefixes()).up()
     assert len(calls) == 3
+    assert prefixes.left() == set()
 
 
-def test_body_that_raises_still_tears_down_and_ends_processes(before: set[str]) -> None:
+def test_body_that_raises_still_tears_down_and_ends_processes(prefixes: Prefixes) -> None:
     pids: list[int] = []
     with pytest.raises(RuntimeError, match="test body failed"):
-        with Topology(line(2)) as topo:
+        with Topology(line(2), prefixes()) as topo:
             daemon = topo["n1"].popen(["sleep", "300"])
             # a grandchild that left its parent behind, still inside n2
             topo["n2"].run(["sh", "-c", "sleep 300 >/dev/null 2>&1 &"])
@@ -199,11 +216,11 @@ def test_body_that_raises_still_tears_down_and_ends_processes(before: set[str]) 
     assert pids and not any(alive(p) for p in pids)
 
 
-def test_parallel_topologies_do_not_collide(before: set[str]) -> None:
+def test_parallel_topologies_do_not_collide(prefixes: Prefixes) -> None:
     barrier = threading.Barrier(4)
 
     def one(_: int) -> tuple[str, bytes]:
-        with Topology(line(3)) as topo:
+        with Topology(line(3), prefixes()) as topo:
             barrier.wait(timeout=20)  # all four are up at the same time, same interface names
             tx, rx = udp_pair(topo, "n1", "n2", 9000)
             with tx, rx:
@@ -247,14 +264,14 @@ def wait_operstate(topo: Topology, node: str, ifname: str, want: str | None = No
             time.sleep(0.02)
 
 
-def test_cleanup_stale_removes_only_its_prefix(before: set[str]) -> None:
-    prefix = random_prefix()[:8]
+def test_cleanup_stale_removes_only_its_prefix(prefixes: Prefixes) -> None:
+    prefix = prefixes(random_prefix()[:8])
     mine = [f"{prefix}-n1", f"{prefix}-n1-dull"]
-    other = f"{prefix}0-n1"  # a longer prefix that starts the same way
+    other = f"{prefixes(prefix + '0')}-n1"  # a longer prefix that starts the same way
     for name in [*mine, other]:
         netns_exec.create_namespace(name)
     try:
         assert sorted(cleanup_stale(prefix)) == sorted(mine)
-        assert ip_netns_list() == before | {other}
+        assert prefixes.left() == {other}
     finally:
         netns_exec.remove_namespace(other)
