@@ -89,6 +89,8 @@ ACP_DAO_DELAY = 0.1
 # stale DIOs from our own former sub-DODAG cannot pull us back into a loop.
 ACP_HOLD_DOWN = 1.0
 MAX_PARENTS = 3
+# A neighbour that left DAOs unacknowledged after all retries is not a parent for this long.
+ACP_DAO_FAILURE_PENALTY = 10.0
 # Downward targets shorter than this are refused: no node owns more than a /64 (ACP-Manual), and a
 # short target from a hostile child would capture traffic meant for the rest of the network.
 MIN_TARGET_PREFIX_LENGTH = 48
