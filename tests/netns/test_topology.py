@@ -214,6 +214,7 @@ def test_body_that_raises_still_tears_down_and_ends_processes(prefixes: Prefixes
             assert len(pids) == 2 and all(alive(p) for p in pids)
             raise RuntimeError("test body failed")
     assert pids and not any(alive(p) for p in pids)
+    assert daemon.returncode == -15  # ended by down()'s SIGTERM, status kept
 
 
 def test_parallel_topologies_do_not_collide(prefixes: Prefixes) -> None:

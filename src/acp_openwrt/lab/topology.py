@@ -13,6 +13,7 @@ import re
 import secrets
 import socket
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -257,7 +258,7 @@ class Node:
         return subprocess.run(netns_exec.netns_argv(self.netns, argv), timeout=timeout, check=check, **kwargs)
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start a daemon inside the node, in its own session; `down()` ends it (and its group)."""
+        """Start a daemon inside the node, in its own session; `down()` ends it, and whatever it left inside."""
         kwargs.setdefault("start_new_session", True)
         proc = subprocess.Popen(netns_exec.netns_argv(self.netns, argv), **kwargs)
         self.topology._processes.append(proc)
@@ -406,10 +407,16 @@ class Topology:
     def down(self) -> None:
         """End our processes, then remove our namespaces (their links go with them), newest first."""
         procs, self._processes = self._processes, []
-        netns_exec.kill_pids([p.pid for p in procs if p.poll() is None])
         for proc in procs:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=1)
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        deadline = time.monotonic() + 2
+        for proc in procs:  # through Popen, so each keeps its real exit status
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         created, self._created = self._created, []
         errors: list[OSError] = []
         for name in reversed(created):
