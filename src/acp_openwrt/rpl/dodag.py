@@ -14,46 +14,23 @@ from __future__ import annotations
 import functools
 import ipaddress
 import random
-from dataclasses import dataclass
 from typing import Any
 
 from . import constants as c
 from . import sequence
 from .actions import Send
 from .dao import Advert, DaoSender
-from .downward import DownwardTable, NeighborKey
+from .downward import DownwardTable, NeighborKey, acceptable_target
 from .messages import Dao, DaoAck, Dio, Dis, Message, decode_message
-from .of0 import dag_rank, rank_via
-from .options import DodagConfiguration, RplDecodeError
+from .of0 import dag_rank
+from .options import RplDecodeError
+from .parents import (Choice, Neighbor, VersionKey, VersionMemory, compare_choices, dodag_order,
+                      pick)
 from .profile import RplConfig
 from .routes import DEFAULT_PREFIX, Route, RouteKind
+from .status import describe
 from .trickle import Trickle
 
-VersionKey = tuple[ipaddress.IPv6Address, int]  # (DODAGID, DODAGVersionNumber)
-_MEMORY = 32  # Versions remembered for the L + DAGMaxRankIncrease rule and hold-downs
-
-
-@dataclass
-class Neighbor:
-    key: NeighborKey
-    dio: Dio
-    heard: float
-    config: DodagConfiguration | None = None
-    failed_until: float | None = None  # DAOs went unacknowledged: not a parent until then
-
-
-@dataclass(frozen=True)
-class _Choice:
-    key: VersionKey
-    dio: Dio
-    parents: list[NeighborKey]
-    rank: int
-    config: DodagConfiguration
-
-
-def _dodag_order(dio: Dio) -> tuple[bool, int, int]:
-    """OF0 §4.2.1: grounded first, then preference; the DODAGID breaks ties so islands merge."""
-    return (dio.grounded, dio.preference, int(dio.dodag_id))
 
 
 class RplNode:
@@ -78,9 +55,7 @@ class RplNode:
         self.dtsn = sequence.INITIAL_SEQUENCE
         self._path_sequence = sequence.INITIAL_SEQUENCE
         self._float_version = sequence.INITIAL_SEQUENCE
-        self._lowest: dict[VersionKey, int] = {}
-        self._hold_down: dict[VersionKey, float] = {}
-        self._hold_down_ends: list[float] = []
+        self._versions = VersionMemory(config.hold_down)
         self._refresh_at: float | None = None
         self.decode_errors = 0
         self.dropped = 0
@@ -173,9 +148,7 @@ class RplNode:
         if self._trickle.poll(now) and self.attached:
             actions += self._dio_all()
         evaluate = False
-        ended = [t for t in self._hold_down_ends if t <= now]
-        if ended:
-            self._hold_down_ends = [t for t in self._hold_down_ends if t > now]
+        if self._versions.hold_downs_ended(now):
             actions += [Send(i, c.ALL_RPL_NODES, Dis()) for i in sorted(self._ifaces)]
             evaluate = True
         timeout = self._neighbor_timeout()
@@ -205,7 +178,7 @@ class RplNode:
     def next_timer(self) -> float | None:
         times = [t for t in (self._trickle.next_event(), self._dao.next_timer(),
                              self._downward.next_expiry(), self._refresh_at) if t is not None]
-        times += self._hold_down_ends
+        times += self._versions.hold_down_ends
         if self._neighbors:
             timeout = self._neighbor_timeout()
             times.append(min(n.heard for n in self._neighbors.values()) + timeout)
@@ -277,7 +250,7 @@ class RplNode:
             transit = transits[0]
             seconds = self.dodag_config.lifetime_seconds(transit.path_lifetime)
             for target in targets:
-                if self._acceptable_target(target.prefix):
+                if acceptable_target(target.prefix, self.config.prefix):
                     changed |= self._downward.update(key, target.prefix, transit.path_sequence,
                                                      transit.path_lifetime, seconds, now)
         if changed and self.parents:
@@ -294,13 +267,6 @@ class RplNode:
         if key in self._neighbors:
             self._neighbors[key].failed_until = now + c.ACP_DAO_FAILURE_PENALTY
 
-    def _acceptable_target(self, prefix: ipaddress.IPv6Network) -> bool:
-        address = prefix.network_address
-        return (prefix.prefixlen >= c.MIN_TARGET_PREFIX_LENGTH
-                and not prefix.overlaps(self.config.prefix)
-                and not (address.is_link_local or address.is_multicast or address.is_loopback
-                         or address.is_unspecified))
-
     # ------------------------------------------------------ parent selection
     def _usable(self, n: Neighbor) -> bool:
         dio = n.dio
@@ -311,48 +277,20 @@ class RplNode:
             return False  # our own (possibly old floating) DODAG, or someone spoofing us
         if n.config is not None and n.config.ocp != c.OCP_OF0:
             return False
-        until = self._hold_down.get((dio.dodag_id, dio.version))
-        return until is None or n.heard >= until
+        return self._versions.fresh((dio.dodag_id, dio.version), n.heard)
 
-    def _pick(self, key: VersionKey, members: list[Neighbor]) -> _Choice | None:
-        if not members:
-            return None
-        cfg = next((n.config for n in members if n.config is not None), None) or \
-            (self.dodag_config if key == (self.dodag_id, self.version) else DodagConfiguration())
-        minhop = cfg.min_hop_rank_increase
-        preferred_key = self.parents[0] if self.parents else None
-        current = set(self.parents)
+    def _pick(self, key: VersionKey, members: list[Neighbor]) -> Choice | None:
+        in_use = self.dodag_config if key == (self.dodag_id, self.version) else None
+        return pick(key, members, in_use, self.parents, self._ifaces, self._versions.lowest.get(key),
+                    self.config.max_parents)
 
-        def resulting(n: Neighbor) -> int:
-            return rank_via(n.dio.rank, minhop, self._ifaces.get(n.key[0], 1))
-
-        ordered = sorted(members, key=lambda n: (resulting(n), n.key != preferred_key,
-                                                 n.key not in current, n.key[0], int(n.key[1])))
-        rank = resulting(ordered[0])
-        lowest = self._lowest.get(key)
-        if rank >= c.INFINITE_RANK or (lowest is not None and
-                                       rank > lowest + cfg.max_rank_increase):
-            return None  # §8.2.2.4 rule 3
-        parents = [ordered[0].key] + [n.key for n in ordered[1:]
-                                      if dag_rank(n.dio.rank, minhop) < dag_rank(rank, minhop)]
-        return _Choice(key, ordered[0].dio, parents[:self.config.max_parents], rank, cfg)
-
-    def _better_than_current(self, choice: _Choice) -> bool:
+    def _better_than_current(self, choice: Choice) -> bool:
         assert self.dodag_id is not None
         mine = (self.grounded, self.preference, int(self.dodag_id))
-        theirs = _dodag_order(choice.dio)
+        theirs = dodag_order(choice.dio)
         if theirs != mine:
             return theirs > mine
         return sequence.compare(choice.key[1], self.version) == 1
-
-    @staticmethod
-    def _compare_choices(a: _Choice, b: _Choice) -> int:
-        if _dodag_order(a.dio) != _dodag_order(b.dio):
-            return 1 if _dodag_order(a.dio) > _dodag_order(b.dio) else -1
-        order = sequence.compare(a.key[1], b.key[1]) or 0
-        if order:
-            return order
-        return (a.rank < b.rank) - (a.rank > b.rank)
 
     def _evaluate(self, now: float) -> list[Send]:
         if self.config.root:
@@ -362,7 +300,7 @@ class RplNode:
             if self._usable(n):
                 groups.setdefault((n.dio.dodag_id, n.dio.version), []).append(n)
         current = (self.dodag_id, self.version) if self.attached else None
-        stay: _Choice | None = None
+        stay: Choice | None = None
         if current is not None:
             members = groups.pop(current, [])  # type: ignore[arg-type]
             if self.member:
@@ -379,7 +317,7 @@ class RplNode:
             choice = self._pick(key, members)
             if choice is not None:
                 options.append(choice)
-        best = max(options, key=functools.cmp_to_key(self._compare_choices)) if options else None
+        best = max(options, key=functools.cmp_to_key(compare_choices)) if options else None
         if best is not None and (not self.attached or (self.member and stay is None)
                                  or self._better_than_current(best)):
             return self._adopt(best, now)
@@ -389,7 +327,7 @@ class RplNode:
             return self._detach(now)
         return []
 
-    def _adopt(self, choice: _Choice, now: float) -> list[Send]:
+    def _adopt(self, choice: Choice, now: float) -> list[Send]:
         actions: list[Send] = []
         old_key = (self.dodag_id, self.version) if self.attached else None
         changed = old_key != choice.key
@@ -397,7 +335,7 @@ class RplNode:
             upgrade = old_key is not None and old_key[0] == choice.key[0] and \
                 sequence.compare(choice.key[1], old_key[1]) == 1
             if self.member and old_key is not None and not upgrade:
-                self._set_hold_down(old_key, now)  # type: ignore[arg-type]
+                self._versions.hold_down(old_key, now)  # type: ignore[arg-type]
             self.dodag_id, self.version = choice.key
             self.grounded = choice.dio.grounded
             self.preference = choice.dio.preference
@@ -409,8 +347,7 @@ class RplNode:
         actions += self._set_parents(choice.parents, now)
         rank_changed = choice.rank != self.rank
         self.rank = choice.rank
-        self._remember(self._lowest, choice.key, min(self._lowest.get(choice.key, self.rank),
-                                                     self.rank))
+        self._versions.advertised(choice.key, self.rank)
         if changed:
             actions += self._dio_all()  # membership changed: tell the sub-DODAG at once
         elif rank_changed:
@@ -420,7 +357,7 @@ class RplNode:
     def _detach(self, now: float) -> list[Send]:
         """No parent left in our Version: become root of a floating DODAG (§8.2.2.6)."""
         assert self.dodag_id is not None
-        self._set_hold_down((self.dodag_id, self.version), now)
+        self._versions.hold_down((self.dodag_id, self.version), now)
         actions = self._set_parents([], now)
         self._float_version = sequence.increment(self._float_version)
         self.dodag_id, self.version = self.config.address, self._float_version
@@ -448,17 +385,6 @@ class RplNode:
             self._path_sequence = sequence.increment(self._path_sequence)
             self._dao.schedule(now)
         return actions
-
-    def _set_hold_down(self, key: VersionKey, now: float) -> None:
-        self._remember(self._hold_down, key, now + self.config.hold_down)
-        self._hold_down_ends.append(now + self.config.hold_down)
-
-    @staticmethod
-    def _remember(table: dict[VersionKey, Any], key: VersionKey, value: Any) -> None:
-        table.pop(key, None)
-        table[key] = value
-        while len(table) > _MEMORY:
-            del table[next(iter(table))]
 
     def _configure_trickle(self, now: float) -> None:
         cfg = self.dodag_config
@@ -510,32 +436,25 @@ class RplNode:
         return frozenset(routes)
 
     def status(self) -> dict[str, Any]:
-        """For `acpctl rpl --json`."""
-        parents = []
-        for i, key in enumerate(self.parents):
-            n = self._neighbors.get(key)
-            parents.append({"address": str(key[1]), "ifname": key[0], "preferred": i == 0,
-                            "rank": n.dio.rank if n is not None else None})
-        children = [{"address": str(k[1]), "ifname": k[0], "targets": sorted(map(str, t))}
-                    for k, t in sorted(self._downward.children().items(),
-                                       key=lambda kv: (kv[0][0], int(kv[0][1])))]
-        minhop = self.dodag_config.min_hop_rank_increase
-        return {
-            "role": self.role,
-            "address": str(self.config.address),
-            "prefix": str(self.config.prefix),
-            "rank": self.rank if self.attached else None,
-            "dag_rank": dag_rank(self.rank, minhop) if self.attached else None,
-            "dodag_id": str(self.dodag_id) if self.dodag_id is not None else None,
-            "version": self.version if self.attached else None,
-            "grounded": self.grounded,
-            "preference": self.preference,
-            "interfaces": sorted(self._ifaces),
-            "neighbors": len(self._neighbors),
-            "parents": parents,
-            "children": children,
-            "routes": [r.to_json() for r in sorted(self.routes(), key=lambda r: (
-                r.prefix.prefixlen, int(r.prefix.network_address)))],
-            "counters": {"decode_errors": self.decode_errors, "dropped": self.dropped,
-                         "dao_sent": self._dao.sent, "dao_retransmitted": self._dao.retransmitted},
-        }
+        """For `acpctl rpl --json`: role, rank, dodag_id, parents, children, routes."""
+        return describe(self)
+
+    def parent_rank(self, key: NeighborKey) -> int | None:
+        n = self._neighbors.get(key)
+        return n.dio.rank if n is not None else None
+
+    def children(self) -> dict[NeighborKey, list[ipaddress.IPv6Network]]:
+        """Neighbours that sent us DAOs, with the targets learned from each."""
+        return self._downward.children()
+
+    @property
+    def interfaces(self) -> list[str]:
+        return sorted(self._ifaces)
+
+    @property
+    def neighbor_count(self) -> int:
+        return len(self._neighbors)
+
+    def counters(self) -> dict[str, int]:
+        return {"decode_errors": self.decode_errors, "dropped": self.dropped,
+                "dao_sent": self._dao.sent, "dao_retransmitted": self._dao.retransmitted}

@@ -9,6 +9,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from . import sequence
+from .constants import MIN_TARGET_PREFIX_LENGTH
 
 NeighborKey = tuple[str, ipaddress.IPv6Address]  # (interface, link-local address)
 
@@ -106,3 +107,11 @@ class DownwardTable:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def acceptable_target(prefix: ipaddress.IPv6Network, own: ipaddress.IPv6Network) -> bool:
+    """A DAO target a child may announce: not ours, not link-local/multicast, not too short."""
+    address = prefix.network_address
+    return (prefix.prefixlen >= MIN_TARGET_PREFIX_LENGTH and not prefix.overlaps(own)
+            and not (address.is_link_local or address.is_multicast or address.is_loopback
+                     or address.is_unspecified))
