@@ -27,6 +27,13 @@ class _Absent:
 ABSENT: Any = _Absent()
 
 
+def is_link_local(addr: bytes) -> bool:
+    """fe80::/10, or 169.254/16 for a 4-byte address."""
+    if len(addr) == 16:
+        return addr[0] == 0xFE and addr[1] & 0xC0 == 0x80
+    return len(addr) == 4 and addr[0] == 169 and addr[1] == 254
+
+
 class Objective(NamedTuple):
     """``[objective-name, objective-flags, loop-count, ?objective-value]`` (§2.10)."""
 

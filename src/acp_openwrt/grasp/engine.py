@@ -1,0 +1,335 @@
+"""The GRASP engine (RFC 8990), sans-I/O: events in, actions out, time passed in.
+
+Like h11 or aioquic, the engine never touches a socket or a clock. The asyncio edge (one per
+GRASP instance: a DULL instance per link, or the ACP instance) feeds it:
+
+  add_interface(ifname, link_local) / remove_interface(ifname)
+  receive_datagram(ifname, src, data, now, src_port)   a UDP datagram to ff02::13:7017
+  stream_accepted(peer, ifname, now) -> conn_id         an incoming TCP connection
+  receive_stream_message(conn_id, data, now)            one framed message (codec.StreamDecoder)
+  stream_closed(conn_id, now)                           the peer closed, or the connect failed
+  handle_timer(now)                                     at (or after) next_timer()
+
+and ASA-facing calls (the RFC 8991 API layer sits on these): flood, get_flood,
+register_objective, discover, listen_negotiate, request_negotiate, negotiate_step,
+negotiate_wait, end_negotiate, listen_synchronize, synchronize. Calls that are refused raise
+``GraspApiError`` (an RFC 8991 code); outcomes that arrive later come as events.
+
+Everything the engine wants done, and every event for ASAs, is queued in order; the edge takes
+them with ``pop_outputs()`` (see actions.py for the types). ``now`` is a monotonic time in
+seconds; protocol fields (ttl, timeouts) stay in milliseconds as on the wire.
+
+Every message dropped is counted by reason in ``counters`` (what the status output shows) and
+logged at debug level; nothing a peer sends can raise out of a receive call.
+
+DULL mode (RFC 8990 §2.5.2, RFC 8994 §6.4): only M_FLOOD is accepted, only from link-local
+sources and only with loop count 1 in every objective; nothing is relayed and there is no
+unicast. Our own floods go out per interface with that interface's link-local address as
+initiator, loop count 1, and a locator address of ``::`` replaced by the same address.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from . import constants as c
+from .actions import CloseStream, FloodReceived, OpenStream, SendMulticast, SendStream
+from .codec import GraspDecodeError, decode, encode
+from .discovery import DiscoveryRole
+from .errors import GraspApiError, GraspError
+from .flood_cache import FloodCache, FloodEntry
+from .messages import (
+    Discovery, Flood, Locator, Message, Noop, Objective, Response, TaggedObjective, is_link_local,
+)
+from .negotiation import SessionRole
+from .rate_limit import TokenBuckets
+from .seen_cache import SeenCache
+from .session import SessionIds
+
+_log = logging.getLogger(__name__)
+_UNSPECIFIED = bytes(16)
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """Knobs of one GRASP instance; the defaults follow RFC 8990 where it gives a value."""
+
+    dull: bool = False
+    address: bytes = _UNSPECIFIED  # our initiator address / own locator (the ACP address)
+    port: int = c.GRASP_LISTEN_PORT  # where we listen for TCP (discovery responses, requests)
+    udp_max_size: int = c.GRASP_DEF_MAX_SIZE
+    tcp_max_size: int = c.DEFAULT_TCP_MAX_SIZE
+    neighbour_rate: float = 500.0  # messages/s per (interface, source address)
+    neighbour_burst: float = 1000.0
+    garbage_cost: float = 20.0  # extra tokens a message that does not decode costs its sender
+    relay_rate: float = 1000.0  # relayed floods + discoveries per second, all neighbours together
+    relay_burst: float = 1000.0
+    seen_lifetime: float = 2 * c.GRASP_DEF_TIMEOUT / 1000.0  # §2.5.6.2: >= 2 x GRASP_DEF_TIMEOUT
+    max_seen: int = 16384
+    max_flood_entries: int = 1024
+    relay_timeout_per_hop: float = 0.1  # §2.5.4.4: 100 ms x remaining loop count
+    session_timeout_ms: int = c.GRASP_DEF_TIMEOUT
+
+
+class _Stream:
+    __slots__ = ("peer", "ifname")
+
+    def __init__(self, peer: bytes, ifname: str | None) -> None:
+        self.peer = peer
+        self.ifname = ifname
+
+
+class Engine:
+    """One GRASP instance."""
+
+    def __init__(self, config: EngineConfig | None = None, rng: random.Random | None = None) -> None:
+        self.config = cfg = config or EngineConfig()
+        self.counters: dict[str, int] = {}
+        self.flood_cache = FloodCache(cfg.max_flood_entries)
+        self._out: list[Any] = []
+        self._ifaces: dict[str, bytes] = {}
+        self._rng = rng or random.SystemRandom()
+        self.session_ids = SessionIds(self._rng)
+        self._neighbours = TokenBuckets(cfg.neighbour_rate, cfg.neighbour_burst)
+        self.relay_budget = TokenBuckets(cfg.relay_rate, cfg.relay_burst, max_keys=1)
+        self._flood_seen = SeenCache(cfg.seen_lifetime, cfg.max_seen)
+        self.streams: dict[int, _Stream] = {}
+        self._next_id = 0
+        self.discovery = DiscoveryRole(self)
+        self.sessions = SessionRole(self)
+
+    # -- plumbing shared by the roles ---------------------------------------------------------
+    def emit(self, item: Any) -> None:
+        self._out.append(item)
+
+    def pop_outputs(self) -> list[Any]:
+        """Everything queued since the last call, in order (actions and events)."""
+        out, self._out = self._out, []
+        return out
+
+    def drop(self, reason: str, detail: object = "") -> None:
+        self.counters[reason] = self.counters.get(reason, 0) + 1
+        _log.debug("grasp drop: %s %s", reason, detail)
+
+    def count(self, what: str) -> None:
+        self.counters[what] = self.counters.get(what, 0) + 1
+
+    def new_id(self) -> int:
+        """Connection ids and API handles: one counter, never reused."""
+        self._next_id += 1
+        return self._next_id
+
+    @property
+    def interfaces(self) -> dict[str, bytes]:
+        return self._ifaces
+
+    def multicast(self, msg: Message, except_ifname: str | None = None) -> None:
+        data = encode(msg)
+        for ifname in self._ifaces:
+            if ifname != except_ifname:
+                self._out.append(SendMulticast(ifname, data))
+
+    def open_stream(self, ifname: str | None, address: bytes, port: int) -> int:
+        conn_id = self.new_id()
+        self.streams[conn_id] = _Stream(address, ifname)
+        self._out.append(OpenStream(conn_id, ifname, address, port))
+        return conn_id
+
+    def send_stream(self, conn_id: int, msg: Message) -> None:
+        self._out.append(SendStream(conn_id, encode(msg)))
+
+    def close_stream(self, conn_id: int) -> None:
+        if self.streams.pop(conn_id, None) is not None:
+            self._out.append(CloseStream(conn_id))
+
+    # -- interfaces ---------------------------------------------------------------------------
+    def add_interface(self, ifname: str, link_local: bytes) -> None:
+        self._ifaces[ifname] = link_local
+
+    def remove_interface(self, ifname: str) -> None:
+        self._ifaces.pop(ifname, None)
+
+    # -- input: datagrams ---------------------------------------------------------------------
+    def receive_datagram(self, ifname: str, src: bytes, data: bytes, now: float,
+                         src_port: int = c.GRASP_LISTEN_PORT) -> None:
+        """A link-local multicast (or unicast UDP) message arrived on ``ifname`` from ``src``."""
+        if ifname not in self._ifaces:
+            return self.drop("unknown_interface", ifname)
+        dull = self.config.dull
+        if dull and not is_link_local(src):
+            return self.drop("dull_not_link_local", src.hex())
+        key = (ifname, src)
+        if not self._neighbours.take(key, now):
+            return self.drop("rate_limited", src.hex())
+        try:
+            msg = decode(data, self.config.udp_max_size)
+        except GraspDecodeError as exc:
+            self._neighbours.penalise(key, self.config.garbage_cost)
+            return self.drop("decode_error", exc)
+        kind = type(msg)
+        if kind is Flood:
+            return self._on_flood(msg, ifname, src, now)
+        if dull:
+            return self.drop("dull_not_flood", c.MESSAGE_NAMES[msg.MTYPE])
+        if kind is Discovery:
+            return self.discovery.on_discovery(msg, ifname, src, src_port, None, now)
+        if kind is Noop:
+            return self.count("noop")
+        self.drop("not_multicast_type", c.MESSAGE_NAMES[msg.MTYPE])
+
+    # -- input: streams -----------------------------------------------------------------------
+    def stream_accepted(self, peer: bytes, ifname: str | None, now: float) -> int:
+        """The edge accepted a TCP connection; returns the conn_id to report its messages with."""
+        conn_id = self.new_id()
+        self.streams[conn_id] = _Stream(peer, ifname)
+        if self.config.dull:  # DULL has no unicast: hang up at once
+            self.drop("dull_unicast", peer.hex())
+            self.close_stream(conn_id)
+        return conn_id
+
+    def receive_stream_message(self, conn_id: int, data: bytes, now: float) -> None:
+        stream = self.streams.get(conn_id)
+        if stream is None:
+            return self.drop("unknown_stream", conn_id)
+        key = (stream.ifname, stream.peer)
+        if not self._neighbours.take(key, now):
+            return self.drop("rate_limited", stream.peer.hex())
+        try:
+            msg = decode(data, self.config.tcp_max_size)
+        except GraspDecodeError as exc:
+            self._neighbours.penalise(key, self.config.garbage_cost)
+            self.drop("decode_error", exc)
+            return self._lost_stream(conn_id, now)
+        kind = type(msg)
+        if kind is Flood:  # ACP hop-by-hop flooding over link-local TCP (RFC 8994 §6.9.2)
+            if stream.ifname is None:
+                return self.drop("flood_not_link_local_stream")
+            return self._on_flood(msg, stream.ifname, stream.peer, now)
+        if kind is Discovery:
+            return self.discovery.on_discovery(msg, stream.ifname, stream.peer, None, conn_id, now)
+        if kind is Response:
+            return self.discovery.on_response(msg, conn_id, stream, now)
+        if kind is Noop:
+            return self.count("noop")
+        self.sessions.on_message(msg, conn_id, stream, now)
+
+    def stream_closed(self, conn_id: int, now: float) -> None:
+        """The peer closed the connection (or it could not be opened)."""
+        if conn_id in self.streams:
+            del self.streams[conn_id]
+            self.sessions.on_stream_lost(conn_id, now)
+
+    def _lost_stream(self, conn_id: int, now: float) -> None:
+        self.close_stream(conn_id)
+        self.sessions.on_stream_lost(conn_id, now)
+
+    # -- floods -------------------------------------------------------------------------------
+    def _on_flood(self, msg: Flood, ifname: str, src: bytes, now: float) -> None:
+        first = msg.objectives[0].objective
+        if self.config.dull:
+            for tagged in msg.objectives:
+                if tagged.objective.loop_count != 1:
+                    return self.drop("dull_loop_count", tagged.objective.loop_count)
+        elif first.loop_count != 1 and is_link_local(msg.initiator):
+            # §2.5.6.2: a link-local-only flood must carry loop count 1. Inside the ACP every
+            # relayed flood arrives from a link-local neighbour, so the initiator field (not
+            # the transport source) decides whether a flood is link-local only.
+            return self.drop("link_local_loop_count", first.loop_count)
+        if msg.initiator == self.config.address or msg.initiator in self._ifaces.values():
+            return self.drop("own_flood")
+        if not self._flood_seen.add((msg.session_id, msg.initiator), now):
+            return self.drop("duplicate_flood")
+        self.count("flood_accepted")
+        put = self.flood_cache.put
+        for tagged in msg.objectives:
+            entry = put(tagged.objective, tagged.locator, msg.initiator, ifname, msg.ttl, now)
+            self._out.append(FloodReceived(ifname, msg.initiator, tagged.objective, tagged.locator,
+                                           entry.expires))
+        if self.config.dull or first.loop_count <= 1 or len(self._ifaces) < 2:
+            return None
+        if not self.relay_budget.take(None, now):
+            return self.drop("relay_rate_limited")
+        relayed = (TaggedObjective(first.with_loop_count(first.loop_count - 1),
+                                   msg.objectives[0].locator),) + msg.objectives[1:]
+        self.count("flood_relayed")
+        self.multicast(msg._replace(objectives=relayed), except_ifname=ifname)
+
+    def flood(self, objectives: Sequence[TaggedObjective], ttl_ms: int, now: float) -> int:
+        """Send an M_FLOOD on every interface; returns its Session ID."""
+        if not objectives:
+            raise GraspApiError(GraspError.notFloodDisc, "nothing to flood")
+        if not 0 <= ttl_ms <= c.UINT32_MAX:
+            raise GraspApiError(GraspError.unspec, "ttl out of range")
+        for tagged in objectives:
+            if not tagged.objective.synch:
+                raise GraspApiError(GraspError.notSynch, tagged.objective.name)
+        sid = self.session_ids.new(now)
+        if not self.config.dull:
+            self._flood_seen.add((sid, self.config.address), now)
+            self.multicast(Flood(sid, self.config.address, ttl_ms, tuple(objectives)))
+            return sid
+        for ifname, link_local in self._ifaces.items():
+            local = tuple(TaggedObjective(t.objective.with_loop_count(1), _fill_locator(t.locator, link_local))
+                          for t in objectives)
+            self._out.append(SendMulticast(ifname, encode(Flood(sid, link_local, ttl_ms, local))))
+        return sid
+
+    def get_flood(self, name: str, now: float) -> list[FloodEntry]:
+        """Unexpired cached floods of one objective (RFC 8991 get_flood)."""
+        return self.flood_cache.get(name, now)
+
+    # -- delegated API ------------------------------------------------------------------------
+    def register_objective(self, objective: Objective, locators: Sequence[Locator] = (),
+                           ttl_ms: int = c.GRASP_DEF_TIMEOUT) -> None:
+        """Make ``objective`` discoverable here (answered with ``locators`` or our address)."""
+        self.discovery.register(objective, tuple(locators), ttl_ms)
+
+    def discover(self, objective: Objective, now: float, timeout_ms: int | None = None) -> int:
+        return self.discovery.discover(objective, now, timeout_ms)
+
+    def listen_negotiate(self, objective: Objective) -> None:
+        self.sessions.listen_negotiate(objective)
+
+    def listen_synchronize(self, objective: Objective) -> None:
+        self.sessions.listen_synchronize(objective)
+
+    def request_negotiate(self, objective: Objective, peer: Locator, now: float,
+                          timeout_ms: int | None = None, ifname: str | None = None) -> int:
+        return self.sessions.request_negotiate(objective, peer, now, timeout_ms, ifname)
+
+    def negotiate_step(self, handle: int, objective: Objective, now: float) -> None:
+        self.sessions.negotiate_step(handle, objective, now)
+
+    def negotiate_wait(self, handle: int, waiting_time_ms: int, now: float) -> None:
+        self.sessions.negotiate_wait(handle, waiting_time_ms, now)
+
+    def end_negotiate(self, handle: int, accept: bool, now: float, reason: str | None = None) -> None:
+        self.sessions.end_negotiate(handle, accept, reason, now)
+
+    def synchronize(self, objective: Objective, peer: Locator | None, now: float,
+                    timeout_ms: int | None = None, ifname: str | None = None) -> int:
+        return self.sessions.synchronize(objective, peer, now, timeout_ms, ifname)
+
+    # -- time ---------------------------------------------------------------------------------
+    def handle_timer(self, now: float) -> None:
+        """Expire caches and fail overdue exchanges; call at next_timer() or periodically."""
+        self.flood_cache.expire(now)
+        self._flood_seen.expire(now)
+        self.session_ids.expire(now)
+        self.discovery.handle_timer(now)
+        self.sessions.handle_timer(now)
+
+    def next_timer(self) -> float | None:
+        """When handle_timer next has work (None: nothing pending). The seen-pair caches only
+        free memory, so a periodic call (e.g. every few seconds) suffices for them."""
+        times = [t for t in (self.flood_cache.next_expiry(), self.discovery.next_timer(),
+                             self.sessions.next_timer()) if t is not None]
+        return min(times, default=None)
+
+
+def _fill_locator(locator: Locator | None, link_local: bytes) -> Locator | None:
+    if locator is not None and locator.kind == c.O_IPv6_LOCATOR and locator.address == _UNSPECIFIED:
+        return locator._replace(address=link_local)
+    return locator

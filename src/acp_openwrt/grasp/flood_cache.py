@@ -1,0 +1,63 @@
+"""Received flooded objectives, keyed as RFC 8990 §2.8.11 says: by objective name and the
+locator sent with it (a null tag when the locator was ``[]``). Same name and same tag overwrite;
+a different tag makes a new entry; an entry is gone once its ttl is over (ttl 0 = no expiry)."""
+from __future__ import annotations
+
+from typing import NamedTuple, Union
+
+from .messages import Locator, Objective
+
+
+class FloodEntry(NamedTuple):
+    objective: Objective
+    locator: Union[Locator, None]
+    initiator: bytes
+    ifname: str
+    expires: float  # local time in s; inf for ttl 0
+    received: float
+
+
+class FloodCache:
+    """Bounded: past ``max_entries`` the entry closest to expiry makes room."""
+
+    __slots__ = ("max_entries", "_entries")
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[tuple[str, Union[Locator, None]], FloodEntry] = {}
+
+    def put(self, objective: Objective, locator: Locator | None, initiator: bytes, ifname: str,
+            ttl_ms: int, now: float) -> FloodEntry:
+        key = (objective.name, locator)
+        expires = now + ttl_ms / 1000.0 if ttl_ms else float("inf")
+        entry = FloodEntry(objective, locator, initiator, ifname, expires, now)
+        entries = self._entries
+        if key not in entries and len(entries) >= self.max_entries:
+            self.expire(now)
+            if len(entries) >= self.max_entries:
+                del entries[min(entries, key=lambda k: entries[k].expires)]
+        entries[key] = entry
+        return entry
+
+    def get(self, name: str, now: float) -> list[FloodEntry]:
+        """Unexpired entries for one objective name, one per tag."""
+        return [e for (n, _), e in self._entries.items() if n == name and e.expires > now]
+
+    def remove(self, name: str, locator: Locator | None) -> bool:
+        return self._entries.pop((name, locator), None) is not None
+
+    def expire(self, now: float) -> int:
+        gone = [k for k, e in self._entries.items() if e.expires <= now]
+        for key in gone:
+            del self._entries[key]
+        return len(gone)
+
+    def next_expiry(self) -> float | None:
+        finite = [e.expires for e in self._entries.values() if e.expires != float("inf")]
+        return min(finite, default=None)
+
+    def entries(self) -> list[FloodEntry]:
+        return list(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
