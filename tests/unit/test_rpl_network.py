@@ -187,8 +187,9 @@ def test_mesh_of_ten_with_loops():
     for i in range(1, 10):
         node = net.nodes[i]
         assert node.role == "member"
+        assert 1 <= len(node.parents) <= c.MAX_PARENTS
         for parent in node.parents:  # loop avoidance: every parent ranks strictly lower
-            peer = net.links[parent[0], ][0] if False else net.links[(i, parent[0])][0]
+            peer = net.links[(i, parent[0])][0]
             assert net.nodes[peer].rank < node.rank
 
 
@@ -221,10 +222,14 @@ def test_chain_cut_isolates_then_rejoins():
     for a in (3, 4, 5):
         for b in (3, 4, 5):
             net.path(a, b)
-    for i in (1, 2):  # the root side withdrew the cut-off targets (No-Path DAOs)
-        assert net.nodes[i].status()["children"] == ([] if i == 2 else net.nodes[i].status()["children"])
-    assert not {net.nodes[i].config.prefix for i in (3, 4, 5)} & \
-        {r.prefix for r in net.nodes[0].routes()}
+    # The root side withdrew the cut-off targets (No-Path DAOs travelled up from 2).
+    cut_off = {net.nodes[i].config.prefix for i in (3, 4, 5)}
+    assert net.nodes[2].status()["children"] == []
+    for i in (0, 1, 2):
+        assert not cut_off & {r.prefix for r in net.nodes[i].routes()}
+    for a in (0, 1, 2):
+        for b in (0, 1, 2):
+            net.path(a, b)
     net.link(2, 3)
     took = net.converge(5.0, step=0.01)
     assert took < 3.0
@@ -303,3 +308,45 @@ def test_unresponsive_parent_expires_by_dio_silence():
     net.drop = lambda sender, ifname, send: sender == "0" and ifname == "acp_1"
     net.run(3 * 65.536 * 2 + 5)
     assert net.nodes[1].parents and net.links[(1, net.nodes[1].parents[0][0])][0] == 2
+
+
+def random_mesh(size: int, extra: int, rng: random.Random) -> list[tuple[int, int]]:
+    """A random spanning tree plus extra edges (so there are loops)."""
+    edges = {(rng.randrange(i), i) for i in range(1, size)}
+    while len(edges) < size - 1 + extra:
+        a, b = rng.sample(range(size), 2)
+        if (b, a) not in edges:
+            edges.add((a, b))
+    return sorted(edges)
+
+
+def connected(size: int, edges: list[tuple[int, int]]) -> bool:
+    seen, stack = {0}, [0]
+    while stack:
+        x = stack.pop()
+        for a, b in edges:
+            for y in ((b,) if a == x else (a,) if b == x else ()):
+                if y not in seen:
+                    seen.add(y)
+                    stack.append(y)
+    return len(seen) == size
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_meshes_with_random_cuts_and_new_links(seed):
+    rng = random.Random(seed)
+    size = 15
+    net = build(size, random_mesh(size, size // 2, rng), seed=seed)
+    assert net.converge(10.0) < 3.0
+    for _ in range(6):
+        live = sorted((a, int(i[4:])) for a, i in net.links if a < int(i[4:]))
+        cuttable = [e for e in live if connected(size, [x for x in live if x != e])]
+        if rng.random() < 0.7 and cuttable:
+            net.cut(*rng.choice(cuttable))
+        else:
+            a, b = rng.sample(range(size), 2)
+            if (a, net.ifname(b)) not in net.links:
+                net.link(a, b)
+        assert net.converge(5.0, step=0.01) < 3.0
+        net.run(rng.uniform(0.0, 5.0))
+        net.all_pairs()  # and it stays converged
