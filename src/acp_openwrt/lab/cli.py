@@ -6,6 +6,7 @@ Each subcommand registers itself through an `add_<name>_parser(subparsers)` func
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,9 @@ def _vm(args: argparse.Namespace) -> int:
 
     try:
         result = run_in_guest(command, timeout=args.timeout, on_output=write)
+    except BrokenPipeError:  # our reader left (`| head`); the guest is already gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except GuestUnavailable as e:
         print(f"acp-lab vm: guest unavailable: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE

@@ -8,6 +8,7 @@ writable per-run share. QEMU is always killed and the share removed, also on tim
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import secrets
 import select
@@ -28,6 +29,8 @@ from acp_openwrt.lab.guest_kernel import GuestKernel, GuestUnavailable, ensure_g
 QEMU = "qemu-system-x86_64"
 DEFAULT_TIMEOUT = 600.0
 KERNEL_CMDLINE = "console=ttyS0 quiet panic=-1"
+RUN_PREFIX = "acp-lab-run-"
+LOCK_FILE = ".lock"
 
 __all__ = ["GuestError", "GuestUnavailable", "GuestTimeout", "GuestFailure", "GuestResult",
            "qemu_argv", "run_in_guest"]
@@ -108,7 +111,12 @@ def run_in_guest(
         env=guest_environment(os.environ if env is None else env, extra_env),
         nonce=secrets.token_hex(8),
     )
-    run_dir = Path(tempfile.mkdtemp(prefix="acp-lab-run-"))
+    _sweep_abandoned_runs()
+    run_dir = Path(tempfile.mkdtemp(prefix=RUN_PREFIX))
+    # Locked before it gets the name a sweeper looks for, so no sweeper ever sees it unlocked.
+    lock = os.open(run_dir / (LOCK_FILE + ".new"), os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    os.rename(run_dir / (LOCK_FILE + ".new"), run_dir / LOCK_FILE)
     try:
         script = run_dir / RUN_SCRIPT
         script.write_text(run_script(cmd))
@@ -123,6 +131,26 @@ def run_in_guest(
         result.outputs = {p.name: p.read_bytes() for p in (run_dir / "out").iterdir() if p.is_file()}
         return result
     finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.close(lock)
+
+
+def _sweep_abandoned_runs() -> None:
+    """Remove run dirs left by a runner killed with SIGKILL (QEMU died with it: PDEATHSIG).
+
+    A live run holds the flock on its dir's lock file, so only abandoned ones are taken.
+    """
+    for run_dir in Path(tempfile.gettempdir()).glob(RUN_PREFIX + "*"):
+        try:
+            fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue  # not ours, or being created right now
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)  # closing also drops a lock we just took
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
