@@ -65,7 +65,8 @@ ROUND_TRIPS = [
                                RplTarget(ipaddress.IPv6Network("fd00:2::100/120")),
                                TransitInformation(3, 0, 1, True),
                                RplTarget(ipaddress.IPv6Network("fd00:3::/112")),
-                               TransitInformation(4, 10, 0, False, ipaddress.IPv6Address("fe80::1")))),
+                               TransitInformation(4, 10, 0, False,
+                                                  ipaddress.IPv6Address("fe80::1")))),
     DaoAck(0x81, 9, 200, ROOT),
 ]
 

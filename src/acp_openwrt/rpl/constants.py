@@ -1,4 +1,4 @@
-"""RPL numbers (RFC 6550 §6, §17; RFC 6552 §6.3) and the ACP profile's choices (RFC 8994 §6.12.1).
+"""RPL numbers (RFC 6550 §6, §17; RFC 6552 §6.3) and the ACP profile choices (RFC 8994 §6.12.1).
 
 Profile values that RFC 8994 leaves open are chosen here, each with the reason next to it.
 """
@@ -71,7 +71,7 @@ DAO_RETRIES = 3
 DAO_ACK_TIMEOUT = 0.256
 
 # --- Profile choices where RFC 8994 is silent (digest §G.2) ---
-# Imin 2^7 ms = 128 ms, 9 doublings -> Imax ~65.5 s: fast start-up and repair, then one DIO a minute.
+# Imin 2^7 ms = 128 ms, 9 doublings -> Imax ~65.5 s: fast start-up and repair, then a DIO a minute.
 ACP_DIO_INTERVAL_MIN = 7
 ACP_DIO_INTERVAL_DOUBLINGS = 9
 # k = 0 is "infinity" (§8.3.1): ACP links are point-to-point channels, so hearing a DIO on one link

@@ -281,7 +281,8 @@ class RplNode:
 
     def _pick(self, key: VersionKey, members: list[Neighbor]) -> Choice | None:
         in_use = self.dodag_config if key == (self.dodag_id, self.version) else None
-        return pick(key, members, in_use, self.parents, self._ifaces, self._versions.lowest.get(key),
+        lowest = self._versions.lowest.get(key)
+        return pick(key, members, in_use, self.parents, self._ifaces, lowest,
                     self.config.max_parents)
 
     def _better_than_current(self, choice: Choice) -> bool:

@@ -17,7 +17,7 @@ NeighborKey = tuple[str, ipaddress.IPv6Address]  # (interface, link-local addres
 @dataclass
 class DownwardEntry:
     path_sequence: int
-    path_lifetime: int         # as received, in Lifetime Units (0xFF infinite); re-advertised upward
+    path_lifetime: int         # as received, in Lifetime Units (0xFF: infinite); passed upward
     expires: float | None      # None: infinite
     updated: float
 

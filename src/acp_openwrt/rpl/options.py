@@ -1,7 +1,7 @@
-"""RPL control message options (RFC 6550 §6.7): the ones the ACP profile uses, strictly parsed.
+"""RPL control message options (RFC 6550 §6.7): those the ACP profile uses, strictly parsed.
 
-Options the profile does not use, and options not allowed in the carrying message, are skipped and
-counted (§6.7.1: unknown options MUST be ignored); a malformed option of a type we parse is an error.
+Options the profile does not use, and options not allowed in the carrying message, are skipped
+and counted (§6.7.1: unknown options MUST be ignored); a malformed option we parse is an error.
 """
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ _PARSED = frozenset({c.OPT_PADN, c.OPT_DODAG_CONFIGURATION, c.OPT_PREFIX_INFORMA
 
 
 def decode_options(data: bytes, allowed: frozenset[int]) -> tuple[tuple[Option, ...], int]:
-    """Parse an option area; returns the options kept (order preserved) and how many were skipped."""
+    """Parse an option area: the options kept (in order) and how many were skipped."""
     options: list[Option] = []
     skipped = 0
     pos = 0

@@ -1,4 +1,4 @@
-"""A node's RPL settings: who it is (ACP address and prefix), its role, and the ACP profile values."""
+"""A node's RPL settings: who it is (ACP address and prefix), its role, the profile values."""
 from __future__ import annotations
 
 import ipaddress
@@ -36,7 +36,7 @@ class RplConfig:
     def for_address(cls, address: ipaddress.IPv6Address | str, *, root: bool = False,
                     registrar: bool = False, acp_connect: bool = False,
                     **kwargs: object) -> "RplConfig":
-        """Settings from an ACP address: prefix by addressing scheme, preference by role (§6.12.1.12)."""
+        """Settings from an ACP address: prefix by scheme, preference by role (§6.12.1.12)."""
         acp = AcpAddress.decode(address)
         if root:
             preference = c.PRF_ROOT

@@ -53,7 +53,8 @@ def _key(route: Route) -> tuple[int, int, str, int, str]:
             int(route.gateway) if route.gateway is not None else -1, route.ifname or "")
 
 
-def lookup(routes: frozenset[Route] | set[Route], destination: ipaddress.IPv6Address) -> Route | None:
+def lookup(routes: frozenset[Route] | set[Route],
+           destination: ipaddress.IPv6Address) -> Route | None:
     """Longest-prefix match, as the kernel would choose (used by tests and diagnostics)."""
     best: Route | None = None
     for route in routes:

@@ -1,4 +1,4 @@
-"""RPL lollipop sequence counters (RFC 6550 §7.2): DODAGVersionNumber, DTSN, DAOSequence, Path Sequence.
+"""RPL lollipop counters (RFC 6550 §7.2): DODAGVersionNumber, DTSN, DAOSequence, Path Sequence.
 
 128..255 is the start-up (linear) region, 0..127 the circular region; values start at 240.
 """

@@ -15,7 +15,8 @@ def describe(node: "RplNode") -> dict[str, Any]:
     children = [{"address": str(key[1]), "ifname": key[0], "targets": sorted(map(str, targets))}
                 for key, targets in sorted(node.children().items(),
                                            key=lambda kv: (kv[0][0], int(kv[0][1])))]
-    routes = sorted(node.routes(), key=lambda r: (r.prefix.prefixlen, int(r.prefix.network_address)))
+    routes = sorted(node.routes(),
+                    key=lambda r: (r.prefix.prefixlen, int(r.prefix.network_address)))
     minhop = node.dodag_config.min_hop_rank_increase
     return {
         "role": node.role,

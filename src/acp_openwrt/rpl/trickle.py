@@ -67,6 +67,7 @@ class Trickle:
                 send = send or self.k == 0 or self._counter < self.k
             elif self._fired and now >= end:
                 # A caller that slept through many intervals restarts from now, not from the past.
-                self._begin(end if now - end < self.imax else now, min(self.interval * 2, self.imax))
+                start = end if now - end < self.imax else now
+                self._begin(start, min(self.interval * 2, self.imax))
             else:
                 return send
