@@ -226,3 +226,20 @@ def test_hex_to_json() -> None:
     for bad, reason in (("xyz", "not hexadecimal"), ("", "no hex"), ("8301", "truncated")):
         with pytest.raises(GraspDecodeError, match=reason):
             decode_hex_to_json(bad)
+
+
+def test_stream_framer_splits_back_to_back_messages() -> None:
+    from acp_openwrt.grasp.stream import StreamFramer
+
+    framer = StreamFramer(max_size=100)
+    stream = b"".join(bytes.fromhex(VECTORS[k]) for k in ("A.5 req_neg", "A.5 wait", "A.5 end decline"))
+    got: list[bytes] = []
+    for i in range(0, len(stream), 7):  # arrives in 7-byte pieces
+        got.extend(framer.feed(stream[i:i + 7]))
+    assert [decode(m) for m in got] == [decode(bytes.fromhex(VECTORS[k]))
+                                        for k in ("A.5 req_neg", "A.5 wait", "A.5 end decline")]
+    assert framer.pending == 0
+    with pytest.raises(GraspDecodeError, match="limit"):
+        StreamFramer(max_size=100).feed(encode(Invalid(1, b"x" * 200))[:150])
+    with pytest.raises(GraspDecodeError, match="reserved"):
+        StreamFramer().feed(b"\x1c")

@@ -6,7 +6,7 @@ GRASP instance: a DULL instance per link, or the ACP instance) feeds it:
   add_interface(ifname, link_local) / remove_interface(ifname)
   receive_datagram(ifname, src, data, now, src_port)   a UDP datagram to ff02::13:7017
   stream_accepted(peer, ifname, now) -> conn_id         an incoming TCP connection
-  receive_stream_message(conn_id, data, now)            one framed message (codec.StreamDecoder)
+  receive_stream_message(conn_id, data, now)            one framed message (stream.StreamFramer)
   stream_closed(conn_id, now)                           the peer closed, or the connect failed
   handle_timer(now)                                     at (or after) next_timer()
 

@@ -9,16 +9,14 @@ from cbor2 import CBORSimpleValue, CBORTag, undefined
 
 from . import constants as c
 from .codec import GraspDecodeError, decode
-from .messages import ABSENT, Locator, Message, Objective
+from .messages import ABSENT, Locator, Message, Objective, ip_address
 
 _FLAG_NAMES = ((c.F_DISC, "F_DISC"), (c.F_NEG, "F_NEG"), (c.F_SYNCH, "F_SYNCH"),
                (c.F_NEG_DRY, "F_NEG_DRY"))
 
 
 def _address_text(raw: bytes) -> str:
-    import ipaddress
-
-    return str(ipaddress.ip_address(raw))
+    return str(ip_address(raw))
 
 
 def value_to_json(v: Any) -> Any:

@@ -34,6 +34,17 @@ def is_link_local(addr: bytes) -> bool:
     return len(addr) == 4 and addr[0] == 169 and addr[1] == 254
 
 
+def ip_address(raw: bytes) -> Any:
+    """A 16- or 4-byte wire address as an ``ipaddress`` object (imported on first use)."""
+    import ipaddress
+
+    if len(raw) == 16:
+        return ipaddress.IPv6Address(raw)
+    if len(raw) == 4:
+        return ipaddress.IPv4Address(raw)
+    raise ValueError("an address is 16 or 4 bytes")
+
+
 class Objective(NamedTuple):
     """``[objective-name, objective-flags, loop-count, ?objective-value]`` (§2.10)."""
 
@@ -79,13 +90,9 @@ class Locator(NamedTuple):
 
     def ip_address(self) -> Any:
         """The address as an ``ipaddress`` object (IP locators only), imported on demand."""
-        import ipaddress
-
-        if self.kind == c.O_IPv6_LOCATOR:
-            return ipaddress.IPv6Address(self.address)
-        if self.kind == c.O_IPv4_LOCATOR:
-            return ipaddress.IPv4Address(self.address)
-        raise ValueError("not an IP locator")
+        if self.kind != c.O_IPv6_LOCATOR and self.kind != c.O_IPv4_LOCATOR:
+            raise ValueError("not an IP locator")
+        return ip_address(self.address)
 
 
 class TaggedObjective(NamedTuple):
