@@ -6,6 +6,7 @@ The random source is injected (``random.SystemRandom()`` in production, a seeded
 from __future__ import annotations
 
 import random
+from typing import Container
 
 from .seen_cache import SeenCache
 
@@ -18,7 +19,7 @@ class SessionIds:
         self._rng = rng
         self._recent = SeenCache(recent_lifetime, max_recent)
 
-    def new(self, now: float, in_use: "set[int] | dict[int, object]" = frozenset()) -> int:  # type: ignore[assignment]
+    def new(self, now: float, in_use: Container[int] = frozenset()) -> int:
         """A fresh id: not in ``in_use`` and not handed out within ``recent_lifetime``."""
         while True:
             sid = self._rng.getrandbits(32)
