@@ -265,6 +265,23 @@ def wait_operstate(topo: Topology, node: str, ifname: str, want: str | None = No
             time.sleep(0.02)
 
 
+def test_the_lab_never_forks_the_interpreter(prefixes: Prefixes) -> None:
+    """pyroute2's netns helpers fork; a fork child hit by SIGTERM while a Python SIGTERM handler
+    raises (acp-lab installs one) ran on as a second copy of the test session. Stay fork-free."""
+    forks: list[int] = []
+    os.register_at_fork(before=lambda: forks.append(1))  # hooks cannot be removed; a list is cheap
+    with Topology(segment(2), prefixes()) as topo:
+        topo["n1"].link_local("eth0")
+        topo["n1"].set_link("eth0", up=True)
+        topo["n2"].add_address("eth0", "fe80::2")
+        with topo["n2"].iproute() as ipr:
+            assert ipr.link_lookup(ifname="eth0")
+        topo.add_link("n1", "n2", "x", "x")
+        topo["n1"].socket().close()
+        assert topo["n1"].run(["true"]).returncode == 0  # fork+exec in C, no Python in the child
+    assert forks == []
+
+
 def test_cleanup_stale_removes_only_its_prefix(prefixes: Prefixes) -> None:
     prefix = prefixes(random_prefix()[:8])
     mine = [f"{prefix}-n1", f"{prefix}-n1-dull"]

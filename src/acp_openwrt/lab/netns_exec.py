@@ -29,6 +29,7 @@ NETNS_RUN_DIR = "/run/netns"
 IFA_F_DADFAILED = 0x08
 IFA_F_TENTATIVE = 0x40
 CLONE_NEWNET = 0x40000000
+MS_BIND, MS_REC, MS_SHARED = 0x1000, 0x4000, 0x100000
 T = TypeVar("T")
 
 
@@ -45,16 +46,23 @@ def netns_path(name: str) -> str:
     return os.path.join(NETNS_RUN_DIR, name)
 
 
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _libc_setns(fd: int, nstype: int) -> None:
     """os.setns arrived in Python 3.12; on 3.11 go through libc."""
     native = getattr(os, "setns", None)
     if native is not None:
         native(fd, nstype)
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, nstype) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+    _check(_libc().setns(fd, nstype), "setns")
 
 
 @contextlib.contextmanager
@@ -164,12 +172,55 @@ def list_namespaces() -> list[str]:
     return sorted(pyroute2_netns.listnetns())
 
 
+def _share_run_dir() -> None:
+    """As `ip netns add` does: /run/netns a shared mount, so other mount namespaces see ours."""
+    os.makedirs(NETNS_RUN_DIR, exist_ok=True)
+    libc, run_dir = _libc(), NETNS_RUN_DIR.encode()
+    if libc.mount(b"none", run_dir, None, MS_SHARED | MS_REC, None) == 0:
+        return
+    _check(libc.mount(run_dir, run_dir, b"none", MS_BIND | MS_REC, None), "bind-mount /run/netns")
+    _check(libc.mount(b"none", run_dir, None, MS_SHARED | MS_REC, None), "share /run/netns")
+
+
+def _unshare_and_pin(path: str) -> None:
+    """On a throw-away thread: a fresh namespace for this thread, kept alive by a bind mount."""
+    libc = _libc()
+    _check(libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+    _check(libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
+           f"bind-mount {path}")
+
+
 def create_namespace(name: str) -> None:
-    """Create a named namespace; FileExistsError if the name is taken (never adopt someone's)."""
-    netns_path(name)
-    if name in pyroute2_netns.listnetns():
-        raise FileExistsError(errno.EEXIST, f"namespace {name} already exists")
-    pyroute2_netns.create(name)
+    """Create a named namespace; FileExistsError if the name is taken (never adopt someone's).
+
+    No fork: pyroute2's netns.create (and IPRoute(netns=...)) fork the interpreter, and a
+    fork child that gets SIGTERM while a Python SIGTERM handler raises (as acp-lab's does)
+    escapes into the parent's code. A thread that unshares and then ends avoids all of that.
+    """
+    path = netns_path(name)
+    _share_run_dir()
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, f"namespace {name} already exists") from None
+    try:
+        result: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                _unshare_and_pin(path)
+            except BaseException as exc:
+                result.append(exc)
+
+        thread = threading.Thread(target=worker, name=f"netns-create:{name}", daemon=True)
+        thread.start()
+        thread.join()
+        if result:
+            raise result[0]
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 def pids_in(names: Iterable[str]) -> list[int]:

@@ -30,6 +30,7 @@ _NODE_RE = re.compile(r"^[a-z0-9][a-z0-9_]{0,11}$")
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 _IFNAME_BAD = re.compile(r"[\s/:%]")
 IFA_F_NODAD = 0x02
+NETLINK_ROUTE = 0
 
 
 class TopologyError(ValueError):
@@ -265,8 +266,13 @@ class Node:
         return proc
 
     def iproute(self) -> IPRoute:
-        """A pyroute2 handle on this node's namespace (close it, or use it in `with`)."""
-        return IPRoute(netns=self.netns, flags=0)
+        """A pyroute2 handle on this node's namespace, for the calling thread (use it in `with`).
+
+        Its netlink socket is made inside the namespace on a worker thread; IPRoute(netns=...)
+        would fork the interpreter instead (see netns_exec.create_namespace).
+        """
+        return IPRoute(use_socket=netns_exec.socket_in(self.netns, socket.AF_NETLINK, socket.SOCK_DGRAM,
+                                                        NETLINK_ROUTE))
 
     def entered(self) -> contextlib.AbstractContextManager[None]:
         """Move the calling thread into this node for a block (see netns_exec.entered)."""
