@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from acp_openwrt.lab import netns_exec
+from acp_openwrt import netns as netns_exec
 from acp_openwrt.lab.topology import (
     Topology, TopologyError, cleanup_stale, line, random_prefix, segment,
 )

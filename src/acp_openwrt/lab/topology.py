@@ -21,8 +21,8 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from acp_openwrt.lab import netns_exec
-from acp_openwrt.lab.netns_exec import cleanup_stale  # noqa: F401  (re-exported for tests and the CLI)
+from acp_openwrt import netns as netns_exec
+from acp_openwrt.netns import cleanup_stale  # noqa: F401  (re-exported for tests and the CLI)
 
 IFNAME_MAX = 15  # IFNAMSIZ - 1
 ADDRGENMODES = {"eui64": 0, "none": 1, "stable_privacy": 2, "random": 3}
