@@ -118,3 +118,28 @@ def test_namespace_paths_and_stale_prefixes_are_checked() -> None:
         with pytest.raises(ValueError):
             netns_exec.cleanup_stale(bad)
     assert netns_exec.netns_argv("t-n1", ["true"]) == ["ip", "netns", "exec", "t-n1", "true"]
+
+
+SPEC_NAMES = ("ADDRGENMODES", "BUILDERS", "IFNAME_MAX", "End", "Link", "NodeSpec", "SpecBuilder",
+              "TopologyError", "TopologySpec", "check_ifname", "check_prefix", "from_edges",
+              "ifname_towards", "line", "mesh", "named", "random_prefix", "ring", "segment", "star")
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_spec_names_live_in_topology_spec_and_stay_importable_from_topology(name: str) -> None:
+    import importlib
+
+    spec_module = importlib.import_module("acp_openwrt.lab.topology_spec")
+    topology_module = importlib.import_module("acp_openwrt.lab.topology")
+    assert getattr(topology_module, name) is getattr(spec_module, name)
+    assert name in topology_module.__all__
+
+
+def test_spec_module_needs_no_netlink() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, acp_openwrt.lab.topology_spec as s; s.line(3);"
+            "print('pyroute2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
