@@ -103,10 +103,10 @@ class RplService:
         if config is None:
             LOG.warning("RPL not started: the node has no ACP address (no LDevID yet)")
             return
-        self._subscribe()
-        self._running = True
         if self.external:
             self.launcher.find()  # a clear error now rather than at the first channel
+            self._subscribe()
+            self._running = True
             return
         self.node = RplNode(config, rng=self._rng)
         outer = self.root_range()
@@ -119,6 +119,8 @@ class RplService:
         self.transport.open()
         self.links.open()
         self._update_routes()
+        self._subscribe()
+        self._running = True
         self._spawn(self._timers())
         self._spawn(self._routes())
         LOG.info("RPL started: %s %s prefix %s", self.node.role, config.address, config.prefix)
