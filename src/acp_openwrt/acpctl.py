@@ -17,7 +17,7 @@ from .commands import EXIT_USAGE, CommandError
 
 DEFAULT_SOCKET = Path("/var/run/acp/acpd.sock")
 # Modules under acp_openwrt.commands, in help order.
-COMMANDS = ("identity", "grasp")
+COMMANDS = ("node", "identity", "grasp")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """acpd: the ACP node's coordinator daemon (runs in the foreground; procd/systemd supervise it).
 
-For now it validates its configuration and identity, reports them, and waits for a signal.
-Everything that could be wrong with the configuration is found before any system state is
+It validates its configuration and identity, then runs the node (coordinator.Node) until
+SIGTERM/SIGINT, and removes what it created on the way out. Everything that could be wrong with the configuration is found before any system state is
 touched: a bad value stops acpd with one line naming the file, line and option.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -58,12 +59,33 @@ def load(config_path: Path | None) -> tuple[Any, dict[str, Any] | None]:
     return config, _load_identity(config)
 
 
-async def _run_until_signal() -> None:
+async def _run_node(config: Any, identity: dict[str, Any] | None, keep: bool) -> None:
+    from .coordinator import Node
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+    await Node(config, identity, keep=keep).run(stop)
+
+
+def _private_mount_namespace() -> bool:
+    try:
+        return os.stat("/proc/self/ns/mnt").st_ino != os.stat("/proc/1/ns/mnt").st_ino
+    except OSError:  # in a container /proc/1 may not be ours to look at
+        return False
+
+
+def _setup_logging(level: str, use_syslog: bool) -> None:
+    if use_syslog:
+        from logging.handlers import SysLogHandler
+        handler: logging.Handler = SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("acpd[%(process)d]: %(levelname)s %(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("acpd: %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=LOG_LEVELS.get(level, logging.INFO), handlers=[handler])
+    # pyroute2's debug output would drown ours
+    handler.addFilter(lambda r: r.levelno >= logging.WARNING or not r.name.startswith("pyroute2"))
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -72,6 +94,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"UCI config file (default {OPENWRT_CONFIG} when it exists)")
     parser.add_argument("--check", action="store_true",
                         help="validate configuration and identity, print them, and exit")
+    parser.add_argument("--keep", action="store_true",
+                        help="on exit leave namespaces and interfaces in place (for a restart)")
+    parser.add_argument("--syslog", action="store_true", help="log to syslog instead of stderr")
     parser.add_argument("--version", action="version", version=f"acpd {__version__}")
     return parser.parse_args(argv)
 
@@ -86,8 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StartupError as exc:
         print(f"acpd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(level=LOG_LEVELS.get(config.log_level, logging.INFO),
-                        format="acpd: %(levelname)s %(message)s")
+    _setup_logging(config.log_level, args.syslog)
     if args.check:
         import json
         json.dump({"config": config.to_dict(), "identity": identity}, sys.stdout, indent=2)
@@ -100,7 +124,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         LOG.info("no LDevID configured: this node would enrol (BRSKI) and flood nothing")
     else:
         LOG.info("identity %s, ACP address %s", identity["acp_node_name"], identity["acp_address"])
-    asyncio.run(_run_until_signal())
+    if os.geteuid() != 0:
+        print("acpd: must run as root (it creates namespaces and interfaces)", file=sys.stderr)
+        return EXIT_CONFIG
+    import faulthandler
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <acpd>` dumps every thread's stack
+    if _private_mount_namespace():
+        LOG.warning("running in a private mount namespace (ip netns exec?): the namespaces "
+                    "acpd creates will not be visible outside it; use nsenter --net= instead")
+    try:
+        asyncio.run(_run_node(config, identity, args.keep))
+    except OSError as exc:
+        LOG.error("%s", exc)
+        return 1
     LOG.info("stopped")
     return 0
 

@@ -167,6 +167,16 @@ def netns_argv(name: str, argv: Iterable[str]) -> list[str]:
     return ["ip", "netns", "exec", name, *argv]
 
 
+def nsenter_argv(name: str, argv: Iterable[str]) -> list[str]:
+    """argv prefixed so it runs inside `name` but in the caller's mount namespace.
+
+    Needed for a program that itself creates named namespaces (acpd): under `ip netns exec`
+    it would run in a private mount namespace, and its /run/netns bind mounts would not be
+    seen by anyone else.
+    """
+    return ["nsenter", f"--net={netns_path(name)}", *argv]
+
+
 def list_namespaces() -> list[str]:
     """Names of the namespaces under /run/netns."""
     return sorted(pyroute2_netns.listnetns())

@@ -1,0 +1,73 @@
+"""`acpctl status`, `acpctl interfaces`, `acpctl neighbors`: what the node holds right now."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from . import add_json_flag, node_request, print_json, print_table
+
+
+def _show_status(data: dict[str, Any]) -> None:
+    identity = data.get("identity") or {}
+    print(f"acpd {data.get('version', '?')}, up {data.get('uptime_s', 0)} s")
+    if identity:
+        print(f"node      {identity.get('acp_node_name')}")
+        print(f"address   {identity.get('acp_address')}/{identity.get('prefix_length')}"
+              f" ({identity.get('scheme')})")
+        print(f"domain    {identity.get('acp_domain')}")
+    else:
+        print("node      not enrolled (no LDevID): no AN_ACP is flooded")
+    ns = data.get("namespaces", {})
+    print(f"netns     dull={ns.get('dull')} acp={ns.get('acp')}")
+    links = (data.get("links") or {}).get("interfaces", [])
+    neighbors = (data.get("discovery") or {}).get("neighbors", [])
+    print(f"links     {len(links)} adopted, {len(neighbors)} neighbours heard")
+    for part in ("channels", "rpl", "brski", "proxy"):
+        if part in data:
+            print(f"{part:<9} {_one_line(data[part])}")
+
+
+def _one_line(part: Any) -> str:
+    if isinstance(part, dict):
+        return ", ".join(f"{k}={v}" for k, v in part.items() if not isinstance(v, (list, dict)))
+    return str(part)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    data = node_request(args, "status")
+    if args.json:
+        print_json(data)
+    else:
+        _show_status(data)
+    return 0
+
+
+def cmd_interfaces(args: argparse.Namespace) -> int:
+    data = node_request(args, "interfaces")
+    if args.json:
+        print_json(data)
+    else:
+        print_table(("HOST", "METHOD", "DULL", "LINK-LOCAL", "UP(s)"),
+                    [(e["host_interface"], e["method"], e["dull_interface"], e["link_local"],
+                      e["up_for_s"]) for e in data])
+    return 0
+
+
+def cmd_neighbors(args: argparse.Namespace) -> int:
+    data = node_request(args, "neighbors")
+    if args.json:
+        print_json(data)
+    else:
+        print_table(("PEER", "INTERFACE", "METHODS", "PORT", "TTL(s)", "FLOODS"),
+                    [(e["peer"], e["interface"], ",".join(e["methods"]), e["port"], e["ttl_s"],
+                      e["floods_heard"]) for e in data])
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    for name, func, text in (("status", cmd_status, "node identity, namespaces and parts"),
+                             ("interfaces", cmd_interfaces, "host interfaces adopted into DULL"),
+                             ("neighbors", cmd_neighbors, "the adjacency table (AN_ACP heard)")):
+        parser = sub.add_parser(name, help=text)
+        add_json_flag(parser)
+        parser.set_defaults(func=func)

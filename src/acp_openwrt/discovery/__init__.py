@@ -1,0 +1,1 @@
+"""DULL neighbour discovery: AN_ACP floods out, heard floods into the adjacency table."""

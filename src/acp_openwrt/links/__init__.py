@@ -1,0 +1,1 @@
+"""Host interfaces → DULL twins: the plan (sans-I/O), the netlink edge, and the acpd service."""
