@@ -79,6 +79,9 @@ class Node:
             os.makedirs(directory, exist_ok=True)
         self._ensure_namespaces()
         await self.ctx.control.start()
+        # Build every part before starting any, so that each hears the events the ones
+        # before it publish while starting (e.g. discovery hears links adopted at start).
+        built: list[Service] = []
         for spec in part_names(self.config, self.ctx.identity):
             module_name, _, class_name = spec.partition(":")
             try:
@@ -86,7 +89,8 @@ class Node:
             except ImportError as exc:
                 LOG.warning("part %s not available: %s", module_name, exc)
                 continue
-            service = getattr(module, class_name)(self.ctx)
+            built.append(getattr(module, class_name)(self.ctx))
+        for service in built:
             await service.start()
             self.services.append(service)
             LOG.debug("started %s", service.name)
