@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +21,7 @@ from acp_openwrt.lab.topology import (
     Topology, TopologyError, cleanup_stale, line, random_prefix, segment,
 )
 
+RANDOM_PREFIX_NS = re.compile(r"^lab[0-9a-f]{6}-")
 needs_ping = pytest.mark.skipif(shutil.which("ping") is None, reason="ping (iputils-ping) not installed")
 
 
@@ -293,3 +298,52 @@ def test_cleanup_stale_removes_only_its_prefix(prefixes: Prefixes) -> None:
         assert prefixes.left() == {other}
     finally:
         netns_exec.remove_namespace(other)
+
+
+def acp_lab(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "acp_openwrt.lab.cli", *argv],
+                          capture_output=True, text=True, timeout=60)
+
+
+@needs_ping
+def test_acp_lab_topo_up_list_down_leaves_ip_netns_list_as_before(
+        prefixes: Prefixes, tmp_path: Path) -> None:
+    prefix = prefixes()
+    state = ["topo", "--state-dir", str(tmp_path)]
+    before = ip_netns_list()
+    try:
+        up = acp_lab(*state, "up", "line", "3", "--prefix", prefix, "--json")
+        assert up.returncode == 0, up.stderr
+        built = json.loads(up.stdout)
+        assert [n["namespace"] for n in built["nodes"]] == [f"{prefix}-n{i}" for i in (1, 2, 3)]
+        assert prefixes.left() == {f"{prefix}-n1", f"{prefix}-n2", f"{prefix}-n3"}
+        # The topology outlives the command: n1 reaches n2's printed link-local over eth0.
+        n2_eth0 = built["nodes"][1]["interfaces"][0]
+        assert n2_eth0["peer"] == "n1/eth0" and n2_eth0["link_local"].startswith("fe80:")
+        ping = subprocess.run(["ip", "netns", "exec", f"{prefix}-n1", "ping", "-6", "-n", "-c", "1",
+                               "-W", "2", f"{n2_eth0['link_local']}%eth0"], capture_output=True)
+        assert ping.returncode == 0
+
+        again = acp_lab(*state, "up", "ring", "3", "--prefix", prefix)
+        assert again.returncode == 2 and f"prefix {prefix} is in use" in again.stderr
+        assert prefixes.left() == {f"{prefix}-n1", f"{prefix}-n2", f"{prefix}-n3"}  # untouched
+
+        listed = acp_lab(*state, "list", "--json")
+        assert listed.returncode == 0
+        mine = [t for t in json.loads(listed.stdout) if t["prefix"] == prefix]
+        assert mine == [{"prefix": prefix, "kind": "line", "n": 3, "namespaces": 3, "state": "up"}]
+
+        netns_exec.create_namespace(f"{prefix}-n1-dull")  # what an acpd in n1 would leave
+        down = acp_lab(*state, "down", "--prefix", prefix)
+        assert down.returncode == 0, down.stderr
+        assert "removed 4 namespaces" in down.stdout
+        assert list(tmp_path.glob("*.json")) == []
+        assert prefixes.left() == set()
+        listed = acp_lab(*state, "list", "--json")
+        assert [t for t in json.loads(listed.stdout) if t["prefix"] == prefix] == []
+    finally:
+        cleanup_stale(prefix)
+    # Other test runs on this host may add or remove their own lab namespaces meanwhile.
+    changed = before ^ ip_netns_list()
+    assert all(RANDOM_PREFIX_NS.match(name) for name in changed), changed
+
