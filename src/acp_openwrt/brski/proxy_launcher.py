@@ -99,15 +99,24 @@ class JoinProxyService:
         self._waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._seq = itertools.count(1)
         self._unsubscribe: list[Any] = []
+        self._started = False
         self.last_exit: Union[int, None] = None
         ctx.control.register("proxy", self._control)
+        # Subscribed when built, not started: the coordinator builds every part first, so we
+        # also hear the links adopted while the parts before us start.
+        self._subscribe()
 
-    # -- service life ---------------------------------------------------------------------
-    async def start(self) -> None:
+    def _subscribe(self) -> None:
         bus = self.ctx.bus
         self._unsubscribe = [bus.subscribe(LinkAdopted, self._on_adopted),
                              bus.subscribe(LinkReleased, self._on_released),
                              bus.subscribe(IdentityChanged, self._on_identity)]
+
+    # -- service life ---------------------------------------------------------------------
+    async def start(self) -> None:
+        if not self._unsubscribe:
+            self._subscribe()
+        self._started = True
         if self.ctx.identity is not None:
             await self._activate()
         else:
@@ -117,6 +126,7 @@ class JoinProxyService:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe = []
+        self._started = False
         self.active = False
         for task in list(self._tasks):
             task.cancel()
@@ -163,7 +173,7 @@ class JoinProxyService:
         self._close(event.dull_ifname)
 
     def _on_identity(self, _event: IdentityChanged) -> None:
-        if self.ctx.identity is not None and not self.active and self._unsubscribe:
+        if self.ctx.identity is not None and not self.active and self._started:
             self._spawn(self._activate())
 
     # -- listeners ------------------------------------------------------------------------
