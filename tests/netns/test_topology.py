@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -347,3 +348,35 @@ def test_acp_lab_topo_up_list_down_leaves_ip_netns_list_as_before(
     changed = before ^ ip_netns_list()
     assert all(RANDOM_PREFIX_NS.match(name) for name in changed), changed
 
+
+
+def test_topology_fixture_gives_a_running_topology(topology: Any) -> None:
+    topo = topology(line(2))
+    other = topology(segment(2))
+    assert topo.prefix != other.prefix
+    assert set(topo.namespaces()) <= ip_netns_list()
+    assert topo["n1"].link_local("eth0").startswith("fe80:")
+
+
+FIXTURE_USER = '''
+from acp_openwrt.lab.topology import line
+from acp_openwrt import netns
+
+def test_fails_with_a_topology_up(topology):
+    topo = topology(line(2), prefix="PREFIX")
+    netns.create_namespace("PREFIX-n1-dull")  # made by the test itself, swept by the fixture
+    assert False, "this test fails on purpose"
+'''
+
+
+def test_topology_fixture_tears_down_after_a_failing_test(prefixes: Prefixes, tmp_path: Path) -> None:
+    prefix = prefixes()
+    shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest.py")
+    (tmp_path / "test_user.py").write_text(FIXTURE_USER.replace("PREFIX", prefix))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "this test fails on purpose" in run.stdout
+    assert "1 failed" in run.stdout and "error" not in run.stdout.splitlines()[-1]
+    assert prefixes.left() == set()

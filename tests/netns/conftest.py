@@ -1,0 +1,50 @@
+"""Fixtures for netns tests: topologies that are always removed, also when the test fails.
+
+    def test_neighbours(topology):
+        topo = topology(line(3))            # up, under a fresh random prefix
+        topo["n1"].link_local("eth0")
+        topo2 = topology(segment(4), prefix="seg1")   # as many as a test needs
+
+After the test (passed, failed or errored) each topology is taken down, then anything else
+left under its prefix (say acpd's `<prefix>-n1-dull`) is removed too; a namespace that still
+cannot be removed fails the test in teardown.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+import pytest
+
+from acp_openwrt.lab.topology import Topology, TopologySpec, cleanup_stale, random_prefix
+from acp_openwrt.netns import list_namespaces
+
+
+class TopologyFactory(Protocol):
+    def __call__(self, spec: TopologySpec, prefix: str | None = None) -> Topology: ...
+
+
+@pytest.fixture
+def topology() -> Iterator[TopologyFactory]:
+    made: list[Topology] = []
+
+    def make(spec: TopologySpec, prefix: str | None = None) -> Topology:
+        topo = Topology(spec, prefix or random_prefix())
+        made.append(topo)  # noted before up(): a prefix is swept even if up() fails half way
+        return topo.up()
+
+    yield make
+    problems: list[str] = []
+    for topo in reversed(made):
+        try:
+            topo.down()
+        except OSError as exc:
+            problems.append(f"{topo.prefix}: {exc}")
+        try:
+            cleanup_stale(topo.prefix)
+        except OSError as exc:
+            problems.append(f"{topo.prefix}: {exc}")
+    prefixes = tuple(f"{topo.prefix}-" for topo in made)
+    left = [name for name in list_namespaces() if name.startswith(prefixes)] if prefixes else []
+    if problems or left:
+        pytest.fail(f"topology teardown: {'; '.join(problems)} left: {left}", pytrace=False)
