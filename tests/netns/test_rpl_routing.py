@@ -14,7 +14,6 @@ import socket
 import time
 from pathlib import Path
 
-import pytest
 from pyroute2 import IPRoute
 
 from acp_openwrt import events
