@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import socket
 import sys
@@ -27,28 +28,18 @@ from .. import netns
 from ..events import IdentityChanged, LinkAdopted, LinkReleased
 from ..node_context import NodeContext
 from . import handover as ho
-from .proxy_registrar import RegistrarLocator, RegistrarTable
+from .proxy_events import AnProxyStart, AnProxyStop
+from .proxy_registrar import RegistrarLocator, RegistrarTable, registrar_from_flood
 from .proxy_relay import RelayLimits
+
+__all__ = ["AnProxyStart", "AnProxyStop", "JoinProxyService", "ProxySettings"]
 
 LOG = logging.getLogger("acpd.join_proxy")
 HELLO_TIMEOUT = 15.0
 STATUS_TIMEOUT = 2.0
 STOP_GRACE = 2.0
+MAX_TTL_MS = 2**32 - 1
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-@dataclass(frozen=True)
-class AnProxyStart:
-    """AN_Proxy should be flooded on this DULL interface, locator [address]:port over TCP."""
-    dull_ifname: str
-    address: str
-    port: int
-
-
-@dataclass(frozen=True)
-class AnProxyStop:
-    """Stop flooding AN_Proxy on this DULL interface (registrar lost, proxy down, link gone)."""
-    dull_ifname: str
 
 
 @dataclass(frozen=True)
@@ -162,6 +153,19 @@ class JoinProxyService:
             return
         self._registrars.heard(locator, ttl_ms, time.monotonic())
         self._post(ho.Registrar(locator.address, locator.port, max(0, ttl_ms)))
+
+    def flood_received(self, event: Any, now: float) -> None:
+        """Feed one GRASP FloodReceived of the ACP engine (whose clock `now` is monotonic time).
+
+        Floods other than a usable AN_join_registrar are ignored; GRASP ttl 0 ("forever")
+        becomes the longest ttl the handover protocol carries.
+        """
+        locator = registrar_from_flood(event.objective.name, event.objective.value, event.locator)
+        if locator is None:
+            return
+        ttl_ms = MAX_TTL_MS if math.isinf(event.expires) else int((event.expires - now) * 1000)
+        if ttl_ms > 0:
+            self.registrar_heard(locator.address, locator.port, min(ttl_ms, MAX_TTL_MS))
 
     def _on_adopted(self, event: LinkAdopted) -> None:
         self._links[event.dull_ifname] = event
