@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ipaddress
+import os
 import socket
 import time
 from pathlib import Path
@@ -265,3 +266,50 @@ def test_malformed_packets_are_counted_not_fatal(tmp_path: Path) -> None:
         assert not await lab.unreachable()
 
     run_lab(line(2), tmp_path, scenario)
+
+
+def test_external_sunshine_is_launched_in_the_namespace(tmp_path: Path) -> None:
+    """A stand-in `sunshine` (records its argv and namespace, then sleeps) shows the launch:
+    inside the ACP namespace, the node's role and prefix, restarted when channels change."""
+    fake = tmp_path / "sunshine"
+    record = tmp_path / "argv"
+    fake.write_text(f"#!/bin/sh\necho \"$(readlink /proc/self/ns/net) $*\" >> {record}\n"
+                    "exec sleep 30\n")
+    fake.chmod(0o755)
+    lab = RplLab(line(2), tmp_path)
+    try:
+        lab.up()
+        netns = lab.topo["n1"].netns
+        inode = os.stat(f"/run/netns/{netns}").st_ino
+
+        async def main() -> None:
+            ctx = NodeContext(AcpConfig(dodag_root=True, namespace_acp=netns, log_dir=tmp_path),
+                              events.EventBus(), ControlServer(tmp_path / "x.sock"),
+                              identity={"acp_address": str(lab.address["n1"]),
+                                        "prefix_length": None})
+            service = RplService(ctx, external=True, sunshine=str(fake))
+            await service.start()
+            try:
+                ctx.bus.publish(events.ChannelUp("", "eth0", "eth0", ""))
+                deadline = time.monotonic() + 5
+                while not record.exists() or service.status()["pid"] is None:
+                    assert time.monotonic() < deadline, "sunshine was not started"
+                    await asyncio.sleep(0.05)
+                status = service.status()
+                assert status["implementation"] == "unstrung" and status["interfaces"] == ["eth0"]
+                line_ = record.read_text().splitlines()[0]
+                assert line_.startswith(f"net:[{inode}] ")
+                range48 = ipaddress.IPv6Network(f"{lab.address['n1']}/48", strict=False)
+                assert line_.endswith(f" -v -i eth0 -I 0 -p {range48} -G {lab.address['n1']} -R 1")
+                pid = status["pid"]
+                ctx.bus.publish(events.ChannelDown("", "eth0"))
+                await asyncio.sleep(1.0)  # restart delay: with no interface left, it stops
+                assert service.status()["pid"] is None
+                assert not os.path.exists(f"/proc/{pid}/cmdline") or \
+                    "sleep" not in open(f"/proc/{pid}/cmdline").read()
+            finally:
+                await service.stop()
+        asyncio.run(main())
+        assert (tmp_path / "sunshine.log").exists()
+    finally:
+        lab.down()
