@@ -1,0 +1,174 @@
+"""EST CSR attributes (RFC 7030 §4.5.2) carrying the acp-node-name, and the pledge's CSR.
+
+The registrar tells the pledge its acp-node-name through /csrattrs (RFC 8995 §5.9.2, RFC 8994
+§6.2.5.1): an extensionRequest attribute holding a subjectAltName with the AcpNodeName
+otherName, the shape RFC 9908 settled on. Older Minerva code sent a bare subjectAltName
+attribute; decoding accepts that too. Unknown entries are ignored, as RFC 7030 asks.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+from asn1crypto import core
+from asn1crypto import csr as asn1_csr
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from ..identity.certificate import (CertificateError, acp_node_name_general_name,
+                                    decode_acp_node_name_value, find_acp_node_name)
+from ..identity.node_name import NodeNameError
+
+MAX_CSRATTRS_BYTES = 16 * 1024
+MAX_CSR_BYTES = 16 * 1024
+ID_EXTENSION_REQUEST = "1.2.840.113549.1.9.14"
+ID_CE_SUBJECT_ALT_NAME = "2.5.29.17"
+ID_ON_ACP_NODE_NAME = "1.3.6.1.5.5.7.8.10"
+
+PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+
+
+class CsrError(ValueError):
+    """CSR attributes or a CSR that cannot be read or do not carry what is needed."""
+
+
+class _Attribute(core.Sequence):
+    _fields = [("type", core.ObjectIdentifier), ("values", core.SetOf, {"spec": core.Any})]
+
+
+class _AttrOrOid(core.Choice):
+    _alternatives = [("oid", core.ObjectIdentifier), ("attribute", _Attribute)]
+
+
+class _CsrAttrs(core.SequenceOf):
+    _child_spec = _AttrOrOid
+
+
+def _san_der(acp_node_name: str) -> bytes:
+    """DER GeneralNames holding the otherName (validated by identity.certificate)."""
+    return x509.SubjectAlternativeName([acp_node_name_general_name(acp_node_name)]).public_bytes()
+
+
+def encode_csr_attrs(acp_node_name: str) -> bytes:
+    """DER CsrAttrs: extensionRequest { subjectAltName (critical) { otherName AcpNodeName } }."""
+    extension = asn1_x509.Extension({
+        "extn_id": "subject_alt_name", "critical": True,
+        "extn_value": asn1_x509.GeneralNames.load(_san_der(acp_node_name))})
+    extensions = asn1_x509.Extensions([extension])
+    attribute = _Attribute({"type": ID_EXTENSION_REQUEST,
+                            "values": [core.Any.load(extensions.dump())]})
+    return _CsrAttrs([_AttrOrOid(name="attribute", value=attribute)]).dump()
+
+
+def _explicit_content(der: bytes) -> bytes:
+    """The content of a DER [0] EXPLICIT wrapper (definite length)."""
+    if len(der) < 2 or der[0] != 0xA0:
+        raise CsrError("otherName value is not [0] EXPLICIT")
+    first, offset = der[1], 2
+    if first & 0x80:
+        count = first & 0x7F
+        if not 0 < count <= 4 or len(der) < 2 + count:
+            raise CsrError("otherName value has a bad length")
+        offset = 2 + count
+    return der[offset:]
+
+
+def _name_in_general_names(der: bytes) -> str | None:
+    """The AcpNodeName otherName text inside DER GeneralNames, or None."""
+    names = asn1_x509.GeneralNames.load(der, strict=True)
+    for name in names:
+        if name.name == "other_name" and name.chosen["type_id"].dotted == ID_ON_ACP_NODE_NAME:
+            try:
+                # value is [0] EXPLICIT: the IA5String TLV is the content of that wrapper.
+                return decode_acp_node_name_value(_explicit_content(name.chosen["value"].dump()))
+            except CertificateError as exc:
+                raise CsrError(str(exc)) from None
+    return None
+
+
+def decode_csr_attrs(der: bytes) -> str | None:
+    """The acp-node-name requested by DER CsrAttrs, or None when it asks for none."""
+    if len(der) > MAX_CSRATTRS_BYTES:
+        raise CsrError(f"CSR attributes of {len(der)} bytes are larger than {MAX_CSRATTRS_BYTES}")
+    try:
+        attrs = _CsrAttrs.load(der, strict=True)
+        attrs.native
+        for entry in attrs:
+            if entry.name != "attribute":
+                continue
+            kind = entry.chosen["type"].dotted
+            for value in entry.chosen["values"]:
+                raw = value.dump()
+                if kind == ID_EXTENSION_REQUEST:
+                    for ext in asn1_x509.Extensions.load(raw):
+                        if ext["extn_id"].dotted == ID_CE_SUBJECT_ALT_NAME:
+                            found = _name_in_general_names(ext["extn_value"].contents)
+                            if found:
+                                return found
+                elif kind == ID_CE_SUBJECT_ALT_NAME:  # Minerva's bare attribute
+                    found = _name_in_general_names(raw)
+                    if found:
+                        return found
+    except CsrError:
+        raise
+    except Exception as exc:
+        raise CsrError(f"CSR attributes are not valid DER CsrAttrs ({type(exc).__name__}: {exc})") \
+            from None
+    return None
+
+
+def build_csr(key: PrivateKey, acp_node_name: str,
+              serial_number: str | None = None) -> x509.CertificateSigningRequest:
+    """The pledge's CSR: the acp-node-name as otherName (RFC 8994 §6.2.2), serialNumber kept."""
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, acp_node_name.split("@")[0][:64] or "acp")]
+    if serial_number:
+        attributes.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial_number))
+    algorithm = hashes.SHA384() if isinstance(key, ec.EllipticCurvePrivateKey) and \
+        key.curve.key_size >= 384 else hashes.SHA256()
+    return (x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name(attributes))
+            .add_extension(x509.SubjectAlternativeName([acp_node_name_general_name(acp_node_name)]),
+                           critical=False)
+            .sign(key, algorithm))
+
+
+def load_csr(der: bytes) -> x509.CertificateSigningRequest:
+    """A DER PKCS#10 whose self-signature verifies; CsrError otherwise."""
+    if len(der) > MAX_CSR_BYTES:
+        raise CsrError(f"CSR of {len(der)} bytes is larger than {MAX_CSR_BYTES}")
+    try:
+        request = x509.load_der_x509_csr(der)
+    except ValueError:
+        raise CsrError("not a DER PKCS#10 certificate request") from None
+    if not request.is_signature_valid:
+        raise CsrError("CSR self-signature does not verify")
+    return request
+
+
+def csr_node_name(request: x509.CertificateSigningRequest) -> str | None:
+    """The acp-node-name (otherName) a CSR asks for, or None."""
+    try:
+        san = request.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    except ValueError as exc:
+        raise CsrError(f"CSR extensions cannot be decoded: {exc}") from None
+    values = [n.value for n in san.get_values_for_type(x509.OtherName)
+              if n.type_id.dotted_string == ID_ON_ACP_NODE_NAME]
+    if len(values) != 1:
+        return None
+    try:
+        return decode_acp_node_name_value(values[0])
+    except CertificateError as exc:
+        raise CsrError(str(exc)) from None
+
+
+def certificate_node_name_text(cert: x509.Certificate) -> str | None:
+    """The acp-node-name text of an issued certificate (otherName only), or None."""
+    try:
+        found = find_acp_node_name(cert)
+    except (CertificateError, NodeNameError):
+        return None
+    return found.text if found and found.carrier == "otherName" else None

@@ -1,0 +1,128 @@
+"""TLS for BRSKI: the pledge's provisional client, verified clients, servers, pinning checks.
+
+The pledge first accepts any registrar certificate (RFC 8995 §5.1, "provisional"), keeps it,
+and only after the voucher names the domain's certificate checks that the registrar's chains
+to it (§5.6.2): `chain_problem` is that check. TLS 1.2 is the floor everywhere (§5.1).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import ssl
+from typing import Sequence
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+MAX_CHAIN_DEPTH = 4
+
+
+def _base(purpose: ssl.Purpose) -> ssl.SSLContext:
+    context = ssl.create_default_context(purpose)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def provisional_client_context(cert_path: str | os.PathLike[str],
+                               key_path: str | os.PathLike[str]) -> ssl.SSLContext:
+    """The pledge's first TLS: IDevID as client certificate, the server not yet verified."""
+    context = _base(ssl.Purpose.SERVER_AUTH)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(os.fspath(cert_path), os.fspath(key_path))
+    return context
+
+
+def verified_client_context(ca_path: str | os.PathLike[str] | None = None, *,
+                            cadata: str | None = None,
+                            cert_path: str | os.PathLike[str] | None = None,
+                            key_path: str | os.PathLike[str] | None = None,
+                            check_hostname: bool = False) -> ssl.SSLContext:
+    """A client that verifies the server against `ca_path`/`cadata` (ACP peers have no DNS
+    names, so the host name is checked only where one exists, e.g. towards the MASA)."""
+    context = _base(ssl.Purpose.SERVER_AUTH)
+    context.check_hostname = check_hostname
+    context.load_verify_locations(cafile=os.fspath(ca_path) if ca_path else None, cadata=cadata)
+    if cert_path and key_path:
+        context.load_cert_chain(os.fspath(cert_path), os.fspath(key_path))
+    return context
+
+
+def server_context(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str], *,
+                   client_ca_paths: Sequence[str | os.PathLike[str]] = ()) -> ssl.SSLContext:
+    """A server; with client CAs it asks for a client certificate and verifies one if sent
+    (CERT_OPTIONAL: the handler decides which endpoints need one)."""
+    context = _base(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(os.fspath(cert_path), os.fspath(key_path))
+    for path in client_ca_paths:
+        context.load_verify_locations(cafile=os.fspath(path))
+    context.verify_mode = ssl.CERT_OPTIONAL if client_ca_paths else ssl.CERT_NONE
+    return context
+
+
+def peer_certificate(transport_or_writer: object) -> x509.Certificate | None:
+    """The TLS peer's end-entity certificate (verified or not, per the context), or None."""
+    get = getattr(transport_or_writer, "get_extra_info")
+    ssl_object = get("ssl_object")
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der) if der else None
+
+
+def peer_chain(transport_or_writer: object) -> list[x509.Certificate]:
+    """The certificates the peer sent, leaf first (Python >= 3.13); else only the leaf."""
+    ssl_object = getattr(transport_or_writer, "get_extra_info")("ssl_object")
+    if ssl_object is None:
+        return []
+    unverified = getattr(ssl_object, "get_unverified_chain", None)
+    if unverified is not None:
+        chain = unverified() or []
+        return [x509.load_der_x509_certificate(c if isinstance(c, bytes) else
+                                               c.public_bytes(ssl.ENCODING_DER)) for c in chain]
+    leaf = peer_certificate(transport_or_writer)
+    return [leaf] if leaf is not None else []
+
+
+def _time_problem(cert: x509.Certificate, now: dt.datetime) -> str | None:
+    if now < cert.not_valid_before_utc:
+        return f"certificate {cert.subject.rfc4514_string()} is not valid before " \
+               f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S}Z"
+    if now > cert.not_valid_after_utc:
+        return f"certificate {cert.subject.rfc4514_string()} expired " \
+               f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S}Z"
+    return None
+
+
+def chain_problem(leaf: x509.Certificate, anchor: x509.Certificate,
+                  intermediates: Sequence[x509.Certificate] = (),
+                  now: dt.datetime | None = None) -> str | None:
+    """Why `leaf` does not chain to `anchor` (signatures, validity), or None when it does.
+
+    The anchor may be the leaf itself (RFC 8995 Appendix C pins the registrar's own
+    certificate) or a CA above it, reached through at most MAX_CHAIN_DEPTH intermediates.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    current = leaf
+    for _ in range(MAX_CHAIN_DEPTH + 1):
+        problem = _time_problem(current, now)
+        if problem:
+            return problem
+        if current == anchor:
+            return None
+        issuers = [c for c in (anchor, *intermediates) if c.subject == current.issuer
+                   and c != current]
+        if not issuers:
+            return f"no certificate issued {current.subject.rfc4514_string()} " \
+                   f"(issuer {current.issuer.rfc4514_string()} is not the pinned domain CA)"
+        for issuer in issuers:
+            try:
+                current.verify_directly_issued_by(issuer)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            current = issuer
+            break
+        else:
+            return f"signature on {current.subject.rfc4514_string()} does not verify with " \
+                   f"the pinned domain certificate"
+    return "certificate chain is too long"
