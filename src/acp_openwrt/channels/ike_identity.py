@@ -1,0 +1,66 @@
+"""Which IKE identity a node uses, and whether a peer's identity fits its certificate.
+
+RFC 8994 §6.8.3.1.2 asks for ID_IPV6_ADDR carrying the ACP address. strongSwan only sends and
+accepts an identity its certificate confirms, and the AcpNodeName otherName confirms nothing to
+it. So our registrar (and lab.pki's `ip_address=`) also writes the ACP address as an iPAddress
+subjectAltName: then the RFC's identity is used as is. Certificates without it fall back to the
+rfc822Name carrying the acp-node-name (the AnimaGUS/legacy carrier), else to the subject DN
+(strongSwan's default when no id is given). See docs/channels.md.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from ..identity.address import address_from_name
+from ..identity.certificate import find_acp_node_name
+
+KIND_IPV6 = "ID_IPV6_ADDR"
+KIND_RFC822 = "ID_RFC822_ADDR"
+KIND_DN = "ID_DER_ASN1_DN"
+
+
+@dataclass(frozen=True)
+class IkeIdentity:
+    kind: str
+    value: str | None          # None: let strongSwan use the certificate's subject DN
+
+
+def _acp_address(cert: x509.Certificate) -> ipaddress.IPv6Address | None:
+    found = find_acp_node_name(cert)
+    if found is None or not found.node_name.has_address:
+        return None
+    return address_from_name(found.node_name).address
+
+
+def _san_values(cert: x509.Certificate, kind: type) -> list:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return list(san.get_values_for_type(kind))
+
+
+def local_identity(cert: x509.Certificate) -> IkeIdentity:
+    """Our identity: the ACP address if an iPAddress SAN confirms it, else the fallbacks."""
+    address = _acp_address(cert)
+    if address is not None and address in _san_values(cert, x509.IPAddress):
+        return IkeIdentity(KIND_IPV6, str(address))
+    found = find_acp_node_name(cert)
+    rfc822 = _san_values(cert, x509.RFC822Name)
+    if found is not None and found.text in rfc822:
+        return IkeIdentity(KIND_RFC822, found.text)
+    return IkeIdentity(KIND_DN, None)
+
+
+def identity_problem(remote_id: str, peer_address: ipaddress.IPv6Address | None) -> str | None:
+    """§6.8.3.1.2: an IPv6 identity MUST equal the ACP address of the peer's certificate."""
+    try:
+        claimed = ipaddress.ip_address(remote_id)
+    except ValueError:
+        return None  # a fallback identity; strongSwan already tied it to the certificate
+    if peer_address is None or claimed != peer_address:
+        return f"IKE identity {remote_id} is not the certificate's ACP address {peer_address}"
+    return None

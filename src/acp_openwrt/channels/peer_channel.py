@@ -1,0 +1,276 @@
+"""The life of one secure channel to one neighbour on one link, without I/O (RFC 8994 §6.6-6.7).
+
+Inputs are facts (adjacency up/down, SA up/down, the peer check's verdict, an initiation that
+failed, the clock); outputs are actions for the service to carry out. Rules:
+  * Before the first SA to the peer authenticates, both sides may initiate (§6.6 allows it).
+  * Once one does, the node with the higher ACP address is the Decider, the other the
+    Follower (A.10: the 128-bit addresses compared as unsigned integers; no address loses).
+    The Follower never initiates again while it knows its role; the Decider keeps one IKE SA
+    and terminates duplicates (simultaneous starts leave two otherwise: lab-notes §3).
+  * A failed attempt *as initiator* backs off exponentially, 10 s doubling to 640 s (§6.7);
+    failures as responder never throttle our own attempts.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+INITIAL_RETRY = 10.0
+MAX_RETRY = 640.0
+
+
+class Role(str, enum.Enum):
+    UNKNOWN = "unknown"
+    DECIDER = "decider"
+    FOLLOWER = "follower"
+
+
+class State(str, enum.Enum):
+    IDLE = "idle"              # no adjacency
+    CONNECTING = "connecting"  # adjacency, no verified CHILD SA yet
+    UP = "up"                  # a verified SA with a CHILD SA: interface active in ACP
+
+
+# --- actions -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Prepare:
+    """Make sure the xfrm interface (in DULL), the peer route and the connection exist."""
+
+
+@dataclass(frozen=True)
+class Initiate:
+    pass
+
+
+@dataclass(frozen=True)
+class Verify:
+    """Run the membership check on the certificate behind this SA."""
+    sa_id: str
+    remote_id: str
+
+
+@dataclass(frozen=True)
+class Terminate:
+    sa_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Activate:
+    """CHILD SA up with a verified peer: move the interface into ACP; ChannelUp."""
+    peer_address: int
+    peer_node_name: str
+
+
+@dataclass(frozen=True)
+class Deactivate:
+    """No verified CHILD SA left: take the interface out of service; ChannelDown."""
+    reason: str
+
+
+@dataclass(frozen=True)
+class Remove:
+    """The adjacency is gone: terminate these SAs, unload the connection, delete it all."""
+    sa_ids: tuple[str, ...]
+
+
+Action = Prepare | Initiate | Verify | Terminate | Activate | Deactivate | Remove
+
+
+@dataclass
+class SaInfo:
+    initiator: bool
+    remote_id: str
+    verified: bool = False
+    rejected: bool = False
+    peer_address: int | None = None
+    peer_node_name: str | None = None
+    children: set[str] = field(default_factory=set)
+
+
+def role_for(mine: int | None, peer: int | None) -> Role:
+    """Higher ACP address decides; a node without an address (or a tie) follows."""
+    if mine is None or peer is None:
+        return Role.FOLLOWER if mine is None else Role.DECIDER
+    return Role.DECIDER if mine > peer else Role.FOLLOWER
+
+
+class PeerChannel:
+    """One neighbour (link-local address) on one DULL link."""
+
+    def __init__(self, my_address: int | None, *, initial_retry: float = INITIAL_RETRY,
+                 max_retry: float = MAX_RETRY) -> None:
+        self.my_address = my_address
+        self.initial_retry, self.max_retry = initial_retry, max_retry
+        self.state = State.IDLE
+        self.role = Role.UNKNOWN
+        self.sas: dict[str, SaInfo] = {}
+        self.active = False
+        self.peer_address: int | None = None
+        self.peer_node_name: str | None = None
+        self.pending = False          # our initiation is in flight
+        self.retry_at: float | None = None
+        self.backoff = initial_retry
+        self.failures = 0
+        self.last_error: str | None = None
+
+    # --- queries ---
+    def may_initiate(self) -> bool:
+        return (self.state is State.CONNECTING and self.role is not Role.FOLLOWER
+                and not self.pending and not self._verified_sas())
+
+    def deadline(self) -> float | None:
+        return self.retry_at if self.state is State.CONNECTING else None
+
+    def _verified_sas(self) -> list[str]:
+        return [k for k, v in self.sas.items() if v.verified]
+
+    def _carrying(self) -> list[str]:
+        return [k for k, v in self.sas.items() if v.verified and v.children]
+
+    # --- inputs ---
+    def adjacency_up(self, now: float) -> list[Action]:
+        """Also for an adjacency heard again: a channel adopted after a restart, or one waiting
+        with nothing scheduled, gets an attempt now."""
+        if self.state is not State.IDLE:
+            if self.retry_at is None and not self.sas and not self.pending:
+                self.retry_at = now
+            return self.tick(now)
+        self.state = State.CONNECTING
+        self.retry_at = now
+        return [Prepare()] + self.tick(now)
+
+    def adopt(self) -> None:
+        """A connection found in charon after an acpd restart: known, but no attempt yet."""
+        if self.state is State.IDLE:
+            self.state, self.retry_at = State.CONNECTING, None
+
+    def adjacency_down(self, now: float) -> list[Action]:
+        ids = tuple(self.sas)
+        self.__init__(self.my_address, initial_retry=self.initial_retry,  # type: ignore[misc]
+                      max_retry=self.max_retry)
+        return [Remove(ids)]
+
+    def tick(self, now: float) -> list[Action]:
+        if self.retry_at is None or now < self.retry_at or not self.may_initiate():
+            return []
+        self.retry_at = None
+        self.pending = True
+        return [Initiate()]
+
+    def initiate_failed(self, now: float, reason: str) -> list[Action]:
+        self.pending = False
+        if self.state is State.IDLE or self._verified_sas():
+            return []  # e.g. the Decider deleted our duplicate: not a failure of the channel
+        self._failed(now, reason)
+        return []
+
+    def initiate_succeeded(self) -> None:
+        self.pending = False
+
+    def _failed(self, now: float, reason: str) -> None:
+        self.last_error = reason
+        self.failures += 1
+        if self.role is not Role.FOLLOWER:
+            self.retry_at = now + self.backoff
+        self.backoff = min(self.backoff * 2, self.max_retry)
+
+    def sa_seen(self, sa_id: str, initiator: bool, remote_id: str) -> list[Action]:
+        """An IKE SA to this peer is established (ike-updown, or a child event came first)."""
+        if self.state is State.IDLE or sa_id in self.sas:
+            return []
+        self.sas[sa_id] = SaInfo(initiator, remote_id)
+        return [Verify(sa_id, remote_id)]
+
+    def peer_verified(self, sa_id: str, peer_address: int, node_name: str,
+                      now: float) -> list[Action]:
+        sa = self.sas.get(sa_id)
+        if sa is None or self.state is State.IDLE:
+            return []
+        sa.verified, sa.peer_address, sa.peer_node_name = True, peer_address, node_name
+        self.backoff, self.retry_at, self.failures = self.initial_retry, None, 0
+        self.role = role_for(self.my_address, peer_address)
+        return self._dedupe() + self._maybe_activate()
+
+    def peer_rejected(self, sa_id: str, reason: str, now: float) -> list[Action]:
+        sa = self.sas.get(sa_id)
+        if sa is None:
+            return []
+        sa.rejected = True
+        if sa.initiator:
+            self._failed(now, reason)
+        else:
+            self.last_error = reason
+        return [Terminate(sa_id, reason)]
+
+    def sa_down(self, sa_id: str, now: float) -> list[Action]:
+        if self.sas.pop(sa_id, None) is None:
+            return []
+        return self._after_loss(now, "IKE SA closed")
+
+    def child_up(self, sa_id: str, child_id: str, initiator: bool,
+                 remote_id: str) -> list[Action]:
+        actions = self.sa_seen(sa_id, initiator, remote_id)
+        sa = self.sas.get(sa_id)
+        if sa is None:
+            return actions
+        sa.children.add(child_id)
+        return actions + self._maybe_activate()
+
+    def child_down(self, sa_id: str, child_id: str, now: float) -> list[Action]:
+        sa = self.sas.get(sa_id)
+        if sa is None or child_id not in sa.children:
+            return []
+        sa.children.discard(child_id)
+        return self._after_loss(now, "CHILD SA closed")
+
+    def ike_rekeyed(self, old_id: str, new_id: str) -> None:
+        if old_id in self.sas and new_id not in self.sas:
+            self.sas[new_id] = self.sas.pop(old_id)
+
+    def child_rekeyed(self, sa_id: str, old_id: str, new_id: str) -> None:
+        sa = self.sas.get(sa_id)
+        if sa is not None and old_id in sa.children:
+            sa.children.discard(old_id)
+            sa.children.add(new_id)
+
+    # --- internals ---
+    def _after_loss(self, now: float, reason: str) -> list[Action]:
+        if not self.active or self._carrying():
+            return []
+        self.active = False
+        self.state = State.CONNECTING
+        if self.role is not Role.FOLLOWER:
+            self.retry_at = now + self.backoff
+        return [Deactivate(reason)]
+
+    def _maybe_activate(self) -> list[Action]:
+        carrying = self._carrying()
+        if self.active or not carrying:
+            return []
+        sa = self.sas[carrying[0]]
+        assert sa.peer_address is not None and sa.peer_node_name is not None
+        self.active, self.state = True, State.UP
+        self.peer_address, self.peer_node_name = sa.peer_address, sa.peer_node_name
+        self.last_error = None
+        return [Activate(sa.peer_address, sa.peer_node_name)]
+
+    def _dedupe(self) -> list[Action]:
+        """Decider only: keep one verified IKE SA (carrying, then ours, then oldest)."""
+        verified = self._verified_sas()
+        if self.role is not Role.DECIDER or len(verified) < 2:
+            return []
+
+        def rank(sa_id: str) -> tuple[int, int, int]:
+            sa = self.sas[sa_id]
+            number = int(sa_id) if sa_id.isdigit() else 0
+            return (0 if sa.children else 1, 0 if sa.initiator else 1, number)
+
+        keep = min(verified, key=rank)
+        out: list[Action] = []
+        for sa_id in verified:
+            if sa_id != keep:
+                self.sas[sa_id].verified = False  # no longer counts while it is torn down
+                out.append(Terminate(sa_id, "duplicate IKE SA (Decider keeps one)"))
+        return out

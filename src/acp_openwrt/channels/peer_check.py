@@ -1,0 +1,61 @@
+"""The §6.2.3 membership check on the certificate behind a new SA (strongSwan's own check is
+only "chains to our CA"; ours adds the acp-node-name, its domain, its address and validity)."""
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from ..identity.address import address_from_name
+from ..identity.certificate import CertificateError, as_certificate
+from ..identity.membership import check_domain_membership
+from .ike_identity import identity_problem
+
+
+def _issued(cert: x509.Certificate) -> dt.datetime:
+    utc = getattr(cert, "not_valid_before_utc", None)  # cryptography >= 42
+    return utc if utc is not None else cert.not_valid_before.replace(tzinfo=dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class PeerVerdict:
+    ok: bool
+    reason: str
+    node_name: str | None = None
+    address: ipaddress.IPv6Address | None = None
+
+
+def check_peer(remote_id: str, leaves: Sequence[bytes], others: Sequence[bytes],
+               anchors: Sequence[x509.Certificate], domain: str,
+               now: dt.datetime | None = None) -> PeerVerdict:
+    """Accept if one of the certificates charon holds for `remote_id` passes.
+
+    Several can match after a peer re-enrolled; the newest is tried first, and the first
+    refusal's reason is the one reported when none passes.
+    """
+    if not leaves:
+        return PeerVerdict(False, f"no certificate for peer identity {remote_id} in charon")
+    try:
+        certs = sorted((as_certificate(c) for c in leaves), key=_issued, reverse=True)
+        chain = [as_certificate(c) for c in others]
+    except CertificateError as exc:
+        return PeerVerdict(False, f"unreadable peer certificate: {exc}")
+    first: PeerVerdict | None = None
+    for cert in certs:
+        result = check_domain_membership(cert, chain, list(anchors), domain, now=now,
+                                         for_secure_channel=True)
+        if not result.ok or result.node_name is None:
+            verdict = PeerVerdict(False, result.reason)
+        else:
+            address = address_from_name(result.node_name).address
+            problem = identity_problem(remote_id, address)
+            verdict = (PeerVerdict(False, problem) if problem else
+                       PeerVerdict(True, result.reason, result.node_name.format(), address))
+        if verdict.ok:
+            return verdict
+        first = first or verdict
+    assert first is not None
+    return first

@@ -1,0 +1,63 @@
+"""After an acpd restart: adopt what charon and the kernel still hold, remove the rest.
+
+Our connection names carry the if_id and the DULL link (`acp-<if_id>-<link>`), and the
+connection carries the peer's link-local, so a channel can be rebuilt from charon alone. Its
+established SAs are fed to the state machine again (and re-verified); its interface is reused,
+wherever it is. An adopted channel whose adjacency is not heard again within the grace time is
+removed. xfrm interfaces with our name prefixes but no connection are deleted.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import xfrm_interface as xi
+from .connection import ACP_IFNAME_PREFIX, DULL_IFNAME_PREFIX, parse_conn_name
+
+if TYPE_CHECKING:
+    from .service import ChannelService
+
+
+async def reconcile(svc: ChannelService) -> None:
+    from .service import Channel
+
+    conns = await svc._vici("list_connections")
+    sas = await svc._vici("list_sas")
+    acp_links = await svc._in(svc._acp_ex, xi.list_xfrm)
+    dull_links = await svc._in(svc._dull_ex, xi.list_xfrm)
+    now = time.monotonic()
+    adopted: dict[int, Channel] = {}
+    for info in conns:
+        parsed = parse_conn_name(info.name)
+        if parsed is None:
+            continue
+        if not info.remote_addrs or svc.table.get(parsed[1], info.remote_addrs[0]):
+            await svc._vici("unload_connection", info.name)
+            continue
+        if_id, link = parsed
+        ch = Channel(info.remote_addrs[0], link, if_id, svc._new_fsm())
+        ch.fsm.adopt()
+        ch.local_ll = info.local_addrs[0] if info.local_addrs else None
+        ch.adopted_until = now + svc.adoption_grace
+        ch.acp_ifname = next((x.ifname for x in acp_links if x.if_id == if_id), None)
+        ch.prepared = ch.acp_ifname is not None or any(x.if_id == if_id for x in dull_links)
+        svc.table.add(ch)
+        adopted[if_id] = ch
+        actions: list[Any] = []
+        for sa in sas:
+            if sa.conn != info.name or sa.state != "ESTABLISHED":
+                continue
+            actions += ch.fsm.sa_seen(sa.unique_id, sa.initiator, sa.remote_id)
+            for child in sa.children:
+                if child.state == "INSTALLED":
+                    actions += ch.fsm.child_up(sa.unique_id, child.unique_id, sa.initiator,
+                                               sa.remote_id)
+        if not any(sa.conn == info.name and sa.children for sa in sas) and ch.acp_ifname:
+            await svc._in(svc._acp_ex, xi.delete_if_id, if_id)   # no SA behind it any more
+            ch.acp_ifname, ch.prepared = None, False
+        svc._dispatch(ch, actions)
+    for ns_ex, links, prefix in ((svc._acp_ex, acp_links, ACP_IFNAME_PREFIX),
+                                 (svc._dull_ex, dull_links, DULL_IFNAME_PREFIX)):
+        for x in links:
+            if x.if_id not in adopted and x.ifname.startswith(prefix):
+                await svc._in(ns_ex, xi.delete_if_id, x.if_id)

@@ -1,0 +1,403 @@
+"""ChannelService: adjacencies in, secure channels and ChannelUp/ChannelDown out.
+
+The asyncio edge around the sans-I/O PeerChannel: it carries out its actions through the IKE
+driver (VICI, on a one-thread executor; initiations each on a pool thread since they block until
+the outcome) and through netlink on threads living in the DULL and ACP namespaces. Events from
+charon arrive on the driver's thread and are handed to the loop. Per channel, actions run in
+order under a lock. On start it adopts what a previous acpd left (charon, its connections and
+SAs, the xfrm interfaces); stop() removes everything.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from .. import events
+from ..identity.certificate import load_certificates
+from ..netns import namespace_executor
+from . import xfrm_interface as xi
+from .charon import CharonSupervisor
+from .channel_table import ChannelTable
+from .connection import CHILD_NAME, ChannelTimers, acp_ifname, conn_name, connection, dull_ifname
+from .driver import Credentials, DriverError, IkeDriver, SaEvent
+from .ike_identity import local_identity
+from .peer_channel import (Activate, Deactivate, Initiate, PeerChannel, Prepare, Remove,
+                           State, Terminate, Verify)
+from .peer_check import check_peer
+from .strongswan_conf import CharonSettings
+from .vici_driver import ViciDriver, pem_blocks
+
+LOG = logging.getLogger("acpd.channels")
+T = TypeVar("T")
+TICK = 0.5
+
+
+@dataclass
+class Channel:
+    peer: str
+    dull_ifname: str
+    if_id: int
+    fsm: PeerChannel
+    acp_ifname: str | None = None
+    local_ll: str | None = None
+    prepared: bool = False
+    adopted_until: float | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def conn(self) -> str:
+        return conn_name(self.if_id, self.dull_ifname)
+
+
+class ChannelService:
+    name = "channels"
+
+    def __init__(self, ctx: Any, *, timers: ChannelTimers = ChannelTimers(),
+                 charon_settings: CharonSettings | None = None,
+                 driver_factory: Callable[[Any], IkeDriver] | None = None,
+                 initial_retry: float = 10.0, max_retry: float = 640.0,
+                 adoption_grace: float = 60.0, if_id_base: int = 0x100,
+                 initiate_timeout: float = 60.0) -> None:
+        self.ctx = ctx
+        self.timers = timers
+        self.initial_retry, self.max_retry = initial_retry, max_retry
+        self.adoption_grace = adoption_grace
+        self.initiate_timeout = initiate_timeout
+        self.table = ChannelTable(if_id_base)
+        settings = charon_settings or CharonSettings(vici_socket="/run/charon.vici")
+        self.charon = CharonSupervisor(ctx.dull_ns, ctx.run_dir, ctx.log_dir, settings=settings,
+                                       on_restart=self._charon_restarted)
+        self._driver_factory = driver_factory or (lambda sup: ViciDriver(sup.vici_socket))
+        self.driver: IkeDriver | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._registered = False
+        self._acp_address: ipaddress.IPv6Address | None = None
+        self._creds: Credentials | None = None
+        self._local_id: str | None = None
+        self._anchors: list[Any] = []
+        self._domain = ""
+        self.running = False
+
+    # --- thread hops ---
+    async def _in(self, executor: concurrent.futures.Executor, fn: Callable[..., T],
+                  *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+
+    async def _vici(self, fn_name: str, *args: Any) -> Any:
+        if self.driver is None:
+            raise DriverError("charon is not connected")
+        return await self._in(self._vici_ex, getattr(self.driver, fn_name), *args)
+
+    # --- life cycle ---
+    async def start(self) -> None:
+        if not self._registered:
+            self.ctx.control.register("channels", self._cmd_channels)
+            self._registered = True
+        if self.ctx.identity is None or self.ctx.config.ldevid_cert is None:
+            LOG.info("no LDevID: secure channels stay off")
+            return
+        self._load_identity()
+        self._dull_ex = namespace_executor(self.ctx.dull_ns)
+        self._acp_ex = namespace_executor(self.ctx.acp_ns)
+        self._vici_ex = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vici")
+        self._init_ex = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="ike-init")
+        if self._acp_address is not None:
+            await self._in(self._acp_ex, xi.set_loopback, str(self._acp_address), True)
+        await self.charon.start()
+        await self._connect_driver()
+        await self._reconcile()
+        bus = self.ctx.bus
+        self._unsubscribe = [bus.subscribe(events.AdjacencyUp, self._on_adjacency_up),
+                             bus.subscribe(events.AdjacencyDown, self._on_adjacency_down)]
+        self._ticker = asyncio.create_task(self._tick_loop(), name="channels-tick")
+        self.running = True
+
+    def _load_identity(self) -> None:
+        config = self.ctx.config
+        certs = load_certificates(config.ldevid_cert)
+        cert_pem = pem_blocks(config.ldevid_cert.read_bytes())
+        blocks = list(cert_pem)
+        anchors_pem = tuple(pem_blocks(config.trust_anchors.read_bytes())) \
+            if config.trust_anchors else ()
+        self._creds = Credentials(blocks[0], config.ldevid_key.read_bytes(),
+                                  tuple(blocks[1:]), anchors_pem)
+        self._anchors = load_certificates(config.trust_anchors) if config.trust_anchors else []
+        self._local_id = local_identity(certs[0]).value
+        address = self.ctx.identity.get("acp_address")
+        self._acp_address = ipaddress.IPv6Address(address) if address else None
+        self._domain = self.ctx.identity["acp_domain"]
+
+    async def _connect_driver(self) -> None:
+        self.driver = self._driver_factory(self.charon)
+        loop = asyncio.get_running_loop()
+        await self._vici("connect")
+        assert self._creds is not None
+        await self._vici("load_credentials", self._creds)
+        self.driver.listen(lambda ev: loop.call_soon_threadsafe(self._on_sa_event, ev),
+                           lambda why: loop.call_soon_threadsafe(LOG.warning, "charon: %s", why))
+
+    async def stop(self) -> None:
+        """Terminate every SA, unload every connection, delete interfaces, routes, lo address."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        if not self.running:
+            return
+        self.running = False
+        await self._cancel_tasks()
+        for ch in list(self.table):
+            async with ch.lock:
+                await self._remove(ch, tuple(ch.fsm.sas))
+        with contextlib.suppress(OSError):
+            if self._acp_address is not None:
+                await self._in(self._acp_ex, xi.set_loopback, str(self._acp_address), False)
+        if self.driver is not None:
+            await self._in(self._vici_ex, self.driver.close)
+        await self.charon.stop()
+        self._shutdown_executors()
+
+    async def abandon(self) -> None:
+        """Stop without cleaning up, as a crashed acpd would (charon, SAs, interfaces stay)."""
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        self.running = False
+        await self._cancel_tasks()
+        self.charon.abandon()
+        if self.driver is not None:
+            await self._in(self._vici_ex, self.driver.close)
+        self._shutdown_executors()
+
+    async def _cancel_tasks(self) -> None:
+        tasks = list(self._tasks) + ([self._ticker] if self._ticker else [])
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._ticker = None
+
+    def _shutdown_executors(self) -> None:
+        for ex in (self._dull_ex, self._acp_ex, self._vici_ex, self._init_ex):
+            ex.shutdown(wait=False, cancel_futures=True)
+
+    # --- inputs ---
+    def _on_adjacency_up(self, ev: events.AdjacencyUp) -> None:
+        if ev.methods and "IKEv2" not in ev.methods:
+            return
+        ch = self.table.get(ev.dull_ifname, ev.peer)
+        if ch is None:
+            ch = Channel(ev.peer, ev.dull_ifname, self.table.allocate_if_id(), self._new_fsm())
+            self.table.add(ch)
+        ch.adopted_until = None
+        self._dispatch(ch, ch.fsm.adjacency_up(time.monotonic()))
+
+    def _on_adjacency_down(self, ev: events.AdjacencyDown) -> None:
+        ch = self.table.get(ev.dull_ifname, ev.peer)
+        if ch is not None:
+            self._dispatch(ch, ch.fsm.adjacency_down(time.monotonic()))
+
+    def _new_fsm(self) -> PeerChannel:
+        mine = int(self._acp_address) if self._acp_address is not None else None
+        return PeerChannel(mine, initial_retry=self.initial_retry, max_retry=self.max_retry)
+
+    def _on_sa_event(self, ev: SaEvent) -> None:
+        ch = self.table.by_conn(ev.sa.conn)
+        if ch is None:
+            return
+        fsm, sa, now = ch.fsm, ev.sa, time.monotonic()
+        if ev.kind == "ike":
+            actions = fsm.sa_seen(sa.unique_id, sa.initiator, sa.remote_id) if ev.up \
+                else fsm.sa_down(sa.unique_id, now)
+        elif ev.kind == "child" and ev.child is not None:
+            actions = fsm.child_up(sa.unique_id, ev.child.unique_id, sa.initiator, sa.remote_id) \
+                if ev.up else fsm.child_down(sa.unique_id, ev.child.unique_id, now)
+        elif ev.kind == "ike-rekey" and ev.old_id:
+            fsm.ike_rekeyed(ev.old_id, sa.unique_id)
+            actions = []
+        elif ev.kind == "child-rekey" and ev.old_id and ev.child is not None:
+            fsm.child_rekeyed(sa.unique_id, ev.old_id, ev.child.unique_id)
+            actions = []
+        else:
+            actions = []
+        self._dispatch(ch, actions)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            for ch in list(self.table):
+                if ch.adopted_until is not None and now > ch.adopted_until:
+                    LOG.info("adopted channel %s: no adjacency heard, removing", ch.conn)
+                    ch.adopted_until = None
+                    self._dispatch(ch, ch.fsm.adjacency_down(now))
+                else:
+                    self._dispatch(ch, ch.fsm.tick(now))
+
+    # --- actions ---
+    def _dispatch(self, ch: Channel, actions: list[Any]) -> None:
+        if not actions:
+            return
+        task = asyncio.get_running_loop().create_task(self._apply(ch, actions))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _apply(self, ch: Channel, actions: list[Any]) -> None:
+        async with ch.lock:
+            for action in actions:
+                try:
+                    await self._do(ch, action)
+                except (OSError, DriverError) as exc:
+                    LOG.warning("channel %s %s: %s failed: %s", ch.dull_ifname, ch.peer,
+                                type(action).__name__, exc)
+                    ch.fsm.last_error = f"{type(action).__name__}: {exc}"
+                    if isinstance(action, (Prepare, Initiate)):
+                        ch.prepared = False
+                        self._dispatch(ch, ch.fsm.initiate_failed(time.monotonic(), str(exc)))
+
+    async def _do(self, ch: Channel, action: Any) -> None:
+        if isinstance(action, Prepare):
+            await self._prepare(ch)
+        elif isinstance(action, Initiate):
+            await self._prepare(ch)
+            self._spawn(self._initiate(ch))
+        elif isinstance(action, Verify):
+            await self._verify(ch, action)
+        elif isinstance(action, Terminate):
+            LOG.info("channel %s %s: terminating IKE SA %s: %s", ch.dull_ifname, ch.peer,
+                     action.sa_id, action.reason)
+            await self._vici("terminate_ike", action.sa_id)
+        elif isinstance(action, Activate):
+            await self._activate(ch, action)
+        elif isinstance(action, Deactivate):
+            await self._deactivate(ch, action.reason)
+        elif isinstance(action, Remove):
+            await self._remove(ch, action.sa_ids)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _prepare(self, ch: Channel) -> None:
+        if ch.prepared:
+            return
+        ch.local_ll = await self._in(self._dull_ex, xi.link_local_of, ch.dull_ifname)
+        await self._in(self._dull_ex, xi.prepare, ch.dull_ifname, dull_ifname(ch.if_id),
+                       ch.if_id, ch.peer)
+        assert self._creds is not None
+        conn = connection(ch.local_ll, ch.peer, ch.if_id, local_id=self._local_id,
+                          cert_pem=self._creds.cert_pem, anchor_pems=self._creds.anchor_pems,
+                          timers=self.timers)
+        await self._vici("load_connection", ch.conn, conn)
+        ch.prepared = True
+
+    async def _initiate(self, ch: Channel) -> None:
+        assert self.driver is not None
+        try:
+            await self._in(self._init_ex, self.driver.initiate, ch.conn, CHILD_NAME,
+                           self.initiate_timeout)
+        except DriverError as exc:
+            LOG.info("channel %s %s: initiation failed: %s", ch.dull_ifname, ch.peer, exc)
+            self._dispatch(ch, ch.fsm.initiate_failed(time.monotonic(), str(exc)))
+        else:
+            ch.fsm.initiate_succeeded()
+
+    async def _verify(self, ch: Channel, action: Verify) -> None:
+        leaves, others = await self._vici("peer_certificates", action.remote_id)
+        verdict = check_peer(action.remote_id, leaves, others, self._anchors, self._domain)
+        now = time.monotonic()
+        if verdict.ok and verdict.address is not None and verdict.node_name is not None:
+            actions = ch.fsm.peer_verified(action.sa_id, int(verdict.address),
+                                           verdict.node_name, now)
+        else:
+            LOG.warning("channel %s %s: peer %s refused: %s", ch.dull_ifname, ch.peer,
+                        action.remote_id, verdict.reason)
+            actions = ch.fsm.peer_rejected(action.sa_id, verdict.reason, now)
+        for follow in actions:
+            await self._do(ch, follow)
+
+    async def _activate(self, ch: Channel, action: Activate) -> None:
+        in_acp = {x.if_id: x for x in await self._in(self._acp_ex, xi.list_xfrm)}
+        if ch.if_id in in_acp:
+            name = in_acp[ch.if_id].ifname
+        else:
+            taken = {x.ifname for x in in_acp.values()}
+            name = acp_ifname(ipaddress.IPv6Address(action.peer_address), taken)
+            await self._in(self._dull_ex, xi.hand_over, ch.if_id, name, self.ctx.acp_ns)
+        await self._in(self._acp_ex, xi.bring_up, name, xi.channel_link_local(self._acp_address))
+        ch.acp_ifname = name
+        LOG.info("channel %s up to %s (%s) on %s", name, action.peer_node_name, ch.peer,
+                 ch.dull_ifname)
+        self.ctx.bus.publish(events.ChannelUp(ch.peer, ch.dull_ifname, name,
+                                              action.peer_node_name))
+
+    async def _deactivate(self, ch: Channel, reason: str) -> None:
+        await self._in(self._acp_ex, xi.delete_if_id, ch.if_id)
+        name, ch.acp_ifname, ch.prepared = ch.acp_ifname, None, False
+        LOG.info("channel %s to %s down: %s", name, ch.peer, reason)
+        if name:
+            self.ctx.bus.publish(events.ChannelDown(ch.peer, name))
+        with contextlib.suppress(OSError, DriverError):
+            await self._prepare(ch)
+
+    async def _remove(self, ch: Channel, sa_ids: tuple[str, ...]) -> None:
+        for sa_id in sa_ids:
+            with contextlib.suppress(DriverError):
+                await self._vici("terminate_ike", sa_id)
+        with contextlib.suppress(DriverError):
+            await self._vici("unload_connection", ch.conn)
+        with contextlib.suppress(OSError):
+            await self._in(self._acp_ex, xi.delete_if_id, ch.if_id)
+        with contextlib.suppress(OSError):
+            await self._in(self._dull_ex, xi.delete_if_id, ch.if_id)
+            await self._in(self._dull_ex, xi.delete_route, ch.peer, ch.dull_ifname)
+        if ch.acp_ifname:
+            self.ctx.bus.publish(events.ChannelDown(ch.peer, ch.acp_ifname))
+        self.table.remove(ch)
+
+    # --- restart and reconcile ---
+    async def _charon_restarted(self) -> None:
+        """A new charon knows nothing: reload, and let every channel start over."""
+        if self.driver is not None:
+            with contextlib.suppress(DriverError):
+                await self._in(self._vici_ex, self.driver.close)
+        await self._connect_driver()
+        now = time.monotonic()
+        for ch in list(self.table):
+            ch.prepared = False
+            actions: list[Any] = []
+            for sa_id in list(ch.fsm.sas):
+                actions += ch.fsm.sa_down(sa_id, now)
+            ch.fsm.pending = False
+            actions += ch.fsm.adjacency_up(now) if ch.adopted_until is None else []
+            self._dispatch(ch, actions)
+
+    async def _reconcile(self) -> None:
+        from .reconcile import reconcile
+        await reconcile(self)
+
+    # --- control ---
+    async def _cmd_channels(self, _request: dict[str, Any]) -> list[dict[str, Any]]:
+        sas = []
+        if self.running and self.driver is not None:
+            with contextlib.suppress(DriverError):
+                sas = await self._vici("list_sas")
+        return self.table.entries(sas)
+
+    def status(self) -> dict[str, Any]:
+        return {"running": self.running, "charon": self.charon.status(),
+                "channels": self.table.entries([]), "acp_address":
+                str(self._acp_address) if self._acp_address else None}
+
+
+__all__ = ["ChannelService", "Channel", "State"]

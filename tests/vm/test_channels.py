@@ -1,0 +1,159 @@
+"""Secure channels between nodes in one guest: ChannelService driven by AdjacencyUp events.
+
+Each node is a DULL + ACP namespace pair with its own charon; the nodes' DULL namespaces are
+joined by veths. Short DPD timers keep the whole file fast.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from acp_openwrt import netns
+from acp_openwrt.channels.testbed import BedNode, Testbed, route_via
+from acp_openwrt.events import ChannelDown, ChannelUp
+
+ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
+
+
+@pytest.fixture
+def guest() -> None:
+    if os.environ.get("ACP_LAB_GUEST") != "1":
+        pytest.skip("needs the guest kernel: run through pytest's acp-lab plugin or `acp-lab vm`")
+
+
+def run(scenario: Callable[[Testbed], Awaitable[None]], tmp_path: Path) -> None:
+    """Run one async scenario on a fresh testbed; everything is removed afterwards."""
+    async def main() -> None:
+        bed = Testbed(tmp_path)
+        try:
+            await scenario(bed)
+        finally:
+            await bed.close()
+    asyncio.run(main())
+
+
+async def channels(node: BedNode) -> list[dict[str, Any]]:
+    reply = await node.ctx.control.dispatch(b'{"cmd": "channels"}')
+    assert reply["ok"], reply
+    return reply["result"]
+
+
+async def wait_for(what: str, check: Callable[[], Awaitable[bool]], timeout: float) -> float:
+    start = time.monotonic()
+    while not await check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(0.1)
+    return time.monotonic() - start
+
+
+async def up_count(node: BedNode) -> int:
+    return sum(1 for e in await channels(node) if e["state"] == "up")
+
+
+def acp_links(node: BedNode) -> list[str]:
+    from acp_openwrt.channels.xfrm_interface import list_xfrm
+    return sorted(x.ifname for x in netns.call_in(node.acp, list_xfrm))
+
+
+def ping(node: BedNode, target: str, count: int = 3, timeout: float = 5.0) -> int:
+    """ICMPv6 echo from node's ACP loopback address; replies received."""
+    sock = netns.socket_in(node.acp, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    try:
+        sock.bind((node.address, 0))
+        ident, replies = os.getpid() & 0xFFFF, set()
+        for seq in range(count):
+            sock.sendto(struct.pack("!BBHHH", ICMPV6_ECHO_REQUEST, 0, 0, ident, seq) + b"acp",
+                        (target, 0))
+            deadline = time.monotonic() + timeout
+            while seq not in replies and time.monotonic() < deadline:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    data, _ = sock.recvfrom(1500)
+                except TimeoutError:
+                    break
+                kind, _, _, rid, rseq = struct.unpack("!BBHHH", data[:8])
+                if kind == ICMPV6_ECHO_REPLY and rid == ident:
+                    replies.add(rseq)
+        return len(replies)
+    finally:
+        sock.close()
+
+
+async def pair(bed: Testbed, start_b: bool = True) -> tuple[BedNode, BedNode, str, str]:
+    a, b = bed.add_node("a"), bed.add_node("b")
+    if_a, if_b = bed.link(a, b)
+    await a.new_service().start()
+    if start_b:
+        await b.new_service().start()
+    return a, b, if_a, if_b
+
+
+async def both_up(a: BedNode, b: BedNode, timeout: float = 40.0) -> float:
+    async def check() -> bool:
+        return await up_count(a) == 1 and await up_count(b) == 1
+    return await wait_for("channel up on both nodes", check, timeout)
+
+
+def test_channel_up_ping_and_multicast(guest: None, tmp_path: Path) -> None:
+    async def scenario(bed: Testbed) -> None:
+        a, b, if_a, if_b = await pair(bed)
+        seen: list[object] = []
+        a.ctx.bus.subscribe(ChannelUp, seen.append)
+        a.adjacency_up(if_a)
+        b.adjacency_up(if_b)
+        await both_up(a, b)
+        (ea,), (eb,) = await channels(a), await channels(b)
+        assert ea["peer_node_name"] == b.ctx.identity["acp_node_name"]
+        assert eb["peer_node_name"] == a.ctx.identity["acp_node_name"]
+        assert ea["interface"].startswith("acp_") and len(ea["interface"]) <= 15
+        assert acp_links(a) == [ea["interface"]] and acp_links(b) == [eb["interface"]]
+        assert {ea["role"], eb["role"]} == {"decider", "follower"}
+        assert [type(e) for e in seen] == [ChannelUp]
+        json.dumps(await channels(a))
+        route_via(a, b, ea["interface"])
+        route_via(b, a, eb["interface"])
+        assert ping(a, b.address) == 3
+        (ea,) = await channels(a)
+        assert ea["bytes"] and ea["bytes"] > 0, "the echo did not go through the CHILD SA"
+        assert multicast_crosses(a, ea["interface"], b, eb["interface"], "ff02::13", 7017)
+        assert multicast_crosses(b, eb["interface"], a, ea["interface"], "ff02::1a", 7017)
+    run(scenario, tmp_path)
+
+
+def multicast_crosses(src: BedNode, src_if: str, dst: BedNode, dst_if: str, group: str,
+                      port: int) -> bool:
+    from acp_openwrt.channels.xfrm_interface import list_xfrm
+    src_index = next(x.index for x in netns.call_in(src.acp, list_xfrm) if x.ifname == src_if)
+    dst_index = next(x.index for x in netns.call_in(dst.acp, list_xfrm) if x.ifname == dst_if)
+    rx = netns.socket_in(dst.acp, socket.AF_INET6, socket.SOCK_DGRAM, 0)
+    tx = netns.socket_in(src.acp, socket.AF_INET6, socket.SOCK_DGRAM, 0)
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        rx.bind(("::", port))
+        rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                      socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", dst_index))
+        rx.settimeout(3.0)
+        tx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, src_index)
+        payload = os.urandom(8)
+        for _ in range(3):
+            tx.sendto(payload, (group, port, 0, src_index))
+            try:
+                data, _ = rx.recvfrom(100)
+            except TimeoutError:
+                continue
+            if data == payload:
+                return True
+        return False
+    finally:
+        rx.close()
+        tx.close()
