@@ -380,3 +380,66 @@ def test_topology_fixture_tears_down_after_a_failing_test(prefixes: Prefixes, tm
     assert "this test fails on purpose" in run.stdout
     assert "1 failed" in run.stdout and "error" not in run.stdout.splitlines()[-1]
     assert prefixes.left() == set()
+
+
+DEMO_PREFIX = re.compile(r"\(namespaces (lab[0-9a-f]{6})-\*\)")
+
+
+def test_demo_runs_every_step_and_leaves_nothing() -> None:
+    run = subprocess.run([sys.executable, "-m", "acp_openwrt.lab.demo"], capture_output=True,
+                         text=True, timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[-1] == "demo passed: 5/5 steps"
+    assert sum(line.startswith("  PASS  ") for line in lines) == 5
+    assert "teardown: everything removed" in lines
+    # The identity table: one row per node, each a Zone address in one /48.
+    rows = [line.split() for line in lines if re.match(r"^    [rabc] +fd", line)]
+    assert [row[0] for row in rows] == ["r", "a", "b", "c"] and {row[3] for row in rows} == {"zone"}
+    assert len({row[2].rsplit(":", 2)[0] for row in rows}) == 1
+    assert sum(" ms" in line for line in lines) == 6  # an echo each way on 3 links
+    match = DEMO_PREFIX.search(run.stdout)
+    assert match is not None
+    assert not any(name.startswith(match.group(1) + "-") for name in ip_netns_list())
+    workdir = re.search(r"-c (/\S+)/r/acp\.config", run.stdout)
+    assert workdir is not None and not os.path.exists(workdir.group(1))
+
+
+def run_demo_with(steps: list[Any]) -> tuple[int, list[str], str]:
+    from acp_openwrt.lab import demo
+
+    said: list[str] = []
+    status = demo.run_demo(steps, say=said.append)
+    match = DEMO_PREFIX.search(said[0])
+    assert match is not None
+    return status, said, match.group(1)
+
+
+def test_demo_ping_step_fails_when_b_stops_answering_and_still_tears_down() -> None:
+    from acp_openwrt.lab import demo
+
+    def mute(state: Any) -> str:
+        with state.topology["b"].entered():  # per-namespace sysctl: b ignores echo requests
+            with open("/proc/sys/net/ipv6/icmp/echo_ignore_all", "w") as fh:
+                fh.write("1")
+        return "b ignores pings"
+
+    steps = [demo.STEPS[0], demo.Step("mute b", mute), *demo.STEPS[4:], demo.STEPS[1]]
+    status, said, prefix = run_demo_with(steps)
+    assert status == 1
+    assert any(line.startswith("    FAILED: a/eth1 -> b fe80:") and "no echo reply" in line
+               for line in said), said
+    assert said[-1] == "demo FAILED: 2/4 steps" and "  skip  domain CA and node certificates" in said
+    assert not any(name.startswith(prefix + "-") for name in ip_netns_list())
+
+
+def test_demo_interrupted_tears_down_and_exits_130() -> None:
+    from acp_openwrt.lab import demo
+
+    def interrupt(state: Any) -> str:
+        netns_exec.create_namespace(f"{state.prefix}-r-dull")  # as a running acpd would
+        raise KeyboardInterrupt
+
+    status, said, prefix = run_demo_with([demo.STEPS[0], demo.Step("Ctrl-C", interrupt)])
+    assert status == 130 and "teardown: everything removed" in said
+    assert not any(name.startswith(prefix + "-") for name in ip_netns_list())
