@@ -39,6 +39,9 @@ def part_names(config: AcpConfig, identity: dict[str, Any] | None) -> list[str]:
     line rather than stopping the node.
     """
     parts = ["links.service:LinkService", "discovery.service:DullDiscovery"]
+    if identity is not None:
+        # RPL before channels: it must hear every ChannelUp
+        parts += ["rpl.service:RplService"]
     return parts
 
 

@@ -56,6 +56,8 @@ class AcpConfig:
     control_socket: Path | None = None
     log_dir: Path = Path("/var/log/acp")
     log_level: str = "info"
+    rpl_external: bool = False
+    rpl_sunshine: Path | None = None
     source: str | None = field(default=None, compare=False)  # the file read; None: defaults
 
     def __post_init__(self) -> None:
@@ -174,6 +176,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "The control socket (JSON lines) acpctl and ubus use; unset: <run_dir>/acpd.sock."),
     OptionSpec("log_dir", _path, _ABS, "Log files of this node."),
     OptionSpec("log_level", _level, ", ".join(LOG_LEVELS), "Least severe message logged."),
+    OptionSpec("rpl_external", _bool, _BOOL, "Run unstrung's sunshine for RPL instead of the "
+               "built-in RPL (same role and prefix)."),
+    OptionSpec("rpl_sunshine", _path, _ABS, "The sunshine binary; unset: searched in PATH."),
 )
 _SPECS = {spec.name: spec for spec in OPTIONS}
 

@@ -41,7 +41,7 @@ class RplService:
                  address: ipaddress.IPv6Address | str | None = None,
                  prefix_length: int | None = None, root: bool | None = None,
                  dodag: DodagConfiguration | None = None, protocol: int = RTPROT_ACP_RPL,
-                 external: bool = False, sunshine: str | None = None,
+                 external: bool | None = None, sunshine: str | None = None,
                  forwarding: bool = True, rng: random.Random | None = None,
                  **engine: Any) -> None:
         """`dodag` and `engine` (RplConfig fields: dao_delay, hold_down, neighbor_timeout...)
@@ -54,7 +54,10 @@ class RplService:
         self.prefix_length = prefix_length if prefix_length is not None \
             else ident.get("prefix_length")
         self.root = ctx.config.dodag_root if root is None else root
-        self.external = external
+        # UCI rpl_external / rpl_sunshine unless the caller says otherwise
+        self.external = ctx.config.rpl_external if external is None else external
+        if sunshine is None and ctx.config.rpl_sunshine is not None:
+            sunshine = str(ctx.config.rpl_sunshine)
         self.forwarding = forwarding
         self._dodag = dodag
         self._engine_options = engine
