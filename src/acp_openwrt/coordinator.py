@@ -39,6 +39,8 @@ def part_names(config: AcpConfig, identity: dict[str, Any] | None) -> list[str]:
     line rather than stopping the node.
     """
     parts = ["links.service:LinkService", "discovery.service:DullDiscovery"]
+    if config.join_proxy:
+        parts.append("brski.proxy_launcher:JoinProxyService")  # switches on with an LDevID
     if identity is not None:
         # RPL before channels: it must hear every ChannelUp
         parts += ["rpl.service:RplService"]

@@ -56,6 +56,16 @@ class ProxySettings:
     log_level: str = "info"
 
 
+def settings_from_config(config: Any) -> ProxySettings:
+    """ProxySettings from the join_proxy_* UCI options."""
+    return ProxySettings(
+        user=config.join_proxy_user, group=config.join_proxy_group, port=config.join_proxy_port,
+        log_level=config.log_level,
+        limits=RelayLimits(max_connections=config.join_proxy_max_connections,
+                           max_per_pledge=config.join_proxy_max_per_pledge,
+                           idle_timeout=float(config.join_proxy_idle_timeout)))
+
+
 def _make_listener(dull_ns: str, link: LinkAdopted, port: int, backlog: int) -> socket.socket:
     sock = netns.socket_in(dull_ns, socket.AF_INET6, socket.SOCK_STREAM)
     try:
@@ -72,7 +82,9 @@ def _make_listener(dull_ns: str, link: LinkAdopted, port: int, backlog: int) -> 
 class JoinProxyService:
     name = "join_proxy"
 
-    def __init__(self, ctx: NodeContext, settings: ProxySettings = ProxySettings()) -> None:
+    def __init__(self, ctx: NodeContext, settings: ProxySettings | None = None) -> None:
+        if settings is None:
+            settings = settings_from_config(ctx.config)
         self.ctx = ctx
         self.settings = settings
         self.active = False

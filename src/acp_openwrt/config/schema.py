@@ -58,6 +58,13 @@ class AcpConfig:
     log_level: str = "info"
     rpl_external: bool = False
     rpl_sunshine: Path | None = None
+    join_proxy: bool = True
+    join_proxy_user: str = "nobody"
+    join_proxy_group: str | None = None
+    join_proxy_port: int = 0
+    join_proxy_max_connections: int = 32
+    join_proxy_max_per_pledge: int = 4
+    join_proxy_idle_timeout: int = 60
     source: str | None = field(default=None, compare=False)  # the file read; None: defaults
 
     def __post_init__(self) -> None:
@@ -130,6 +137,25 @@ def _pattern(text: str) -> str:
     return text
 
 
+_ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+
+
+def _account(text: str) -> str:
+    if not _ACCOUNT.fullmatch(text):
+        raise _Invalid(f"{show(text)} is not a user or group name")
+    if text == "root":
+        raise _Invalid("root is refused: the join proxy faces unauthenticated pledges")
+    return text
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise _Invalid(f"{show(text)} is not a whole number from {low} to {high}")
+        return int(text)
+    return convert
+
+
 @dataclass(frozen=True)
 class OptionSpec:
     """One option of `config acp 'main'`: its converter and what it is for (as in the docs)."""
@@ -179,6 +205,20 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("rpl_external", _bool, _BOOL, "Run unstrung's sunshine for RPL instead of the "
                "built-in RPL (same role and prefix)."),
     OptionSpec("rpl_sunshine", _path, _ABS, "The sunshine binary; unset: searched in PATH."),
+    OptionSpec("join_proxy", _bool, _BOOL, "Once enrolled, relay pledges to the registrar "
+               "(BRSKI join proxy, an unprivileged process)."),
+    OptionSpec("join_proxy_user", _account, "user name, not root", "User the join proxy runs as."),
+    OptionSpec("join_proxy_group", _account, "group name, not root",
+               "Group the join proxy runs as; unset: the user's primary group."),
+    OptionSpec("join_proxy_port", _int_range(0, 65535), "0 to 65535",
+               "TCP port on each DULL link-local address; 0: the kernel picks (the port is in "
+               "the AN_Proxy flood)."),
+    OptionSpec("join_proxy_max_connections", _int_range(1, 4096), "1 to 4096",
+               "Pledge circuits at once."),
+    OptionSpec("join_proxy_max_per_pledge", _int_range(1, 4096), "1 to 4096",
+               "Circuits at once from one pledge address."),
+    OptionSpec("join_proxy_idle_timeout", _int_range(1, 86400), "1 to 86400 seconds",
+               "Close a circuit idle this long."),
 )
 _SPECS = {spec.name: spec for spec in OPTIONS}
 
