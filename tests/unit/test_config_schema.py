@@ -120,7 +120,7 @@ def test_example_message_from_the_brief() -> None:
     (["option log_lvl 'debug'"],
      ":2: option log_lvl: unknown option in config acp 'main' (did you mean log_level?)"),
     (["option zzzz 1"],
-     ":2: option zzzz: unknown option in config acp 'main' (known options: enabled, "),
+     ":2: option zzzz: unknown option in config acp 'main' (the options are listed in "),
     (["option namespace_acp 'acp-dull'"],
      ":2: option namespace_acp: 'acp-dull' is both namespace_dull and namespace_acp"),
     (["option namespace_dull 'x'", "option namespace_acp 'x'"],

@@ -225,7 +225,7 @@ _SPECS = {spec.name: spec for spec in OPTIONS}
 
 def _unknown(name: str) -> str:
     close = difflib.get_close_matches(name, _SPECS, n=1)
-    hint = f"did you mean {close[0]}?" if close else f"known options: {', '.join(_SPECS)}"
+    hint = f"did you mean {close[0]}?" if close else "the options are listed in files/acp.config"
     return f"option {name}: unknown option in config {SECTION_TYPE} '{SECTION_NAME}' ({hint})"
 
 
