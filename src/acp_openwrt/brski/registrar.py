@@ -1,0 +1,301 @@
+"""The ACP registrar (RFC 8995 §5, RFC 7030): BRSKI and EST endpoints over TLS.
+
+A pledge presents its IDevID (verified by the TLS stack against the manufacturer anchors the
+registrar is configured with); an enrolled node presents its LDevID (verified against the
+domain CA). The registrar checks the pledge's voucher-request, wraps it in its own signed
+registrar voucher-request, sends that to the MASA named in the IDevID and relays the voucher.
+Only a pledge whose voucher the MASA issued on this connection's registrar gets an
+acp-node-name from /csrattrs and a certificate from /simpleenroll; /simplereenroll renews
+an LDevID keeping its name. Every refusal is logged with the pledge's serial and the reason.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import datetime as dt
+import json
+import logging
+import os
+import ssl
+import time
+from typing import Any, Callable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from . import cms, csr, idevid, masa_client, wellknown
+from .allocation import AllocationError, Allocator
+from .domain_ca import DomainCA, NODE_LIFETIME
+from .http import Request, Response, serve_connection, text_response
+from .pledge import PrivateKey, generate_key
+from .store import load_identity, store_identity
+from .tls import chain_problem, peer_certificate, server_context
+from .voucher import Voucher, VoucherError, parse_voucher
+from ..identity.address import Scheme, address_from_name
+from ..identity.certificate import check_key_strength, CertificateError
+from ..identity.node_name import parse_acp_node_name
+
+LOG = logging.getLogger("acpd.brski.registrar")
+VOUCHED_FOR = 600.0  # seconds a voucher authorizes EST enrolment of its serial
+MAX_TELEMETRY = 64
+SchemePolicy = Callable[[str, x509.Certificate], Scheme]
+SerialPolicy = Callable[[str, x509.Certificate], bool]
+
+
+def _default_scheme(serial: str, cert: x509.Certificate) -> Scheme:
+    return Scheme.ZONE
+
+
+def _accept_any(serial: str, cert: x509.Certificate) -> bool:
+    return True
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.encodebytes(data)
+
+
+def _aki(cert: x509.Certificate) -> bytes | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except x509.ExtensionNotFound:
+        return None
+
+
+def ensure_registrar_identity(ca: DomainCA, allocator: Allocator, cert_path: str | os.PathLike[str],
+                              key_path: str | os.PathLike[str], *,
+                              lifetime: dt.timedelta = NODE_LIFETIME,
+                              ) -> tuple[x509.Certificate, PrivateKey]:
+    """The registrar's own ACP certificate (id-kp-cmcRA): loaded if valid, else issued."""
+    found = load_identity(cert_path, key_path)
+    if found is not None and chain_problem(found[0], ca.certificate) is None:
+        return found
+    allocation = allocator.allocate(f"registrar-{allocator.registrar_id:012x}")
+    key = generate_key()
+    cert = ca.issue(key.public_key(), allocation.acp_node_name,
+                    address=allocation.address.address, registrar=True, lifetime=lifetime)
+    store_identity(cert, key, [ca.certificate], cert_path=cert_path, key_path=key_path,
+                   trust_anchors_path=ca.cert_path)
+    return cert, key
+
+
+class Registrar:
+    """The endpoint handlers; `serve()` puts them behind TLS on a listening socket."""
+
+    def __init__(self, ca: DomainCA, allocator: Allocator, cert: x509.Certificate,
+                 key: PrivateKey, *, masa_context: ssl.SSLContext | None = None,
+                 default_masa_url: str | None = None,
+                 scheme_policy: SchemePolicy = _default_scheme,
+                 serial_policy: SerialPolicy = _accept_any,
+                 node_lifetime: dt.timedelta = NODE_LIFETIME) -> None:
+        self.ca, self.allocator, self.cert, self.key = ca, allocator, cert, key
+        self.masa_context = masa_context or ssl.create_default_context()
+        self.default_masa_url = default_masa_url
+        self.scheme_policy, self.serial_policy = scheme_policy, serial_policy
+        self.node_lifetime = node_lifetime
+        self.vouched: dict[str, float] = {}
+        self.telemetry: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_TELEMETRY)
+        self.counters: collections.Counter[str] = collections.Counter()
+        self._cert_der = cert.public_bytes(serialization.Encoding.DER)
+
+    def status(self) -> dict[str, Any]:
+        return {"registrar_id": f"{self.allocator.registrar_id:012x}",
+                "acp_node_name": csr.certificate_node_name_text(self.cert),
+                "domain_ca": self.ca.certificate.subject.rfc4514_string(),
+                "allocations": self.allocator.count(), "counters": dict(self.counters),
+                "recent_status": list(self.telemetry)[-8:]}
+
+    # --- dispatch ----------------------------------------------------------------------------
+
+    async def handle(self, request: Request, writer: asyncio.StreamWriter) -> Response:
+        client = peer_certificate(writer)
+        routes = {
+            ("POST", wellknown.REQUEST_VOUCHER): self._request_voucher,
+            ("POST", wellknown.VOUCHER_STATUS): self._status_report,
+            ("POST", wellknown.ENROLL_STATUS): self._status_report,
+            ("GET", wellknown.CACERTS): self._cacerts,
+            ("GET", wellknown.CSRATTRS): self._csrattrs,
+            ("POST", wellknown.SIMPLE_ENROLL): self._simple_enroll,
+            ("POST", wellknown.SIMPLE_REENROLL): self._simple_reenroll,
+        }
+        route = routes.get((request.method, request.path.split("?")[0]))
+        if route is None:
+            return text_response(404, f"no {request.method} {request.path}")
+        response = await route(request, client)
+        self.counters[f"{request.path.rsplit('/', 1)[-1]} {response.status}"] += 1
+        return response
+
+    def _refuse(self, status: int, who: str, reason: str) -> Response:
+        LOG.warning("registrar refused %s: %s (HTTP %d)", who, reason, status)
+        return text_response(status, reason)
+
+    def _is_ldevid(self, client: x509.Certificate) -> bool:
+        return chain_problem(client, self.ca.certificate) is None
+
+    @staticmethod
+    def _who(client: x509.Certificate | None) -> str:
+        if client is None:
+            return "a client without certificate"
+        try:
+            return f"pledge {idevid.serial_number(client)}"
+        except idevid.IdevidError:
+            return client.subject.rfc4514_string() or "a client"
+
+    # --- BRSKI -------------------------------------------------------------------------------
+
+    async def _request_voucher(self, request: Request, client: x509.Certificate | None) -> Response:
+        who = self._who(client)
+        if client is None or self._is_ldevid(client):
+            return self._refuse(401, who, "voucher-request needs the pledge's IDevID as TLS "
+                                          "client certificate")
+        if request.content_type() != wellknown.VOUCHER_CMS_JSON:
+            return self._refuse(415, who, f"media type {request.content_type()!r} is not "
+                                          f"{wellknown.VOUCHER_CMS_JSON}")
+        try:
+            signed = cms.verify(request.body, signer_candidates=[client])
+            pledge_request = parse_voucher(signed.content, request=True)
+        except (cms.CmsError, VoucherError) as exc:
+            return self._refuse(400, who, f"voucher-request rejected: {exc}")
+        if signed.signer != client:
+            return self._refuse(403, who, "voucher-request is not signed by the TLS client's IDevID")
+        if pledge_request.assertion != "proximity":
+            return self._refuse(403, who, f"assertion {pledge_request.assertion!r} is not proximity")
+        if pledge_request.proximity_registrar_cert != self._cert_der:
+            return self._refuse(401, who, "proximity-registrar-cert is not this registrar's "
+                                          "certificate (man in the middle?)")
+        try:
+            serial = idevid.serial_number(client)
+            url = idevid.masa_url(client) or self.default_masa_url
+        except idevid.IdevidError as exc:
+            return self._refuse(404, who, str(exc))
+        if pledge_request.serial_number != serial:
+            return self._refuse(403, who, f"voucher-request claims serial-number "
+                                          f"{pledge_request.serial_number!r}")
+        if not self.serial_policy(serial, client):
+            return self._refuse(404, who, "serial number not accepted by registrar policy")
+        if url is None:
+            return self._refuse(404, who, "IDevID names no MASA and no default MASA is configured")
+        registrar_request = Voucher(
+            request=True, assertion="proximity", serial_number=serial,
+            nonce=pledge_request.nonce, created_on=dt.datetime.now(dt.timezone.utc),
+            idevid_issuer=_aki(client), prior_signed_voucher_request=request.body)
+        body = cms.sign(registrar_request.to_json(), self.cert, self.key, chain=[self.ca.certificate])
+        answer = await masa_client.request_voucher(url, body, self.masa_context)
+        if answer.status != 200 or answer.content_type() != wellknown.VOUCHER_CMS_JSON:
+            status = answer.status if 400 <= answer.status < 600 else 502
+            return self._refuse(status, who, f"MASA {url} answered {answer.status}: {answer.text()}")
+        self.vouched[serial] = time.monotonic()
+        LOG.info("registrar relayed a voucher from MASA %s to %s", url, who)
+        return Response(200, answer.body, {"content-type": wellknown.VOUCHER_CMS_JSON})
+
+    async def _status_report(self, request: Request, client: x509.Certificate | None) -> Response:
+        who = self._who(client)
+        try:
+            report = json.loads(request.body.decode("utf-8"))
+            if not isinstance(report, dict) or not isinstance(report.get("status"), bool) \
+                    or not isinstance(report.get("version"), int):
+                raise ValueError("needs version (uint) and status (bool)")
+        except (UnicodeDecodeError, ValueError) as exc:
+            return self._refuse(400, who, f"status report rejected: {exc}")
+        kind = request.path.rsplit("/", 1)[-1]
+        reason = str(report.get("reason", ""))[:300]
+        entry = {"kind": kind, "from": who, "status": report["status"], "reason": reason,
+                 "time": time.time()}
+        self.telemetry.append(entry)
+        level = logging.INFO if report["status"] else logging.WARNING
+        LOG.log(level, "%s from %s: status %s %s", kind, who, report["status"], reason)
+        return Response(200)
+
+    # --- EST ---------------------------------------------------------------------------------
+
+    async def _cacerts(self, request: Request, client: x509.Certificate | None) -> Response:
+        return Response(200, _b64(cms.certs_only([self.ca.certificate])),
+                        {"content-type": wellknown.PKCS7_CERTS,
+                         "content-transfer-encoding": "base64"})
+
+    def _name_for(self, client: x509.Certificate | None) -> tuple[str | None, str | None, str]:
+        """(acp-node-name, serial, refusal) for the TLS client."""
+        if client is None:
+            return None, None, "EST needs a TLS client certificate"
+        if self._is_ldevid(client):
+            name = csr.certificate_node_name_text(client)
+            return (name, None, "" if name else "LDevID carries no acp-node-name")
+        try:
+            serial = idevid.serial_number(client)
+        except idevid.IdevidError as exc:
+            return None, None, str(exc)
+        since = self.vouched.get(serial)
+        if since is None or time.monotonic() - since > VOUCHED_FOR:
+            return None, serial, "no voucher was issued for this pledge (request one first)"
+        try:
+            allocation = self.allocator.allocate(serial, self.scheme_policy(serial, client))
+        except AllocationError as exc:
+            return None, serial, str(exc)
+        return allocation.acp_node_name, serial, ""
+
+    async def _csrattrs(self, request: Request, client: x509.Certificate | None) -> Response:
+        name, _, refusal = self._name_for(client)
+        if name is None:
+            return self._refuse(403, self._who(client), refusal)
+        return Response(200, _b64(csr.encode_csr_attrs(name)),
+                        {"content-type": wellknown.CSRATTRS_TYPE,
+                         "content-transfer-encoding": "base64"})
+
+    async def _simple_enroll(self, request: Request, client: x509.Certificate | None) -> Response:
+        return await self._enroll(request, client, renewal=False)
+
+    async def _simple_reenroll(self, request: Request, client: x509.Certificate | None) -> Response:
+        if client is None or not self._is_ldevid(client):
+            return self._refuse(403, self._who(client), "re-enrolment needs a valid LDevID")
+        return await self._enroll(request, client, renewal=True)
+
+    async def _enroll(self, request: Request, client: x509.Certificate | None, *,
+                      renewal: bool) -> Response:
+        who = self._who(client)
+        name, serial, refusal = self._name_for(client)
+        if name is None:
+            return self._refuse(403, who, refusal)
+        if request.content_type() != wellknown.PKCS10:
+            return self._refuse(415, who, f"CSR media type {request.content_type()!r} "
+                                          f"is not {wellknown.PKCS10}")
+        try:
+            der = base64.b64decode(b"".join(request.body.split()), validate=True)
+            request_csr = csr.load_csr(der)
+            asked = csr.csr_node_name(request_csr)
+            check_key_strength(request_csr.public_key())
+        except (binascii.Error, ValueError, csr.CsrError, CertificateError) as exc:
+            return self._refuse(400, who, f"CSR rejected: {exc}")
+        if asked != name:
+            return self._refuse(400, who, f"CSR asks for acp-node-name {asked!r}, "
+                                          f"the registrar assigned {name!r}")
+        if serial is None and client is not None:
+            serials = client.subject.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER)
+            serial = str(serials[0].value) if serials else None
+        address = address_from_name(parse_acp_node_name(name)).address
+        cert = self.ca.issue(request_csr.public_key(), name, address=address,
+                             serial_number=serial, lifetime=self.node_lifetime)
+        LOG.info("registrar %s %s for %s (%s)", "renewed" if renewal else "issued", name, who,
+                 address)
+        return Response(200, _b64(cms.certs_only([cert])),
+                        {"content-type": wellknown.PKCS7_CERTS,
+                         "content-transfer-encoding": "base64"})
+
+    # --- serving -----------------------------------------------------------------------------
+
+    def ssl_context(self, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
+                    idevid_anchor_paths: list[str | os.PathLike[str]]) -> ssl.SSLContext:
+        """Server TLS: our certificate; clients may present an IDevID (manufacturer anchors)
+        or an LDevID (the domain CA)."""
+        return server_context(cert_path, key_path,
+                              client_ca_paths=[*idevid_anchor_paths, self.ca.cert_path])
+
+    async def serve(self, context: ssl.SSLContext, *, sock: Any = None, host: str | None = None,
+                    port: int = 0) -> asyncio.base_events.Server:
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await serve_connection(reader, writer, self.handle)
+        if sock is not None:
+            return await asyncio.start_server(connection, sock=sock, ssl=context,
+                                              ssl_handshake_timeout=10.0)
+        return await asyncio.start_server(connection, host, port, ssl=context,
+                                          ssl_handshake_timeout=10.0)
