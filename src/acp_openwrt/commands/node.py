@@ -22,7 +22,7 @@ def _show_status(data: dict[str, Any]) -> None:
     links = (data.get("links") or {}).get("interfaces", [])
     neighbors = (data.get("discovery") or {}).get("neighbors", [])
     print(f"links     {len(links)} adopted, {len(neighbors)} neighbours heard")
-    for part in ("channels", "rpl", "brski", "proxy"):
+    for part in ("channels", "rpl", "brski", "join_proxy"):
         if part in data:
             print(f"{part:<9} {_one_line(data[part])}")
 
