@@ -127,6 +127,125 @@ def test_channel_up_ping_and_multicast(guest: None, tmp_path: Path) -> None:
         assert ea["bytes"] and ea["bytes"] > 0, "the echo did not go through the CHILD SA"
         assert multicast_crosses(a, ea["interface"], b, eb["interface"], "ff02::13", 7017)
         assert multicast_crosses(b, eb["interface"], a, ea["interface"], "ff02::1a", 7017)
+        # Both initiated at the same instant: after settling, one IKE SA and one CHILD SA each.
+        await asyncio.sleep(2.0)
+        for node in (a, b):
+            (entry,) = await channels(node)
+            assert (entry["ike_sas"], entry["child_sas"]) == (1, 1), entry
+            sas = await node.service._vici("list_sas")
+            assert len(sas) == 1 and len(sas[0].children) == 1, sas
+    run(scenario, tmp_path)
+
+
+def test_peer_of_another_ca_gets_no_channel(guest: None, tmp_path: Path) -> None:
+    async def scenario(bed: Testbed) -> None:
+        from acp_openwrt.lab.pki import TestCA
+        other = TestCA.create(tmp_path / "other-pki", domain=bed.domain)
+        a, b = bed.add_node("a"), bed.add_node("b", ca=other)
+        if_a, if_b = bed.link(a, b)
+        await a.new_service().start()
+        await b.new_service().start()
+        a.adjacency_up(if_a)
+        b.adjacency_up(if_b)
+        async def both_failed() -> bool:
+            entries = await channels(a) + await channels(b)
+            return all(e["last_error"] for e in entries)
+        await wait_for("both attempts to fail", both_failed, 30.0)
+        for node in (a, b):
+            assert await up_count(node) == 0
+            assert acp_links(node) == []
+            assert await node.service._vici("list_sas") == []
+    run(scenario, tmp_path)
+
+
+def test_restart_adopts_then_dead_peer_is_removed(guest: None, tmp_path: Path) -> None:
+    async def scenario(bed: Testbed) -> None:
+        a, b, if_a, if_b = await pair(bed)
+        a.adjacency_up(if_a)
+        b.adjacency_up(if_b)
+        await both_up(a, b)
+        (before,) = await channels(a)
+        downs_b: list[object] = []
+        b.ctx.bus.subscribe(ChannelDown, downs_b.append)
+
+        # acpd on a "crashes" and comes back: it adopts charon, the SA and the interface.
+        assert a.service is not None
+        charon_pid = a.service.charon.pid
+        await a.service.abandon()
+        restarted = a.new_service()
+        await restarted.start()
+        assert restarted.charon.adopted and restarted.charon.pid == charon_pid
+        a.adjacency_up(if_a)
+        await wait_for("adopted channel up", lambda: _is_up(a), 20.0)
+        (after,) = await channels(a)
+        assert after["interface"] == before["interface"]
+        assert (after["ike_sas"], after["child_sas"]) == (1, 1)
+        assert acp_links(a) == [before["interface"]]
+        assert downs_b == [], "the peer saw the channel go down during a's restart"
+        route_via(a, b, after["interface"])
+        (eb,) = await channels(b)
+        route_via(b, a, eb["interface"])
+        assert ping(a, b.address) == 3
+
+        # b's charon dies for good: a notices by DPD and removes the interface.
+        assert b.service is not None
+        await b.service.abandon()
+        os.kill(b.service.charon.pid, 9)
+        downs_a: list[object] = []
+        a.ctx.bus.subscribe(ChannelDown, downs_a.append)
+        dpd = 1 + restarted.charon.settings.dead_peer_seconds()
+        async def gone() -> bool:
+            return acp_links(a) == [] and bool(downs_a)
+        took = await wait_for("interface removal after the peer died", gone, dpd + 5.0)
+        assert took <= dpd + 5.0
+        assert [type(e) for e in downs_a] == [ChannelDown]
+
+        # A clean stop leaves nothing behind: no interfaces, no loopback address, no charon.
+        await restarted.stop()
+        assert acp_links(a) == []
+        assert not _has_address(a)
+        assert not restarted.charon.vici_socket.exists()
+        assert charon_pid is not None and not Path(f"/proc/{charon_pid}").exists() or \
+            Path(f"/proc/{charon_pid}/status").read_text().find("zombie") >= 0
+    run(scenario, tmp_path)
+
+
+async def _is_up(node: BedNode) -> bool:
+    return await up_count(node) == 1
+
+
+def _has_address(node: BedNode) -> bool:
+    from pyroute2 import IPRoute
+
+    def addresses() -> list[str]:
+        with IPRoute() as ipr:
+            return [m.get_attr("IFA_ADDRESS") for m in ipr.get_addr(family=socket.AF_INET6)]
+    return node.address in netns.call_in(node.acp, addresses)
+
+
+def test_three_nodes_in_a_line(guest: None, tmp_path: Path) -> None:
+    async def scenario(bed: Testbed) -> None:
+        a, m, c = bed.add_node("a"), bed.add_node("m"), bed.add_node("c")
+        a_m, m_a = bed.link(a, m)
+        m_c, c_m = bed.link(m, c)
+        for node in (a, m, c):
+            await node.new_service().start()
+        assert _has_address(m)
+        a.adjacency_up(a_m)
+        m.adjacency_up(m_a)
+        m.adjacency_up(m_c)
+        c.adjacency_up(c_m)
+        async def settled() -> bool:
+            return (await up_count(m), await up_count(a), await up_count(c)) == (2, 1, 1)
+        await wait_for("two channels on the middle node", settled, 40.0)
+        entries = {e["dull_interface"]: e for e in await channels(m)}
+        assert entries[m_a]["peer_node_name"] == a.ctx.identity["acp_node_name"]
+        assert entries[m_c]["peer_node_name"] == c.ctx.identity["acp_node_name"]
+        assert len(acp_links(m)) == 2
+        route_via(m, c, entries[m_c]["interface"])
+        (ec,) = await channels(c)
+        route_via(c, m, ec["interface"])
+        assert ping(m, c.address) == 3
     run(scenario, tmp_path)
 
 

@@ -175,7 +175,9 @@ class ViciDriver:
 
     def terminate_ike(self, unique_id: str) -> None:
         def run() -> None:
-            for _ in self.session.terminate({"ike_id": unique_id, "timeout": -1}):
+            # strongSwan 5.x reads "ike-id", 6.x documents "ike_id": send both.
+            for _ in self.session.terminate({"ike-id": unique_id, "ike_id": unique_id,
+                                             "timeout": -1}):
                 pass
         self._call(f"terminate IKE SA {unique_id}", run)
 
