@@ -1,0 +1,73 @@
+"""Which join proxy the pledge tries next (RFC 8995 §4.1): per-proxy back-off, no I/O.
+
+Every proxy heard (AN_Proxy flood) is tried; each keeps its own exponential back-off, so one
+broken proxy never delays another (§4.1: independent timers, max 1 h). A proxy not heard for
+`ttl` seconds is forgotten. Time is passed in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .pledge_client import Locator
+
+INITIAL_BACKOFF = 2.0
+MAX_BACKOFF = 3600.0
+PROXY_TTL = 180.0  # the AN_Proxy flood ttl (§4.1.1)
+
+
+@dataclass
+class ProxyEntry:
+    locator: Locator
+    heard: float
+    next_try: float
+    backoff: float
+    failures: int = 0
+    last_reason: str | None = None
+
+
+class ProxyBook:
+    def __init__(self, *, initial_backoff: float = INITIAL_BACKOFF,
+                 max_backoff: float = MAX_BACKOFF, ttl: float = PROXY_TTL) -> None:
+        self.initial_backoff, self.max_backoff, self.ttl = initial_backoff, max_backoff, ttl
+        self.entries: dict[Locator, ProxyEntry] = {}
+
+    def heard(self, locator: Locator, now: float) -> bool:
+        """A flood named this proxy; True when it is new (then it is due at once)."""
+        entry = self.entries.get(locator)
+        if entry is not None:
+            entry.heard = now
+            return False
+        self.entries[locator] = ProxyEntry(locator, now, now, self.initial_backoff)
+        return True
+
+    def expire(self, now: float) -> list[Locator]:
+        gone = [loc for loc, e in self.entries.items() if now - e.heard > self.ttl]
+        for locator in gone:
+            del self.entries[locator]
+        return gone
+
+    def next_due(self, now: float) -> tuple[Locator | None, float | None]:
+        """(the proxy to try now, None) or (None, seconds until one is due / None if none)."""
+        self.expire(now)
+        if not self.entries:
+            return None, None
+        entry = min(self.entries.values(), key=lambda e: (e.next_try, e.failures))
+        if entry.next_try <= now:
+            return entry.locator, None
+        return None, entry.next_try - now
+
+    def failed(self, locator: Locator, now: float, reason: str) -> None:
+        entry = self.entries.get(locator)
+        if entry is None:
+            return
+        entry.failures += 1
+        entry.last_reason = reason
+        entry.next_try = now + entry.backoff
+        entry.backoff = min(entry.backoff * 2, self.max_backoff)
+
+    def status(self, now: float) -> list[dict[str, Any]]:
+        return [{"address": e.locator.address, "port": e.locator.port,
+                 "ifname": e.locator.ifname, "failures": e.failures,
+                 "next_try_in": round(max(0.0, e.next_try - now), 1),
+                 "last_refusal": e.last_reason} for e in self.entries.values()]

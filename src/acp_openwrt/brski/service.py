@@ -1,0 +1,196 @@
+"""acpd's BRSKI part: pledge while there is no LDevID, renew the LDevID while there is one.
+
+acpd's DULL GRASP hears AN_Proxy floods and calls `add_proxy(address, port, ifname)`; this
+service tries the proxies (per-proxy back-off, `ProxyBook`), and once enrolled publishes
+`IdentityChanged` and stops pledging. With an LDevID it schedules renewal (`renewal_time`) at
+the EST server acpd learnt (`set_est_server`, in the ACP namespace) or else through the last
+proxy that worked. Control command "brski" shows the state.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ..events import IdentityChanged
+from ..node_context import NodeContext
+from .pledge import Enrolled
+from .pledge_client import IdentityPaths, Locator, PledgeClient, load_pledge_identity
+from .pledge_proxies import INITIAL_BACKOFF, MAX_BACKOFF, ProxyBook
+from .renewal import RENEW_FRACTION, RenewalError, reenroll, renewal_time
+from .store import StoredIdentity, load_identity
+
+LOG = logging.getLogger("acpd.brski")
+DEFAULT_STATE_DIR = Path("/etc/acp")
+
+
+class PledgeService:
+    name = "brski"
+
+    def __init__(self, ctx: NodeContext, *, state_dir: Path = DEFAULT_STATE_DIR,
+                 initial_backoff: float = INITIAL_BACKOFF, max_backoff: float = MAX_BACKOFF,
+                 accept_nonceless: bool = True, renew_fraction: float = RENEW_FRACTION) -> None:
+        self.ctx = ctx
+        config = ctx.config
+        self.paths = IdentityPaths(
+            idevid_cert=Path(config.idevid_cert or state_dir / "idevid.crt"),
+            idevid_key=Path(config.idevid_key or state_dir / "idevid.key"),
+            ldevid_cert=Path(config.ldevid_cert or state_dir / "ldevid.crt"),
+            ldevid_key=Path(config.ldevid_key or state_dir / "ldevid.key"),
+            trust_anchors=Path(config.trust_anchors or state_dir / "trust-anchors.pem"))
+        self.masa_anchors = Path(config.manufacturer_trust_anchor or state_dir / "masa-ca.pem")
+        self.book = ProxyBook(initial_backoff=initial_backoff, max_backoff=max_backoff)
+        self.accept_nonceless = accept_nonceless
+        self.renew_fraction = renew_fraction
+        self.state = "stopped"
+        self.acp_node_name: str | None = None
+        self.last_refusal: str | None = None
+        self.attempts = 0
+        self.enrolled_at: float | None = None
+        self.est_server: Locator | None = None
+        self.est_namespace: str | None = None
+        self.last_proxy: Locator | None = None
+        self.renewal_failures = 0
+        self.next_renewal: str | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        ctx.control.register("brski", lambda _request: self.status())
+
+    # --- inputs from acpd --------------------------------------------------------------------
+
+    def add_proxy(self, address: str, port: int, ifname: str | None) -> None:
+        """An AN_Proxy flood was heard on DULL link `ifname` (locator address, TCP port)."""
+        if self.book.heard(Locator(address, int(port), ifname), time.monotonic()):
+            LOG.info("pledge: join proxy [%s%%%s]:%d heard", address, ifname, port)
+            self._wake.set()
+
+    def set_est_server(self, address: str, port: int, namespace: str | None = None) -> None:
+        """An EST server (SRV.est / the registrar) reachable in the ACP namespace, for renewal."""
+        self.est_server = Locator(address, int(port))
+        self.est_namespace = namespace if namespace is not None else self.ctx.acp_ns
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="brski")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self.state = "stopped"
+
+    def status(self) -> dict[str, Any]:
+        return {"state": self.state, "acp_node_name": self.acp_node_name,
+                "attempts": self.attempts, "last_refusal": self.last_refusal,
+                "proxies": self.book.status(time.monotonic()),
+                "est_server": str(self.est_server) if self.est_server else None,
+                "next_renewal": self.next_renewal, "renewal_failures": self.renewal_failures,
+                "ldevid": str(self.paths.ldevid_cert)}
+
+    @property
+    def stored(self) -> StoredIdentity:
+        return StoredIdentity(self.paths.ldevid_cert, self.paths.ldevid_key,
+                              self.paths.trust_anchors)
+
+    async def _run(self) -> None:
+        if load_identity(self.paths.ldevid_cert, self.paths.ldevid_key) is None:
+            if not await self._pledge():
+                return
+        await self._renew_forever()
+
+    # --- pledging ----------------------------------------------------------------------------
+
+    async def _pledge(self) -> bool:
+        try:
+            identity = load_pledge_identity(self.paths.idevid_cert, self.paths.idevid_key,
+                                            self.masa_anchors)
+        except (ValueError, OSError) as exc:
+            self.state = "no-idevid"
+            self.last_refusal = str(exc)
+            LOG.error("pledge: cannot start: %s", exc)
+            return False
+        client = PledgeClient(identity, self.paths, namespace=self.ctx.dull_ns,
+                              accept_nonceless=self.accept_nonceless)
+        self.state = "pledging"
+        while True:
+            locator, wait = self.book.next_due(time.monotonic())
+            if locator is None:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait if wait is not None else 60.0)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            self.attempts += 1
+            result = await client.attempt(locator)
+            if isinstance(result, Enrolled):
+                self.acp_node_name, self.last_proxy = result.acp_node_name, locator
+                self.enrolled_at = time.time()
+                self.state = "enrolled"
+                self._publish()
+                return True
+            self.last_refusal = result.reason
+            self.book.failed(locator, time.monotonic(), result.reason)
+
+    def _publish(self) -> None:
+        self.ctx.bus.publish(IdentityChanged(str(self.paths.ldevid_cert),
+                                             str(self.paths.ldevid_key),
+                                             str(self.paths.trust_anchors)))
+
+    # --- renewal -----------------------------------------------------------------------------
+
+    async def _renew_forever(self) -> None:
+        while True:
+            current = load_identity(self.paths.ldevid_cert, self.paths.ldevid_key)
+            if current is None:
+                self.state = "no-ldevid"
+                return
+            from .csr import certificate_node_name_text
+            self.acp_node_name = certificate_node_name_text(current[0])
+            self.state = "enrolled"
+            now = dt.datetime.now(dt.timezone.utc)
+            if now >= current[0].not_valid_after_utc and self.renewal_failures:
+                # Expired and the EST server would not renew it: enrol again with the IDevID
+                # (RFC 8994 §6.2.5.5); the old files stay until a new identity is stored.
+                LOG.warning("brski: LDevID expired; falling back to BRSKI with the IDevID")
+                self.renewal_failures = 0
+                if not await self._pledge():
+                    return
+                continue
+            plan = renewal_time(current[0], now, fraction=self.renew_fraction,
+                                failures=self.renewal_failures)
+            self.next_renewal = plan.at.isoformat()
+            if not plan.due:
+                await asyncio.sleep(min((plan.at - now).total_seconds(), 3600.0))
+                continue
+            await self.renew_now()
+
+    async def renew_now(self) -> bool:
+        """One renewal attempt at the known EST server (else the last proxy)."""
+        target, namespace = self.est_server, self.est_namespace
+        if target is None:
+            target, namespace = self.last_proxy, self.ctx.dull_ns
+        if target is None:
+            self.renewal_failures += 1
+            self.last_refusal = "renewal due but no EST server known yet"
+            LOG.warning("brski: %s", self.last_refusal)
+            return False
+        self.state = "renewing"
+        try:
+            await reenroll(target, self.stored, namespace=namespace)
+        except (RenewalError, OSError, ValueError) as exc:
+            self.renewal_failures += 1
+            self.last_refusal = f"renewal failed: {exc}"
+            LOG.warning("brski: %s", self.last_refusal)
+            return False
+        self.renewal_failures = 0
+        self._publish()
+        return True
