@@ -7,8 +7,10 @@ certificate as TLS client certificate (RECOMMENDED there).
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
+from ..netns import socket_in
 from .http import HttpConnection, HttpError, Response, text_response
 from .idevid import IdevidError, masa_endpoint
 from .wellknown import VOUCHER_CMS_JSON
@@ -16,16 +18,39 @@ from .wellknown import VOUCHER_CMS_JSON
 CONNECT_TIMEOUT = 5.0
 
 
+async def _open(host: str, port: int, context: ssl.SSLContext, namespace: str | None,
+                timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    if namespace is None:
+        return await asyncio.open_connection(host, port, ssl=context, server_hostname=host)
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"cannot resolve {host}")
+    family, _, _, _, address = infos[0]
+    sock = await loop.run_in_executor(None, socket_in, namespace, family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, address)
+        return await asyncio.open_connection(sock=sock, ssl=context, server_hostname=host)
+    except BaseException:
+        sock.close()
+        raise
+
+
 async def request_voucher(masa_url: str, signed_request: bytes, context: ssl.SSLContext, *,
-                          timeout: float = CONNECT_TIMEOUT) -> Response:
-    """POST the registrar voucher-request; the MASA's answer, or a 502 naming the failure."""
+                          timeout: float = CONNECT_TIMEOUT,
+                          namespace: str | None = None) -> Response:
+    """POST the registrar voucher-request; the MASA's answer, or a 502 naming the failure.
+
+    `namespace`: the network namespace to connect from (the MASA is usually reached over the
+    data plane, while the registrar itself serves inside the ACP namespace)."""
     try:
         host, port, prefix = masa_endpoint(masa_url)
     except IdevidError as exc:
         return text_response(502, str(exc))
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=context, server_hostname=host), timeout)
+            _open(host, port, context, namespace, timeout), timeout)
     except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
         return text_response(502, f"MASA {host}:{port} unreachable: {exc or type(exc).__name__}")
     connection = HttpConnection(reader, writer, host=f"[{host}]:{port}" if ":" in host

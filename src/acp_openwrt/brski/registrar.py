@@ -88,12 +88,14 @@ class Registrar:
                  default_masa_url: str | None = None,
                  scheme_policy: SchemePolicy = _default_scheme,
                  serial_policy: SerialPolicy = _accept_any,
-                 node_lifetime: dt.timedelta = NODE_LIFETIME) -> None:
+                 node_lifetime: dt.timedelta = NODE_LIFETIME,
+                 masa_namespace: str | None = None) -> None:
         self.ca, self.allocator, self.cert, self.key = ca, allocator, cert, key
         self.masa_context = masa_context or ssl.create_default_context()
         self.default_masa_url = default_masa_url
         self.scheme_policy, self.serial_policy = scheme_policy, serial_policy
         self.node_lifetime = node_lifetime
+        self.masa_namespace = masa_namespace
         self.vouched: dict[str, float] = {}
         self.telemetry: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_TELEMETRY)
         self.counters: collections.Counter[str] = collections.Counter()
@@ -181,7 +183,8 @@ class Registrar:
             nonce=pledge_request.nonce, created_on=dt.datetime.now(dt.timezone.utc),
             idevid_issuer=_aki(client), prior_signed_voucher_request=request.body)
         body = cms.sign(registrar_request.to_json(), self.cert, self.key, chain=[self.ca.certificate])
-        answer = await masa_client.request_voucher(url, body, self.masa_context)
+        answer = await masa_client.request_voucher(url, body, self.masa_context,
+                                                   namespace=self.masa_namespace)
         if answer.status != 200 or answer.content_type() != wellknown.VOUCHER_CMS_JSON:
             status = answer.status if 400 <= answer.status < 600 else 502
             return self._refuse(status, who, f"MASA {url} answered {answer.status}: {answer.text()}")

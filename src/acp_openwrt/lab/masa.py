@@ -234,3 +234,41 @@ def _has_cmc_ra(cert: x509.Certificate) -> bool:
     except x509.ExtensionNotFound:
         return False
     return ObjectIdentifier(wellknown.ID_KP_CMC_RA) in usages
+
+
+@dataclass
+class BenchRegistrar:
+    """A registrar wired to a bench MASA, serving on `port` (see start_bench_registrar)."""
+    registrar: Any
+    server: asyncio.base_events.Server
+    port: int
+    directory: Path
+
+    async def close(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+        self.registrar.allocator.close()
+
+
+async def start_bench_registrar(directory: str | os.PathLike[str], masa: Masa, *,
+                                domain: str = "acp.example.com", sock: Any = None,
+                                host: str = "::1", port: int = 0,
+                                trust: bool = True, **options: Any) -> BenchRegistrar:
+    """Domain CA + allocator + registrar identity in `directory`, trusted by `masa` (unless
+    trust=False), trusting the MASA's IDevIDs, listening with TLS on `sock` or host:port."""
+    from ..brski.allocation import Allocator
+    from ..brski.domain_ca import DomainCA
+    from ..brski.registrar import Registrar, ensure_registrar_identity
+    from ..brski.tls import verified_client_context
+    folder = Path(directory)
+    ca = DomainCA.load_or_create(folder / "domain-ca.crt", folder / "domain-ca.key", domain=domain)
+    allocator = Allocator(folder / "allocations.db", domain=domain)
+    cert_path, key_path = folder / "registrar.crt", folder / "registrar.key"
+    cert, key = ensure_registrar_identity(ca, allocator, cert_path, key_path)
+    if trust:
+        masa.trust_registrar(ca.certificate)
+    registrar = Registrar(ca, allocator, cert, key, masa_context=verified_client_context(
+        masa.anchor_path, cert_path=cert_path, key_path=key_path, check_hostname=True), **options)
+    context = registrar.ssl_context(cert_path, key_path, [masa.anchor_path])
+    server = await registrar.serve(context, sock=sock, host=None if sock else host, port=port)
+    return BenchRegistrar(registrar, server, server.sockets[0].getsockname()[1], folder)
