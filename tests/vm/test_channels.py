@@ -19,10 +19,8 @@ import pytest
 
 from acp_openwrt import netns
 from acp_openwrt.channels.testbed import BedNode, Testbed, route_via
+from acp_openwrt.channels.testbed import ping as echo
 from acp_openwrt.events import ChannelDown, ChannelUp
-
-ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
-
 
 @pytest.fixture
 def guest() -> None:
@@ -66,27 +64,8 @@ def acp_links(node: BedNode) -> list[str]:
 
 
 def ping(node: BedNode, target: str, count: int = 3, timeout: float = 5.0) -> int:
-    """ICMPv6 echo from node's ACP loopback address; replies received."""
-    sock = netns.socket_in(node.acp, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-    try:
-        sock.bind((node.address, 0))
-        ident, replies = os.getpid() & 0xFFFF, set()
-        for seq in range(count):
-            sock.sendto(struct.pack("!BBHHH", ICMPV6_ECHO_REQUEST, 0, 0, ident, seq) + b"acp",
-                        (target, 0))
-            deadline = time.monotonic() + timeout
-            while seq not in replies and time.monotonic() < deadline:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                try:
-                    data, _ = sock.recvfrom(1500)
-                except TimeoutError:
-                    break
-                kind, _, _, rid, rseq = struct.unpack("!BBHHH", data[:8])
-                if kind == ICMPV6_ECHO_REPLY and rid == ident:
-                    replies.add(rseq)
-        return len(replies)
-    finally:
-        sock.close()
+    """ICMPv6 echoes from the node's ACP loopback address; replies received."""
+    return echo(node.acp, node.address, target, count, timeout)
 
 
 async def pair(bed: Testbed, start_b: bool = True) -> tuple[BedNode, BedNode, str, str]:
@@ -224,8 +203,12 @@ def _has_address(node: BedNode) -> bool:
 
 
 def test_three_nodes_in_a_line(guest: None, tmp_path: Path) -> None:
+    """Also the identity fallbacks: m has the ACP address as iPAddress SAN (ID_IPV6_ADDR), a
+    only the rfc822Name carrier, c neither (subject DN)."""
     async def scenario(bed: Testbed) -> None:
-        a, m, c = bed.add_node("a"), bed.add_node("m"), bed.add_node("c")
+        a = bed.add_node("a", ip_san=False, rfc822=True)
+        m = bed.add_node("m")
+        c = bed.add_node("c", ip_san=False)
         a_m, m_a = bed.link(a, m)
         m_c, c_m = bed.link(m, c)
         for node in (a, m, c):
@@ -242,6 +225,9 @@ def test_three_nodes_in_a_line(guest: None, tmp_path: Path) -> None:
         assert entries[m_a]["peer_node_name"] == a.ctx.identity["acp_node_name"]
         assert entries[m_c]["peer_node_name"] == c.ctx.identity["acp_node_name"]
         assert len(acp_links(m)) == 2
+        ids = {sa.remote_id for sa in await m.service._vici("list_sas")}
+        assert ids == {a.ctx.identity["acp_node_name"], "CN=c"}, ids
+        assert {sa.remote_id for sa in await a.service._vici("list_sas")} == {m.address}
         route_via(m, c, entries[m_c]["interface"])
         (ec,) = await channels(c)
         route_via(c, m, ec["interface"])

@@ -117,8 +117,9 @@ class PeerChannel:
 
     # --- queries ---
     def may_initiate(self) -> bool:
+        """An IKE SA without a CHILD SA does not block: charon reuses it for the new CHILD."""
         return (self.state is State.CONNECTING and self.role is not Role.FOLLOWER
-                and not self.pending and not self._verified_sas())
+                and not self.pending and not self._carrying())
 
     def deadline(self) -> float | None:
         return self.retry_at if self.state is State.CONNECTING else None

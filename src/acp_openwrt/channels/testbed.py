@@ -9,8 +9,11 @@ directly: tests publish AdjacencyUp themselves (DULL discovery is a separate par
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import socket
+import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,3 +155,31 @@ def route_via(node: BedNode, peer: BedNode, ifname: str) -> None:
             (index,) = ipr.link_lookup(ifname=ifname)
             ipr.route("replace", dst=f"{peer.address}/128", oif=index, family=socket.AF_INET6)
     netns.call_in(node.acp, add)
+
+
+ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
+
+
+def ping(ns: str, source: str, target: str, count: int = 3, timeout: float = 5.0) -> int:
+    """ICMPv6 echoes from `source` inside `ns` (no ping binary needed); replies received."""
+    sock = netns.socket_in(ns, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    try:
+        sock.bind((source, 0))
+        ident, replies = os.getpid() & 0xFFFF, set()
+        for seq in range(count):
+            # The kernel fills in the ICMPv6 checksum on raw ICMPv6 sockets.
+            sock.sendto(struct.pack("!BBHHH", ICMPV6_ECHO_REQUEST, 0, 0, ident, seq) + b"acp",
+                        (target, 0))
+            deadline = time.monotonic() + timeout
+            while seq not in replies and time.monotonic() < deadline:
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+                try:
+                    data, _ = sock.recvfrom(1500)
+                except TimeoutError:
+                    break
+                kind, _, _, rid, rseq = struct.unpack("!BBHHH", data[:8])
+                if kind == ICMPV6_ECHO_REPLY and rid == ident:
+                    replies.add(rseq)
+        return len(replies)
+    finally:
+        sock.close()

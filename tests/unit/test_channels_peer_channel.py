@@ -1,0 +1,138 @@
+"""The per-peer channel state machine: Decider/Follower, duplicates, backoff, teardown."""
+from __future__ import annotations
+
+from acp_openwrt.channels.peer_channel import (Activate, Deactivate, Initiate, PeerChannel,
+                                               Prepare, Remove, Role, State, Terminate, Verify,
+                                               role_for)
+
+LOW, HIGH = 0xFD00_0000_0000_0000_0000_0000_0000_0002, 0xFD00_0000_0000_0000_0000_0000_0000_0004
+
+
+def up_channel(mine: int, peer: int, *, initiator: bool = True) -> PeerChannel:
+    ch = PeerChannel(mine)
+    assert ch.adjacency_up(0.0) == [Prepare(), Initiate()]
+    ch.initiate_succeeded()
+    assert ch.sa_seen("1", initiator, "peer") == [Verify("1", "peer")]
+    assert ch.child_up("1", "c1", initiator, "peer") == []     # not verified yet: no interface
+    assert ch.peer_verified("1", peer, "peer-name", 1.0) == [Activate(peer, "peer-name")]
+    assert ch.state is State.UP
+    return ch
+
+
+def test_role_compares_acp_addresses_as_integers() -> None:
+    assert role_for(HIGH, LOW) is Role.DECIDER
+    assert role_for(LOW, HIGH) is Role.FOLLOWER
+    assert role_for(None, LOW) is Role.FOLLOWER
+    assert role_for(LOW, None) is Role.DECIDER
+
+
+def test_both_may_initiate_before_authentication() -> None:
+    for mine in (LOW, HIGH):
+        assert PeerChannel(mine).adjacency_up(0.0) == [Prepare(), Initiate()]
+
+
+def test_decider_deletes_the_duplicate_and_keeps_its_own() -> None:
+    ch = up_channel(HIGH, LOW)
+    assert ch.role is Role.DECIDER
+    assert ch.sa_seen("2", False, "peer") == [Verify("2", "peer")]
+    ch.child_up("2", "c2", False, "peer")
+    actions = ch.peer_verified("2", LOW, "peer-name", 2.0)
+    assert actions == [Terminate("2", "duplicate IKE SA (Decider keeps one)")]
+    assert ch.sa_down("2", 3.0) == []          # the kept SA still carries the channel
+    assert ch.state is State.UP
+
+
+def test_follower_never_deletes_and_never_initiates_again() -> None:
+    ch = up_channel(LOW, HIGH)
+    assert ch.role is Role.FOLLOWER
+    ch.sa_seen("2", False, "peer")
+    ch.child_up("2", "c2", False, "peer")
+    assert ch.peer_verified("2", HIGH, "peer-name", 2.0) == []
+    assert ch.sa_down("1", 3.0) == []           # SA 2 still carries it
+    assert ch.sa_down("2", 4.0) == [Deactivate("IKE SA closed")]
+    assert ch.state is State.CONNECTING
+    assert ch.tick(1000.0) == [] and ch.deadline() is None
+
+
+def test_decider_retries_after_the_channel_is_lost() -> None:
+    ch = up_channel(HIGH, LOW)
+    assert ch.child_down("1", "c1", 10.0) == [Deactivate("CHILD SA closed")]
+    assert ch.tick(15.0) == []
+    assert ch.tick(20.0) == [Initiate()]
+
+
+def test_initiator_failures_back_off_exponentially_to_640s() -> None:
+    ch = PeerChannel(HIGH)
+    now = 0.0
+    assert ch.adjacency_up(now) == [Prepare(), Initiate()]
+    delays = []
+    for _ in range(9):
+        assert ch.initiate_failed(now, "timeout") == []
+        assert ch.last_error == "timeout"
+        due = ch.deadline()
+        assert due is not None
+        delays.append(due - now)
+        assert ch.tick(due - 0.1) == []
+        now = due
+        assert ch.tick(now) == [Initiate()]
+    assert delays == [10, 20, 40, 80, 160, 320, 640, 640, 640]
+
+
+def test_responder_rejection_does_not_throttle_own_attempts() -> None:
+    ch = PeerChannel(HIGH)
+    ch.adjacency_up(0.0)
+    ch.initiate_succeeded()   # say our attempt is still going on elsewhere
+    ch.pending = False
+    ch.sa_seen("5", False, "x")
+    assert ch.peer_rejected("5", "other domain", 1.0) == [Terminate("5", "other domain")]
+    assert ch.last_error == "other domain" and ch.failures == 0 and ch.backoff == 10
+
+
+def test_rejected_initiator_sa_backs_off_and_gets_no_interface() -> None:
+    ch = PeerChannel(HIGH)
+    ch.adjacency_up(0.0)
+    ch.sa_seen("1", True, "x")
+    ch.child_up("1", "c1", True, "x")
+    assert ch.peer_rejected("1", "expired", 1.0) == [Terminate("1", "expired")]
+    assert ch.state is State.CONNECTING and not ch.active
+    assert ch.deadline() == 11.0
+    assert ch.sa_down("1", 2.0) == []
+
+
+def test_failure_of_a_duplicate_does_not_count() -> None:
+    ch = up_channel(LOW, HIGH)
+    assert ch.initiate_failed(5.0, "deleted by the Decider") == []
+    assert ch.failures == 0 and ch.last_error is None
+
+
+def test_adjacency_down_removes_everything_and_resets() -> None:
+    ch = up_channel(HIGH, LOW)
+    ch.sa_seen("2", False, "peer")
+    assert ch.adjacency_down(5.0) == [Remove(("1", "2"))]
+    assert ch.state is State.IDLE and ch.role is Role.UNKNOWN and not ch.sas
+    assert ch.sa_down("1", 6.0) == [] and ch.tick(100.0) == []
+    assert ch.adjacency_up(7.0) == [Prepare(), Initiate()]
+
+
+def test_adopted_channel_waits_for_its_adjacency() -> None:
+    ch = PeerChannel(HIGH)
+    ch.adopt()
+    assert ch.tick(100.0) == []
+    assert ch.adjacency_up(101.0) == [Initiate()]
+
+
+def test_adopted_channel_with_an_sa_does_not_initiate() -> None:
+    ch = PeerChannel(HIGH)
+    ch.adopt()
+    ch.sa_seen("7", True, "peer")
+    ch.child_up("7", "c7", True, "peer")
+    assert ch.adjacency_up(1.0) == []
+    assert ch.peer_verified("7", LOW, "n", 2.0) == [Activate(LOW, "n")]
+
+
+def test_rekeys_keep_the_channel() -> None:
+    ch = up_channel(HIGH, LOW)
+    ch.ike_rekeyed("1", "9")
+    ch.child_rekeyed("9", "c1", "c9")
+    assert ch.child_down("9", "c1", 1.0) == []
+    assert ch.child_down("9", "c9", 2.0) == [Deactivate("CHILD SA closed")]
