@@ -94,6 +94,13 @@ def _time_problem(cert: x509.Certificate, now: dt.datetime) -> str | None:
     return None
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
+
+
 def chain_problem(leaf: x509.Certificate, anchor: x509.Certificate,
                   intermediates: Sequence[x509.Certificate] = (),
                   now: dt.datetime | None = None) -> str | None:
@@ -120,6 +127,8 @@ def chain_problem(leaf: x509.Certificate, anchor: x509.Certificate,
                 current.verify_directly_issued_by(issuer)
             except (ValueError, TypeError, InvalidSignature):
                 continue
+            if not _is_ca(issuer):
+                return f"{issuer.subject.rfc4514_string()} signed a certificate but is not a CA"
             current = issuer
             break
         else:
