@@ -37,8 +37,11 @@ async def first_reply(ns: str, source: str, target: str, limit: float = 60.0) ->
     deadline = time.monotonic() + limit
     loop = asyncio.get_running_loop()
     while time.monotonic() < deadline:
-        if await loop.run_in_executor(None, ping, ns, source, target, 1, 0.05):
-            return
+        try:
+            if await loop.run_in_executor(None, ping, ns, source, target, 1, 0.05):
+                return
+        except OSError:  # no route yet: the channel is not up
+            await asyncio.sleep(0.02)
     raise TimeoutError(f"no echo reply from {target} within {limit:g} s")
 
 

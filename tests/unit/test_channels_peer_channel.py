@@ -31,15 +31,22 @@ def test_both_may_initiate_before_authentication() -> None:
         assert PeerChannel(mine).adjacency_up(0.0) == [Prepare(), Initiate()]
 
 
-def test_decider_deletes_the_duplicate_and_keeps_its_own() -> None:
+def test_decider_deletes_the_duplicate_and_keeps_the_newest_carrying_one() -> None:
     ch = up_channel(HIGH, LOW)
     assert ch.role is Role.DECIDER
     assert ch.sa_seen("2", False, "peer") == [Verify("2", "peer")]
     ch.child_up("2", "c2", False, "peer")
     actions = ch.peer_verified("2", LOW, "peer-name", 2.0)
-    assert actions == [Terminate("2", "duplicate IKE SA (Decider keeps one)")]
-    assert ch.sa_down("2", 3.0) == []          # the kept SA still carries the channel
+    assert actions == [Terminate("1", "duplicate IKE SA (Decider keeps one)")]
+    assert ch.sa_down("1", 3.0) == []          # the kept SA still carries the channel
     assert ch.state is State.UP
+
+
+def test_decider_keeps_a_carrying_sa_over_a_newer_bare_one() -> None:
+    ch = up_channel(HIGH, LOW)
+    ch.sa_seen("2", False, "peer")
+    assert ch.peer_verified("2", LOW, "peer-name", 2.0) == [
+        Terminate("2", "duplicate IKE SA (Decider keeps one)")]
 
 
 def test_follower_never_deletes_and_never_initiates_again() -> None:
@@ -136,3 +143,19 @@ def test_rekeys_keep_the_channel() -> None:
     ch.child_rekeyed("9", "c1", "c9")
     assert ch.child_down("9", "c1", 1.0) == []
     assert ch.child_down("9", "c9", 2.0) == [Deactivate("CHILD SA closed")]
+
+
+def test_loss_while_the_other_sa_is_still_being_checked_keeps_the_channel() -> None:
+    ch = up_channel(LOW, HIGH)
+    ch.child_up("2", "c2", False, "peer")          # SA 2 seen, its check still running
+    assert ch.sa_down("1", 2.0) == []              # the Decider deleted SA 1
+    assert ch.peer_verified("2", HIGH, "peer-name", 2.5) == []
+    assert ch.state is State.UP and ch.active
+
+
+def test_refusal_of_the_last_candidate_takes_the_channel_down() -> None:
+    ch = up_channel(LOW, HIGH)
+    ch.child_up("2", "c2", False, "x")
+    ch.sa_down("1", 2.0)
+    assert ch.peer_rejected("2", "expired", 3.0) == [Terminate("2", "expired"),
+                                                     Deactivate("expired")]

@@ -143,6 +143,7 @@ def test_restart_adopts_then_dead_peer_is_removed(guest: None, tmp_path: Path) -
         a.adjacency_up(if_a)
         b.adjacency_up(if_b)
         await both_up(a, b)
+        await asyncio.sleep(1.5)  # let the Decider delete the duplicate of the simultaneous start
         (before,) = await channels(a)
         downs_b: list[object] = []
         b.ctx.bus.subscribe(ChannelDown, downs_b.append)
@@ -262,3 +263,26 @@ def multicast_crosses(src: BedNode, src_if: str, dst: BedNode, dst_if: str, grou
     finally:
         rx.close()
         tx.close()
+
+
+def test_charon_killed_is_restarted_and_the_channel_returns(guest: None, tmp_path: Path) -> None:
+    async def scenario(bed: Testbed) -> None:
+        a, b, if_a, if_b = await pair(bed)
+        a.adjacency_up(if_a)
+        b.adjacency_up(if_b)
+        await both_up(a, b)
+        assert a.service is not None
+        old_pid = a.service.charon.pid
+        assert old_pid is not None
+        os.kill(old_pid, 9)
+        async def restarted() -> bool:
+            return a.service.charon.restarts == 1 and a.service.charon.pid != old_pid
+        await wait_for("charon restarted by the supervisor", restarted, 15.0)
+        # b still holds the dead SA until DPD; a's new charon starts over.
+        await both_up(a, b, timeout=40.0)
+        await asyncio.sleep(1.0)
+        for node in (a, b):
+            (entry,) = await channels(node)
+            assert (entry["state"], entry["ike_sas"], entry["child_sas"]) == ("up", 1, 1), entry
+            assert len(acp_links(node)) == 1
+    run(scenario, tmp_path)

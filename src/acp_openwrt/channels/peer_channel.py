@@ -130,6 +130,11 @@ class PeerChannel:
     def _carrying(self) -> list[str]:
         return [k for k, v in self.sas.items() if v.verified and v.children]
 
+    def _may_carry(self) -> bool:
+        """A CHILD SA that is verified or still being checked (not refused, not a deleted
+        duplicate): the channel survives the loss of another SA on it."""
+        return any(v.children and not v.rejected for v in self.sas.values())
+
     # --- inputs ---
     def adjacency_up(self, now: float) -> list[Action]:
         """Also for an adjacency heard again: a channel adopted after a restart, or one waiting
@@ -203,7 +208,7 @@ class PeerChannel:
             self._failed(now, reason)
         else:
             self.last_error = reason
-        return [Terminate(sa_id, reason)]
+        return [Terminate(sa_id, reason)] + self._after_loss(now, reason)
 
     def sa_down(self, sa_id: str, now: float) -> list[Action]:
         if self.sas.pop(sa_id, None) is None:
@@ -238,7 +243,7 @@ class PeerChannel:
 
     # --- internals ---
     def _after_loss(self, now: float, reason: str) -> list[Action]:
-        if not self.active or self._carrying():
+        if not self.active or self._may_carry():
             return []
         self.active = False
         self.state = State.CONNECTING
@@ -258,20 +263,21 @@ class PeerChannel:
         return [Activate(sa.peer_address, sa.peer_node_name)]
 
     def _dedupe(self) -> list[Action]:
-        """Decider only: keep one verified IKE SA (carrying, then ours, then oldest)."""
+        """Decider only: keep one verified IKE SA, the newest of those carrying a CHILD SA (after
+        a peer restarted, the older one may be dead and only waiting for DPD)."""
         verified = self._verified_sas()
         if self.role is not Role.DECIDER or len(verified) < 2:
             return []
 
-        def rank(sa_id: str) -> tuple[int, int, int]:
-            sa = self.sas[sa_id]
+        def rank(sa_id: str) -> tuple[int, int]:
             number = int(sa_id) if sa_id.isdigit() else 0
-            return (0 if sa.children else 1, 0 if sa.initiator else 1, number)
+            return (0 if self.sas[sa_id].children else 1, -number)
 
         keep = min(verified, key=rank)
         out: list[Action] = []
         for sa_id in verified:
             if sa_id != keep:
                 self.sas[sa_id].verified = False  # no longer counts while it is torn down
+                self.sas[sa_id].rejected = True
                 out.append(Terminate(sa_id, "duplicate IKE SA (Decider keeps one)"))
         return out

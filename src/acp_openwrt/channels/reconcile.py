@@ -56,6 +56,11 @@ async def reconcile(svc: ChannelService) -> None:
             await svc._in(svc._acp_ex, xi.delete_if_id, if_id)   # no SA behind it any more
             ch.acp_ifname, ch.prepared = None, False
         svc._dispatch(ch, actions)
+    # SAs deleted between list-sas and the channels' creation sent events nobody heard.
+    alive = {(sa.conn, sa.unique_id) for sa in await svc._vici("list_sas")}
+    for ch in adopted.values():
+        gone = [sa_id for sa_id in ch.fsm.sas if (ch.conn, sa_id) not in alive]
+        svc._dispatch(ch, [a for sa_id in gone for a in ch.fsm.sa_down(sa_id, time.monotonic())])
     for ns_ex, links, prefix in ((svc._acp_ex, acp_links, ACP_IFNAME_PREFIX),
                                  (svc._dull_ex, dull_links, DULL_IFNAME_PREFIX)):
         for x in links:

@@ -114,12 +114,12 @@ class ChannelService:
             await self._in(self._acp_ex, xi.set_loopback, str(self._acp_address), True)
         await self.charon.start()
         await self._connect_driver()
+        self.running = True
         await self._reconcile()
         bus = self.ctx.bus
         self._unsubscribe = [bus.subscribe(events.AdjacencyUp, self._on_adjacency_up),
                              bus.subscribe(events.AdjacencyDown, self._on_adjacency_down)]
         self._ticker = asyncio.create_task(self._tick_loop(), name="channels-tick")
-        self.running = True
 
     def _load_identity(self) -> None:
         config = self.ctx.config
@@ -245,8 +245,8 @@ class ChannelService:
 
     # --- actions ---
     def _dispatch(self, ch: Channel, actions: list[Any]) -> None:
-        if not actions:
-            return
+        if not actions or not self.running:
+            return  # stopping: stop() itself removes what is left
         task = asyncio.get_running_loop().create_task(self._apply(ch, actions))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -284,6 +284,9 @@ class ChannelService:
             await self._remove(ch, action.sa_ids)
 
     def _spawn(self, coro: Any) -> None:
+        if not self.running:
+            coro.close()
+            return
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
