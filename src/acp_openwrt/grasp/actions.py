@@ -44,6 +44,8 @@ class FloodReceived(NamedTuple):
     objective: Objective
     locator: Union[Locator, None]
     expires: float
+    source: bytes = b""  # the transport source (the neighbour's link-local address)
+    ttl_ms: int = 0
 
 
 class Discovered(NamedTuple):

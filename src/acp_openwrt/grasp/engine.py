@@ -246,7 +246,7 @@ class Engine:
         for tagged in msg.objectives:
             entry = put(tagged.objective, tagged.locator, msg.initiator, ifname, msg.ttl, now)
             self._out.append(FloodReceived(ifname, msg.initiator, tagged.objective, tagged.locator,
-                                           entry.expires))
+                                           entry.expires, src, msg.ttl))
         if self.config.dull or first.loop_count <= 1 or len(self._ifaces) < 2:
             return None
         if not self.relay_budget.take(None, now):
@@ -256,8 +256,9 @@ class Engine:
         self.count("flood_relayed")
         self.multicast(msg._replace(objectives=relayed), except_ifname=ifname)
 
-    def flood(self, objectives: Sequence[TaggedObjective], ttl_ms: int, now: float) -> int:
-        """Send an M_FLOOD on every interface; returns its Session ID."""
+    def flood(self, objectives: Sequence[TaggedObjective], ttl_ms: int, now: float,
+              ifname: str | None = None) -> int:
+        """Send an M_FLOOD on every interface (or only ``ifname``); returns its Session ID."""
         if not objectives:
             raise GraspApiError(GraspError.notFloodDisc, "nothing to flood")
         if not 0 <= ttl_ms <= c.UINT32_MAX:
@@ -265,15 +266,22 @@ class Engine:
         for tagged in objectives:
             if not tagged.objective.synch:
                 raise GraspApiError(GraspError.notSynch, tagged.objective.name)
+        if ifname is not None and ifname not in self._ifaces:
+            raise GraspApiError(GraspError.noSocket, f"no interface {ifname}")
         sid = self.session_ids.new(now)
         if not self.config.dull:
             self._flood_seen.add((sid, self.config.address), now)
-            self.multicast(Flood(sid, self.config.address, ttl_ms, tuple(objectives)))
+            flood = Flood(sid, self.config.address, ttl_ms, tuple(objectives))
+            if ifname is None:
+                self.multicast(flood)
+            else:
+                self._out.append(SendMulticast(ifname, encode(flood)))
             return sid
-        for ifname, link_local in self._ifaces.items():
+        targets = self._ifaces.items() if ifname is None else ((ifname, self._ifaces[ifname]),)
+        for out_if, link_local in targets:
             local = tuple(TaggedObjective(t.objective.with_loop_count(1), _fill_locator(t.locator, link_local))
                           for t in objectives)
-            self._out.append(SendMulticast(ifname, encode(Flood(sid, link_local, ttl_ms, local))))
+            self._out.append(SendMulticast(out_if, encode(Flood(sid, link_local, ttl_ms, local))))
         return sid
 
     def get_flood(self, name: str, now: float) -> list[FloodEntry]:
@@ -285,6 +293,18 @@ class Engine:
                            ttl_ms: int = c.GRASP_DEF_TIMEOUT) -> None:
         """Make ``objective`` discoverable here (answered with ``locators`` or our address)."""
         self.discovery.register(objective, tuple(locators), ttl_ms)
+
+    def deregister_objective(self, name: str) -> None:
+        """Stop answering discoveries, negotiation and synchronization requests for ``name``."""
+        self.discovery.registered.pop(name, None)
+        self.sessions.neg_listeners.pop(name, None)
+        self.sessions.syn_listeners.pop(name, None)
+
+    def stop_listen_negotiate(self, name: str) -> None:
+        self.sessions.neg_listeners.pop(name, None)
+
+    def stop_listen_synchronize(self, name: str) -> None:
+        self.sessions.syn_listeners.pop(name, None)
 
     def discover(self, objective: Objective, now: float, timeout_ms: int | None = None) -> int:
         return self.discovery.discover(objective, now, timeout_ms)

@@ -52,3 +52,4 @@ class GraspApiError(Exception):
     def __init__(self, code: GraspError, detail: str = "") -> None:
         super().__init__(f"{code.name}" + (f": {detail}" if detail else ""))
         self.code = code
+        self.detail = detail

@@ -1,0 +1,320 @@
+"""One GRASP instance for one network namespace: engine + sockets + timer (+ the local API).
+
+    svc = GraspService(namespace="acp-dull", mode="dull")    # None: the current namespace
+    await svc.start()
+    await svc.add_interface("eth0")          # once eth0 has its link-local address
+    asa = svc.register_asa("acpd")
+    svc.flood(asa, 210000, [(Objective("AN_ACP", F_SYNCH, 1, "IKEv2"), locator)], ifname="eth0")
+    unsubscribe = svc.on_flood("AN_ACP", callback)    # callback(FloodReceived)
+    svc.remove_interface("eth0")
+    await svc.stop()
+
+Mode "dull" floods only (RFC 8994 §6.4: link-local, loop count 1, no TCP listener); mode "acp"
+is full GRASP with a TCP 7017 listener and ``address`` (the ACP address) as our initiator and
+default locator. The RFC 8991 calls come from ``AsaApi``; ``api_path`` also serves them on a
+Unix socket for ASAs in other processes (api_server.py, client.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from typing import Any
+
+from . import constants as c
+from .actions import CloseStream, OpenStream, SendMulticast, SendStream
+from .asa_api import AsaApi
+from .engine import Engine, EngineConfig
+from .messages import is_link_local
+from .transport import (
+    MulticastSocket, SocketFactory, StreamConnection, in_namespace, interface_facts, open_listener,
+    open_multicast,
+)
+
+_log = logging.getLogger(__name__)
+HOUSEKEEPING = 2.0     # s between engine timer runs when nothing is due sooner
+CONNECT_TIMEOUT = 5.0
+MAX_STREAMS = 256
+_SRC_CACHE_MAX = 4096
+
+
+def _open_interface(ifname: str, port: int, timeout: float) -> tuple[int, bytes, socket.socket]:
+    index, link_local = interface_facts(ifname, timeout)
+    return index, link_local, open_multicast(ifname, index, port)
+
+
+class GraspService(AsaApi):
+    name = "grasp"
+
+    def __init__(self, namespace: str | None = None, mode: str = "acp", address: str | None = None,
+                 port: int = c.GRASP_LISTEN_PORT, api_path: str | None = None,
+                 api_mode: int = 0o660, config: EngineConfig | None = None,
+                 link_local_timeout: float = 5.0) -> None:
+        if mode not in ("dull", "acp"):
+            raise ValueError(f"GRASP mode must be 'dull' or 'acp', not {mode!r}")
+        self.namespace = namespace
+        self.mode = mode
+        self.port = port
+        self.api_path = api_path
+        self.api_mode = api_mode
+        self.link_local_timeout = link_local_timeout
+        cfg = config or EngineConfig()
+        cfg.dull = mode == "dull"
+        cfg.port = port
+        if address is not None:
+            cfg.address = ipaddress.IPv6Address(address).packed
+        self.engine = Engine(cfg)
+        self.transport_counters: dict[str, int] = {}
+        self._udp: dict[str, MulticastSocket] = {}
+        self._link_local: dict[str, bytes] = {}
+        self._ifindex: dict[str, int] = {}
+        self._ifname_of: dict[int, str] = {}
+        self._conns: dict[int, StreamConnection] = {}
+        self._src_cache: dict[str, bytes] = {}
+        self._factory = SocketFactory(namespace)
+        self._server: asyncio.AbstractServer | None = None
+        self._api: Any = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._pumping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connects: set[asyncio.Task[None]] = set()
+        self._api_init()
+
+    # -- life cycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            if self.mode == "acp":
+                sock = await self._loop.run_in_executor(None, in_namespace, self.namespace,
+                                                        open_listener, self.port)
+                self._server = await self._loop.create_server(self._accepted_protocol, sock=sock)
+                await self._factory.prime()
+            if self.api_path is not None:
+                from .api_server import ApiServer
+                self._api = ApiServer(self, self.api_path, mode=self.api_mode)
+                await self._api.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self._arm_timer()
+
+    async def stop(self) -> None:
+        """Close every socket and connection; pending API calls fail with noSession."""
+        if self._api is not None:
+            await self._api.stop()
+            self._api = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for ifname in list(self._udp):
+            self.remove_interface(ifname)
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for task in list(self._connects):
+            task.cancel()
+        for conn in list(self._conns.values()):
+            conn.abort()
+        self._conns.clear()
+        self._factory.close()
+        self._cancel_waiters()
+
+    # -- interfaces ---------------------------------------------------------------------------
+    async def add_interface(self, ifname: str) -> None:
+        """Join ff02::13 on ``ifname`` (waits up to link_local_timeout for its link-local)."""
+        if ifname in self._udp:
+            return
+        loop = asyncio.get_running_loop()
+        index, link_local, sock = await loop.run_in_executor(
+            None, in_namespace, self.namespace, _open_interface, ifname, c.GRASP_LISTEN_PORT,
+            self.link_local_timeout)
+        if ifname in self._udp:  # added twice concurrently
+            sock.close()
+            return
+        self._udp[ifname] = MulticastSocket(ifname, index, sock, self._on_datagrams,
+                                            self.transport_counters, self.engine.config.udp_max_size)
+        self._link_local[ifname] = link_local
+        self._ifindex[ifname] = index
+        self._ifname_of[index] = ifname
+        self.engine.add_interface(ifname, link_local)
+
+    def remove_interface(self, ifname: str) -> None:
+        udp = self._udp.pop(ifname, None)
+        if udp is not None:
+            udp.close()
+        self.engine.remove_interface(ifname)
+        self._link_local.pop(ifname, None)
+        index = self._ifindex.pop(ifname, None)
+        if index is not None:
+            self._ifname_of.pop(index, None)
+
+    @property
+    def interfaces(self) -> dict[str, str]:
+        """ifname -> our link-local address on it."""
+        return {n: str(ipaddress.IPv6Address(a)) for n, a in self._link_local.items()}
+
+    # -- the engine's clock, outputs and timer ------------------------------------------------
+    def _now(self) -> float:
+        return (self._loop or asyncio.get_running_loop()).time()
+
+    def _pump(self) -> None:
+        if self._pumping:
+            return  # the outer pump picks up what a callback queued
+        self._pumping = True
+        try:
+            engine = self.engine
+            while True:
+                out = engine.pop_outputs()
+                if not out:
+                    return
+                for item in out:
+                    kind = type(item)
+                    if kind is SendMulticast:
+                        udp = self._udp.get(item.ifname)
+                        if udp is not None:
+                            udp.send(item.data)
+                    elif kind is SendStream:
+                        conn = self._conns.get(item.conn_id)
+                        if conn is not None:
+                            conn.write(item.data)
+                    elif kind is CloseStream:
+                        conn = self._conns.get(item.conn_id)
+                        if conn is not None:
+                            conn.close()
+                    elif kind is OpenStream:
+                        self._open_stream(item)
+                    else:
+                        self._dispatch(item)
+        finally:
+            self._pumping = False
+
+    def _arm_timer(self) -> None:
+        if self._loop is None:
+            return
+        now = self._loop.time()
+        due = self.engine.next_timer()
+        when = now + HOUSEKEEPING if due is None else min(due, now + HOUSEKEEPING)
+        if self._timer is not None:
+            if self._timer_when <= when + 0.001:
+                return
+            self._timer.cancel()
+        self._timer_when = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        try:
+            self.engine.handle_timer(self._loop.time())  # type: ignore[union-attr]
+            self._pump()
+        except Exception:
+            _log.exception("grasp timer failed")
+        self._arm_timer()
+
+    # -- datagrams ----------------------------------------------------------------------------
+    def _on_datagrams(self, ifname: str, batch: list[tuple[bytes, Any]]) -> None:
+        now = self._loop.time()  # type: ignore[union-attr]
+        receive = self.engine.receive_datagram
+        cache = self._src_cache
+        for data, addr in batch:
+            host = addr[0]
+            src = cache.get(host)
+            if src is None:
+                try:
+                    src = socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+                except OSError:
+                    continue
+                if len(cache) >= _SRC_CACHE_MAX:
+                    cache.clear()
+                cache[host] = src
+            receive(ifname, src, data, now, addr[1])
+        self._pump()
+
+    # -- streams ------------------------------------------------------------------------------
+    def _new_conn(self, on_open: Any = None) -> StreamConnection:
+        return StreamConnection(self._stream_message, self._stream_closed, self.transport_counters,
+                                self.engine.config.tcp_max_size, on_open)
+
+    def _accepted_protocol(self) -> StreamConnection:
+        return self._new_conn(self._stream_opened)
+
+    def _stream_opened(self, conn: StreamConnection) -> None:
+        peer = conn.transport.get_extra_info("peername") if conn.transport else None
+        if peer is None or len(self._conns) >= MAX_STREAMS:
+            self.transport_counters["stream_refused"] = self.transport_counters.get("stream_refused", 0) + 1
+            conn.abort()
+            return
+        try:
+            src = socket.inet_pton(socket.AF_INET6, peer[0].partition("%")[0])
+        except OSError:
+            conn.abort()
+            return
+        ifname = self._ifname_of.get(peer[3]) if is_link_local(src) else None
+        conn.conn_id = self.engine.stream_accepted(src, ifname, self._now())
+        self._conns[conn.conn_id] = conn
+        self._pump()
+
+    def _open_stream(self, action: OpenStream) -> None:
+        conn = self._new_conn()
+        conn.conn_id = action.conn_id
+        self._conns[action.conn_id] = conn
+        task = asyncio.get_running_loop().create_task(self._connect(conn, action))
+        self._connects.add(task)
+        task.add_done_callback(self._connects.discard)
+
+    async def _connect(self, conn: StreamConnection, action: OpenStream) -> None:
+        sock = None
+        try:
+            if len(action.address) != 16:
+                raise OSError("only IPv6 locators are reachable")
+            scope = 0
+            if is_link_local(action.address):
+                scope = self._ifindex.get(action.ifname or "", 0)
+                if not scope:
+                    raise OSError(f"link-local peer without a known interface ({action.ifname})")
+            host = socket.inet_ntop(socket.AF_INET6, action.address)
+            loop = asyncio.get_running_loop()
+            sock = await self._factory.tcp()
+            await asyncio.wait_for(loop.sock_connect(sock, (host, action.port, 0, scope)), CONNECT_TIMEOUT)
+            await loop.create_connection(lambda: conn, sock=sock)
+        except (OSError, asyncio.TimeoutError) as exc:
+            if sock is not None:
+                sock.close()
+            self.transport_counters["connect_failed"] = self.transport_counters.get("connect_failed", 0) + 1
+            _log.debug("grasp connect %d failed: %s", action.conn_id, exc)
+            conn.finished()
+
+    def _stream_message(self, conn: StreamConnection, data: bytes) -> None:
+        self.engine.receive_stream_message(conn.conn_id, data, self._now())
+        self._pump()
+        self._arm_timer()
+
+    def _stream_closed(self, conn: StreamConnection) -> None:
+        if self._conns.get(conn.conn_id) is conn:
+            del self._conns[conn.conn_id]
+            self.engine.stream_closed(conn.conn_id, self._now())
+            self._pump()
+            self._arm_timer()
+
+    # -- what operators see -------------------------------------------------------------------
+    def counters(self) -> dict[str, Any]:
+        """Engine drops/accepts by reason, transport errors, and datagrams per interface."""
+        return {
+            "engine": dict(self.engine.counters),
+            "transport": dict(self.transport_counters),
+            "interfaces": {n: {"received": u.received, "sent": u.sent} for n, u in self._udp.items()},
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "namespace": self.namespace,
+            "address": str(ipaddress.IPv6Address(self.engine.config.address)),
+            "interfaces": self.interfaces,
+            "asas": sorted(a.name for a in self._asas.values()),
+            "flood_cache": len(self.engine.flood_cache),
+            "streams": len(self._conns),
+            "api": self.api_path,
+            "counters": self.counters(),
+        }

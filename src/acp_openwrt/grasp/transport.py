@@ -1,0 +1,295 @@
+"""GRASP's asyncio edge: the per-interface ff02::13 UDP sockets and the TCP connections.
+
+Sockets are made inside the instance's network namespace (a socket stays in the namespace it
+was created in) and then used from the one event loop. Nothing here knows the protocol: bytes
+in, bytes out, one callback each way. A receive path never raises: errors are counted.
+
+* ``MulticastSocket``: UDP 7017 on one interface, joined to ff02::13 there (MLD join with the
+  ifindex), bound to the device so the receiving interface is known, hop limit 1, no loopback
+  of our own sends. Reads are batched (up to ``BATCH`` datagrams per wake-up).
+* ``StreamConnection``: one TCP connection (accepted or opened), framed by ``StreamFramer``,
+  with a bounded write buffer.
+* ``SocketFactory``: creates sockets in the namespace; keeps a few spare TCP sockets made in
+  advance, so opening a unicast exchange does not wait for a thread to enter the namespace.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import logging
+import socket
+import struct
+from typing import Any, Callable
+
+from . import constants as c
+from .codec import GraspDecodeError
+from .stream import StreamFramer
+
+_log = logging.getLogger(__name__)
+
+BATCH = 64  # datagrams read per wake-up before the engine's outputs are pumped
+RCVBUF = 1 << 20
+MAX_WRITE_BUFFER = 256 * 1024
+_GROUP = socket.inet_pton(socket.AF_INET6, c.ALL_GRASP_NEIGHBORS_V6)
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+
+
+def in_namespace(namespace: str | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) inside ``namespace`` (None: the caller's namespace), on a worker thread."""
+    if namespace is None:
+        return fn(*args)
+    from ..netns import call_in
+    return call_in(namespace, fn, *args)
+
+
+def interface_facts(ifname: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """(ifindex, link-local address) of ``ifname`` in the current namespace; waits for the
+    address to be usable (non-tentative). Call inside the namespace."""
+    from pyroute2 import IPRoute
+
+    from ..netns import wait_link_local
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise OSError(f"no interface {ifname}")
+        index = int(found[0])
+        address = wait_link_local(ipr, index, timeout)
+    return index, socket.inet_pton(socket.AF_INET6, address)
+
+
+def open_multicast(ifname: str, index: int, port: int = c.GRASP_LISTEN_PORT) -> socket.socket:
+    """The UDP socket of one interface (call inside the namespace)."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        sock.bind(("::", port))
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, _GROUP + struct.pack("@I", index))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def open_listener(port: int = c.GRASP_LISTEN_PORT, backlog: int = 64) -> socket.socket:
+    """The TCP listening socket (call inside the namespace)."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(("::", port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _tcp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    return sock
+
+
+class SocketFactory:
+    """TCP sockets born in the namespace, a few made ahead of need."""
+
+    def __init__(self, namespace: str | None, spare: int = 4) -> None:
+        self.namespace = namespace
+        self.spare = spare
+        self._pool: collections.deque[socket.socket] = collections.deque()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._refilling = False
+
+    def _exec(self) -> concurrent.futures.ThreadPoolExecutor | None:
+        if self.namespace is None:
+            return None
+        if self._executor is None:
+            from ..netns import namespace_executor
+            self._executor = namespace_executor(self.namespace)
+        return self._executor
+
+    async def tcp(self) -> socket.socket:
+        if self.namespace is None:
+            return _tcp_socket()
+        if self._pool:
+            sock = self._pool.popleft()
+        else:
+            sock = await asyncio.get_running_loop().run_in_executor(self._exec(), _tcp_socket)
+        self._refill()
+        return sock
+
+    def _refill(self) -> None:
+        if self._refilling or len(self._pool) >= self.spare or self.namespace is None:
+            return
+        self._refilling = True
+        loop = asyncio.get_running_loop()
+
+        def made(fut: "asyncio.Future[list[socket.socket]]") -> None:
+            self._refilling = False
+            if not fut.cancelled() and fut.exception() is None:
+                self._pool.extend(fut.result())
+
+        want = self.spare - len(self._pool)
+        fut = loop.run_in_executor(self._exec(), lambda: [_tcp_socket() for _ in range(want)])
+        fut.add_done_callback(made)
+
+    async def prime(self) -> None:
+        """Fill the pool once (at start)."""
+        if self.namespace is not None:
+            socks = await asyncio.get_running_loop().run_in_executor(
+                self._exec(), lambda: [_tcp_socket() for _ in range(self.spare)])
+            self._pool.extend(socks)
+
+    def close(self) -> None:
+        while self._pool:
+            self._pool.popleft().close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+
+class MulticastSocket:
+    """ff02::13 on one interface; ``on_batch(ifname, [(data, source-address-tuple)])``."""
+
+    def __init__(self, ifname: str, index: int, sock: socket.socket,
+                 on_batch: Callable[[str, list[tuple[bytes, Any]]], None],
+                 counters: dict[str, int], max_size: int = c.GRASP_DEF_MAX_SIZE) -> None:
+        self.ifname = ifname
+        self.index = index
+        self.sock = sock
+        self._on_batch = on_batch
+        self._counters = counters
+        self._bufsize = max_size + 1  # one byte more, so an oversize datagram is seen as such
+        self._dest = (c.ALL_GRASP_NEIGHBORS_V6, c.GRASP_LISTEN_PORT, 0, index)
+        self.received = 0
+        self.sent = 0
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        recvfrom = self.sock.recvfrom
+        size = self._bufsize
+        batch = []
+        for _ in range(BATCH):
+            try:
+                batch.append(recvfrom(size))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self._count("udp_receive_error")
+                _log.debug("grasp %s: receive error %s", self.ifname, exc)
+                break
+        if batch:
+            self.received += len(batch)
+            try:
+                self._on_batch(self.ifname, batch)
+            except Exception:  # never out of the reader: one bad batch must not stop the socket
+                self._count("receive_exception")
+                _log.exception("grasp %s: datagram handling failed", self.ifname)
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendto(data, self._dest)
+            self.sent += 1
+        except OSError as exc:
+            self._count("udp_send_error")
+            _log.debug("grasp %s: send failed: %s", self.ifname, exc)
+
+    def _count(self, what: str) -> None:
+        self._counters[what] = self._counters.get(what, 0) + 1
+
+    def close(self) -> None:
+        try:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        except (RuntimeError, ValueError):
+            pass
+        self.sock.close()
+
+
+class StreamConnection(asyncio.Protocol):
+    """One GRASP TCP connection: framed messages to ``on_message(conn, data)``; ``on_closed``
+    once when it ends for any reason. Data sent before the connection is up is queued."""
+
+    def __init__(self, on_message: Callable[["StreamConnection", bytes], None],
+                 on_closed: Callable[["StreamConnection"], None], counters: dict[str, int],
+                 max_size: int = c.DEFAULT_TCP_MAX_SIZE,
+                 on_open: Callable[["StreamConnection"], None] | None = None) -> None:
+        self.conn_id = 0
+        self._on_open = on_open
+        self.transport: asyncio.Transport | None = None
+        self._framer = StreamFramer(max_size)
+        self._on_message = on_message
+        self._on_closed = on_closed
+        self._counters = counters
+        self._queued: list[bytes] = []
+        self._closing = False
+        self._done = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        for data in self._queued:
+            transport.write(data)  # type: ignore[attr-defined]
+        self._queued = []
+        if self._closing:
+            transport.close()
+        elif self._on_open is not None:
+            self._on_open(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._framer.feed(data)
+        except GraspDecodeError as exc:
+            self._counters["stream_framing_error"] = self._counters.get("stream_framing_error", 0) + 1
+            _log.debug("grasp stream %d: %s", self.conn_id, exc)
+            self.abort()
+            return
+        for message in messages:
+            if self._done:
+                return
+            try:
+                self._on_message(self, message)
+            except Exception:
+                self._counters["receive_exception"] = self._counters.get("receive_exception", 0) + 1
+                _log.exception("grasp stream %d: message handling failed", self.conn_id)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.finished()
+
+    def finished(self) -> None:
+        if not self._done:
+            self._done = True
+            self._on_closed(self)
+
+    def write(self, data: bytes) -> None:
+        if self._done or self._closing:
+            return
+        if self.transport is None:
+            self._queued.append(data)
+            return
+        if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            self._counters["stream_write_overflow"] = self._counters.get("stream_write_overflow", 0) + 1
+            self.abort()
+            return
+        self.transport.write(data)
+
+    def close(self) -> None:
+        """Close after what is queued has been sent."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        else:
+            self._closing = True
