@@ -144,6 +144,10 @@ def test_discovery_two_hops_then_negotiation_and_synchronization(topology) -> No
             assert await asyncio.wait_for(task, 2.0)
             value = await svcs["a"].synchronize(a, ex2.with_value(None), found[0])
             assert value.value == ["NZD", 410]
+            t0 = time.monotonic()
+            with pytest.raises(GraspApiError) as err:  # nobody listens on that port: refused
+                await svcs["a"].request_negotiate(a, ex2, found[0]._replace(port=7999))
+            assert err.value.code == GraspError.noNegReply and time.monotonic() - t0 < 1.0
             svcs["c"].deregister_asa(cc)
             with pytest.raises(GraspApiError) as err:
                 await svcs["a"].request_negotiate(a, ex2, found[0])
@@ -279,7 +283,7 @@ def test_hostile_sender_leaves_service_answering(topology) -> None:
             assert counters["rate_limited"] > 10000
             assert counters.get("decode_error", 0) > 0
             assert len(good) == 15  # not starved
-            assert cpu < 2.5 * 1.6, cpu  # the three services together, over ~2 s
+            assert cpu < 1.5, cpu  # the three services together, over ~2 s (measured: 0.2 s)
             # and B still negotiates (with A, the attacker's own node)
             task = asyncio.create_task(svcs["b"].listen_negotiate(b, ex4))
             await asyncio.sleep(0)

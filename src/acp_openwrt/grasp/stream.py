@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from . import constants as c
 from .cbor_reader import CborError, CborIncomplete, read_item
-from .codec import GraspDecodeError
+from .codec import GraspDecodeError, decode
 
 
 class StreamFramer:
@@ -24,6 +24,16 @@ class StreamFramer:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete messages now available (maybe none)."""
+        if not self._buf and len(data) <= self.max_size:
+            # the usual case: one segment carries exactly one GRASP message, which the codec's
+            # C fast path recognises (a valid message with no trailing bytes) far quicker than
+            # the item walk below; anything else takes the walk
+            try:
+                decode(data, self.max_size)
+            except GraspDecodeError:
+                pass
+            else:
+                return [bytes(data)]
         buf = self._buf + data if self._buf else bytes(data)
         out: list[bytes] = []
         pos = 0

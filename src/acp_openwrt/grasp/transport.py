@@ -103,7 +103,7 @@ def _tcp_socket() -> socket.socket:
 class SocketFactory:
     """TCP sockets born in the namespace, a few made ahead of need."""
 
-    def __init__(self, namespace: str | None, spare: int = 4) -> None:
+    def __init__(self, namespace: str | None, spare: int = 8) -> None:
         self.namespace = namespace
         self.spare = spare
         self._pool: collections.deque[socket.socket] = collections.deque()
@@ -129,7 +129,7 @@ class SocketFactory:
         return sock
 
     def _refill(self) -> None:
-        if self._refilling or len(self._pool) >= self.spare or self.namespace is None:
+        if self._refilling or len(self._pool) > self.spare // 2 or self.namespace is None:
             return
         self._refilling = True
         loop = asyncio.get_running_loop()
