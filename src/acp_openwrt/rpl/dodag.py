@@ -57,6 +57,7 @@ class RplNode:
         self._float_version = sequence.INITIAL_SEQUENCE
         self._versions = VersionMemory(config.hold_down)
         self._refresh_at: float | None = None
+        self._extra_targets: frozenset[ipaddress.IPv6Network] = frozenset()
         self.decode_errors = 0
         self.dropped = 0
         if config.root:
@@ -186,6 +187,20 @@ class RplNode:
                       if n.failed_until is not None]
         return min(times) if times else None
 
+    def set_targets(self, targets: frozenset[ipaddress.IPv6Network], now: float) -> list[Send]:
+        """Extra DAO targets besides the node's own prefix, e.g. ACP connect subnets (RFC 8994
+        §8.1.1); a change goes up in the next DAO, a removed target as a No-Path."""
+        if targets == self._extra_targets:
+            return []
+        self._extra_targets = frozenset(targets)
+        if self.parents:
+            self._dao.schedule(now)
+        return []
+
+    @property
+    def extra_targets(self) -> frozenset[ipaddress.IPv6Network]:
+        return self._extra_targets
+
     def global_repair(self, now: float) -> list[Send]:
         """Root only: a new DODAG Version (an administrative action, RFC 8994 §6.12.1.7)."""
         if not self.config.root:
@@ -250,7 +265,8 @@ class RplNode:
             transit = transits[0]
             seconds = self.dodag_config.lifetime_seconds(transit.path_lifetime)
             for target in targets:
-                if acceptable_target(target.prefix, self.config.prefix):
+                if acceptable_target(target.prefix, self.config.prefix) and not any(
+                        target.prefix.overlaps(own) for own in self._extra_targets):
                     changed |= self._downward.update(key, target.prefix, transit.path_sequence,
                                                      transit.path_lifetime, seconds, now)
         if changed and self.parents:
@@ -409,6 +425,8 @@ class RplNode:
 
     def _adverts(self) -> dict[ipaddress.IPv6Network, Advert]:
         adverts = {self.config.prefix: (self._path_sequence, self.dodag_config.default_lifetime)}
+        for target in self._extra_targets:
+            adverts[target] = (self._path_sequence, self.dodag_config.default_lifetime)
         for target, (_child, entry) in self._downward.best().items():
             adverts[target] = (entry.path_sequence, entry.path_lifetime)
         return adverts

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import events
+from ..connect.events import ConnectSubnetDown, ConnectSubnetUp
 from ..node_context import NodeContext
 from .actions import Send
 from .dodag import RplNode
@@ -43,9 +44,10 @@ class RplService:
                  dodag: DodagConfiguration | None = None, protocol: int = RTPROT_ACP_RPL,
                  external: bool | None = None, sunshine: str | None = None,
                  forwarding: bool = True, rng: random.Random | None = None,
-                 **engine: Any) -> None:
+                 acp_connect: bool | None = None, **engine: Any) -> None:
         """`dodag` and `engine` (RplConfig fields: dao_delay, hold_down, neighbor_timeout...)
-        override the RFC 8994 profile defaults, for tests and benchmarks."""
+        override the RFC 8994 profile defaults, for tests and benchmarks. `acp_connect` (default:
+        the config has an enabled connect section) gives DODAGPreference 0b010 (§6.12.1.12)."""
         self.ctx = ctx
         self.namespace = namespace or ctx.acp_ns
         ident = ctx.identity or {}
@@ -59,6 +61,17 @@ class RplService:
         if sunshine is None and ctx.config.rpl_sunshine is not None:
             sunshine = str(ctx.config.rpl_sunshine)
         self.forwarding = forwarding
+        if acp_connect is None:
+            acp_connect = any(getattr(c, "enabled", True)
+                              for c in getattr(ctx.config, "connect", ()))
+        self.acp_connect = acp_connect
+        # Extra DAO targets (ACP connect subnets, §8.1.1), kept across start/stop.
+        self.targets: set[ipaddress.IPv6Network] = set()
+        self._target_unsubscribe = [
+            ctx.bus.subscribe(ConnectSubnetUp, self._on_subnet_up),
+            ctx.bus.subscribe(ConnectSubnetDown,
+                              lambda ev: self.remove_target(ipaddress.IPv6Network(ev.prefix))),
+        ]
         self._dodag = dodag
         self._engine_options = engine
         self._rng = rng
@@ -87,7 +100,8 @@ class RplService:
         if self._dodag is not None:
             options["dodag"] = self._dodag
         config = RplConfig.for_address(self.address, root=self.root,
-                                       registrar=self.ctx.config.registrar, **options)
+                                       registrar=self.ctx.config.registrar,
+                                       acp_connect=self.acp_connect, **options)
         if self.prefix_length is not None and self.prefix_length != config.prefix.prefixlen:
             prefix = ipaddress.IPv6Network(f"{self.address}/{self.prefix_length}", strict=False)
             config = dataclasses.replace(config, prefix=prefix)
@@ -112,6 +126,7 @@ class RplService:
             self._running = True
             return
         self.node = RplNode(config, rng=self._rng)
+        self.node.set_targets(frozenset(self.targets), self._now())
         outer = self.root_range()
         if outer is not None and outer != config.prefix:
             # Unknown ACP destinations end at the root (RFC 8994 §6.12.1.14), countable there.
@@ -130,6 +145,9 @@ class RplService:
 
     async def stop(self) -> None:
         """Close the socket and remove every route this node's RPL installed."""
+        for unsubscribe in self._target_unsubscribe:
+            unsubscribe()
+        self._target_unsubscribe.clear()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe.clear()
@@ -211,6 +229,27 @@ class RplService:
             self.transport.remove_interface(ifname)  # join ff02::1a afresh
             self.transport.add_interface(ifname, index)
             self._dispatch(self.node.interface_up(ifname, now))
+
+    # ------------------------------------------------------------ targets
+    def _on_subnet_up(self, event: ConnectSubnetUp) -> None:
+        if event.dao_target:
+            self.add_target(ipaddress.IPv6Network(event.prefix))
+
+    def add_target(self, prefix: ipaddress.IPv6Network) -> None:
+        """Announce `prefix` as an extra DAO target (an ACP connect subnet)."""
+        self.targets.add(prefix)
+        self._push_targets()
+
+    def remove_target(self, prefix: ipaddress.IPv6Network) -> None:
+        self.targets.discard(prefix)
+        self._push_targets()
+
+    def _push_targets(self) -> None:
+        if self.external and self.targets:
+            LOG.warning("unstrung announces only the node prefix; connect subnets are not "
+                        "in RPL")
+        if self.node is not None and self._running:
+            self._dispatch(self.node.set_targets(frozenset(self.targets), self._now()))
 
     # -------------------------------------------------------------- engine
     @staticmethod
@@ -298,7 +337,9 @@ class RplService:
         status["counters"].update({f"transport_{k}": v for k, v in self.transport.counters.items()})
         status["counters"].update({f"routes_{k}": v for k, v in self.installer.counters.items()})
         status.update(implementation="acpd", running=self._running, namespace=self.namespace,
-                      protocol=self.installer.protocol)
+                      protocol=self.installer.protocol,
+                      targets=sorted(str(t) for t in self.targets),
+                      own_preference=self.node.config.preference)
         return status
 
     def _control(self, _request: dict[str, Any]) -> dict[str, Any]:
