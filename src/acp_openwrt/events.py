@@ -70,8 +70,16 @@ class IdentityChanged:
     trust_anchors_path: str
 
 
+@dataclass(frozen=True)
+class ProxyHeard:
+    """An AN_Proxy flood was heard in DULL: a BRSKI join proxy at [address%dull_ifname]:port."""
+    address: str
+    port: int
+    dull_ifname: str
+
+
 Event = Union[LinkAdopted, LinkReleased, AdjacencyUp, AdjacencyDown, ChannelUp, ChannelDown,
-              IdentityChanged]
+              IdentityChanged, ProxyHeard]
 E = TypeVar("E")
 
 

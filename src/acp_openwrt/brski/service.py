@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..events import IdentityChanged
+from ..events import IdentityChanged, ProxyHeard
 from ..node_context import NodeContext
 from .pledge import Enrolled
 from .pledge_client import IdentityPaths, Locator, PledgeClient, load_pledge_identity
@@ -58,6 +58,7 @@ class PledgeService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         ctx.control.register("brski", lambda _request: self.status())
+        ctx.bus.subscribe(ProxyHeard, lambda ev: self.add_proxy(ev.address, ev.port, ev.dull_ifname))
 
     # --- inputs from acpd --------------------------------------------------------------------
 
