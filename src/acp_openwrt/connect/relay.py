@@ -113,6 +113,8 @@ class TcpRelay:
         except (OSError, asyncio.TimeoutError) as exc:
             self.counters["device_errors"] += 1
             LOG.info("relay %s -> %s:%d: %s", self.listen[1], *self.target, exc)
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (asyncio's stream callback logs a cancelled task)
         finally:
             self.active -= 1
             self._tasks.discard(task)

@@ -241,7 +241,8 @@ class ConnectService:
                             slaac=e.subnet.slaac,
                             relay=str(e.subnet.relay) if e.config.forward else None)
             if e.ra is not None:
-                item["ra"] = dict(e.ra.counters, solicitations=e.ra.schedule.solicitations)
+                item["ra"] = {key: e.ra.counters[key] for key in
+                              ("ra_sent", "rs_received", "rs_dropped", "send_errors")}
             item["relays"] = [r.status() for r in e.relays]
             out.append(item)
         return {"active": self.address is not None, "reason": self.reason,
