@@ -36,6 +36,7 @@ class GraspClient:
         self._task: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._lost = False
 
     async def connect(self) -> "GraspClient":
         self._reader, self._writer = await asyncio.open_unix_connection(self.path)
@@ -82,15 +83,18 @@ class GraspClient:
                         fut.set_exception(GraspApiError(GraspError(msg["error"]), msg.get("reason") or ""))
                     else:
                         fut.set_result(msg.get("result"))
+        except (OSError, ValueError, AttributeError, cbor2.CBORDecodeError):
+            pass  # a broken reply stream: every pending and later call fails with noSocket
         finally:
+            self._lost = True
             for fut in self._pending.values():
                 if not fut.done():
                     fut.set_exception(GraspApiError(GraspError.noSocket, "GRASP service connection lost"))
             self._pending.clear()
 
     async def _call(self, op: str, **args: Any) -> Any:
-        if self._writer is None:
-            raise GraspApiError(GraspError.noSocket, "not connected")
+        if self._writer is None or self._lost:
+            raise GraspApiError(GraspError.noSocket, "not connected to the GRASP service")
         rid = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
