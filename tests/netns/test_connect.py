@@ -82,6 +82,8 @@ class Capture:
             nh, payload = frame[20], frame[54:]
             if nh == 58:
                 self.seen[f"icmp6:{payload[0]}"] += 1
+                source = ipaddress.IPv6Address(frame[22:38])
+                self.seen[f"icmp6:{payload[0]}:{source}"] += 1
             elif nh == 17:
                 self.seen[f"udp:{int.from_bytes(payload[2:4], 'big')}"] += 1
             elif nh == 6:
@@ -304,11 +306,20 @@ async def scenario(topo: Topology, tmp: Path, connects: list[ConnectConfig],
         with EchoProber(b.netns, ADDR_B) as from_b, EchoProber(d6.netns, device[0]) as from_d:
             assert await wait_for(lambda: from_b.sweep([device[0]], 0.5), 10, "b -> device")
             assert await asyncio.to_thread(from_d.sweep, [ADDR_B], 1.0) == {ADDR_B}
-        # RPF: a source outside the connect subnet is not forwarded into the ACP
+        # RPF: a source outside the connect subnet is not forwarded into the ACP (b's side of
+        # the channel sees the device's own echoes, never the spoofed ones)
         spoof = ipaddress.IPv6Address("fd00:dead::1")
         await asyncio.to_thread(d6.add_address, "lo", str(spoof), 128)
-        with EchoProber(d6.netns, spoof) as spoofed:
-            assert await asyncio.to_thread(spoofed.sweep, [ADDR_B], 1.0) == set()
+        at_b = Capture(b.netns, "eth0")
+        try:
+            with EchoProber(d6.netns, spoof) as spoofed, \
+                    EchoProber(d6.netns, device[0]) as from_d:
+                assert await asyncio.to_thread(spoofed.sweep, [ADDR_B], 0.5) == set()
+                assert await asyncio.to_thread(from_d.sweep, [ADDR_B], 1.0) == {ADDR_B}
+        finally:
+            at_b.close()
+        assert at_b.seen[f"icmp6:128:{device[0]}"] >= 1, at_b.seen
+        assert at_b.seen[f"icmp6:128:{spoof}"] == 0, at_b.seen
 
         # RS answered: link flap on the device makes it solicit; an RA follows within ~1 s
         before = conn.status()["connects"][0]["ra"]["rs_received"]

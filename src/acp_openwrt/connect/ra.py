@@ -183,7 +183,6 @@ class RaSchedule:
         self._rng = rng or random.Random()
         self._next = now             # the first RA goes out at once
         self._last: float | None = None
-        self._initial_left = MAX_INITIAL_RTR_ADVERTISEMENTS
         self.sent = 0
         self.solicitations = 0
 
@@ -205,8 +204,7 @@ class RaSchedule:
         self._last = now
         self.sent += 1
         interval = self._rng.uniform(self.min_interval, self.max_interval)
-        if self._initial_left > 0:
-            self._initial_left -= 1
+        if self.sent < MAX_INITIAL_RTR_ADVERTISEMENTS:  # the first three: at most 16 s apart
             interval = min(interval, MAX_INITIAL_RTR_ADVERT_INTERVAL)
         self._next = now + interval
         return True
