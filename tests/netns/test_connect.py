@@ -381,3 +381,45 @@ def socket_netns_inode(sock: socket.socket) -> int:
         return os.fstat(fd).st_ino
     finally:
         os.close(fd)
+
+
+def test_late_device_and_restart_adoption(tmp_path: Path) -> None:
+    """A device that appears later is picked up; keep_on_stop leaves it for the next acpd,
+    which adopts it by its alias; a normal stop then returns it to the host, alias cleared."""
+    topo = Topology(SpecBuilder().node("a").node("h").node("d6").build(dad=False))
+    try:
+        topo.up()
+        a, h = topo["a"], topo["h"]
+        a.add_address("lo", str(ADDR_A), 128)
+
+        async def main() -> None:
+            ctx = context(a.netns, ADDR_A, tmp_path, root=False)
+            connects = [ConnectConfig("nms", "conn6", subnet_id=1)]
+            first = ConnectService(ctx, connects, host_namespace=h.netns, retry_interval=0.2)
+            await first.start()
+            assert first.status()["connects"][0]["state"] == "missing"
+            await asyncio.to_thread(topo.add_link, "h", "d6", "conn6", "eth0")
+            await wait_for(lambda: first.status()["connects"][0]["state"] == "up", 5, "late up")
+            first.keep_on_stop = True
+            await first.stop()
+            assert await asyncio.to_thread(has_link, a, "conn6")        # left in place
+            ctx2 = context(a.netns, ADDR_A, tmp_path, root=False)
+            second = ConnectService(ctx2, connects, host_namespace=h.netns)
+            await second.start()
+            try:
+                assert second.status()["connects"][0]["state"] == "up"
+                assert [ip for ip in await asyncio.to_thread(global_addresses, a, "conn6")] \
+                    == [NET6.network_address + 1]
+                assert len(await asyncio.to_thread(
+                    netns.call_in, a.netns, interface.rules_of, "conn6")) == 2
+            finally:
+                await second.stop()
+
+        asyncio.run(main())
+        assert has_link(h, "conn6") and not has_link(a, "conn6")
+        with h.iproute() as ipr:
+            link = ipr.get_links(ipr.link_lookup(ifname="conn6")[0])[0]
+            assert not link.get_attr("IFLA_IFALIAS")
+            assert link["flags"] & 1                                     # up again, as before
+    finally:
+        topo.down()
