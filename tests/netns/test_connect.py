@@ -19,7 +19,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
-from pyroute2 import IPRoute
 
 from acp_openwrt import events, netns
 from acp_openwrt.config import AcpConfig

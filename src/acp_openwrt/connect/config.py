@@ -178,7 +178,7 @@ def _convert(name: str, option: UciOption, filename: str) -> Any:
     return tuple(out) if is_list else out[0]
 
 
-def _section(section: UciSection, index: int, filename: str) -> ConnectConfig:
+def _section(section: UciSection, filename: str) -> ConnectConfig:
     label = f"config {SECTION_TYPE} '{section.name}'" if section.name \
         else f"config {SECTION_TYPE} (unnamed)"
     values: dict[str, Any] = {}
@@ -230,8 +230,8 @@ def connects_from_uci(package: UciPackage) -> tuple[ConnectConfig, ...]:
     by_device: dict[str, ConnectConfig] = {}
     by_subnet: dict[object, ConnectConfig] = {}
     filename = package.filename
-    for index, section in enumerate(s for s in package.sections if s.type == SECTION_TYPE):
-        connect = _section(section, index, filename)
+    for section in (s for s in package.sections if s.type == SECTION_TYPE):
+        connect = _section(section, filename)
         for table, key, what in ((by_name, connect.name, "name"),
                                  (by_device, connect.device, "device"),
                                  (by_subnet, connect.prefix, "prefix"),
