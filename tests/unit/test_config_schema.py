@@ -54,6 +54,7 @@ def test_every_option_read() -> None:
         "option idevid_cert '/etc/acp/id.pem'", "option idevid_key '/etc/acp/id.key'",
         "option manufacturer_trust_anchor '/etc/acp/masa.pem'", "option dodag_root 'on'",
         "option prefix 'fd73:9fc2:3c34::/48'", "option registrar 'true'",
+        "option registrar_domain 'acp.example.com'", "option registrar_port '9443'",
         "list ignore_interfaces 'wan*'", "list ignore_interfaces 'eth0.[0-9]'",
         "option namespace_dull 'n1-dull'", "option namespace_acp 'n1.acp'",
         "option run_dir '/run/acp/n1'", "option control_socket '/run/n1.sock'",
@@ -66,6 +67,7 @@ def test_every_option_read() -> None:
     assert (config.namespace_dull, config.namespace_acp) == ("n1-dull", "n1.acp")
     assert config.control_socket == Path("/run/n1.sock")
     assert config.log_level == "debug"
+    assert (config.registrar_domain, config.registrar_port) == ("acp.example.com", 9443)
     assert config.source == FILE
 
 
@@ -74,7 +76,8 @@ def test_every_option_read() -> None:
     ("0", False), ("no", False), ("off", False), ("false", False), ("disabled", False),
 ])
 def test_bool_spellings(word: str, expected: bool) -> None:
-    config = parse_config(main(f"option enabled '{word}'", f"option registrar '{word}'"), FILE)
+    config = parse_config(main(f"option enabled '{word}'", f"option registrar '{word}'",
+                               "option registrar_domain 'acp.example.com'"), FILE)
     assert config.enabled is expected and config.registrar is expected
 
 

@@ -58,6 +58,10 @@ class AcpConfig:
     log_level: str = "info"
     rpl_external: bool = False
     rpl_sunshine: Path | None = None
+    registrar_domain: str | None = None
+    registrar_dir: Path = Path("/etc/acp/registrar")
+    registrar_port: int = 8443
+    registrar_masa_url: str | None = None
     join_proxy: bool = True
     join_proxy_user: str = "nobody"
     join_proxy_group: str | None = None
@@ -137,6 +141,21 @@ def _pattern(text: str) -> str:
     return text
 
 
+_DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+
+
+def _domain(text: str) -> str:
+    if not _DOMAIN.fullmatch(text):
+        raise _Invalid(f"{show(text)} is not a domain name (lower-case letters, digits, - and .)")
+    return text
+
+
+def _url(text: str) -> str:
+    if not text.startswith("https://") or len(text) > 2048 or any(c.isspace() for c in text):
+        raise _Invalid(f"{show(text)} is not an https:// URL")
+    return text
+
+
 _ACCOUNT = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 
 
@@ -205,6 +224,14 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("rpl_external", _bool, _BOOL, "Run unstrung's sunshine for RPL instead of the "
                "built-in RPL (same role and prefix)."),
     OptionSpec("rpl_sunshine", _path, _ABS, "The sunshine binary; unset: searched in PATH."),
+    OptionSpec("registrar_domain", _domain, "domain name, e.g. acp.example.com",
+               "The ACP domain a registrar enrols nodes into (required with registrar 1)."),
+    OptionSpec("registrar_dir", _path, _ABS, "A registrar's state: domain CA, address allocations "
+               "(sqlite), its own certificate; created on first start."),
+    OptionSpec("registrar_port", _int_range(1, 65535), "1 to 65535",
+               "TCP port of the registrar's BRSKI/EST server in the ACP namespace."),
+    OptionSpec("registrar_masa_url", _url, "https:// URL", "MASA for IDevIDs that carry no "
+               "MASA URL extension; unset: such pledges are refused."),
     OptionSpec("join_proxy", _bool, _BOOL, "Once enrolled, relay pledges to the registrar "
                "(BRSKI join proxy, an unprivileged process)."),
     OptionSpec("join_proxy_user", _account, "user name, not root", "User the join proxy runs as."),
@@ -267,6 +294,8 @@ def _check_together(config: AcpConfig, lines: dict[str, int], filename: str) -> 
     for cert, key in (("ldevid_cert", "ldevid_key"), ("idevid_cert", "idevid_key")):
         if (cert in lines) != (key in lines):
             fail((cert, key), f"{cert} and {key} go together: give both or neither")
+    if config.registrar and config.registrar_domain is None:
+        fail(("registrar",), "a registrar needs option registrar_domain (e.g. acp.example.com)")
     sock = str(config.control_socket)
     if len(sock.encode()) > SUN_PATH_MAX:
         derived = "control_socket" not in lines
