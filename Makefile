@@ -1,20 +1,22 @@
-# Two faces, one file (see DESIGN.md §3):
-# - inside an OpenWrt build tree (TOPDIR is set), the package recipe in openwrt.mk;
-# - everywhere else, the developer targets below.
+# Developer targets. The OpenWrt package recipes live in the feed's subdirectories (net/acp,
+# lang/python/python-cbor2, lang/python/python-vici, luci/luci-app-acp; see docs/openwrt.md).
+# An OpenWrt tree scanning this feed (TOPDIR set) also reads this file: it then defines nothing.
 ifneq ($(TOPDIR),)
-include $(CURDIR)/openwrt.mk
+all:
+	@:
 else
 
 PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 DEPS_STAMP := .deps-stamp
 
-.PHONY: help deps test test-unit test-netns test-vm demo clean
+.PHONY: help deps test test-unit test-netns test-vm demo bench bench-grasp clean
 
 help:
 	@echo "make demo       build a small ACP lab in namespaces and show it"
 	@echo "make test       all test tiers: unit, netns (root), vm (root, QEMU guest)"
 	@echo "make test-unit | test-netns | test-vm   one tier"
+	@echo "make bench      the benchmarks (figures printed, nothing asserted)"
 
 $(DEPS_STAMP): scripts/install-deps pyproject.toml
 	sh scripts/install-deps
@@ -36,6 +38,17 @@ test-vm: deps
 
 demo: deps
 	$(PYTHON) -m acp_openwrt.lab.demo
+
+# Figures, not tests. Root for the namespace ones; channels.py runs in the QEMU guest.
+bench: bench-grasp deps
+	$(PYTHON) bench/acpd_memory.py
+	$(PYTHON) bench/brski_enrol.py
+	$(PYTHON) bench/rpl_convergence.py
+	$(PYTHON) -m acp_openwrt.lab.cli vm -- $(PYTHON) bench/channels.py
+
+bench-grasp: deps
+	$(PYTHON) bench/grasp_codec.py
+	$(PYTHON) bench/grasp_io.py
 
 clean:
 	rm -rf $(DEPS_STAMP) build dist src/*.egg-info .pytest_cache
