@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .config.identity_files import with_identity_files
 
 OPENWRT_CONFIG = Path("/etc/config/acp")
 EXIT_CONFIG = 2
@@ -31,18 +32,11 @@ class StartupError(Exception):
 
 def _load_identity(config: Any) -> dict[str, Any] | None:
     """The node's identity from its LDevID, or None when it has none yet (it will pledge)."""
-    if config.ldevid_cert is None:
+    if config.ldevid_cert is None or not config.ldevid_cert.exists():
         return None
-    from .identity.certificate import CertificateError, certificate_node_name, load_certificate
-    from .identity.summary import identity_summary
+    from .identity.summary import load_identity_summary
     try:
-        found = certificate_node_name(load_certificate(config.ldevid_cert))
-    except (CertificateError, OSError) as exc:
-        raise StartupError(f"ldevid_cert {config.ldevid_cert}: {getattr(exc, 'strerror', None) or exc}")
-    if found is None:
-        raise StartupError(f"ldevid_cert {config.ldevid_cert}: certificate carries no acp-node-name")
-    try:
-        return identity_summary(found[0])
+        return load_identity_summary(config.ldevid_cert)
     except ValueError as exc:
         raise StartupError(f"ldevid_cert {config.ldevid_cert}: {exc}") from exc
 
@@ -56,7 +50,20 @@ def load(config_path: Path | None) -> tuple[Any, dict[str, Any] | None]:
         raise StartupError(str(exc)) from exc
     except OSError as exc:
         raise StartupError(f"{config_path}: {exc.strerror}") from exc
+    config = with_identity_files(config)
     return config, _load_identity(config)
+
+
+def _bootstrap_registrar(config: Any) -> dict[str, Any] | None:
+    """A registrar without an LDevID makes its domain CA and issues its own (then loads it)."""
+    from .brski.registrar_service import bootstrap_registrar
+    try:
+        if bootstrap_registrar(config, config.ldevid_cert, config.ldevid_key,
+                               config.trust_anchors):
+            LOG.info("registrar: issued this node's LDevID %s", config.ldevid_cert)
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"registrar: {exc}") from exc
+    return _load_identity(config)
 
 
 async def _run_node(config: Any, identity: dict[str, Any] | None, keep: bool) -> None:
@@ -120,13 +127,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not config.enabled:
         LOG.info("disabled in configuration (option enabled 0); exiting")
         return 0
-    if identity is None:
-        LOG.info("no LDevID configured: this node would enrol (BRSKI) and flood nothing")
-    else:
-        LOG.info("identity %s, ACP address %s", identity["acp_node_name"], identity["acp_address"])
     if os.geteuid() != 0:
         print("acpd: must run as root (it creates namespaces and interfaces)", file=sys.stderr)
         return EXIT_CONFIG
+    if config.registrar:
+        try:
+            identity = _bootstrap_registrar(config)
+        except StartupError as exc:
+            print(f"acpd: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+    if identity is None:
+        LOG.info("no LDevID (%s): this node enrols with BRSKI and floods nothing until then",
+                 config.ldevid_cert)
+    else:
+        LOG.info("identity %s, ACP address %s", identity["acp_node_name"], identity["acp_address"])
     import faulthandler
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <acpd>` dumps every thread's stack
     if _private_mount_namespace():

@@ -8,16 +8,19 @@ namespaces go if this run created them (unless keep is set, for a restart withou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .config import AcpConfig
 from .control.server import ControlServer
-from .events import EventBus
+from .events import EventBus, IdentityChanged
+from .identity.summary import load_identity_summary
 from .netns import call_in, create_namespace, list_namespaces, remove_namespace
 from .node_context import NodeContext, Service
 
@@ -35,15 +38,27 @@ def _lo_up() -> None:
 def part_names(config: AcpConfig, identity: dict[str, Any] | None) -> list[str]:
     """Which parts run, in start order, as `module:Class` under acp_openwrt.
 
-    A part whose module is not installed (e.g. a trimmed OpenWrt build) is skipped with a log
-    line rather than stopping the node.
+    All parts are built before any starts, so parts that subscribe when built hear everything;
+    parts that subscribe in start() must start before the parts whose events they need: RPL and
+    the ACP GRASP before channels (ChannelUp), channels before discovery (AdjacencyUp), the ACP
+    GRASP before the registrar (it floods through it). A part whose module is not installed
+    (a trimmed OpenWrt build) is skipped with a log line rather than stopping the node.
     """
-    parts = ["links.service:LinkService", "discovery.service:DullDiscovery"]
+    parts = ["links.service:LinkService"]
+    if identity is not None:
+        parts.append("rpl.service:RplService")
+        if config.connect:
+            parts.append("connect.service:ConnectService")
+        parts += ["grasp.acp_part:AcpGrasp", "channels.service:ChannelService"]
+    parts.append("discovery.service:DullDiscovery")
     if config.join_proxy:
         parts.append("brski.proxy_launcher:JoinProxyService")  # switches on with an LDevID
-    if identity is not None:
-        # RPL before channels: it must hear every ChannelUp
-        parts += ["rpl.service:RplService"]
+    if config.registrar:
+        if identity is not None:
+            parts.append("brski.registrar_service:RegistrarService")
+    else:
+        parts.append("brski.service:PledgeService")  # enrols, then renews the LDevID
+    parts.append("control.ubus_bridge:UbusBridge")
     return parts
 
 
@@ -55,9 +70,13 @@ class Node:
         self.ctx = NodeContext(config=config, bus=EventBus(),
                                control=ControlServer(config.control_socket), identity=identity)
         self.services: list[Service] = []
+        self.failed: dict[str, str] = {}
         self.created_namespaces: list[str] = []
         self.started = time.monotonic()
+        self.rebuilds = 0
+        self._rebuilding: asyncio.Task[None] | None = None
         self.ctx.control.register("status", self._status)
+        self._own_commands = self.ctx.control.commands()
 
     def _ensure_namespaces(self) -> None:
         """Create DULL and ACP, or adopt them. A ledger in run_dir remembers which ones an
@@ -84,8 +103,10 @@ class Node:
             os.makedirs(directory, exist_ok=True)
         self._ensure_namespaces()
         await self.ctx.control.start()
-        # Build every part before starting any, so that each hears the events the ones
-        # before it publish while starting (e.g. discovery hears links adopted at start).
+        await self._start_parts()
+
+    async def _start_parts(self) -> None:
+        self.ctx.bus.subscribe(IdentityChanged, self._identity_changed)
         built: list[Service] = []
         for spec in part_names(self.config, self.ctx.identity):
             module_name, _, class_name = spec.partition(":")
@@ -94,22 +115,74 @@ class Node:
             except ImportError as exc:
                 LOG.warning("part %s not available: %s", module_name, exc)
                 continue
-            built.append(getattr(module, class_name)(self.ctx))
+            service = getattr(module, class_name)(self.ctx)
+            self.ctx.extras.setdefault(service.name, service)
+            built.append(service)
         for service in built:
-            await service.start()
+            try:
+                await service.start()
+            except Exception as exc:  # one broken part must not take the node down
+                LOG.exception("%s did not start", service.name)
+                self.failed[service.name] = f"{type(exc).__name__}: {exc}"
+                await self._stop_one(service)
+                continue
             self.services.append(service)
             LOG.debug("started %s", service.name)
         LOG.info("node up: %s", ", ".join(s.name for s in self.services))
 
-    async def stop(self) -> None:
+    async def _stop_one(self, service: Service, keep: bool = False) -> None:
+        try:
+            if keep and hasattr(service, "keep_on_stop"):
+                service.keep_on_stop = True  # type: ignore[attr-defined]
+            await service.stop()
+        except Exception:
+            LOG.exception("stopping %s failed", service.name)
+
+    async def _stop_parts(self, keep: bool) -> None:
         for service in reversed(self.services):
-            try:
-                if self.keep and hasattr(service, "keep_on_stop"):
-                    service.keep_on_stop = True  # type: ignore[attr-defined]
-                await service.stop()
-            except Exception:
-                LOG.exception("stopping %s failed", service.name)
+            await self._stop_one(service, keep)
         self.services.clear()
+        self.failed.clear()
+
+    def _identity_changed(self, event: IdentityChanged) -> None:
+        """An LDevID was stored (enrolment or renewal): with a new acp-node-name the node
+        rebuilds its parts (links and ACP connect stay, as in a restart with --keep)."""
+        config = dataclasses.replace(self.config, ldevid_cert=Path(event.cert_path),
+                                     ldevid_key=Path(event.key_path),
+                                     trust_anchors=Path(event.trust_anchors_path))
+        try:
+            identity = load_identity_summary(config.ldevid_cert)
+        except ValueError as exc:
+            LOG.error("new LDevID %s unusable: %s", event.cert_path, exc)
+            return
+        old = (self.ctx.identity or {}).get("acp_node_name")
+        if identity["acp_node_name"] == old:
+            LOG.info("LDevID renewed; identity unchanged (%s)", old)
+            return
+        if self._rebuilding is None or self._rebuilding.done():
+            self._rebuilding = asyncio.get_running_loop().create_task(
+                self._rebuild(config, identity), name="rebuild")
+
+    async def _rebuild(self, config: AcpConfig, identity: dict[str, Any]) -> None:
+        LOG.info("identity now %s (ACP address %s): restarting the parts",
+                 identity["acp_node_name"], identity["acp_address"])
+        await self._stop_parts(keep=True)
+        self.config = config
+        self.ctx.config, self.ctx.identity = config, identity
+        self.ctx.bus = EventBus()
+        self.ctx.extras.clear()
+        self.ctx.control.keep_only(self._own_commands)
+        self.rebuilds += 1
+        await self._start_parts()
+
+    async def stop(self) -> None:
+        if self._rebuilding is not None and not self._rebuilding.done():
+            self._rebuilding.cancel()
+            try:
+                await self._rebuilding
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self._stop_parts(self.keep)
         await self.ctx.control.stop()
         if not self.keep:
             for name in reversed(self.created_namespaces):
@@ -139,6 +212,9 @@ class Node:
             "identity": identity,
             "enrolled": identity is not None,
             "namespaces": {"dull": self.ctx.dull_ns, "acp": self.ctx.acp_ns},
+            "parts": [s.name for s in self.services],
+            "failed_parts": dict(self.failed),
+            "rebuilds": self.rebuilds,
         }
         for service in self.services:
             out[service.name] = service.status()

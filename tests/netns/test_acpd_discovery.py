@@ -78,6 +78,10 @@ def test_two_nodes_discover_each_other_within_2s(pair) -> None:
     b_ll = [e["link_local"] for e in b.ask("interfaces")]
     assert seen_by_a["peer"] in b_ll and seen_by_b["peer"] in a_ll
     assert seen_by_a["interface"] == "eth0" and seen_by_a["methods"] == ["IKEv2"]
+    # an enrolled node runs every part, and none failed to start
+    status = a.ask("status")
+    assert status["failed_parts"] == {}
+    assert {"links", "rpl", "grasp", "channels", "discovery", "brski"} <= set(status["parts"])
     assert seen_by_a["port"] == 500 and 200 < seen_by_a["ttl_s"] <= 210
     status = a.ask("status")
     assert status["discovery"]["flooding"] and status["discovery"]["floods_sent"] >= 1

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..config.identity_files import STATE_DIR, with_identity_files
 from ..events import IdentityChanged, ProxyHeard
 from ..node_context import NodeContext
 from .pledge import Enrolled
@@ -24,7 +25,7 @@ from .renewal import RENEW_FRACTION, RenewalError, reenroll, renewal_time
 from .store import StoredIdentity, load_identity
 
 LOG = logging.getLogger("acpd.brski")
-DEFAULT_STATE_DIR = Path("/etc/acp")
+DEFAULT_STATE_DIR = STATE_DIR
 
 
 class PledgeService:
@@ -34,14 +35,12 @@ class PledgeService:
                  initial_backoff: float = INITIAL_BACKOFF, max_backoff: float = MAX_BACKOFF,
                  accept_nonceless: bool = True, renew_fraction: float = RENEW_FRACTION) -> None:
         self.ctx = ctx
-        config = ctx.config
+        config = with_identity_files(ctx.config, state_dir)
         self.paths = IdentityPaths(
-            idevid_cert=Path(config.idevid_cert or state_dir / "idevid.crt"),
-            idevid_key=Path(config.idevid_key or state_dir / "idevid.key"),
-            ldevid_cert=Path(config.ldevid_cert or state_dir / "ldevid.crt"),
-            ldevid_key=Path(config.ldevid_key or state_dir / "ldevid.key"),
-            trust_anchors=Path(config.trust_anchors or state_dir / "trust-anchors.pem"))
-        self.masa_anchors = Path(config.manufacturer_trust_anchor or state_dir / "masa-ca.pem")
+            idevid_cert=config.idevid_cert, idevid_key=config.idevid_key,
+            ldevid_cert=config.ldevid_cert, ldevid_key=config.ldevid_key,
+            trust_anchors=config.trust_anchors)
+        self.masa_anchors = config.manufacturer_trust_anchor
         self.book = ProxyBook(initial_backoff=initial_backoff, max_backoff=max_backoff)
         self.accept_nonceless = accept_nonceless
         self.renew_fraction = renew_fraction

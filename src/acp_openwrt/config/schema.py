@@ -69,6 +69,7 @@ class AcpConfig:
     join_proxy_max_connections: int = 32
     join_proxy_max_per_pledge: int = 4
     join_proxy_idle_timeout: int = 60
+    connect: tuple[Any, ...] = ()  # connect.config.ConnectConfig, one per `config connect`
     source: str | None = field(default=None, compare=False)  # the file read; None: defaults
 
     def __post_init__(self) -> None:
@@ -83,7 +84,7 @@ class AcpConfig:
             if isinstance(value, (Path, ipaddress.IPv6Network)):
                 value = str(value)
             elif isinstance(value, tuple):
-                value = list(value)
+                value = [v.to_dict() if hasattr(v, "to_dict") else v for v in value]
             out[f.name] = value
         return out
 
@@ -318,8 +319,11 @@ def config_from_uci(package: UciPackage) -> AcpConfig:
                               f"config {SECTION_TYPE} {label}: only config {SECTION_TYPE} "
                               f"'{SECTION_NAME}' is read; name the section '{SECTION_NAME}'")
         main = section
+    # imported here: connect.config reads UCI through this package
+    from ..connect.config import connects_from_uci
+    connects = connects_from_uci(package)
     if main is None:
-        return AcpConfig(source=filename)
+        return AcpConfig(connect=connects, source=filename)
     values: dict[str, Any] = {}
     lines: dict[str, int] = {}
     for option in main.options:
@@ -328,7 +332,7 @@ def config_from_uci(package: UciPackage) -> AcpConfig:
             raise ConfigError(filename, option.line, _unknown(option.name))
         values[option.name] = _convert(spec, option, filename)
         lines[option.name] = option.line
-    config = AcpConfig(**values, source=filename)
+    config = AcpConfig(**values, connect=connects, source=filename)
     _check_together(config, lines, filename)
     return config
 

@@ -32,6 +32,14 @@ class ControlServer:
             raise ValueError(f"control command {cmd!r} registered twice")
         self._handlers[cmd] = handler
 
+    def commands(self) -> set[str]:
+        return set(self._handlers)
+
+    def keep_only(self, names: set[str]) -> None:
+        """Forget every command not in `names` (the node rebuilds its parts, which register anew)."""
+        for cmd in set(self._handlers) - names - {"help"}:
+            del self._handlers[cmd]
+
     def _help(self, _request: dict[str, Any]) -> list[str]:
         return sorted(self._handlers)
 

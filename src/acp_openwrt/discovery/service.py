@@ -17,6 +17,7 @@ from typing import Any
 from .. import events
 from ..brski.proxy_events import AnProxyStart, AnProxyStop
 from ..grasp import constants as c
+from ..grasp.errors import GraspApiError
 from ..grasp.messages import Locator, Objective
 from ..grasp.service import GraspService
 from ..node_context import NodeContext
@@ -117,7 +118,7 @@ class DullDiscovery:
         try:
             self.grasp.flood(self._asa, ttl_ms=self.ttl_ms, items=[_an_acp(address)], ifname=ifname)
             self.floods_sent += 1
-        except OSError as exc:
+        except (OSError, GraspApiError) as exc:
             LOG.warning("AN_ACP flood on %s failed: %s", ifname, exc)
 
     def _proxy_start(self, event: AnProxyStart) -> None:
@@ -132,7 +133,7 @@ class DullDiscovery:
         try:
             self.grasp.flood(self._asa, ttl_ms=PROXY_TTL_MS, items=[_an_proxy(*locator)],
                              ifname=ifname)
-        except OSError as exc:
+        except (OSError, GraspApiError) as exc:
             LOG.warning("AN_Proxy flood on %s failed: %s", ifname, exc)
 
     async def _periodic(self) -> None:

@@ -1,6 +1,7 @@
 """The operator's view of an identity: what `acpctl identity` and `acpctl status` print."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .address import AddressError, address_from_name, ula_prefix
@@ -31,3 +32,15 @@ def identity_summary(name: AcpNodeName) -> dict[str, Any]:
         summary.update(acp_address=str(addr.address), prefix_length=addr.prefix_length,
                        scheme=addr.scheme.value, ula_prefix=str(addr.ula_prefix))
     return summary
+
+
+def load_identity_summary(cert_path: Path) -> dict[str, Any]:
+    """identity_summary() of an LDevID file; ValueError with a one-line reason if unusable."""
+    from .certificate import certificate_node_name, load_certificate
+    try:
+        found = certificate_node_name(load_certificate(cert_path))
+    except OSError as exc:
+        raise ValueError(exc.strerror or str(exc)) from exc
+    if found is None:
+        raise ValueError("certificate carries no acp-node-name")
+    return identity_summary(found[0])

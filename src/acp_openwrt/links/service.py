@@ -51,6 +51,9 @@ class LinkService:
         self.keep_on_stop = keep_on_stop
         self.adopted: dict[int, AdoptedLink] = {}
         self.errors: dict[str, str] = {}
+        # ACP connect devices are never DULL twins (RFC 8994 §8.1)
+        from ..connect.config import ignore_patterns
+        self._ignored = ctx.config.ignore_interfaces + ignore_patterns(ctx.config.connect)
         self._host = NetlinkWorker(None, "host")
         self._dull = NetlinkWorker(ctx.dull_ns, "dull")
         self._bells: list[socket.socket] = []
@@ -105,7 +108,7 @@ class LinkService:
     async def reconcile(self) -> None:
         links = await self._host.run(netlink.host_links)
         twins = await self._dull.run(netlink.dull_twins)
-        for action in plan(links, twins, self.ctx.config.ignore_interfaces):
+        for action in plan(links, twins, self._ignored):
             try:
                 if isinstance(action, Release):
                     await self._release(action.twin)

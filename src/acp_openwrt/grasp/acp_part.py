@@ -1,0 +1,131 @@
+"""acpd's ACP GRASP: the full GRASP instance inside the ACP namespace (RFC 8994 §6.9).
+
+It runs only on secure-channel interfaces (ChannelUp/ChannelDown), never on DULL links or ACP
+connect interfaces, with the node's ACP address as its own locator and the RFC 8991-style local
+API on `run_dir/grasp.sock` for ASAs. acpd's own users of the ACP GRASP find it in
+`ctx.extras["grasp_acp"]`; what it hears for them it hands over:
+- AN_join_registrar (RFC 8995 §4.3) to the join proxy (`ctx.extras["join_proxy"]`);
+- SRV.est and AN_join_registrar (RFC 8994 §6.2.5.1) to the pledge/renewal part
+  (`ctx.extras["brski"]`) as the EST server for LDevID renewal. A registrar is an EST server,
+  so its AN_join_registrar is taken as one too: this interoperates with registrars that
+  announce only AN_join_registrar.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from typing import Any, Callable
+
+from .. import events
+from ..node_context import NodeContext
+from . import constants as c
+from .actions import FloodReceived
+from .service import GraspService
+
+LOG = logging.getLogger("acpd.grasp")
+AN_JOIN_REGISTRAR = "AN_join_registrar"
+SRV_EST = "SRV.est"
+API_SOCKET_NAME = "grasp.sock"
+
+
+def tcp_locator(flood: FloodReceived) -> tuple[str, int] | None:
+    """(address, port) of a flood's IPv6/TCP locator, or None if it has no usable one."""
+    loc = flood.locator
+    if loc is None or len(loc) < 4 or loc[0] != c.O_IPv6_LOCATOR or loc[2] != c.IPPROTO_TCP:
+        return None
+    address, port = loc[1], loc[3]
+    if not isinstance(address, bytes) or len(address) != 16 or not isinstance(port, int) \
+            or not 0 < port < 65536:
+        return None
+    return str(ipaddress.IPv6Address(address)), port
+
+
+class AcpGrasp:
+    """The ACP GRASP part; `grasp` is the running GraspService (None before start)."""
+    name = "grasp"
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.grasp: GraspService | None = None
+        self.interfaces: set[str] = set()
+        self.est_servers_heard = 0
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        identity = self.ctx.identity or {}
+        grasp = GraspService(namespace=self.ctx.acp_ns, mode="acp",
+                             address=identity.get("acp_address"),
+                             api_path=str(self.ctx.run_dir / API_SOCKET_NAME))
+        await grasp.start()
+        self.grasp = grasp
+        self.ctx.extras["grasp_acp"] = grasp
+        bus = self.ctx.bus
+        self._unsubscribe = [
+            bus.subscribe(events.ChannelUp, self._channel_up),
+            bus.subscribe(events.ChannelDown, self._channel_down),
+            grasp.on_flood(AN_JOIN_REGISTRAR, self._heard_registrar),
+            grasp.on_flood(SRV_EST, self._heard_est)]
+
+    async def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        for task in list(self._tasks):
+            task.cancel()
+        if self.ctx.extras.get("grasp_acp") is self.grasp:
+            del self.ctx.extras["grasp_acp"]
+        if self.grasp is not None:
+            await self.grasp.stop()
+            self.grasp = None
+        self.interfaces.clear()
+
+    def status(self) -> dict[str, Any]:
+        if self.grasp is None:
+            return {"running": False}
+        out = self.grasp.status()
+        out["running"] = True
+        out["est_servers_heard"] = self.est_servers_heard
+        return out
+
+    # -- channels ------------------------------------------------------------------------
+    def _channel_up(self, event: events.ChannelUp) -> None:
+        self.interfaces.add(event.acp_ifname)
+        self._spawn_add(event.acp_ifname)
+
+    def _spawn_add(self, ifname: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._add(ifname))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _add(self, ifname: str) -> None:
+        if self.grasp is None or ifname not in self.interfaces:
+            return
+        try:
+            await self.grasp.add_interface(ifname)
+            LOG.info("ACP GRASP on %s", ifname)
+        except (OSError, TimeoutError) as exc:
+            LOG.error("ACP GRASP on %s: %s", ifname, exc)
+
+    def _channel_down(self, event: events.ChannelDown) -> None:
+        self.interfaces.discard(event.acp_ifname)
+        if self.grasp is not None:
+            self.grasp.remove_interface(event.acp_ifname)
+
+    # -- floods heard ----------------------------------------------------------------------
+    def _heard_registrar(self, flood: FloodReceived) -> None:
+        proxy = self.ctx.extras.get("join_proxy")
+        if proxy is not None:
+            proxy.flood_received(flood, time.monotonic())
+        self._heard_est(flood)
+
+    def _heard_est(self, flood: FloodReceived) -> None:
+        pledge = self.ctx.extras.get("brski")
+        found = tcp_locator(flood)
+        if found is None:
+            return
+        self.est_servers_heard += 1
+        if pledge is not None:
+            pledge.set_est_server(found[0], found[1], self.ctx.acp_ns)
