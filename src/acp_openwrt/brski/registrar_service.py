@@ -1,0 +1,285 @@
+"""acpd's registrar part (option `registrar 1`): BRSKI and EST in the ACP, announced by GRASP.
+
+The server listens on `[::]:registrar_port` inside the ACP namespace with the node's LDevID
+(issued by `bootstrap_registrar` before acpd loaded it) as TLS certificate; pledges reach it
+through join proxies, enrolled nodes across the ACP for renewal. It announces itself with
+AN_join_registrar floods (RFC 8995 §4.3) on the ACP GRASP instance every 60 s (ttl 180 s), and
+tells the join proxy of its own node directly, since a node never receives its own floods.
+
+The MASA is on the Internet, which the ACP does not reach (it routes only the ACP ULA prefix),
+so voucher-requests leave from acpd's own namespace (the data plane) by default;
+`masa_namespace` changes that. The MASA's TLS certificate is checked against the system CAs
+plus `manufacturer_trust_anchor` (a vendor's MASA is commonly under its own CA), with its host
+name, and the registrar presents its LDevID as client certificate (RFC 8995 §5.4.1).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from .. import netns
+from ..grasp import constants as gc
+from ..grasp.errors import GraspApiError
+from ..grasp.messages import Locator, Objective, TaggedObjective
+from ..node_context import NodeContext
+from .http import Response
+from .proxy_registrar import AN_JOIN_REGISTRAR, EST_TLS
+from .registrar import Registrar
+from .registrar_bootstrap import (  # noqa: F401  (bootstrap_registrar: acpd imports it here)
+    RegistrarFiles, RegistrarSetupError, bootstrap_registrar, has_cmc_ra, open_registrar_files,
+)
+from .store import load_identity
+from .tls import chain_problem
+
+LOG = logging.getLogger("acpd.brski.registrar")
+FLOOD_INTERVAL = 60.0     # s; RFC 8995 §4.3 default (and minimum)
+FLOOD_TTL_MS = 180_000    # 3 periods: one lost flood does not make proxies forget us
+AN_JOIN_REGISTRAR_LOOP_COUNT = 255
+ASA_NAME = "acpd-registrar"
+MAX_REFUSALS = 16
+LISTEN_BACKLOG = 64
+
+
+def registrar_objective() -> Objective:
+    """`["AN_join_registrar", F_SYNCH, 255, "EST-TLS"]` (RFC 8995 §4.3, ACP digest)."""
+    return Objective(AN_JOIN_REGISTRAR, gc.F_SYNCH, AN_JOIN_REGISTRAR_LOOP_COUNT, EST_TLS)
+
+
+def registrar_locator(address: str, port: int) -> Locator:
+    """The TCP O_IPv6_LOCATOR of the registrar's ACP address (join proxies connect to it)."""
+    import ipaddress
+    return Locator(gc.O_IPv6_LOCATOR, ipaddress.IPv6Address(address).packed, gc.IPPROTO_TCP,
+                   port)
+
+
+def flood_items(address: str, port: int) -> list[TaggedObjective]:
+    return [TaggedObjective(registrar_objective(), registrar_locator(address, port))]
+
+
+class RecordingRegistrar(Registrar):
+    """The registrar, keeping its last refusals for `acpctl registrar` (logs alone scroll by)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_REFUSALS)
+
+    def _refuse(self, status: int, who: str, reason: str) -> Response:
+        self.refusals.append({"time": round(time.time(), 1), "who": who, "status": status,
+                              "reason": reason})
+        return super()._refuse(status, who, reason)
+
+
+def masa_client_context(cert_path: Path, key_path: Path,
+                        manufacturer_anchor: Path | None) -> ssl.SSLContext:
+    """TLS towards MASAs: system CAs + the manufacturer anchor, host name checked, LDevID shown."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if manufacturer_anchor is not None:
+        context.load_verify_locations(cafile=os.fspath(manufacturer_anchor))
+    context.load_cert_chain(os.fspath(cert_path), os.fspath(key_path))
+    return context
+
+
+class RegistrarService:
+    """The acpd part; `ctx.extras["registrar"]` is this service while it runs."""
+    name = "registrar"
+
+    def __init__(self, ctx: NodeContext, *, masa_namespace: str | None = None,
+                 flood_interval: float = FLOOD_INTERVAL, flood_ttl_ms: int = FLOOD_TTL_MS) -> None:
+        self.ctx = ctx
+        self.masa_namespace = masa_namespace
+        self.flood_interval, self.flood_ttl_ms = flood_interval, flood_ttl_ms
+        self.registrar: RecordingRegistrar | None = None
+        self.files: RegistrarFiles | None = None
+        self.port: int | None = None
+        self.address: str | None = None
+        self.problem: str | None = None
+        self.floods_sent = 0
+        self.last_flood: float | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._flooder: asyncio.Task[None] | None = None
+        self._grasp: Any = None
+        self._asa: Any = None
+        self._warned_no_grasp = False
+        ctx.control.register("registrar", lambda _request: self.status())
+
+    # -- life -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            self._open()
+        except (RegistrarSetupError, OSError, ValueError) as exc:
+            self.problem = str(exc)
+            LOG.error("registrar not started: %s", exc)
+            self._close_files()
+            return
+        assert self.registrar is not None and self.address is not None
+        config = self.ctx.config
+        anchors = [config.manufacturer_trust_anchor] if config.manufacturer_trust_anchor else []
+        if not anchors:
+            LOG.warning("registrar: no manufacturer_trust_anchor: pledges' IDevIDs cannot be "
+                        "verified, only LDevID renewal is served")
+        context = self.registrar.ssl_context(config.ldevid_cert, config.ldevid_key, anchors)
+        loop = asyncio.get_running_loop()
+        try:
+            sock = await loop.run_in_executor(None, self._bind_in_acp, config.registrar_port)
+            self._server = await self.registrar.serve(context, sock=sock)
+        except OSError as exc:
+            self.problem = f"cannot listen on [::]:{config.registrar_port} in " \
+                           f"{self.ctx.acp_ns}: {exc.strerror or exc}"
+            LOG.error("registrar not started: %s", self.problem)
+            self._close_files()
+            return
+        self.port = self._server.sockets[0].getsockname()[1]
+        self.ctx.extras["registrar"] = self
+        LOG.info("registrar for %s on [%s]:%d (ACP namespace %s)", config.registrar_domain,
+                 self.address, self.port, self.ctx.acp_ns)
+        self._start_flooding()
+        self._flooder = loop.create_task(self._flood_loop())
+
+    async def stop(self) -> None:
+        if self._flooder is not None:
+            self._flooder.cancel()
+            await asyncio.gather(self._flooder, return_exceptions=True)
+            self._flooder = None
+        proxy = self.ctx.extras.get("join_proxy")
+        if proxy is not None and self.address and self.port:
+            proxy.registrar_heard(self.address, self.port, 0)  # withdraw at once, locally
+        if self._grasp is not None and self._asa is not None:
+            try:
+                self._grasp.deregister_asa(self._asa)
+            except GraspApiError as exc:
+                LOG.debug("registrar ASA already gone: %s", exc)
+        self._grasp = self._asa = None
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self.ctx.extras.get("registrar") is self:
+            del self.ctx.extras["registrar"]
+        self._close_files()
+
+    def _close_files(self) -> None:
+        if self.files is not None:
+            self.files.close()
+            self.files = None
+
+    def _open(self) -> None:
+        """Domain CA, allocator, our LDevID (checked against the CA) and the Registrar."""
+        config, identity = self.ctx.config, self.ctx.identity
+        if not config.registrar_domain:
+            raise RegistrarSetupError("option registrar_domain is not set")
+        if identity is None or not identity.get("acp_address"):
+            raise RegistrarSetupError("the node has no LDevID with an ACP address "
+                                      "(bootstrap_registrar did not run?)")
+        if config.ldevid_cert is None or config.ldevid_key is None:
+            raise RegistrarSetupError("ldevid_cert and ldevid_key are not set")
+        self.files = open_registrar_files(Path(config.registrar_dir), config.registrar_domain)
+        found = load_identity(config.ldevid_cert, config.ldevid_key)
+        if found is None:
+            raise RegistrarSetupError(f"cannot load the LDevID {config.ldevid_cert} with its key")
+        cert, key = found
+        problem = chain_problem(cert, self.files.ca.certificate)
+        if problem is not None:
+            raise RegistrarSetupError(f"the LDevID does not chain to the domain CA: {problem}")
+        if not has_cmc_ra(cert):
+            LOG.warning("registrar: the LDevID lacks id-kp-cmcRA: MASAs will refuse vouchers "
+                        "(restart acpd to have it re-issued)")
+        self.address = identity["acp_address"]
+        self.registrar = RecordingRegistrar(
+            self.files.ca, self.files.allocator, cert, key,
+            masa_context=masa_client_context(config.ldevid_cert, config.ldevid_key,
+                                             config.manufacturer_trust_anchor),
+            default_masa_url=config.registrar_masa_url, masa_namespace=self.masa_namespace)
+
+    def _bind_in_acp(self, port: int) -> socket.socket:
+        sock = netns.socket_in(self.ctx.acp_ns, socket.AF_INET6, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("::", port))
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    # -- announcing -----------------------------------------------------------------------
+    def _start_flooding(self) -> None:
+        grasp = self.ctx.extras.get("grasp_acp")
+        if grasp is None:
+            if not self._warned_no_grasp:
+                LOG.warning("registrar: no ACP GRASP instance: AN_join_registrar is not flooded "
+                            "(only the local join proxy learns of this registrar)")
+                self._warned_no_grasp = True
+            return
+        try:
+            asa = grasp.register_asa(ASA_NAME)
+            grasp.register_objective(asa, registrar_objective(), ttl_ms=self.flood_ttl_ms,
+                                     discoverable=True,
+                                     locators=[registrar_locator(self.address, self.port)])
+        except GraspApiError as exc:
+            LOG.error("registrar: cannot register with ACP GRASP (%s): not flooding", exc)
+            return
+        self._grasp, self._asa = grasp, asa
+
+    def announce(self) -> None:
+        """One AN_join_registrar flood, and the news to our own join proxy."""
+        assert self.address is not None and self.port is not None
+        if self._grasp is not None:
+            try:
+                self._grasp.flood(self._asa, self.flood_ttl_ms,
+                                  flood_items(self.address, self.port))
+                self.floods_sent += 1
+                self.last_flood = time.time()
+            except (GraspApiError, OSError) as exc:
+                LOG.warning("registrar: AN_join_registrar flood failed: %s", exc)
+        proxy = self.ctx.extras.get("join_proxy")
+        if proxy is not None:
+            proxy.registrar_heard(self.address, self.port, self.flood_ttl_ms)
+
+    async def _flood_loop(self) -> None:
+        while True:
+            self.announce()
+            await asyncio.sleep(self.flood_interval)
+
+    # -- views ----------------------------------------------------------------------------
+    def _enrolled(self) -> int | None:
+        if self.files is None or self.registrar is None:
+            return None
+        allocator = self.files.allocator
+        own = allocator.lookup_name(_node_name(self.registrar.cert) or "")
+        return allocator.count() - (1 if own is not None else 0)
+
+    def status(self) -> dict[str, Any]:
+        config = self.ctx.config
+        out: dict[str, Any] = {
+            "running": self._server is not None, "domain": config.registrar_domain,
+            "address": self.address, "port": self.port, "namespace": self.ctx.acp_ns,
+            "problem": self.problem, "default_masa_url": config.registrar_masa_url,
+            "masa_namespace": self.masa_namespace, "flooding": self._grasp is not None,
+            "floods_sent": self.floods_sent,
+            "last_flood_age": None if self.last_flood is None
+            else round(time.time() - self.last_flood, 1),
+            "enrolled": self._enrolled(), "recent_refusals": []}
+        if self.registrar is not None and self.files is not None:
+            inner = self.registrar.status()
+            out.update(acp_node_name=inner["acp_node_name"], registrar_id=inner["registrar_id"],
+                       domain_ca=inner["domain_ca"], allocations=inner["allocations"],
+                       counters=inner["counters"], recent_status=inner["recent_status"],
+                       recent_refusals=list(self.registrar.refusals)[-8:])
+        return out
+
+
+def _node_name(cert: x509.Certificate) -> str | None:
+    from ..identity.certificate import find_acp_node_name
+    found = find_acp_node_name(cert)
+    return found.text if found else None
