@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import ipaddress
 import json
@@ -15,7 +16,6 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from acp_openwrt.brski.allocation import Allocator
 from acp_openwrt.brski.pledge import generate_key
 from acp_openwrt.brski.proxy_registrar import registrar_from_flood
 from acp_openwrt.brski.registrar_bootstrap import ALLOCATIONS_NAME, CA_KEY_NAME, \
@@ -164,8 +164,8 @@ def test_ldevid_of_another_domain_is_refused(tmp_path) -> None:
 
 def test_same_dir_with_another_domain_is_refused(tmp_path) -> None:
     boot(make_config(tmp_path))
-    config = make_config(tmp_path, domain="other.example.net")
-    object.__setattr__(config, "ldevid_cert", tmp_path / "x.crt")
+    config = dataclasses.replace(make_config(tmp_path, domain="other.example.net"),
+                                 ldevid_cert=tmp_path / "x.crt")
     with pytest.raises(RegistrarSetupError) as exc:
         boot(config)
     assert ALLOCATIONS_NAME in one_line(exc)

@@ -248,7 +248,10 @@ class RegistrarService:
 
     async def _flood_loop(self) -> None:
         while True:
-            self.announce()
+            try:
+                self.announce()
+            except Exception:  # a failing neighbour part must not end the announcements
+                LOG.exception("registrar: announcing failed")
             await asyncio.sleep(self.flood_interval)
 
     # -- views ----------------------------------------------------------------------------
