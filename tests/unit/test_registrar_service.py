@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from acp_openwrt.brski.pledge import generate_key
 from acp_openwrt.brski.proxy_registrar import registrar_from_flood
@@ -333,3 +334,29 @@ def test_acpctl_registrar_table_and_json(tmp_path, capsys) -> None:
     assert "simpleenroll 200" in out
     assert run_acpctl(tmp_path, "--json") == 0
     assert json.loads(capsys.readouterr().out) == STATUS
+
+
+def test_running_registrar_renews_its_own_ldevid_when_due(tmp_path) -> None:
+    config = make_config(tmp_path)
+    boot(config)
+    from acp_openwrt.events import IdentityChanged
+    from acp_openwrt.identity.summary import load_identity_summary
+    ctx = NodeContext(config, EventBus(), ControlServer(tmp_path / "s"),
+                      identity=load_identity_summary(config.ldevid_cert))
+    seen: list[IdentityChanged] = []
+    ctx.bus.subscribe(IdentityChanged, seen.append)
+    service = RegistrarService(ctx)
+    service._open()
+    try:
+        old = service.registrar.cert
+        assert service.renew_if_due() is False and not seen
+        later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=70)
+        assert service.renew_if_due(now=later) is True
+        new = load_certificate(config.ldevid_cert)
+        assert new == service.registrar.cert != old
+        assert find_acp_node_name(new).text == find_acp_node_name(old).text
+        assert service.registrar._cert_der == new.public_bytes(serialization.Encoding.DER)
+        assert [e.cert_path for e in seen] == [str(config.ldevid_cert)]
+        assert service.status()["own_renewals"] == 1 and service.status()["enrolled"] == 0
+    finally:
+        service._close_files()

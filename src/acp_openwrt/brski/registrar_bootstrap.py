@@ -27,7 +27,7 @@ from ..identity.address import AddressError, address_from_name
 from ..identity.certificate import CertificateError, certificate_node_name, load_certificate, \
     load_certificates
 from .allocation import AllocationError, Allocator
-from .domain_ca import NODE_LIFETIME, DomainCA, DomainCAError
+from .domain_ca import NODE_LIFETIME, DomainCA, DomainCAError, PrivateKey
 from .pledge import generate_key
 from .store import StoreError, load_identity, store_identity, write_atomic
 from .wellknown import ID_KP_CMC_RA
@@ -36,8 +36,9 @@ LOG = logging.getLogger("acpd.brski.registrar")
 CA_CERT_NAME = "domain-ca.crt"
 CA_KEY_NAME = "domain-ca.key"
 ALLOCATIONS_NAME = "allocations.db"
-# Re-issue our own LDevID at start once this share of its lifetime is left (the pledge's
-# renewal point is at 40 % used; a registrar cannot renew through itself while running).
+# Re-issue our own LDevID once this share of its lifetime is left (the pledge's renewal point
+# is at 40 % used); a registrar node runs no pledge part, so it renews itself (at start here,
+# and while running in RegistrarService).
 REISSUE_REMAINING = 0.6
 
 
@@ -114,8 +115,8 @@ def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
         return False
 
 
-def _reissue_reason(cert: x509.Certificate, now: dt.datetime) -> str | None:
-    """Why our own (valid, consistent) LDevID should be replaced at start, or None."""
+def reissue_reason(cert: x509.Certificate, now: dt.datetime) -> str | None:
+    """Why our own (valid, consistent) LDevID should be replaced now, or None."""
     if not has_cmc_ra(cert):
         return "it lacks id-kp-cmcRA (MASAs refuse registrar voucher-requests without it)"
     start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
@@ -162,12 +163,12 @@ def check_existing(files: RegistrarFiles, cert_path: Path, key_path: Path,
             raise RegistrarSetupError(
                 f"ldevid_cert {cert_path} holds {name.format()}, an address of this "
                 f"Registrar-ID that {files.allocator.path} does not record (replaced database?)")
-    return cert, _reissue_reason(cert, dt.datetime.now(dt.timezone.utc))
+    return cert, reissue_reason(cert, dt.datetime.now(dt.timezone.utc))
 
 
 def issue_own_ldevid(files: RegistrarFiles, cert_path: Path, key_path: Path,
                      trust_anchors: Path, *, lifetime: dt.timedelta = NODE_LIFETIME,
-                     ) -> x509.Certificate:
+                     ) -> tuple[x509.Certificate, PrivateKey]:
     """Allocate (or keep) the registrar's own name and write a fresh LDevID, key and anchors."""
     try:
         allocation = files.allocator.allocate(files.own_serial)
@@ -182,7 +183,7 @@ def issue_own_ldevid(files: RegistrarFiles, cert_path: Path, key_path: Path,
                        key_path=key_path, trust_anchors_path=trust_anchors)
     except StoreError as exc:
         raise StoreError(f"registrar LDevID: {exc}") from None
-    return cert
+    return cert, key
 
 
 def _check_anchors(trust_anchors: Path, ca: DomainCA) -> None:
@@ -224,7 +225,7 @@ def bootstrap_registrar(config: Any, ldevid_cert: Path | None, ldevid_key: Path 
             return False
         if existing is not None:
             LOG.info("registrar: re-issuing this node's LDevID: %s", existing[1])
-        cert = issue_own_ldevid(files, cert_path, key_path, anchors_path)
+        cert, _key = issue_own_ldevid(files, cert_path, key_path, anchors_path)
         LOG.info("registrar: issued own LDevID %s (%s)", cert_path,
                  cert.subject.rfc4514_string())
         return True

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import logging
 import os
 import socket
@@ -25,17 +26,21 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from .. import netns
 from ..grasp import constants as gc
 from ..grasp.errors import GraspApiError
 from ..grasp.messages import Locator, Objective, TaggedObjective
+from ..events import IdentityChanged
 from ..node_context import NodeContext
+from .domain_ca import PrivateKey
 from .http import Response
 from .proxy_registrar import AN_JOIN_REGISTRAR, EST_TLS
 from .registrar import Registrar
 from .registrar_bootstrap import (  # noqa: F401  (bootstrap_registrar: acpd imports it here)
-    RegistrarFiles, RegistrarSetupError, bootstrap_registrar, has_cmc_ra, open_registrar_files,
+    RegistrarFiles, RegistrarSetupError, bootstrap_registrar, has_cmc_ra, issue_own_ldevid,
+    open_registrar_files, reissue_reason,
 )
 from .store import load_identity
 from .tls import chain_problem
@@ -47,6 +52,7 @@ AN_JOIN_REGISTRAR_LOOP_COUNT = 255
 ASA_NAME = "acpd-registrar"
 MAX_REFUSALS = 16
 LISTEN_BACKLOG = 64
+RENEW_RETRY = 3600.0      # s after a failed self-renewal (a full disk must not spam the log)
 
 
 def registrar_objective() -> Objective:
@@ -71,6 +77,11 @@ class RecordingRegistrar(Registrar):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_REFUSALS)
+
+    def replace_identity(self, cert: x509.Certificate, key: PrivateKey) -> None:
+        """Use a renewed certificate from now on (also as the proximity-registrar-cert)."""
+        self.cert, self.key = cert, key
+        self._cert_der = cert.public_bytes(serialization.Encoding.DER)
 
     def _refuse(self, status: int, who: str, reason: str) -> Response:
         self.refusals.append({"time": round(time.time(), 1), "who": who, "status": status,
@@ -110,6 +121,9 @@ class RegistrarService:
         self._grasp: Any = None
         self._asa: Any = None
         self._warned_no_grasp = False
+        self._context: ssl.SSLContext | None = None
+        self._renew_after = 0.0
+        self.renewals = 0
         ctx.control.register("registrar", lambda _request: self.status())
 
     # -- life -----------------------------------------------------------------------------
@@ -127,7 +141,8 @@ class RegistrarService:
         if not anchors:
             LOG.warning("registrar: no manufacturer_trust_anchor: pledges' IDevIDs cannot be "
                         "verified, only LDevID renewal is served")
-        context = self.registrar.ssl_context(config.ldevid_cert, config.ldevid_key, anchors)
+        context = self._context = self.registrar.ssl_context(config.ldevid_cert,
+                                                             config.ldevid_key, anchors)
         loop = asyncio.get_running_loop()
         try:
             sock = await loop.run_in_executor(None, self._bind_in_acp, config.registrar_port)
@@ -252,7 +267,35 @@ class RegistrarService:
                 self.announce()
             except Exception:  # a failing neighbour part must not end the announcements
                 LOG.exception("registrar: announcing failed")
+            self.renew_if_due()
             await asyncio.sleep(self.flood_interval)
+
+    # -- our own LDevID -------------------------------------------------------------------
+    def renew_if_due(self, now: dt.datetime | None = None) -> bool:
+        """Re-issue our own LDevID in place when due: new TLS handshakes and MASA requests use
+        it at once, and IdentityChanged tells the other parts (the name stays the same)."""
+        if self.registrar is None or self.files is None or time.monotonic() < self._renew_after:
+            return False
+        reason = reissue_reason(self.registrar.cert, now or dt.datetime.now(dt.timezone.utc))
+        if reason is None:
+            return False
+        config = self.ctx.config
+        try:
+            cert, key = issue_own_ldevid(self.files, config.ldevid_cert, config.ldevid_key,
+                                         config.trust_anchors)
+            for context in (self._context, self.registrar.masa_context):
+                if context is not None:
+                    context.load_cert_chain(config.ldevid_cert, config.ldevid_key)
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            LOG.error("registrar: renewing this node's LDevID (%s) failed: %s", reason, exc)
+            self._renew_after = time.monotonic() + RENEW_RETRY
+            return False
+        self.registrar.replace_identity(cert, key)
+        self.renewals += 1
+        LOG.info("registrar: renewed this node's LDevID (%s)", reason)
+        self.ctx.bus.publish(IdentityChanged(str(config.ldevid_cert), str(config.ldevid_key),
+                                             str(config.trust_anchors)))
+        return True
 
     # -- views ----------------------------------------------------------------------------
     def _enrolled(self) -> int | None:
@@ -269,7 +312,7 @@ class RegistrarService:
             "address": self.address, "port": self.port, "namespace": self.ctx.acp_ns,
             "problem": self.problem, "default_masa_url": config.registrar_masa_url,
             "masa_namespace": self.masa_namespace, "flooding": self._grasp is not None,
-            "floods_sent": self.floods_sent,
+            "floods_sent": self.floods_sent, "own_renewals": self.renewals,
             "last_flood_age": None if self.last_flood is None
             else round(time.time() - self.last_flood, 1),
             "enrolled": self._enrolled(), "recent_refusals": []}
