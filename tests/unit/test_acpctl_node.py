@@ -19,7 +19,12 @@ STATUS = {"version": "0.1.0", "uptime_s": 3.0, "enrolled": True,
           "namespaces": {"dull": "acp-dull", "acp": "acp"},
           "links": {"interfaces": [{"host_interface": "eth0"}]},
           "discovery": {"neighbors": [{}, {}]},
-          "rpl": {"role": "root", "rank": 256, "parents": []}}
+          "rpl": {"role": "root", "rank": 256, "parents": [], "running": True,
+                  "installed": [{}, {}], "dodag_id": "fd89:b714:f3db:0:200:0:6400:0"},
+          "channels": {"running": True, "channels": [
+              {"state": "up"}, {"state": "up"}, {"state": "connecting", "last_error": "timeout"}]},
+          "brski": {"state": "enrolled", "next_renewal": "2027-04-23T14:34:48+00:00"},
+          "failed_parts": {"connect": "OSError: boom"}}
 INTERFACES = [{"host_interface": "br-lan", "method": "veth", "dull_interface": "br-lan",
                "link_local": "fe80::1", "up_for_s": 2.0}]
 NEIGHBORS = [{"peer": "fe80::2", "interface": "br-lan", "methods": ["IKEv2"], "port": 500,
@@ -57,7 +62,11 @@ def test_status_human_and_json(socket_path: Path, capsys: pytest.CaptureFixture[
     rc, out, _ = run(capsys, "--socket", str(socket_path), "status")
     assert rc == 0
     assert "fd89:b714:f3db:0:200:0:6400:0/127 (zone)" in out
-    assert "1 adopted, 2 neighbours heard" in out and "role=root" in out
+    assert "1 adopted, 2 neighbours heard" in out
+    assert "root, rank 256, 2 routes" in out
+    assert "1 connecting, 2 up; last error: timeout" in out
+    assert "enrolled, renewal due 2027-04-23" in out
+    assert "FAILED     connect: OSError: boom" in out
     rc, out, _ = run(capsys, "--socket", str(socket_path), "status", "--json")
     assert json.loads(out) == STATUS
 

@@ -5,32 +5,13 @@ import argparse
 from typing import Any
 
 from . import add_json_flag, node_request, print_json, print_table
+from .status_view import status_lines
 
 
 def _show_status(data: dict[str, Any]) -> None:
-    identity = data.get("identity") or {}
     print(f"acpd {data.get('version', '?')}, up {data.get('uptime_s', 0)} s")
-    if identity:
-        print(f"node      {identity.get('acp_node_name')}")
-        print(f"address   {identity.get('acp_address')}/{identity.get('prefix_length')}"
-              f" ({identity.get('scheme')})")
-        print(f"domain    {identity.get('acp_domain')}")
-    else:
-        print("node      not enrolled (no LDevID): no AN_ACP is flooded")
-    ns = data.get("namespaces", {})
-    print(f"netns     dull={ns.get('dull')} acp={ns.get('acp')}")
-    links = (data.get("links") or {}).get("interfaces", [])
-    neighbors = (data.get("discovery") or {}).get("neighbors", [])
-    print(f"links     {len(links)} adopted, {len(neighbors)} neighbours heard")
-    for part in ("channels", "rpl", "brski", "join_proxy"):
-        if part in data:
-            print(f"{part:<9} {_one_line(data[part])}")
-
-
-def _one_line(part: Any) -> str:
-    if isinstance(part, dict):
-        return ", ".join(f"{k}={v}" for k, v in part.items() if not isinstance(v, (list, dict)))
-    return str(part)
+    for label, text in status_lines(data):
+        print(f"{label:<10} {text}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
