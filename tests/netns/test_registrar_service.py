@@ -194,3 +194,31 @@ def _listening(node: Any, address: str, port: int) -> bool:
     finally:
         sock.close()
 
+
+
+def test_port_in_use_is_reported_and_the_node_keeps_running(topology, tmp_path: Path) -> None:
+    topo = topology(from_edges([], nodes=["acp"]))
+    config = AcpConfig(registrar=True, registrar_domain=DOMAIN,
+                       registrar_dir=tmp_path / "registrar", ldevid_cert=tmp_path / "l.crt",
+                       ldevid_key=tmp_path / "l.key", trust_anchors=tmp_path / "ta.pem",
+                       namespace_acp=topo["acp"].netns, run_dir=tmp_path, log_dir=tmp_path)
+    bootstrap_registrar(config, config.ldevid_cert, config.ldevid_key, config.trust_anchors)
+    ctx = NodeContext(config, EventBus(), ControlServer(tmp_path / "acpd.sock"),
+                      identity=load_identity_summary(config.ldevid_cert))
+    squatter = topo["acp"].socket(socket.AF_INET6, socket.SOCK_STREAM)
+    squatter.bind(("::", config.registrar_port))
+    squatter.listen(1)
+    service = RegistrarService(ctx)
+
+    async def main() -> dict[str, Any]:
+        await service.start()
+        reply = await ctx.control.dispatch(b'{"cmd": "registrar"}')
+        await service.stop()
+        return reply
+    try:
+        reply = asyncio.run(main())
+    finally:
+        squatter.close()
+    status = reply["result"]
+    assert status["running"] is False and "registrar" not in ctx.extras
+    assert "cannot listen on [::]:8443" in status["problem"] and "in use" in status["problem"]
