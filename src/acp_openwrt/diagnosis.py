@@ -16,6 +16,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .node_answers import NodeAnswers, as_dict, as_list, aware, dicts_in
+
 EXPIRY_WARN_DAYS = 14
 CLOCK_FLOOR = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)  # older than this software
 
@@ -72,7 +74,7 @@ def diagnose(answers: Mapping[str, Any], now: dt.datetime, *,
              certificate_path: str | None = None) -> Diagnosis:
     """The checks for one node. `namespaces_present` (names under /run/netns) and
     `read_certificate` are the local box's view; without them those checks trust acpd."""
-    facts = _Facts(answers, _aware(now))
+    facts = NodeAnswers(answers, aware(now))
     checks = [_clock(facts), _namespaces(facts, namespaces_present), _parts(facts),
               _interfaces(facts), _identity(facts),
               _certificate(facts, read_certificate, certificate_path),
@@ -82,74 +84,13 @@ def diagnose(answers: Mapping[str, Any], now: dt.datetime, *,
     return Diagnosis(tuple(checks))
 
 
-# --- reading the answers defensively: any shape may arrive, none may crash us --------------
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _dicts(value: Any) -> list[dict[str, Any]]:
-    return [e for e in _list(value) if isinstance(e, dict)]
-
-
-def _aware(when: dt.datetime) -> dt.datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
-
-
-class _Facts:
-    """The answers, each looked up once: a command's own reply, else its part in `status`."""
-
-    def __init__(self, answers: Mapping[str, Any], now: dt.datetime) -> None:
-        self.answers = answers if isinstance(answers, Mapping) else {}
-        self.now = now
-        self.status = _dict(self.answers.get("status"))
-        self.enrolled = bool(self.status.get("enrolled")) and bool(self.status.get("identity"))
-        self.parts = {p for p in _list(self.status.get("parts")) if isinstance(p, str)}
-        failed = self.status.get("failed_parts")
-        self.failed_parts = {str(k): str(v) for k, v in _dict(failed).items()}
-        links = _dict(self.status.get("links"))
-        self.interfaces = self._pick("interfaces", links.get("interfaces"), list)
-        self.link_errors = {str(k): str(v) for k, v in _dict(links.get("errors")).items()}
-        self.neighbours = self._pick("neighbors", _dict(self.status.get("discovery"))
-                                     .get("neighbors"), list)
-        self.channels = self._pick("channels", _dict(self.status.get("channels"))
-                                   .get("channels"), list)
-        self.rpl = self._pick("rpl", self.status.get("rpl"), dict)
-        self.brski = self._pick("brski", self.status.get("brski"), dict)
-        self.proxy = self._pick("proxy", self.status.get("join_proxy"), dict)
-        self.grasp = self.status.get("grasp") if isinstance(self.status.get("grasp"), dict) \
-            else None
-
-    def _pick(self, cmd: str, fallback: Any, kind: type) -> Any:
-        """The command's reply if it is the right shape, else the status copy, else None."""
-        reply = self.answers.get(cmd)
-        if isinstance(reply, kind):
-            return [e for e in reply if isinstance(e, dict)] if kind is list else reply
-        if isinstance(fallback, kind):
-            return [e for e in fallback if isinstance(e, dict)] if kind is list else fallback
-        return None
-
-    def why_missing(self, cmd: str) -> str:
-        reply = self.answers.get(cmd)
-        if isinstance(reply, BaseException):
-            return f"acpd did not answer '{cmd}': {reply}"
-        return f"acpd gave no '{cmd}' answer"
-
-    def up_channels(self) -> list[dict[str, Any]]:
-        return [c for c in self.channels or [] if c.get("state") == "up"]
-
-
 def _skip(name: str, why: str) -> Check:
     return Check(name, Verdict.SKIP, why)
 
 
 # --- the chain -------------------------------------------------------------------------------
 
-def _clock(f: _Facts) -> Check:
+def _clock(f: NodeAnswers) -> Check:
     if f.now < CLOCK_FLOOR:
         return Check("clock", Verdict.FAIL, f"system time {f.now:%Y-%m-%d %H:%M} UTC is before "
                      f"{CLOCK_FLOOR:%Y}: certificate checks cannot work",
@@ -157,11 +98,11 @@ def _clock(f: _Facts) -> Check:
     return Check("clock", Verdict.OK, f"{f.now:%Y-%m-%d %H:%M} UTC")
 
 
-def _namespaces(f: _Facts, present: Collection[str] | None) -> Check:
+def _namespaces(f: NodeAnswers, present: Collection[str] | None) -> Check:
     if not f.status:
         return Check("namespaces", Verdict.FAIL, f.why_missing("status"),
                      "is acpd running and answering? see `acpctl status` and acpd's log")
-    ns = _dict(f.status.get("namespaces"))
+    ns = as_dict(f.status.get("namespaces"))
     names = {k: ns.get(k) for k in ("dull", "acp")}
     if not all(isinstance(v, str) and v for v in names.values()):
         return Check("namespaces", Verdict.FAIL, "acpd reports no DULL/ACP namespace names",
@@ -176,7 +117,7 @@ def _namespaces(f: _Facts, present: Collection[str] | None) -> Check:
     return Check("namespaces", Verdict.OK, text)
 
 
-def _parts(f: _Facts) -> Check:
+def _parts(f: NodeAnswers) -> Check:
     if not f.status:
         return _skip("parts", "no status")
     if f.failed_parts:
@@ -188,7 +129,7 @@ def _parts(f: _Facts) -> Check:
     return Check("parts", Verdict.OK, f"{len(f.parts)} running: {', '.join(sorted(f.parts))}")
 
 
-def _interfaces(f: _Facts) -> Check:
+def _interfaces(f: NodeAnswers) -> Check:
     if f.interfaces is None:
         return Check("interfaces", Verdict.FAIL, f.why_missing("interfaces"),
                      "the links part is not answering: see acpd's log")
@@ -209,9 +150,9 @@ def _interfaces(f: _Facts) -> Check:
     return Check("interfaces", Verdict.OK, text)
 
 
-def _identity(f: _Facts) -> Check:
+def _identity(f: NodeAnswers) -> Check:
     if f.enrolled:
-        ident = _dict(f.status.get("identity"))
+        ident = as_dict(f.status.get("identity"))
         return Check("identity", Verdict.OK, f"{ident.get('acp_node_name')} "
                      f"(ACP address {ident.get('acp_address')})")
     if not f.status:
@@ -219,7 +160,7 @@ def _identity(f: _Facts) -> Check:
     return _brski(f)
 
 
-def _brski(f: _Facts) -> Check:
+def _brski(f: NodeAnswers) -> Check:
     """Not enrolled: why BRSKI has not given us an LDevID yet."""
     b = f.brski
     if b is None:
@@ -227,7 +168,7 @@ def _brski(f: _Facts) -> Check:
                      "install an LDevID (ldevid_cert/ldevid_key) or enable the pledge "
                      "(this node is configured as registrar?)")
     state, refusal = b.get("state"), b.get("last_refusal")
-    proxies = _dicts(b.get("proxies"))
+    proxies = dicts_in(b.get("proxies"))
     if state == "no-idevid":
         return Check("identity", Verdict.FAIL, f"not enrolled: no usable IDevID ({refusal})",
                      "install the manufacturer's IDevID (idevid_cert, idevid_key) and restart acpd")
@@ -248,7 +189,7 @@ def _brski(f: _Facts) -> Check:
                  "enrolment is under way: run `acpctl diagnose` again in a minute")
 
 
-def _certificate(f: _Facts, read: CertificateReader | None, path: str | None) -> Check:
+def _certificate(f: NodeAnswers, read: CertificateReader | None, path: str | None) -> Check:
     if not f.enrolled:
         return _skip("certificate", "not enrolled")
     path = path or (f.brski or {}).get("ldevid")
@@ -263,7 +204,7 @@ def _certificate(f: _Facts, read: CertificateReader | None, path: str | None) ->
         return Check("certificate", Verdict.FAIL, f"cannot read LDevID: {exc}",
                      "acpd runs with a certificate it cannot read back: check the file and "
                      "restart acpd")
-    not_before, not_after = _aware(dates.not_before), _aware(dates.not_after)
+    not_before, not_after = aware(dates.not_before), aware(dates.not_after)
     days = (not_after - f.now).total_seconds() / 86400
     renewal = _renewal_text(f.brski or {})
     if f.now < not_before:
@@ -290,7 +231,7 @@ def _renewal_text(brski: dict[str, Any]) -> str:
     return f"; {', '.join(parts)}" if parts else ""
 
 
-def _neighbours(f: _Facts) -> Check:
+def _neighbours(f: NodeAnswers) -> Check:
     if f.neighbours is None:
         return Check("neighbours", Verdict.FAIL, f.why_missing("neighbors"),
                      "the discovery part is not answering: see acpd's log")
@@ -311,7 +252,7 @@ def _neighbours(f: _Facts) -> Check:
     return Check("neighbours", Verdict.OK, text)
 
 
-def _channels(f: _Facts) -> list[Check]:
+def _channels(f: NodeAnswers) -> list[Check]:
     """One check per neighbour: did a secure channel come up, and if not, why not."""
     if not f.enrolled:
         return [_skip("channels", "not enrolled: no secure channels without an LDevID")]
@@ -320,7 +261,7 @@ def _channels(f: _Facts) -> list[Check]:
     if f.channels is None:
         return [Check("channels", Verdict.FAIL, f.why_missing("channels"),
                       "the channels part is not running: see `acpctl status` and acpd's log")]
-    running = _dict(f.status.get("channels")).get("running")
+    running = as_dict(f.status.get("channels")).get("running")
     if running is False:
         return [Check("channels", Verdict.FAIL, "the channels part is not running (charon?)",
                       "see acpd's log and the charon log named in `acpctl status --json`")]
@@ -331,7 +272,7 @@ def _channels(f: _Facts) -> list[Check]:
     for n in f.neighbours:
         peer, ifname = n.get("peer"), n.get("interface")
         name = f"channel {peer}%{ifname}"
-        methods = [str(m) for m in _list(n.get("methods"))]
+        methods = [str(m) for m in as_list(n.get("methods"))]
         if "IKEv2" not in methods:
             out.append(Check(name, bad, f"no common secure channel method (peer offers "
                              f"{', '.join(methods) or 'none'})",
@@ -364,14 +305,14 @@ def _channel(name: str, ch: dict[str, Any], bad: Verdict) -> Check:
                  "`acpctl channels` and the charon log")
 
 
-def _rpl(f: _Facts) -> Check:
+def _rpl(f: NodeAnswers) -> Check:
     if not f.enrolled:
         return _skip("rpl", "not enrolled")
     r = f.rpl
     if r is None:
         return Check("rpl", Verdict.FAIL, f.why_missing("rpl"), "the RPL part is not running")
     role = r.get("role")
-    parents = _dicts(r.get("parents"))
+    parents = dicts_in(r.get("parents"))
     preferred = next((p for p in parents if p.get("preferred")), parents[0] if parents else None)
     if role == "root":
         return Check("rpl", Verdict.OK, f"DODAG root, rank {r.get('rank')}")
@@ -385,7 +326,7 @@ def _rpl(f: _Facts) -> Check:
     if role == "inactive":
         return Check("rpl", Verdict.FAIL, f"RPL inactive: {r.get('reason')}",
                      "RPL needs the node's ACP address: check the LDevID's acp-node-name")
-    ifaces = _list(r.get("interfaces"))
+    ifaces = as_list(r.get("interfaces"))
     if not ifaces:
         hint = ("no secure channel is up, so RPL has no interface: fix the channels first"
                 if not f.up_channels() else "channels are up but RPL runs on none: see acpd's log")
@@ -397,20 +338,20 @@ def _rpl(f: _Facts) -> Check:
                  "reachable? see `acpctl rpl` on the neighbours")
 
 
-def _route_to_root(f: _Facts) -> Check:
+def _route_to_root(f: NodeAnswers) -> Check:
     r = f.rpl or {}
     if not f.enrolled or r.get("role") not in ("root", "member"):
         return _skip("route to root", "not in a DODAG")
     if r.get("role") == "root":
         return Check("route to root", Verdict.OK, "this node is the root")
-    routes = [x for x in _dicts(r.get("routes")) if x.get("prefix") == "::/0"]
+    routes = [x for x in dicts_in(r.get("routes")) if x.get("prefix") == "::/0"]
     if not routes:
         return Check("route to root", Verdict.FAIL, "no default route towards the root",
                      "RPL has a parent but planned no route: see acpd's log")
     route = routes[0]
     text = f"::/0 via {route.get('gateway')} on {route.get('ifname')}"
     installed = r.get("installed")
-    if isinstance(installed, list) and not any(_dict(x).get("prefix") == "::/0"
+    if isinstance(installed, list) and not any(as_dict(x).get("prefix") == "::/0"
                                                for x in installed):
         return Check("route to root", Verdict.FAIL, f"{text} planned but not installed",
                      "netlink refused the route: see acpd's log (rpl)")
@@ -418,14 +359,14 @@ def _route_to_root(f: _Facts) -> Check:
     return Check("route to root", Verdict.OK, f"{text} (root {dodag})" if dodag else text)
 
 
-def _acp_grasp(f: _Facts) -> Check:
+def _acp_grasp(f: NodeAnswers) -> Check:
     if not f.enrolled:
         return _skip("acp grasp", "not enrolled")
     g = f.grasp
     if g is None or not g.get("running"):
         return Check("acp grasp", Verdict.FAIL, "ACP GRASP is not running",
                      "see acpd's log (grasp part)")
-    on = {str(i) for i in (_dict(g.get("interfaces")) or _list(g.get("interfaces")))}
+    on = {str(i) for i in (as_dict(g.get("interfaces")) or as_list(g.get("interfaces")))}
     want = {str(c.get("interface")) for c in f.up_channels() if c.get("interface")}
     missing = sorted(want - on)
     if missing:
@@ -438,13 +379,13 @@ def _acp_grasp(f: _Facts) -> Check:
     return Check("acp grasp", Verdict.OK, text + (f"; {est} SRV.est flood(s) heard" if est else ""))
 
 
-def _join_proxy(f: _Facts) -> Check:
+def _join_proxy(f: NodeAnswers) -> Check:
     p = f.proxy
     if not f.enrolled or p is None:
         return _skip("join proxy", "not enrolled" if not f.enrolled else "no join proxy part")
     if not p.get("active"):
         return Check("join proxy", Verdict.WARN, "not active", "see acpd's log (join_proxy)")
-    registrar = _dict(p.get("registrar"))
+    registrar = as_dict(p.get("registrar"))
     if not registrar:
         return Check("join proxy", Verdict.WARN, "no registrar known (no AN_join_registrar heard)",
                      "pledges next to this node cannot enrol until a registrar floods over the ACP")
