@@ -192,7 +192,8 @@ def _brski(f: NodeAnswers) -> Check:
 def _certificate(f: NodeAnswers, read: CertificateReader | None, path: str | None) -> Check:
     if not f.enrolled:
         return _skip("certificate", "not enrolled")
-    path = path or (f.brski or {}).get("ldevid")
+    path = path or (f.brski or {}).get("ldevid") \
+        or as_dict(f.status.get("registrar")).get("ldevid")  # a registrar runs no pledge part
     if not isinstance(path, str) or not path:
         return Check("certificate", Verdict.WARN, "LDevID file unknown (no BRSKI part reports it)",
                      "pass its path: `acpctl diagnose --cert FILE`")

@@ -23,7 +23,7 @@ import socket
 import ssl
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -118,6 +118,7 @@ class RegistrarService:
         self.last_flood: float | None = None
         self._server: asyncio.base_events.Server | None = None
         self._flooder: asyncio.Task[None] | None = None
+        self._unsub_new_interface: Callable[[], None] | None = None
         self._grasp: Any = None
         self._asa: Any = None
         self._warned_no_grasp = False
@@ -161,6 +162,9 @@ class RegistrarService:
         self._flooder = loop.create_task(self._flood_loop())
 
     async def stop(self) -> None:
+        if self._unsub_new_interface is not None:
+            self._unsub_new_interface()
+            self._unsub_new_interface = None
         if self._flooder is not None:
             self._flooder.cancel()
             await asyncio.gather(self._flooder, return_exceptions=True)
@@ -245,6 +249,9 @@ class RegistrarService:
             LOG.error("registrar: cannot register with ACP GRASP (%s): not flooding", exc)
             return
         self._grasp, self._asa = grasp, asa
+        part = self.ctx.extras.get("grasp")  # the ACP GRASP part: tell us of new channels
+        if part is not None and hasattr(part, "on_new_interface"):
+            self._unsub_new_interface = part.on_new_interface(lambda _ifname: self.announce())
 
     def announce(self) -> None:
         """One AN_join_registrar flood, and the news to our own join proxy."""
@@ -315,7 +322,8 @@ class RegistrarService:
             "floods_sent": self.floods_sent, "own_renewals": self.renewals,
             "last_flood_age": None if self.last_flood is None
             else round(time.time() - self.last_flood, 1),
-            "enrolled": self._enrolled(), "recent_refusals": []}
+            "enrolled": self._enrolled(), "recent_refusals": [],
+            "ldevid": str(config.ldevid_cert) if config.ldevid_cert else None}
         if self.registrar is not None and self.files is not None:
             inner = self.registrar.status()
             out.update(acp_node_name=inner["acp_node_name"], registrar_id=inner["registrar_id"],

@@ -29,6 +29,10 @@ AN_PROXY = "AN_Proxy"
 PROXY_TTL_MS = 180_000
 FLOOD_INTERVAL = 60.0
 FLOOD_TTL_MS = 210_000
+# AN_Proxy has no period in RFC 8995 (ACP-DIGEST D.3 [unspecified]). A pledge sends nothing we
+# could answer, so it waits up to one period to find a proxy: 10 s keeps zero-touch enrolment
+# quick at the price of one small multicast per link every 10 s, and only while a registrar is known.
+PROXY_INTERVAL = 10.0
 JITTER = 0.1          # ±10 % on every periodic flood, so neighbours do not synchronise
 IKE_PORT = 500
 
@@ -37,9 +41,10 @@ class DullDiscovery:
     name = "discovery"
 
     def __init__(self, ctx: NodeContext, interval: float = FLOOD_INTERVAL,
-                 ttl_ms: int = FLOOD_TTL_MS) -> None:
+                 ttl_ms: int = FLOOD_TTL_MS, proxy_interval: float = PROXY_INTERVAL) -> None:
         self.ctx = ctx
         self.interval = interval
+        self.proxy_interval = proxy_interval
         self.ttl_ms = ttl_ms
         self.table = AdjacencyTable()
         self.links: dict[str, str] = {}       # DULL ifname → our link-local on it
@@ -71,6 +76,7 @@ class DullDiscovery:
         for ifname in list(self.links):
             await self._add(ifname)
         self._tasks = [asyncio.create_task(self._periodic(), name="an-acp-flood"),
+                       asyncio.create_task(self._periodic_proxy(), name="an-proxy-flood"),
                        asyncio.create_task(self._expire(), name="adjacency-expiry")]
 
     async def stop(self) -> None:
@@ -141,6 +147,11 @@ class DullDiscovery:
             await asyncio.sleep(self.interval * random.uniform(1 - JITTER, 1 + JITTER))
             for ifname in list(self.links):
                 self._flood(ifname)
+
+    async def _periodic_proxy(self) -> None:
+        while True:
+            await asyncio.sleep(self.proxy_interval * random.uniform(1 - JITTER, 1 + JITTER))
+            for ifname in list(self.proxies):
                 self._flood_proxy(ifname)
 
     def _heard_proxy(self, flood: Any) -> None:

@@ -9,12 +9,19 @@ API on `run_dir/grasp.sock` for ASAs. acpd's own users of the ACP GRASP find it 
   (`ctx.extras["brski"]`) as the EST server for LDevID renewal. A registrar is an EST server,
   so its AN_join_registrar is taken as one too: this interoperates with registrars that
   announce only AN_join_registrar.
+
+A node that joins the ACP would otherwise wait up to a flood period (60 s) per hop to learn the
+registrar. So when a channel interface comes up, this node repeats on it the AN_join_registrar
+and SRV.est floods it holds in its cache, with their remaining ttl, as floods of its own (the
+locators still name the registrar; receivers use the locator, not the initiator), and asks the
+parts that announce something themselves (`on_new_interface`, e.g. the registrar) to announce.
 """
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import logging
+import math
 import time
 from typing import Any, Callable
 
@@ -22,6 +29,7 @@ from .. import events
 from ..node_context import NodeContext
 from . import constants as c
 from .actions import FloodReceived
+from .errors import GraspApiError
 from .service import GraspService
 
 LOG = logging.getLogger("acpd.grasp")
@@ -53,6 +61,15 @@ class AcpGrasp:
         self.est_servers_heard = 0
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._announcers: dict[int, Callable[[str], None]] = {}
+        self._asa: Any = None
+        self.floods_repeated = 0
+
+    def on_new_interface(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call `callback(ifname)` once ACP GRASP runs on a new channel interface."""
+        key = id(callback)
+        self._announcers[key] = callback
+        return lambda: self._announcers.pop(key, None) and None
 
     async def start(self) -> None:
         identity = self.ctx.identity or {}
@@ -61,6 +78,7 @@ class AcpGrasp:
                              api_path=str(self.ctx.run_dir / API_SOCKET_NAME))
         await grasp.start()
         self.grasp = grasp
+        self._asa = grasp.register_asa("acpd-relay")
         self.ctx.extras["grasp_acp"] = grasp
         bus = self.ctx.bus
         self._unsubscribe = [
@@ -88,6 +106,7 @@ class AcpGrasp:
         out = self.grasp.status()
         out["running"] = True
         out["est_servers_heard"] = self.est_servers_heard
+        out["floods_repeated"] = self.floods_repeated
         return out
 
     # -- channels ------------------------------------------------------------------------
@@ -108,6 +127,30 @@ class AcpGrasp:
             LOG.info("ACP GRASP on %s", ifname)
         except (OSError, TimeoutError) as exc:
             LOG.error("ACP GRASP on %s: %s", ifname, exc)
+            return
+        self._repeat_floods(ifname)
+        for announce in list(self._announcers.values()):
+            try:
+                announce(ifname)
+            except Exception:
+                LOG.exception("announcing on %s failed", ifname)
+
+    def _repeat_floods(self, ifname: str) -> None:
+        grasp = self.grasp
+        if grasp is None:
+            return
+        now = time.monotonic()
+        for name in (AN_JOIN_REGISTRAR, SRV_EST):
+            for entry in grasp.get_flood(self._asa, name):
+                ttl_ms = 0 if math.isinf(entry.expires) else int((entry.expires - now) * 1000)
+                if ttl_ms <= 0 and not math.isinf(entry.expires):
+                    continue
+                try:
+                    grasp.flood(self._asa, ttl_ms, [(entry.objective, entry.locator)],
+                                ifname=ifname)
+                    self.floods_repeated += 1
+                except (OSError, GraspApiError) as exc:
+                    LOG.warning("repeating %s on %s: %s", name, ifname, exc)
 
     def _channel_down(self, event: events.ChannelDown) -> None:
         self.interfaces.discard(event.acp_ifname)

@@ -1,22 +1,27 @@
 """A lab ACP: a topology of namespaces with one real acpd per node (tests, demo, benchmarks).
 
 Each topology node is a node's "host" namespace; its acpd makes `<prefix>-<node>a-dull` and
-`-acp` (under the topology's prefix, so `Topology.down()` also sweeps them). Nodes start either
-with an LDevID issued by the lab's domain CA (`enrolled`) or with whatever `extra` config lines
-the caller gives (e.g. only an IDevID, to enrol through BRSKI). Everything is removed by close().
+`-acp`. Nodes start with an LDevID from the lab's own domain CA (`enrol`), or as in a
+deployment: one node the registrar (`make_registrar`), the others with only an IDevID from the
+lab's manufacturer (`make_pledge`), whose MASA (`start_masa`) this process serves. close()
+stops every acpd and removes whatever is left, namespaces included.
 """
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..channels.testbed import ping
-from ..netns import list_namespaces, remove_namespace
+from ..netns import list_namespaces, remove_namespace, socket_in
 from ..identity.address import name_for_address, zone_address
 from .acpd_runner import AcpdNode, wait_for
+from .masa import Masa
 from .pki import TestCA
 from .topology import Topology, TopologySpec
 
@@ -33,6 +38,8 @@ class AcpdLab:
     topology: Topology | None = None
     ca: TestCA | None = None
     nodes: dict[str, AcpdNode] = field(default_factory=dict)
+    masa: Masa | None = None
+    _masa_loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 
     def up(self) -> AcpdLab:
         self.topology = Topology(self.spec).up()
@@ -45,7 +52,12 @@ class AcpdLab:
         return self
 
     def acp_address(self, name: str) -> str:
-        """The Zone-scheme ACP address the lab gives node `name` (its position, from 1)."""
+        """Node `name`'s ACP address: from its running acpd (enrolled through BRSKI), else the
+        Zone-scheme address `enrol()` gives it (its position, from 1)."""
+        if self.nodes[name].proc is not None:
+            identity = _quiet(lambda: self.ask(name, "status").get("identity"))
+            if identity:
+                return str(identity["acp_address"])
         number = list(self.nodes).index(name) + 1
         return str(zone_address("", REGISTRAR_ID, number).address)
 
@@ -58,6 +70,56 @@ class AcpdLab:
         self.configure(name, f"option ldevid_cert '{creds.cert_path}'",
                        f"option ldevid_key '{creds.key_path}'",
                        f"option trust_anchors '{creds.anchor_path}'", *extra)
+
+    def own_files(self, name: str) -> tuple[str, ...]:
+        """Config lines for where BRSKI stores this node's LDevID (in its work dir)."""
+        work = self.nodes[name].workdir
+        return (f"option ldevid_cert '{work / 'ldevid.pem'}'",
+                f"option ldevid_key '{work / 'ldevid.key'}'",
+                f"option trust_anchors '{work / 'domain-ca.pem'}'")
+
+    def start_masa(self, name: str) -> Masa:
+        """The manufacturer's MASA, on [::1] in node `name`'s host namespace (where its
+        registrar's acpd connects from), served by a thread of this process."""
+        assert self.masa is None
+        self.masa = Masa.create(self.workdir / "vendor", host="::1")
+        sock = socket_in(self.nodes[name].host_ns, socket.AF_INET6, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::1", 0))
+        sock.listen(64)
+        loop = asyncio.new_event_loop()
+        self._masa_loop = loop
+        threading.Thread(target=loop.run_forever, name="masa", daemon=True).start()
+        asyncio.run_coroutine_threadsafe(self.masa.serve(sock=sock), loop).result(10)
+        return self.masa
+
+    def make_registrar(self, name: str, *extra: str) -> None:
+        """Node `name` becomes the registrar (it makes its domain CA and its own LDevID)."""
+        assert self.masa is not None, "start_masa() first"
+        work = self.nodes[name].workdir
+        self.configure(name, "option registrar '1'", f"option registrar_domain '{self.domain}'",
+                       f"option registrar_dir '{work / 'registrar'}'",
+                       f"option manufacturer_trust_anchor '{self.masa.anchor_path}'",
+                       *self.own_files(name), *extra)
+
+    def trust_registrar(self, name: str) -> None:
+        """Tell the MASA about the registrar's domain CA (once its acpd made it)."""
+        assert self.masa is not None
+        from cryptography import x509
+        pem = (self.nodes[name].workdir / "registrar" / "domain-ca.crt").read_bytes()
+        self.masa.trust_registrar(x509.load_pem_x509_certificate(pem))
+
+    def make_pledge(self, name: str, *extra: str) -> None:
+        """Node `name` starts with only an IDevID from the lab's manufacturer."""
+        assert self.masa is not None, "start_masa() first"
+        device = self.masa.issue_idevid(f"SN-{name}")
+        self.configure(name, f"option idevid_cert '{device.cert_path}'",
+                       f"option idevid_key '{device.key_path}'",
+                       f"option manufacturer_trust_anchor '{self.masa.anchor_path}'",
+                       *self.own_files(name), *extra)
+
+    def enrolled(self, name: str) -> bool:
+        return self.ask(name, "status").get("identity") is not None
 
     def configure(self, name: str, *lines: str) -> None:
         node = self.nodes[name]
@@ -98,6 +160,11 @@ class AcpdLab:
         if self.topology is not None:
             self.topology.down()
             self.topology = None
+        if self._masa_loop is not None:
+            loop, self._masa_loop = self._masa_loop, None
+            if self.masa is not None:
+                asyncio.run_coroutine_threadsafe(self.masa.close(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
 
     def logs(self) -> str:
         return "\n".join(f"--- {name} acpd ---\n{node.stderr()}" for name, node in self.nodes.items())
