@@ -185,6 +185,8 @@ def test_pledge_reaches_registrar_through_unprivileged_proxy(topo: Topology, tmp
             await svc.stop()
             echo.close()
         assert svc.status()["pid"] is None and not alive(pid)
+        # the proxy process logs to its own file in log_dir, not to acpd's stderr
+        assert "listening on" in (tmp_path / "join-proxy.log").read_text()
     asyncio.run(scenario())
 
 

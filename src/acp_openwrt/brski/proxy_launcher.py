@@ -292,15 +292,21 @@ class JoinProxyService:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        # its own log, like every process acpd starts in a namespace (opened before it drops
+        # privileges, so the unprivileged proxy needs no write access to log_dir)
+        log_dir = Path(self.ctx.log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(log_dir / "join-proxy.log", "ab")
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self._argv(child.fileno()), pass_fds=(child.fileno(),),
-                stdin=asyncio.subprocess.DEVNULL, env=env)
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         except BaseException:
             parent.close()
             raise
         finally:
             child.close()
+            log.close()
         self._proc = proc
         channel = ho.HandoverChannel(parent)
         try:
