@@ -288,6 +288,19 @@ def _channels(f: NodeAnswers) -> list[Check]:
     return out
 
 
+def _attempts(ch: dict[str, Any]) -> str:
+    """'; 3 failed attempts, next in 40 s' from what the channels part reports (if it does)."""
+    failures, retry, initiating = ch.get("failures"), ch.get("retry_in_s"), ch.get("initiating")
+    text = ""
+    if isinstance(failures, int) and failures:
+        text += f"; {failures} failed attempt(s)"
+    if initiating is True:
+        text += "; an attempt is under way"
+    elif isinstance(retry, (int, float)):
+        text += f"; next attempt in {retry:g} s"
+    return text
+
+
 def _channel(name: str, ch: dict[str, Any], bad: Verdict) -> Check:
     state, error = ch.get("state"), ch.get("last_error")
     who = ch.get("peer_node_name") or "peer"
@@ -295,13 +308,13 @@ def _channel(name: str, ch: dict[str, Any], bad: Verdict) -> Check:
         return Check(name, Verdict.OK, f"up to {who} on {ch.get('interface')} "
                      f"(role {ch.get('role')})")
     if error:
-        return Check(name, bad, f"{state}, last error: {error}",
+        return Check(name, bad, f"{state}, last error: {error}{_attempts(ch)}",
                      "a certificate or domain mismatch shows here; see `acpctl channels` and "
                      "the charon log (`acpctl status --json` names it)")
     if state == "activating":
         return Check(name, bad, "SA up, interface not yet in the ACP namespace",
                      "wait a few seconds; if it stays, see acpd's log")
-    return Check(name, bad, f"{state}, no result yet (role {ch.get('role')})",
+    return Check(name, bad, f"{state}, no result yet (role {ch.get('role')}){_attempts(ch)}",
                  "IKE takes a few seconds: run diagnose again; if it stays, see "
                  "`acpctl channels` and the charon log")
 

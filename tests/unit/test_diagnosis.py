@@ -343,3 +343,13 @@ def test_whole_answers_garbage(answers: Any) -> None:
 
 def test_naive_time_is_taken_as_utc() -> None:
     assert run(healthy(), now=NOW.replace(tzinfo=None)).healthy
+
+
+def test_channel_attempts_are_reported() -> None:
+    from acp_openwrt.diagnosis import _channel, Verdict
+    check = _channel("channel x", {"state": "connecting", "last_error": "AUTH_FAILED",
+                                   "failures": 3, "retry_in_s": 40.0, "initiating": False},
+                     Verdict.FAIL)
+    assert check.detail == "connecting, last error: AUTH_FAILED; 3 failed attempt(s); next attempt in 40 s"
+    check = _channel("channel x", {"state": "connecting", "initiating": True}, Verdict.FAIL)
+    assert check.detail.endswith("; an attempt is under way")

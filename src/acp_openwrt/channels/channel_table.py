@@ -51,8 +51,9 @@ class ChannelTable:
             del self._by_key[(ch.dull_ifname, ch.peer)]
             self._by_conn.pop(ch.conn, None)
 
-    def entries(self, sas: Sequence[IkeSa]) -> list[dict[str, Any]]:
-        """One JSON-ready entry per channel; SA age and bytes from a list-sas answer."""
+    def entries(self, sas: Sequence[IkeSa], now: float | None = None) -> list[dict[str, Any]]:
+        """One JSON-ready entry per channel; SA age and bytes from a list-sas answer; with
+        `now` (monotonic) also when the next attempt is due (operators ask "when is it tried")."""
         out = []
         for ch in self:
             mine = [sa for sa in sas if sa.conn == ch.conn and sa.state == "ESTABLISHED"]
@@ -75,6 +76,11 @@ class ChannelTable:
                 "bytes_in": sum(c.bytes_in for c in children) if children else None,
                 "bytes_out": sum(c.bytes_out for c in children) if children else None,
                 "last_error": ch.fsm.last_error,
+                "failures": ch.fsm.failures,
+                "initiating": ch.fsm.pending,
+                "retry_in_s": (round(max(0.0, ch.fsm.retry_at - now), 1)
+                               if now is not None and ch.fsm.retry_at is not None
+                               and ch.fsm.state is State.CONNECTING else None),
                 "adopted": ch.adopted_until is not None,
             })
         return sorted(out, key=lambda e: (e["dull_interface"], e["peer"]))

@@ -395,11 +395,11 @@ class ChannelService:
         if self.running and self.driver is not None:
             with contextlib.suppress(DriverError):
                 sas = await self._vici("list_sas")
-        return self.table.entries(sas)
+        return self.table.entries(sas, time.monotonic())
 
     def status(self) -> dict[str, Any]:
         return {"running": self.running, "charon": self.charon.status(),
-                "channels": self.table.entries([]), "acp_address":
+                "channels": self.table.entries([], time.monotonic()), "acp_address":
                 str(self._acp_address) if self._acp_address else None}
 
 
