@@ -1,0 +1,47 @@
+"""Zero-touch enrolment between two real acpd processes on this host's kernel: the registrar's
+join proxy answers a node that has only an IDevID; once enrolled, the node rebuilds its parts
+with the new identity and floods AN_ACP, so the registrar hears it as a neighbour. (Channels
+need kernel IPsec: the vm tier carries on from here.)"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from acp_openwrt.lab.acpd_lab import AcpdLab
+from acp_openwrt.lab.topology import line
+
+
+@pytest.fixture
+def lab(tmp_path: Path):
+    lab = AcpdLab(line(2), tmp_path).up()
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+def test_pledge_enrols_and_then_floods_an_acp(lab: AcpdLab) -> None:
+    lab.start_masa("n1")
+    lab.make_registrar("n1")
+    lab.make_pledge("n2")
+    lab.start_all(["n1"])
+    lab.trust_registrar("n1")
+    lab.start_all(["n2"])
+    try:
+        before = lab.ask("n2", "status")
+        assert before["identity"] is None and "rpl" not in before["parts"]
+        lab.wait("n2 enrolled and running its ACP parts",
+                 lambda: "channels" in lab.ask("n2", "status")["parts"], timeout=30)
+        after = lab.ask("n2", "status")
+        assert after["rebuilds"] == 1 and after["failed_parts"] == {}
+        assert {"rpl", "grasp", "channels", "discovery"} <= set(after["parts"])
+        assert after["identity"]["acp_domain"] == "acp.example.com"
+        # the stored LDevID is where the config said, and a restart would find it
+        assert (lab.nodes["n2"].workdir / "ldevid.pem").exists()
+        lab.wait("the registrar hears n2's AN_ACP",
+                 lambda: any(n["interface"] for n in lab.ask("n1", "neighbors")), timeout=10)
+        assert lab.ask("n1", "registrar")["enrolled"] == 1
+    except BaseException:
+        print(lab.logs())
+        raise
