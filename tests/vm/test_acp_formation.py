@@ -49,3 +49,41 @@ def test_three_acpd_nodes_form_an_acp(lab: AcpdLab) -> None:
     except BaseException:
         print(lab.logs())
         raise
+
+
+def test_link_cut_heals_over_the_other_channel(tmp_path: Path) -> None:
+    """A ring n1 (root) - n2 - n3 - n1: unplug n3's link to n1; acpd releases the DULL twin,
+    the channel goes, RPL picks n2 as parent, and n3 reaches n1 again through n2."""
+    if os.environ.get("ACP_LAB_GUEST") != "1":
+        pytest.skip("needs the guest kernel: run through pytest's acp-lab plugin or `acp-lab vm`")
+    from pyroute2 import IPRoute
+
+    from acp_openwrt.lab.topology import ring
+    from acp_openwrt.netns import call_in
+    lab = AcpdLab(ring(3), tmp_path).up()
+    try:
+        lab.enrol("n1", "option dodag_root '1'")
+        lab.enrol("n2")
+        lab.enrol("n3")
+        lab.start_all()
+        lab.wait("two channels on every node",
+                 lambda: all(lab.channels_up(n) == 2 for n in ("n1", "n2", "n3")), timeout=60)
+        lab.wait("n3 reaches n1", lambda: lab.ping("n3", "n1") == 1, timeout=30)
+        assert lab.topology is not None
+        cut = lab.topology["n3"].ifname("n1")
+
+        def unplug() -> None:
+            with IPRoute() as ipr:
+                ipr.link("del", index=ipr.link_lookup(ifname=cut)[0])
+        call_in(lab.topology["n3"].netns, unplug)
+        healed = lab.wait("n3 reaches n1 through n2", lambda: lab.ping("n3", "n1") == 1
+                          and lab.channels_up("n3") == 1, timeout=30)
+        print(f"healed {healed:.1f} s after the cut")
+        parents = lab.ask("n3", "rpl")["parents"]
+        assert [p["ifname"] for p in parents if p["preferred"]] == \
+            [ch["interface"] for ch in lab.ask("n3", "channels") if ch["state"] == "up"]
+    except BaseException:
+        print(lab.logs())
+        raise
+    finally:
+        lab.close()
