@@ -160,7 +160,7 @@ def test_methods_forward_to_the_control_socket(ubusd: FakeUbusd, node: Node) -> 
     node.run(node.bridge.start())
     wait_for(lambda: "acp" in ubusd.objects)
     assert set(ubusd.objects["acp"]) >= {"status", "interfaces", "neighbors", "channels", "rpl",
-                                         "rescan", "enroll", "reload"}
+                                         "rescan", "enroll"}
     assert all(spec["signature"] == {} for spec in ubusd.objects["acp"].values())
     assert ubusd.call("acp", "status") == [{"version": "0.1.0", "enrolled": False,
                                             "path": "/x"}]
@@ -246,7 +246,7 @@ def test_to_reply_shapes() -> None:
     assert to_reply("neighbors", []) == {"neighbors": []}
     assert to_reply("status", {"a": None, "b": {"c": None, "d": (1, 2)}}) == {"b": {"d": [1, 2]}}
     assert to_reply("rescan", 3) == {"result": 3}
-    assert to_reply("reload", None) == {}
+    assert to_reply("enroll", None) == {}
     assert to_reply("x", [None, {"p": Path("/y")}]) == {"x": [{"p": "/y"}]}
 
 

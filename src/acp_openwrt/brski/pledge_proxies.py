@@ -66,6 +66,12 @@ class ProxyBook:
         entry.next_try = now + entry.backoff
         entry.backoff = min(entry.backoff * 2, self.max_backoff)
 
+    def retry_all_now(self, now: float) -> int:
+        """The operator asked to enrol now: every known proxy is due at once, back-off reset."""
+        for entry in self.entries.values():
+            entry.next_try, entry.backoff = now, self.initial_backoff
+        return len(self.entries)
+
     def status(self, now: float) -> list[dict[str, Any]]:
         return [{"address": e.locator.address, "port": e.locator.port,
                  "ifname": e.locator.ifname, "failures": e.failures,

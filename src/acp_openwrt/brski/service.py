@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.identity_files import STATE_DIR, with_identity_files
+from ..control.server import RequestError
 from ..events import IdentityChanged, ProxyHeard
 from ..node_context import NodeContext
 from .pledge import Enrolled
@@ -57,6 +58,7 @@ class PledgeService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         ctx.control.register("brski", lambda _request: self.status())
+        ctx.control.register("enroll", self._enroll)
         ctx.bus.subscribe(ProxyHeard, lambda ev: self.add_proxy(ev.address, ev.port, ev.dull_ifname))
 
     # --- inputs from acpd --------------------------------------------------------------------
@@ -71,6 +73,20 @@ class PledgeService:
         """An EST server (SRV.est / the registrar) reachable in the ACP namespace, for renewal."""
         self.est_server = Locator(address, int(port))
         self.est_namespace = namespace if namespace is not None else self.ctx.acp_ns
+
+    async def _enroll(self, _request: dict[str, Any]) -> dict[str, Any]:
+        """Control command `enroll` (`ubus call acp enroll`): not enrolled, try every proxy
+        heard at once; enrolled, renew the LDevID now."""
+        if self.state == "pledging":
+            proxies = self.book.retry_all_now(time.monotonic())
+            self._wake.set()
+            return {"state": self.state, "proxies_tried_now": proxies}
+        if self.state in ("enrolled", "renewing"):
+            renewed = await self.renew_now()
+            return {"state": self.state, "renewed": renewed,
+                    "error": None if renewed else self.last_refusal}
+        raise RequestError(f"cannot enrol: BRSKI state is {self.state}"
+                           + (f" ({self.last_refusal})" if self.last_refusal else ""))
 
     # --- lifecycle ---------------------------------------------------------------------------
 

@@ -11,6 +11,18 @@ from pathlib import Path
 from . import CommandError, add_json_flag, node_request, print_json, print_table
 
 
+def cmd_enroll(args: argparse.Namespace) -> int:
+    result = node_request(args, "enroll")
+    if args.json:
+        print_json(result)
+    elif "renewed" in result:
+        print("LDevID renewed" if result["renewed"] else f"renewal failed: {result.get('error')}")
+    else:
+        print(f"trying {result.get('proxies_tried_now', 0)} join proxies now "
+              "(see acpctl brski)")
+    return 0 if result.get("renewed", True) else 1
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     status = node_request(args, "brski")
     if args.json:
@@ -76,6 +88,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     status = bsub.add_parser("status", help="the node's pledge / renewal state (default)")
     add_json_flag(status)
     status.set_defaults(func=cmd_status)
+    enroll = bsub.add_parser("enroll", help="enrol now (try every proxy heard) or, when "
+                             "enrolled, renew the LDevID now")
+    add_json_flag(enroll)
+    enroll.set_defaults(func=cmd_enroll)
     voucher = bsub.add_parser("voucher", help="verify and show a CMS voucher(-request) file")
     voucher.add_argument("file", help="DER or base64 CMS SignedData")
     voucher.add_argument("--anchor", metavar="PEM", help="check the signer against these CAs")

@@ -1,0 +1,52 @@
+"""`enroll` (acpctl brski enroll, ubus call acp enroll): retry proxies now, or renew now."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from acp_openwrt.brski.pledge_client import Locator
+from acp_openwrt.brski.service import PledgeService
+from acp_openwrt.config import AcpConfig
+from acp_openwrt.control import ControlServer
+from acp_openwrt.events import EventBus
+from acp_openwrt.node_context import NodeContext
+
+
+def service(tmp_path: Path) -> PledgeService:
+    ctx = NodeContext(config=AcpConfig(run_dir=tmp_path), bus=EventBus(),
+                      control=ControlServer(tmp_path / "acpd.sock"), identity=None)
+    return PledgeService(ctx, state_dir=tmp_path)
+
+
+def dispatch(svc: PledgeService) -> dict:
+    return asyncio.run(svc.ctx.control.dispatch(json.dumps({"cmd": "enroll"}).encode()))
+
+
+def test_pledging_node_retries_every_proxy_at_once(tmp_path: Path) -> None:
+    svc = service(tmp_path)
+    svc.state = "pledging"
+    svc.add_proxy("fe80::1", 4000, "eth0")
+    now = time.monotonic()
+    svc.book.failed(Locator("fe80::1", 4000, "eth0"), now, "refused")
+    assert svc.book.next_due(now + 1)[0] is None  # backing off
+    reply = dispatch(svc)
+    assert reply == {"ok": True, "result": {"state": "pledging", "proxies_tried_now": 1}}
+    assert svc.book.next_due(time.monotonic())[0] == Locator("fe80::1", 4000, "eth0")
+
+
+def test_without_idevid_enroll_says_why(tmp_path: Path) -> None:
+    svc = service(tmp_path)
+    svc.state, svc.last_refusal = "no-idevid", "cannot read idevid.pem"
+    reply = dispatch(svc)
+    assert reply["ok"] is False
+    assert reply["error"] == "cannot enrol: BRSKI state is no-idevid (cannot read idevid.pem)"
+
+
+def test_enrolled_node_renews_now(tmp_path: Path) -> None:
+    svc = service(tmp_path)
+    svc.state = "enrolled"
+    reply = dispatch(svc)  # no EST server known: the renewal fails, and says so
+    assert reply["ok"] is True and reply["result"]["renewed"] is False
+    assert "no EST server" in reply["result"]["error"]
