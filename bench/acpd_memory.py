@@ -1,10 +1,11 @@
 """acpd's memory: RSS and PSS idle (no interfaces) and with N adopted interfaces.
 
-Run as root: python3 bench/acpd_memory.py [N]. Prints figures; exits 0. Budget (issue 4):
+Run as root: python3 bench/acpd_memory.py [N] [--json PATH]. Prints figures; exits 0. Budget (issue 4):
 the whole node within 40 MB RSS on x86-64.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import secrets
 import sys
@@ -46,7 +47,11 @@ def add_links(host: str, wire: str, n: int) -> None:
 
 
 def main() -> int:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", type=int, nargs="?", default=20)
+    parser.add_argument("--json", metavar="PATH", help="also write the figures here as JSON")
+    args = parser.parse_args()
+    n = args.n
     tag = "m" + secrets.token_hex(3)
     host, wire = f"{tag}-host", f"{tag}-wire"
     create_namespace(host)
@@ -71,6 +76,8 @@ def main() -> int:
             if ns in list_namespaces():
                 remove_namespace(ns)
     print(json.dumps(results, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

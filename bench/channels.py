@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -159,7 +160,7 @@ async def bare_run(root: Path) -> float:
         bed.remove_namespaces()
 
 
-async def main(runs: int) -> int:
+async def main(runs: int, json_path: str | None = None) -> int:
     acp, bare = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(runs):
@@ -172,12 +173,19 @@ async def main(runs: int) -> int:
     print(f"  bare (swanctl --initiate, one side)      {b:6.2f} s   runs: "
           + " ".join(f"{x:.2f}" for x in bare))
     print(f"  ratio acp/bare {a / b:.2f} (target <= 1.5)")
+    if json_path:
+        Path(json_path).write_text(json.dumps(
+            {"runs": runs, "acp_s": round(a, 2), "bare_s": round(b, 2), "ratio": round(a / b, 2),
+             "acp_runs_s": [round(x, 2) for x in acp], "bare_runs_s": [round(x, 2) for x in bare]},
+            indent=2) + "\n")
     return 0
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--json", metavar="PATH", help="also write the figures here as JSON")
     if os.environ.get("ACP_LAB_GUEST") != "1":
         print("run it in the guest: acp-lab vm -- python3 bench/channels.py", file=sys.stderr)
-    sys.exit(asyncio.run(main(parser.parse_args().runs)))
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.runs, args.json)))

@@ -2,14 +2,17 @@
 with and without address handling, plus the careful path, encoding and the engine's flood
 intake (sans-I/O, no sockets). Prints figures; not a test.
 
-    python3 bench/grasp_codec.py [seconds-per-figure]
+    python3 bench/grasp_codec.py [seconds-per-figure] [--json PATH]
 """
 from __future__ import annotations
 
+import argparse
+import json
 import random
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from acp_openwrt.grasp import codec
@@ -76,7 +79,12 @@ def engine_intake(seconds: float) -> tuple[float, int]:
 
 
 def main() -> int:
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 2.0
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("seconds", type=float, nargs="?", default=2.0)
+    parser.add_argument("--json", metavar="PATH", help="also write the figures here as JSON")
+    args = parser.parse_args()
+    seconds = args.seconds
+    figures_out: dict[str, float] = {}
     assert codec.encode(codec.decode(FLOOD_A2)) == FLOOD_A2
     assert codec.decode(FLOOD_LONG_SID) == codec.decode(FLOOD_A2)
     print(f"cbor2 fast path available: {codec._FAST_LOADS is not None}")
@@ -89,12 +97,16 @@ def main() -> int:
         ("encode, A.2 flood", lambda m=codec.decode(FLOOD_A2): codec.encode(m)),
     ]
     for label, fn in figures:
-        print(f"{label:62s} {rate(fn, seconds):>10,.0f} /s")
+        figures_out[label] = round(rate(fn, seconds))
+        print(f"{label:62s} {figures_out[label]:>10,.0f} /s")
     per_s, accepted = engine_intake(seconds)
     print(f"{'engine flood intake (sans-I/O, distinct session ids)':62s} {per_s:>10,.0f} /s"
           f"  ({accepted} accepted)")
+    figures_out["engine flood intake"] = round(per_s)
     print(f"max RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB "
           "(includes the 200,000 pre-encoded floods)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rates_per_s": figures_out}, indent=2) + "\n")
     return 0
 
 

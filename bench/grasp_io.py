@@ -9,11 +9,13 @@
                  request_negotiate call to the accepted end_negotiate sent.
 
     python3 bench/grasp_io.py [--rates 10000,20000,30000,40000] [--seconds 3] [--runs 500]
+                              [--json PATH]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import resource
 import socket
@@ -129,6 +131,7 @@ def main() -> int:
     parser.add_argument("--rates", default="10000,20000,30000,40000")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--json", metavar="PATH", help="also write the figures here as JSON")
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
@@ -141,8 +144,10 @@ def main() -> int:
         topo["n1"].run(["ip", "-6", "route", "add", "fd00::2/128", "via", ll["n2"], "dev", topo["n1"].ifname("n2")], check=True)
         topo["n2"].run(["ip", "-6", "route", "add", "fd00::1/128", "via", ll["n1"], "dev", topo["n2"].ifname("n1")], check=True)
         print("flood intake across a veth (receiver: GraspService, one core)")
+        floods = []
         for rate in (int(r) for r in args.rates.split(",")):
             f = asyncio.run(flood_intake(topo, rate, args.seconds))
+            floods.append({k: round(v, 3) for k, v in f.items()})
             print(f"  offered {f['offered']:>8,.0f}/s  accepted {f['accepted_per_s']:>8,.0f}/s "
                   f"({f['accepted']}/{f['sent']}, loss {1 - f['accepted'] / f['sent']:.2%})  "
                   f"receiver CPU {f['cpu_share']:.0%}  {f['cpu_us_per_flood']:.1f} us/flood")
@@ -150,6 +155,11 @@ def main() -> int:
         q = statistics.quantiles(times, n=20)
         print(f"negotiation request -> step -> end, {len(times)} runs: median "
               f"{statistics.median(times) * 1e3:.3f} ms, p95 {q[18] * 1e3:.3f} ms")
+        if args.json:
+            Path(args.json).write_text(json.dumps(
+                {"flood_intake": floods, "negotiation_runs": len(times),
+                 "negotiation_median_ms": round(statistics.median(times) * 1e3, 3),
+                 "negotiation_p95_ms": round(q[18] * 1e3, 3)}, indent=2) + "\n")
     finally:
         topo.down()
     return 0

@@ -10,7 +10,7 @@ per node, as on a router). The first node is the DODAG root. Measured:
 - healing: the preferred-parent link of the deepest node is set down; time to all-pairs again.
 Targets (issue 6): 50 nodes within 10 s, healing within 3 s.
 
-    sudo python3 bench/rpl_convergence.py [--sizes 10 25 50] [--fast] [--json]
+    sudo python3 bench/rpl_convergence.py [--sizes 10 25 50] [--fast] [--json [PATH]]
 """
 from __future__ import annotations
 
@@ -225,7 +225,8 @@ def main() -> int:
     parser.add_argument("--fast", action="store_true",
                         help="Imin 64 ms, Imax ~4 s instead of the profile's 128 ms / ~65 s")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json", nargs="?", const="-", metavar="PATH",
+                        help="JSON instead of the table; with PATH: the table, and JSON to PATH")
     parser.add_argument("--node", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--netns", help=argparse.SUPPRESS)
     parser.add_argument("--address", help=argparse.SUPPRESS)
@@ -240,7 +241,9 @@ def main() -> int:
         print("rpl_convergence: needs root (network namespaces)", file=sys.stderr)
         return 2
     results = [Bench(size, args.fast, args.seed).run() for size in args.sizes]
-    if args.json:
+    if args.json and args.json != "-":
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    if args.json == "-":
         print(json.dumps(results, indent=2))
     else:
         keys = ["nodes", "links", "processes_ready_s", "convergence_s", "heal_s",
