@@ -75,6 +75,7 @@ class Node:
         self.started = time.monotonic()
         self.rebuilds = 0
         self._rebuilding: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.ctx.control.register("status", self._status)
         self._own_commands = self.ctx.control.commands()
 
@@ -158,10 +159,25 @@ class Node:
         old = (self.ctx.identity or {}).get("acp_node_name")
         if identity["acp_node_name"] == old:
             LOG.info("LDevID renewed; identity unchanged (%s)", old)
+            self.config = self.ctx.config = config
+            for service in self.services:
+                reload = getattr(service, "reload_identity", None)
+                if reload is not None:
+                    self._spawn(reload(), f"reload {service.name}")
             return
         if self._rebuilding is None or self._rebuilding.done():
             self._rebuilding = asyncio.get_running_loop().create_task(
                 self._rebuild(config, identity), name="rebuild")
+
+    def _spawn(self, coro: Any, what: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=what)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                LOG.error("%s failed: %s", what, t.exception())
+        task.add_done_callback(done)
 
     async def _rebuild(self, config: AcpConfig, identity: dict[str, Any]) -> None:
         LOG.info("identity now %s (ACP address %s): restarting the parts",
@@ -176,6 +192,8 @@ class Node:
         await self._start_parts()
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         if self._rebuilding is not None and not self._rebuilding.done():
             self._rebuilding.cancel()
             try:

@@ -49,6 +49,18 @@ def test_pledges_enrol_and_form_the_acp(lab: AcpdLab) -> None:
         anchors = load_certificates(work / "domain-ca.pem")
         result = check_domain_membership(cert, chain, anchors, "acp.example.com")
         assert result.ok, result
+        # renewal over EST inside the ACP (the registrar's AN_join_registrar named the EST
+        # server): same name and address, no rebuild, charon gets the new certificate
+        old = cert.serial_number
+        reply = lab.ask("n3", "enroll")
+        assert reply["renewed"] is True, reply
+        [renewed, *_] = load_certificates(work / "ldevid.pem")
+        assert renewed.serial_number != old
+        lab.wait("charon has the renewed LDevID",
+                 lambda: "renewed LDevID loaded into charon" in lab.nodes["n3"].stderr(), 10)
+        status = lab.ask("n3", "status")
+        assert status["rebuilds"] == 1 and status["identity"]["acp_address"] == lab.acp_address("n3")
+        assert lab.ping("n3", "n1") == 1
     except BaseException:
         print(lab.logs())
         raise

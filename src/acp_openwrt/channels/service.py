@@ -297,12 +297,28 @@ class ChannelService:
         ch.local_ll = await self._in(self._dull_ex, xi.link_local_of, ch.dull_ifname)
         await self._in(self._dull_ex, xi.prepare, ch.dull_ifname, dull_ifname(ch.if_id),
                        ch.if_id, ch.peer)
-        assert self._creds is not None
+        await self._load_connection(ch)
+        ch.prepared = True
+
+    async def _load_connection(self, ch: Channel) -> None:
+        assert self._creds is not None and ch.local_ll is not None
         conn = connection(ch.local_ll, ch.peer, ch.if_id, local_id=self._local_id,
                           cert_pem=self._creds.cert_pem, anchor_pems=self._creds.anchor_pems,
                           timers=self.timers)
         await self._vici("load_connection", ch.conn, conn)
-        ch.prepared = True
+
+    async def reload_identity(self) -> None:
+        """The LDevID was renewed under the same acp-node-name: give charon the new credentials
+        and reload every connection with them. Established SAs keep running and present the
+        new certificate from their next reauthentication (RFC 8994 §6.2.5.3)."""
+        if not self.running:
+            return
+        self._load_identity()
+        await self._vici("load_credentials", self._creds)
+        for ch in self.table:
+            if ch.prepared:
+                await self._load_connection(ch)
+        LOG.info("channels: renewed LDevID loaded into charon")
 
     async def _initiate(self, ch: Channel) -> None:
         assert self.driver is not None

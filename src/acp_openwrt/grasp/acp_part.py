@@ -30,17 +30,19 @@ from ..node_context import NodeContext
 from . import constants as c
 from .actions import FloodReceived
 from .errors import GraspApiError
+from .messages import Locator, Objective
 from .service import GraspService
 
 LOG = logging.getLogger("acpd.grasp")
 AN_JOIN_REGISTRAR = "AN_join_registrar"
 SRV_EST = "SRV.est"
 API_SOCKET_NAME = "grasp.sock"
+DISCOVERY_TIMEOUT_MS = 3000
+DISCOVERED_TTL_MS = 180_000  # as long as an AN_join_registrar flood would have lasted
 
 
-def tcp_locator(flood: FloodReceived) -> tuple[str, int] | None:
-    """(address, port) of a flood's IPv6/TCP locator, or None if it has no usable one."""
-    loc = flood.locator
+def tcp_locator(loc: Locator | None) -> tuple[str, int] | None:
+    """(address, port) of an IPv6/TCP locator, or None if it is not a usable one."""
     if loc is None or len(loc) < 4 or loc[0] != c.O_IPv6_LOCATOR or loc[2] != c.IPPROTO_TCP:
         return None
     address, port = loc[1], loc[3]
@@ -64,6 +66,7 @@ class AcpGrasp:
         self._announcers: dict[int, Callable[[str], None]] = {}
         self._asa: Any = None
         self.floods_repeated = 0
+        self.registrars_discovered = 0
 
     def on_new_interface(self, callback: Callable[[str], None]) -> Callable[[], None]:
         """Call `callback(ifname)` once ACP GRASP runs on a new channel interface."""
@@ -107,6 +110,7 @@ class AcpGrasp:
         out["running"] = True
         out["est_servers_heard"] = self.est_servers_heard
         out["floods_repeated"] = self.floods_repeated
+        out["registrars_discovered"] = self.registrars_discovered
         return out
 
     # -- channels ------------------------------------------------------------------------
@@ -134,6 +138,26 @@ class AcpGrasp:
                 announce(ifname)
             except Exception:
                 LOG.exception("announcing on %s failed", ifname)
+        if not self.grasp.get_flood(self._asa, AN_JOIN_REGISTRAR):
+            await self._discover_registrar()
+
+    async def _discover_registrar(self) -> None:
+        """No registrar heard yet: ask (M_DISCOVERY; RFC 8995 §4.3 has proxies support
+        discovering registrars). A neighbour's repeated flood can race our joining ff02::13
+        on a new channel; discovery is answered over unicast and does not."""
+        assert self.grasp is not None
+        objective = Objective(AN_JOIN_REGISTRAR, c.F_SYNCH, 255, "EST-TLS")
+        try:
+            locators = await self.grasp.discover(self._asa, objective,
+                                                 timeout_ms=DISCOVERY_TIMEOUT_MS, flush=True)
+        except GraspApiError as exc:
+            LOG.debug("discovering a registrar: %s", exc)
+            return
+        for locator in locators:
+            found = tcp_locator(locator)
+            if found is not None:
+                self.registrars_discovered += 1
+                self._registrar_found(found[0], found[1], DISCOVERED_TTL_MS)
 
     def _repeat_floods(self, ifname: str) -> None:
         grasp = self.grasp
@@ -165,10 +189,18 @@ class AcpGrasp:
         self._heard_est(flood)
 
     def _heard_est(self, flood: FloodReceived) -> None:
-        pledge = self.ctx.extras.get("brski")
-        found = tcp_locator(flood)
-        if found is None:
-            return
+        found = tcp_locator(flood.locator)
+        if found is not None:
+            self._est_server(*found)
+
+    def _registrar_found(self, address: str, port: int, ttl_ms: int) -> None:
+        proxy = self.ctx.extras.get("join_proxy")
+        if proxy is not None:
+            proxy.registrar_heard(address, port, ttl_ms)
+        self._est_server(address, port)
+
+    def _est_server(self, address: str, port: int) -> None:
         self.est_servers_heard += 1
-        if pledge is not None:
-            pledge.set_est_server(found[0], found[1], self.ctx.acp_ns)
+        pledge = self.ctx.extras.get("brski")
+        if pledge is not None and hasattr(pledge, "set_est_server"):
+            pledge.set_est_server(address, port, self.ctx.acp_ns)
