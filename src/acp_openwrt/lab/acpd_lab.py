@@ -169,6 +169,68 @@ class AcpdLab:
     def logs(self) -> str:
         return "\n".join(f"--- {name} acpd ---\n{node.stderr()}" for name, node in self.nodes.items())
 
+    def memory(self, name: str) -> dict[str, int]:
+        """RSS in kB of what node `name` runs, by role: acpd, its join proxy, its charon
+        (reported apart: it is strongSwan's, not ours). Read from /proc: acpd and its children."""
+        totals = dict.fromkeys(PROCESS_ROLES.values(), 0)
+        proc = self.nodes[name].proc
+        if proc is None:
+            return totals
+        for pid in (proc.pid, *descendants(proc.pid)):
+            role = process_role(pid)
+            if role is not None:
+                totals[role] += rss_kb(pid)
+        return totals
+
+
+# What a process is, from its command line: the first marker found names its role.
+PROCESS_ROLES = {"acp_openwrt.acpd": "acpd", "acp_openwrt.brski.proxy": "join_proxy",
+                 "charon": "charon"}
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name in () may hold spaces
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return sorted(found)
+
+
+def process_role(pid: int) -> str | None:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    words = [Path(a.decode(errors="replace")).name if i == 0 else a.decode(errors="replace")
+             for i, a in enumerate(argv)]
+    for marker, role in PROCESS_ROLES.items():
+        if marker in words:
+            return role
+    return None
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size in kB (0 if the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
 
 def _quiet(check: Callable[[], Any]) -> Any:
     """A check that raises (acpd not answering yet, no route yet) counts as not yet true."""
