@@ -18,7 +18,7 @@ from typing import Any
 
 from . import __version__
 from .config import AcpConfig
-from .control.server import ControlServer
+from .control.server import ControlServer, RequestError
 from .events import EventBus, IdentityChanged
 from .identity.summary import load_identity_summary
 from .netns import call_in, create_namespace, list_namespaces, remove_namespace
@@ -76,7 +76,9 @@ class Node:
         self.rebuilds = 0
         self._rebuilding: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._parts_lock = asyncio.Lock()  # one start/stop/restart of the parts at a time
         self.ctx.control.register("status", self._status)
+        self.ctx.control.register("reload", self._reload)
         self._own_commands = self.ctx.control.commands()
 
     def _ensure_namespaces(self) -> None:
@@ -104,7 +106,8 @@ class Node:
             os.makedirs(directory, exist_ok=True)
         self._ensure_namespaces()
         await self.ctx.control.start()
-        await self._start_parts()
+        async with self._parts_lock:  # the control socket already answers: `reload` waits
+            await self._start_parts()
 
     async def _start_parts(self) -> None:
         self.ctx.bus.subscribe(IdentityChanged, self._identity_changed)
@@ -179,17 +182,48 @@ class Node:
                 LOG.error("%s failed: %s", what, t.exception())
         task.add_done_callback(done)
 
-    async def _rebuild(self, config: AcpConfig, identity: dict[str, Any]) -> None:
-        LOG.info("identity now %s (ACP address %s): restarting the parts",
-                 identity["acp_node_name"], identity["acp_address"])
-        await self._stop_parts(keep=True)
-        self.config = config
-        self.ctx.config, self.ctx.identity = config, identity
-        self.ctx.bus = EventBus()
-        self.ctx.extras.clear()
-        self.ctx.control.keep_only(self._own_commands)
-        self.rebuilds += 1
-        await self._start_parts()
+    def _reload(self, _request: dict[str, Any]) -> dict[str, Any]:
+        """Control `reload` (`ubus call acp reload`): read the config file again; if it changed,
+        restart the parts with it (links stay). A bad file changes nothing and says why."""
+        from .config import ConfigError, load_config
+        from .config.identity_files import with_identity_files
+        if self.config.source is None:
+            raise RequestError("acpd runs without a config file (-c): nothing to reload")
+        try:
+            config = with_identity_files(load_config(Path(self.config.source)))
+        except ConfigError as exc:
+            raise RequestError(f"not reloaded: {exc}") from exc
+        except OSError as exc:
+            raise RequestError(f"not reloaded: {self.config.source}: {exc.strerror}") from exc
+        if config == self.config:
+            return {"reloaded": False, "reason": "configuration unchanged"}
+        fixed = ("namespace_dull", "namespace_acp", "run_dir", "control_socket", "enabled")
+        changed = [name for name in fixed if getattr(config, name) != getattr(self.config, name)]
+        if changed:
+            raise RequestError(f"not reloaded: {', '.join(changed)} changed; restart acpd")
+        try:
+            identity = (load_identity_summary(config.ldevid_cert)
+                        if config.ldevid_cert is not None and config.ldevid_cert.exists() else None)
+        except ValueError as exc:
+            raise RequestError(f"not reloaded: ldevid_cert {config.ldevid_cert}: {exc}") from exc
+        if self._rebuilding is not None and not self._rebuilding.done():
+            raise RequestError("a restart of the parts is already under way; try again")
+        self._rebuilding = asyncio.get_running_loop().create_task(
+            self._rebuild(config, identity), name="reload")
+        return {"reloaded": True}
+
+    async def _rebuild(self, config: AcpConfig, identity: dict[str, Any] | None) -> None:
+        async with self._parts_lock:
+            LOG.info("restarting the parts (identity %s)",
+                     identity["acp_node_name"] if identity else "none: not enrolled")
+            await self._stop_parts(keep=True)
+            self.config = config
+            self.ctx.config, self.ctx.identity = config, identity
+            self.ctx.bus = EventBus()
+            self.ctx.extras.clear()
+            self.ctx.control.keep_only(self._own_commands)
+            self.rebuilds += 1
+            await self._start_parts()
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -200,7 +234,8 @@ class Node:
                 await self._rebuilding
             except (asyncio.CancelledError, Exception):
                 pass
-        await self._stop_parts(self.keep)
+        async with self._parts_lock:
+            await self._stop_parts(self.keep)
         await self.ctx.control.stop()
         if not self.keep:
             for name in reversed(self.created_namespaces):

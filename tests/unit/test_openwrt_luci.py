@@ -36,7 +36,7 @@ def test_acl_grants_what_the_view_reads_and_nothing_that_acts() -> None:
     assert grant["description"] and set(grant) <= {"description", "read", "write"}
     granted = set(grant["read"]["ubus"][OBJECT])
     assert view_calls() <= granted <= set(METHODS)
-    assert not granted & {"rescan", "enroll"}  # read-only: these change the node
+    assert not granted & {"rescan", "enroll", "reload"}  # read-only: these change the node
     assert grant["read"]["uci"] == ["acp"]
     assert "write" not in grant
 

@@ -160,7 +160,7 @@ def test_methods_forward_to_the_control_socket(ubusd: FakeUbusd, node: Node) -> 
     node.run(node.bridge.start())
     wait_for(lambda: "acp" in ubusd.objects)
     assert set(ubusd.objects["acp"]) >= {"status", "interfaces", "neighbors", "channels", "rpl",
-                                         "rescan", "enroll"}
+                                         "rescan", "enroll", "reload"}
     assert all(spec["signature"] == {} for spec in ubusd.objects["acp"].values())
     assert ubusd.call("acp", "status") == [{"version": "0.1.0", "enrolled": False,
                                             "path": "/x"}]

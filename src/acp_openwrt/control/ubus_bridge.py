@@ -39,6 +39,7 @@ METHODS: dict[str, str] = {
     "brski": "brski",
     "rescan": "rescan",
     "enroll": "enroll",
+    "reload": "reload",
 }
 UBUS_SOCKETS = (Path("/var/run/ubus/ubus.sock"), Path("/var/run/ubus.sock"))
 SLICE_MS = 250           # one ubus.loop() slice: the longest wait before a stop or an event
