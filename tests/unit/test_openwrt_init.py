@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 INIT = ROOT / "files" / "acp.init"
 HOTPLUG = ROOT / "files" / "acp.hotplug"
 UCI_DEFAULTS = ROOT / "uci-defaults" / "90-acp"
-SHELL_FILES = [INIT, HOTPLUG, UCI_DEFAULTS]
+QEMU_CHECK = ROOT / ".github" / "openwrt-qemu-check.sh"
+SHELL_FILES = [INIT, HOTPLUG, UCI_DEFAULTS, QEMU_CHECK]
 
 # Stand-ins for /lib/functions.sh and /lib/functions/procd.sh: every procd call becomes one line
 # on stdout; uci_load_validate records its spec, sets each option to its default (or to

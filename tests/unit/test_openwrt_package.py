@@ -175,3 +175,21 @@ def test_feeds_conf_example_parses() -> None:
     assert {"packages", "luci", "acp"} <= set(feeds)  # the recipes include files from the first two
     kind, location = feeds["acp"]
     assert kind != "src-link" or location.startswith("/")
+
+
+def test_workflow_builds_every_package_of_the_feed() -> None:
+    """.github/workflows/openwrt.yml (the SDK build + QEMU image check) names exactly the
+    packages the feed defines, and runs the QEMU check script that exists."""
+    import re
+    root = Path(__file__).resolve().parents[2]
+    workflow = (root / ".github" / "workflows" / "openwrt.yml").read_text()
+    [line] = re.findall(r"^\s*PACKAGES:\s*(.+)$", workflow, flags=re.M)
+    defined = set()
+    for makefile in root.glob("*/**/Makefile"):
+        text = makefile.read_text()
+        defined |= set(re.findall(r"^define Package/([A-Za-z0-9._-]+)\s*$", text, flags=re.M))
+        if "luci.mk" in text:
+            defined.add(makefile.parent.name)
+    assert set(line.split()) == defined
+    [script] = re.findall(r"sh (\.github/\S+\.sh)", workflow)
+    assert (root / script).is_file()
