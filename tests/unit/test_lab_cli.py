@@ -148,30 +148,3 @@ def test_sigterm_during_a_subcommand_exits_143_and_restores(monkeypatch: pytest.
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def test_demo_without_root_says_so_in_one_line_and_exits_2(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from acp_openwrt.lab import demo
-
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: pytest.fail("ran without root"))
-    assert demo.main([]) == demo.EXIT_USAGE
-    out, err = capsys.readouterr()
-    assert out == "" and err.count("\n") == 1 and "must run as root" in err
-    assert demo.main(["--fast"]) == demo.EXIT_USAGE
-    assert "takes no arguments" in capsys.readouterr().err
-
-
-def test_demo_node_config_is_one_valid_uci_section_per_node(tmp_path: Path) -> None:
-    from acp_openwrt.config import parse_config
-    from acp_openwrt.lab import demo
-
-    state = demo.Demo(tmp_path, "lab0a1b2c", demo.demo_spec(), say=lambda _: None)
-    demo.issue_certificates(state)
-    assert [s.address.scheme.value for s in state.nodes.values()] == ["zone"] * 4
-    assert len({s.address.ula_prefix for s in state.nodes.values()}) == 1
-    configs = {name: parse_config(demo.node_config(state, s)) for name, s in state.nodes.items()}
-    assert configs["r"].dodag_root and not configs["c"].dodag_root
-    assert configs["a"].namespace_dull == "lab0a1b2c-a-dull"  # swept by cleanup_stale(prefix)
-    assert len({str(c.control_socket) for c in configs.values()}) == 4
