@@ -1,0 +1,124 @@
+"""bench/results/summary.md from the benches' JSON records: each target beside its measured figure.
+
+Pure (records in, Markdown out) so the table's wording lives in one place; run_all.py does the
+running. A figure a bench did not produce reads "not run" and its verdict "?".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+Records = dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Target:
+    what: str
+    bench: str
+    goal: str
+    figure: Callable[[dict[str, Any]], float]  # from the bench's figures
+    met: Callable[[float], bool]
+    shown: Callable[[float, dict[str, Any]], str]
+
+
+def _rpl(figures: list[dict[str, Any]], key: str) -> float:
+    biggest = max(figures, key=lambda r: r["nodes"])
+    if biggest["nodes"] < 50:
+        raise LookupError("no 50-node run")
+    return biggest[key]
+
+
+def _flood_no_loss(f: dict[str, Any]) -> float:
+    """Highest accepted rate with no loss (every flood sent was accepted)."""
+    return max((r["accepted_per_s"] for r in f["flood_intake"] if r["accepted"] >= r["sent"]),
+               default=0.0)
+
+
+def _line4(f: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in f["scenarios"] if s["scenario"] == "line4")
+
+
+def _mesh(f: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in f["scenarios"] if s["scenario"].startswith("mesh"))
+
+
+TARGETS = (
+    Target("acpd RSS per node, idle (x86-64)", "acpd_memory", "<= 40 MB",
+           lambda f: f["idle"]["VmRSS"], lambda v: v <= 40,
+           lambda v, f: f"{v:.1f} MB (PSS {f['idle']['Pss']:.1f} MB)"),
+    Target("acpd + join proxy RSS per node, ACP formed (guest)", "acp_formation", "<= 40 MB",
+           lambda f: f["max_node_rss_mb"], lambda v: v <= 40,
+           lambda v, f: f"{v:.1f} MB largest, {f['mean_node_rss_mb']:.1f} MB mean "
+                        f"(acpd alone {f['max_acpd_rss_mb']:.1f} MB; charon apart: "
+                        f"{f['max_charon_rss_mb']:.1f} MB)"),
+    Target("ACP formation, 4-node line, IDevID only (guest)", "acp_formation",
+           "<= 2x sum of bare IKE of its 3 hops",
+           lambda f: f["line4_ratio"], lambda v: v <= 2.0,
+           lambda v, f: f"{_line4(f)['formation_s']:.1f} s (enrolled "
+                        f"{_line4(f)['enrolled_s']:.1f} s) vs bare IKE "
+                        f"{' + '.join(f'{x:.1f}' for x in f['bare_ike_hops_s'])} = "
+                        f"{sum(f['bare_ike_hops_s']):.1f} s: ratio {v:.2f}"),
+    Target("ACP formation, random mesh, IDevID only (guest)", "acp_formation", "(figure only)",
+           lambda f: _mesh(f)["launch_to_formation_s"], lambda v: True,
+           lambda v, f: f"{_mesh(f)['nodes']} nodes, {_mesh(f)['links']} links: {v:.1f} s from "
+                        f"launch ({_mesh(f)['started_s']:.1f} s of it starting acpd 2 at a "
+                        f"time; {_mesh(f)['formation_s']:.1f} s after the last answered)"),
+    Target("BRSKI enrolment per pledge, namespaces", "brski_enrol", "< 1 s",
+           lambda f: f["median_ms"], lambda v: v < 1000,
+           lambda v, f: f"{v:.0f} ms median of {f['runs']}"),
+    Target("GRASP decode+validate, RFC 8990 A.2 flood", "grasp_codec", ">= 200,000/s",
+           lambda f: f["rates_per_s"]["decode+validate, A.2 flood (56 B)"],
+           lambda v: v >= 200_000, lambda v, f: f"{v:,.0f}/s"),
+    Target("GRASP flood intake, one core, no loss", "grasp_io", ">= 30,000/s",
+           _flood_no_loss, lambda v: v >= 30_000,
+           lambda v, f: f"{v:,.0f}/s (highest rate offered: "
+                        f"{max(r['offered'] for r in f['flood_intake']):,.0f}/s)"),
+    Target("GRASP negotiation request -> step -> end", "grasp_io", "median < 0.3 ms",
+           lambda f: f["negotiation_median_ms"], lambda v: v < 0.3,
+           lambda v, f: f"{v:.3f} ms (p95 {f['negotiation_p95_ms']:.3f} ms)"),
+    Target("RPL convergence, 50 nodes, all pairs", "rpl_convergence", "<= 10 s",
+           lambda f: _rpl(f, "convergence_s"), lambda v: v <= 10, lambda v, f: f"{v:.2f} s"),
+    Target("RPL healing after a link cut, 50 nodes", "rpl_convergence", "<= 3 s",
+           lambda f: _rpl(f, "heal_s"), lambda v: v <= 3, lambda v, f: f"{v:.2f} s"),
+    Target("Secure channel to first ping, acpd vs bare swanctl (guest)", "channels",
+           "ratio <= 1.5", lambda f: f["ratio"], lambda v: v <= 1.5,
+           lambda v, f: f"{v:.2f} ({f['acp_s']:.2f} s vs {f['bare_s']:.2f} s)"),
+)
+
+
+def rows(records: Records) -> list[tuple[str, str, str, str]]:
+    """(what, target, measured, verdict) per target."""
+    out = []
+    for t in TARGETS:
+        figures = (records.get(t.bench) or {}).get("figures")
+        try:
+            value = t.figure(figures)
+            measured, verdict = t.shown(value, figures), ("met" if t.met(value) else "MISSED")
+            if t.goal.startswith("("):
+                verdict = "-"
+        except (LookupError, TypeError, ValueError):
+            measured, verdict = "not run", "?"
+        out.append((t.what, t.goal, measured, verdict))
+    return out
+
+
+def summary_markdown(records: Records, meta: dict[str, Any]) -> str:
+    host = meta["host"]
+    lines = [
+        f"# Benchmarks, {meta['date']}",
+        "",
+        f"Host: {host['cpu']}, {host['cores']} cores, Linux {host['kernel']} ({host['machine']}), "
+        f"Python {host['python']}. Guest rows: QEMU TCG (no KVM), 2 vCPUs, 2 GB, Debian kernel "
+        f"{meta['guest_kernel']}, on that host.",
+        f"This run took {meta['total_seconds'] / 60:.1f} min"
+        + (" (--quick: short runs, figures not comparable)." if meta.get("quick") else "."),
+        "",
+        "| what | target | measured | |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {what} | {goal} | {measured} | {verdict} |"
+              for what, goal, measured, verdict in rows(records)]
+    lines += ["", "| bench | where | ran | seconds | exit |", "|---|---|---|---|---|"]
+    lines += [f"| {r['name']} | {r['where']} | {r['started']} | {r['seconds']} | {r['exit_status']} |"
+              for r in records.values()]
+    return "\n".join(lines) + "\n"
