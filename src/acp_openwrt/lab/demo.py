@@ -353,9 +353,12 @@ def run_on_guest(say: Callable[[str], None] = _print_now) -> int:
     from acp_openwrt.lab.cli import EXIT_GUEST_FAILED, EXIT_TIMEOUT
     from acp_openwrt.lab.vm import GuestFailure, GuestTimeout, GuestUnavailable, run_in_guest
 
+    last = [b"\n"]
+
     def write(data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
+        last[0] = data[-1:]
 
     say(f"acp demo: {WHY_GUEST} (about 15 s)")
     on_main_thread = threading.current_thread() is threading.main_thread()
@@ -364,7 +367,8 @@ def run_on_guest(say: Callable[[str], None] = _print_now) -> int:
         result = run_in_guest([sys.executable, "-m", "acp_openwrt.lab.demo", IN_GUEST_FLAG],
                               timeout=GUEST_TIMEOUT, on_output=write)
     except KeyboardInterrupt:  # run_in_guest has killed QEMU: nothing of the demo is left
-        say("acp demo: interrupted; the guest is gone, and everything in it")
+        say(("" if last[0] == b"\n" else "\n") +
+            "acp demo: interrupted; the guest is gone, and everything in it")
         return 130
     except GuestUnavailable as exc:
         say(f"acp demo: no guest: {exc}")
