@@ -13,7 +13,7 @@ DEPS_STAMP := .deps-stamp
 .PHONY: help deps test test-unit test-netns test-vm demo bench bench-grasp clean
 
 help:
-	@echo "make demo       build a small ACP lab in namespaces and show it"
+	@echo "make demo       form a real 4-node ACP (BRSKI, secure channels, RPL) in a QEMU guest"
 	@echo "make test       all test tiers: unit, netns (root), vm (root, QEMU guest)"
 	@echo "make test-unit | test-netns | test-vm   one tier"
 	@echo "make bench      the benchmarks (figures printed, nothing asserted)"
