@@ -147,7 +147,7 @@ def main() -> int:
         floods = []
         for rate in (int(r) for r in args.rates.split(",")):
             f = asyncio.run(flood_intake(topo, rate, args.seconds))
-            floods.append({k: round(v, 3) for k, v in f.items()})
+            floods.append({"rate": rate, **{k: round(v, 3) for k, v in f.items()}})
             print(f"  offered {f['offered']:>8,.0f}/s  accepted {f['accepted_per_s']:>8,.0f}/s "
                   f"({f['accepted']}/{f['sent']}, loss {1 - f['accepted'] / f['sent']:.2%})  "
                   f"receiver CPU {f['cpu_share']:.0%}  {f['cpu_us_per_flood']:.1f} us/flood")

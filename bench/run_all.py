@@ -149,15 +149,17 @@ def main() -> int:
         if args.only and bench.name not in args.only:
             continue
         records[bench.name] = run_one(bench, args.quick, args.results, args.guest_timeout)
+    ran = tuple(records)
     for bench in BENCHES:  # figures from earlier runs fill the summary's other rows
         path = args.results / f"{bench.name}.json"
         if bench.name not in records and path.exists():
             records[bench.name] = json.loads(path.read_text())
+    records = {b.name: records[b.name] for b in BENCHES if b.name in records}
     total = time.monotonic() - begin
     host = machine()
     meta = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "host": host, "guest_kernel": guest_kernel(), "total_seconds": round(total, 1),
-            "quick": args.quick}
+            "quick": args.quick, "ran": list(ran), "partial": len(ran) < len(BENCHES)}
     (args.results / "machine.json").write_text(json.dumps(meta, indent=2) + "\n")
     text = summary_markdown(records, meta)
     (args.results / "summary.md").write_text(text)
