@@ -1,0 +1,73 @@
+"""pyroute2 without its package `__init__`, for acpd's memory budget.
+
+`import pyroute2` (and so every `from pyroute2.x import y`) first runs the package's
+`__init__`, which imports nearly all of pyroute2: NDB and IPDB (with sqlite3), nftables,
+ipset, nl80211, plan9, psutil, ... about 200 modules and 6 MB of RSS that acpd never uses.
+acpd needs IPRoute, the netns helpers, the netlink exceptions and the rtnl marshal.
+
+`install()` puts a stand-in for the package into sys.modules before anything imports it:
+submodules still load from the real package directory, `pyroute2.IPRoute` (and its siblings)
+resolve on first use, and any other name runs the real `__init__` once, so code that wants
+more of pyroute2 gets the very same objects as before. Only acpd's entry point calls it; a
+library import of acp_openwrt leaves pyroute2 alone.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+import types
+from typing import Any
+
+PACKAGE = "pyroute2"
+# Names the stand-in resolves without the full package: where each lives on Linux.
+LAZY_NAMES = {name: "pyroute2.iproute.linux"
+              for name in ("IPRoute", "AsyncIPRoute", "RawIPRoute", "ChaoticIPRoute", "IPBatch",
+                           "NetNS")}
+LAZY_NAMES.update({name: "pyroute2.netlink.exceptions"
+                   for name in ("NetlinkError", "NetlinkDecodeError", "NetlinkDumpInterrupted",
+                                "ChaoticException")})
+
+
+def install() -> bool:
+    """Put the lean pyroute2 into sys.modules; False if pyroute2 is already imported or
+    missing (nothing changes then)."""
+    if PACKAGE in sys.modules:
+        return False
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or spec.submodule_search_locations is None or spec.loader is None:
+        return False
+    module = types.ModuleType(PACKAGE, __doc__)
+    module.__spec__ = spec
+    module.__loader__ = spec.loader
+    module.__file__ = spec.origin
+    module.__path__ = list(spec.submodule_search_locations)
+    module.__package__ = PACKAGE
+    full_loaded = False
+
+    def __getattr__(name: str) -> Any:
+        nonlocal full_loaded
+        if name == "__version__":
+            return importlib.import_module("pyroute2.config.version").__version__
+        if name.startswith("__") and name != "__all__":
+            raise AttributeError(name)
+        if importlib.machinery.PathFinder.find_spec(f"{PACKAGE}.{name}", module.__path__):
+            # a submodule: AttributeError makes `from pyroute2 import netns` import it
+            raise AttributeError(f"module {PACKAGE!r} has no attribute {name!r} (yet)")
+        where = LAZY_NAMES.get(name)
+        if where is not None:
+            importlib.import_module("pyroute2.config.log")  # pyroute2's logger, as __init__ does
+            value = getattr(importlib.import_module(where), name)
+            setattr(module, name, value)
+            return value
+        if not full_loaded:
+            full_loaded = True
+            spec.loader.exec_module(module)  # type: ignore[union-attr]
+            if name in module.__dict__:
+                return module.__dict__[name]
+        raise AttributeError(f"module {PACKAGE!r} has no attribute {name!r}")
+
+    module.__getattr__ = __getattr__  # type: ignore[method-assign]
+    sys.modules[PACKAGE] = module
+    return True
