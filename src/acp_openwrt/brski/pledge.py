@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from . import cms, csr, idevid, wellknown
+from . import idevid, wellknown
 from .http import Response
 from .tls import chain_problem
 from .voucher import Voucher, VoucherError, new_nonce, parse_voucher
@@ -157,6 +157,7 @@ class PledgeAttempt:
                   chain: Sequence[x509.Certificate] = (),
                   now: dt.datetime | None = None) -> Action:
         """TLS is up (provisionally); build and send the signed voucher-request."""
+        from . import cms  # asn1crypto: 2.5 MB, only while enrolling
         if self.state is not State.CONNECTING:
             return self._fail(f"connected() in state {self.state.value}")
         if registrar_cert is None:
@@ -214,6 +215,7 @@ class PledgeAttempt:
                           {"Content-Type": wellknown.JSON})
 
     def _check_voucher(self, body: bytes, now: dt.datetime) -> tuple[Voucher, x509.Certificate]:
+        from . import cms
         try:
             signed = cms.verify(body)
         except cms.CmsError as exc:
@@ -251,6 +253,7 @@ class PledgeAttempt:
         return self._send("GET", wellknown.CACERTS)
 
     def _on_cacerts(self, response: Response, now: dt.datetime) -> Action:
+        from . import cms
         anchors: list[x509.Certificate] = []
         if response.status == 200:
             try:
@@ -270,6 +273,7 @@ class PledgeAttempt:
         return self._send("GET", wellknown.CSRATTRS)
 
     def _on_csrattrs(self, response: Response, now: dt.datetime) -> Action:
+        from . import csr
         if response.status != 200:
             raise _Refusal(f"/csrattrs answered HTTP {response.status} {response.text()}")
         try:
@@ -294,6 +298,7 @@ class PledgeAttempt:
                           {"Content-Type": wellknown.PKCS10})
 
     def _on_enroll(self, response: Response, now: dt.datetime) -> Action:
+        from . import cms, csr
         if response.status != 200:
             raise _Refusal(f"/simpleenroll answered HTTP {response.status} {response.text()}")
         try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from . import cms, csr, wellknown
+from . import wellknown
 from .http import HttpConnection, HttpError
 from .pledge import generate_key
 from .pledge_client import IO_TIMEOUT, Locator, _connect
@@ -84,6 +84,7 @@ def _b64(data: bytes) -> bytes:
 async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str | None = None,
                    timeout: float = IO_TIMEOUT) -> x509.Certificate:
     """Renew the stored LDevID at the EST server `locator`; returns the new certificate."""
+    from . import cms, csr  # asn1crypto: 2.5 MB, only while renewing (the LDevID's life is long)
     current = load_identity(stored.cert_path, stored.key_path)
     if current is None:
         raise RenewalError(f"no usable LDevID at {stored.cert_path}")
