@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from ..identity.certificate import (CertificateError, acp_node_name_general_name,
-                                    decode_acp_node_name_value, find_acp_node_name)
-from ..identity.node_name import NodeNameError
+                                    decode_acp_node_name_value)
+from ..identity.certificate import certificate_node_name_text  # noqa: F401 (moved; still here)
 
 MAX_CSRATTRS_BYTES = 16 * 1024
 MAX_CSR_BYTES = 16 * 1024
@@ -163,12 +163,3 @@ def csr_node_name(request: x509.CertificateSigningRequest) -> str | None:
         return decode_acp_node_name_value(values[0])
     except CertificateError as exc:
         raise CsrError(str(exc)) from None
-
-
-def certificate_node_name_text(cert: x509.Certificate) -> str | None:
-    """The acp-node-name text of an issued certificate (otherName only), or None."""
-    try:
-        found = find_acp_node_name(cert)
-    except (CertificateError, NodeNameError):
-        return None
-    return found.text if found and found.carrier == "otherName" else None

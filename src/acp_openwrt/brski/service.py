@@ -169,7 +169,7 @@ class PledgeService:
             if current is None:
                 self.state = "no-ldevid"
                 return
-            from .csr import certificate_node_name_text
+            from ..identity.certificate import certificate_node_name_text
             self.acp_node_name = certificate_node_name_text(current[0])
             self.state = "enrolled"
             now = dt.datetime.now(dt.timezone.utc)

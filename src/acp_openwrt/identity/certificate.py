@@ -215,6 +215,15 @@ def certificate_node_name(cert: x509.Certificate) -> tuple[AcpNodeName, str] | N
     return None if found is None else (found.node_name, found.carrier)
 
 
+def certificate_node_name_text(cert: x509.Certificate) -> str | None:
+    """The acp-node-name text of an issued certificate (otherName only), or None."""
+    try:
+        found = find_acp_node_name(cert)
+    except (CertificateError, NodeNameError):
+        return None
+    return found.text if found and found.carrier == "otherName" else None
+
+
 # --- key strength and signature hashes (§6.2.1) ---------------------------------------------
 
 def key_strength_problem(public_key: object) -> str | None:
