@@ -1,42 +1,96 @@
-"""acpd's memory: RSS and PSS idle (no interfaces) and with N adopted interfaces.
+"""acpd's memory on a fully running enrolled node: RSS and PSS of acpd, its join proxy and charon.
 
-Run as root: python3 bench/acpd_memory.py [N] [--json PATH]. Prints figures; exits 0. Budget (issue 4):
-the whole node within 40 MB RSS on x86-64.
+Run as root: python3 bench/acpd_memory.py [N] [--settle S] [--imports] [--json PATH].
+Two enrolled acpd on one link (host kernel: every part starts; the secure channel is tried but
+never comes up, the host has no ESP). After S seconds (default 10) it reads node n1's processes
+from /proc ("idle": all parts running, one link), then adopts N more interfaces (default 20) and
+reads them again. --imports adds what each import costs acpd, in acpd's own order, measured in a
+fresh interpreter. Prints the figures as JSON; exits 0. Budget (issues 4, 9): acpd within 40 MB
+RSS per node on x86-64 (the join proxy is its own process; charon is strongSwan's).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import secrets
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from pyroute2 import IPRoute
-
-from acp_openwrt.lab.acpd_runner import AcpdNode, wait_for
+from acp_openwrt.lab.acpd_lab import AcpdLab, descendants, process_role
+from acp_openwrt.lab.acpd_runner import wait_for
+from acp_openwrt.lab.topology import line
 from acp_openwrt.netns import call_in, create_namespace, list_namespaces, remove_namespace
 
+ROLES = ("acpd", "join_proxy", "charon")
+# acpd's imports in the order a running enrolled node makes them (acpd.main, then the parts).
+IMPORT_ORDER = (
+    "asyncio", "acp_openwrt.acpd", "cryptography.x509", "acp_openwrt.identity.summary",
+    "pyroute2.iproute.linux", "acp_openwrt.coordinator", "acp_openwrt.links.service",
+    "acp_openwrt.rpl.service", "cbor2", "acp_openwrt.grasp.acp_part", "vici",
+    "acp_openwrt.channels.service", "acp_openwrt.discovery.service",
+    "acp_openwrt.brski.proxy_launcher", "acp_openwrt.brski.service",
+    "acp_openwrt.control.ubus_bridge",
+)
+IMPORT_PROBE = """
+import gc, importlib, json, sys
+def kb(key):
+    for line in open('/proc/self/status'):
+        if line.startswith(key):
+            return int(line.split()[1])
+from acp_openwrt import pyroute2_lean
+pyroute2_lean.install()  # as acpd.main does
+rows = [("interpreter", kb("VmRSS:"), kb("RssAnon:"), kb("RssFile:"), len(sys.modules))]
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    gc.collect()
+    rows.append((name, kb("VmRSS:"), kb("RssAnon:"), kb("RssFile:"), len(sys.modules)))
+print(json.dumps(rows))
+"""
 
-def memory(pid: int) -> dict[str, float]:
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            out[line.split(":")[0]] = int(line.split()[1]) / 1024
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            out["Pss"] = int(line.split()[1]) / 1024
-    return {k: round(v, 1) for k, v in out.items()}
+
+def process_memory(pid: int) -> dict[str, float]:
+    """VmRSS, VmHWM, RssAnon, RssFile (status) and Pss (smaps_rollup) in MB; {} if gone."""
+    out: dict[str, float] = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("VmRSS:", "VmHWM:", "RssAnon:", "RssFile:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                out["Pss"] = int(line.split()[1]) / 1024
+    except OSError:
+        return {}
+    return out
+
+
+def node_memory(acpd_pid: int) -> dict[str, dict[str, float]]:
+    """Per role (acpd, join_proxy, charon): the summed figures of its processes, and how many."""
+    roles: dict[str, dict[str, float]] = {role: {} for role in ROLES}
+    for pid in (acpd_pid, *descendants(acpd_pid)):
+        role = process_role(pid)
+        if role not in roles:
+            continue
+        figures = roles[role]
+        for key, value in process_memory(pid).items():
+            figures[key] = figures.get(key, 0.0) + value
+        figures["processes"] = figures.get("processes", 0) + 1
+    return {role: {k: round(v, 1) for k, v in figures.items()} for role, figures in roles.items()}
 
 
 def add_links(host: str, wire: str, n: int) -> None:
+    """n veth pairs: `m<i>` in the node's host namespace, the other end up in `wire`."""
+    from pyroute2 import IPRoute
+
     def make() -> None:
         with IPRoute() as ipr:
             for i in range(n):
-                ipr.link("add", ifname=f"eth{i}", kind="veth", peer={"ifname": f"w{i}"})
-                ipr.link("set", index=ipr.link_lookup(ifname=f"w{i}")[0], net_ns_fd=f"/run/netns/{wire}")
-                ipr.link("set", index=ipr.link_lookup(ifname=f"eth{i}")[0], state="up")
+                ipr.link("add", ifname=f"m{i}", kind="veth", peer={"ifname": f"w{i}"})
+                ipr.link("set", index=ipr.link_lookup(ifname=f"w{i}")[0],
+                         net_ns_fd=f"/run/netns/{wire}")
+                ipr.link("set", index=ipr.link_lookup(ifname=f"m{i}")[0], state="up")
     call_in(host, make)
 
     def up() -> None:
@@ -46,35 +100,88 @@ def add_links(host: str, wire: str, n: int) -> None:
     call_in(wire, up)
 
 
+def import_costs() -> list[dict[str, Any]]:
+    """RSS added by each of acpd's imports (MB), in a fresh interpreter."""
+    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *IMPORT_ORDER], check=True,
+                         capture_output=True, text=True, timeout=120)
+    rows = json.loads(out.stdout)
+    result = [{"import": rows[0][0], "rss_mb": round(rows[0][1] / 1024, 1)}]
+    for before, after in zip(rows, rows[1:]):
+        result.append({"import": after[0],
+                       "rss_mb": round((after[1] - before[1]) / 1024, 1),
+                       "anon_mb": round((after[2] - before[2]) / 1024, 1),
+                       "file_mb": round((after[3] - before[3]) / 1024, 1),
+                       "modules": after[4] - before[4]})
+    result.append({"import": "total", "rss_mb": round(rows[-1][1] / 1024, 1),
+                   "modules": rows[-1][4]})
+    return result
+
+
+def measure(n: int, settle: float) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="acpd-mem-"))
+    lab = AcpdLab(line(2), workdir)
+    wire = ""
+    results: dict[str, Any] = {}
+    try:
+        lab.up()
+        for name in lab.nodes:
+            lab.enrol(name)
+        lab.start_all()
+        node = lab.nodes["n1"]
+        assert node.proc is not None
+        time.sleep(settle)
+        status = lab.ask("n1", "status")
+        results["parts"] = status["parts"]
+        results["failed_parts"] = status["failed_parts"]
+        results["settle_s"] = settle
+        results["node"] = node_memory(node.proc.pid)
+        results["idle"] = results["node"]["acpd"]  # the figure bench_summary checks
+        if n:
+            wire = f"{node.name}-memw"
+            create_namespace(wire)
+            before = len(lab.ask("n1", "interfaces"))
+            t0 = time.monotonic()
+            add_links(node.host_ns, wire, n)
+            wait_for(lambda: len([e for e in lab.ask("n1", "interfaces") if e["link_local"]])
+                     >= before + n, timeout=60, what=f"{n} more adopted")
+            results[f"adopt_{n}_s"] = round(time.monotonic() - t0, 2)
+            time.sleep(1.0)
+            results[f"with_{n}_interfaces"] = node_memory(node.proc.pid)
+    finally:
+        lab.close()
+        if wire and wire in list_namespaces():
+            remove_namespace(wire)
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [f"{'MB':<30} {'RSS':>6} {'PSS':>6} {'anon':>6} {'HWM':>6}"]
+    for label, key in (("all parts", "node"), *[(k.replace("_", " "), k) for k in results
+                                                 if k.startswith("with_")]):
+        for role, f in results[key].items():
+            if f:
+                lines.append(f"{label + ' ' + role:<30} {f['VmRSS']:>6} {f['Pss']:>6} "
+                             f"{f['RssAnon']:>6} {f['VmHWM']:>6}")
+    for row in results.get("imports", []):
+        extra = f"  (+{row['modules']} modules)" if "anon_mb" in row else ""
+        lines.append(f"import {row['import']:<40} {row['rss_mb']:>5}{extra}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("n", type=int, nargs="?", default=20)
+    parser.add_argument("n", type=int, nargs="?", default=20,
+                        help="interfaces to adopt on top (0: only the all-parts figures)")
+    parser.add_argument("--settle", type=float, default=10.0,
+                        help="seconds after start before reading (default 10)")
+    parser.add_argument("--imports", action="store_true",
+                        help="also measure what each of acpd's imports costs")
     parser.add_argument("--json", metavar="PATH", help="also write the figures here as JSON")
     args = parser.parse_args()
-    n = args.n
-    tag = "m" + secrets.token_hex(3)
-    host, wire = f"{tag}-host", f"{tag}-wire"
-    create_namespace(host)
-    create_namespace(wire)
-    node = AcpdNode(tag, host, Path(tempfile.mkdtemp(prefix="acpd-mem-")))
-    results = {}
-    try:
-        node.start()
-        time.sleep(1.0)
-        results["idle"] = memory(node.proc.pid)
-        t0 = time.monotonic()
-        add_links(host, wire, n)
-        wait_for(lambda: len([e for e in node.ask("interfaces") if e["link_local"]]) == n,
-                 timeout=60, what=f"{n} adopted")
-        results[f"adopt_{n}_s"] = round(time.monotonic() - t0, 2)
-        time.sleep(0.5)
-        results[f"with_{n}_interfaces"] = memory(node.proc.pid)
-        node.stop()
-    finally:
-        node.stop()
-        for ns in (host, wire, node.dull_ns, node.acp_ns):
-            if ns in list_namespaces():
-                remove_namespace(ns)
+    results = measure(args.n, args.settle)
+    if args.imports:
+        results["imports"] = import_costs()
+    print(table(results), file=sys.stderr)
     print(json.dumps(results, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
