@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -151,6 +152,7 @@ def measure(n: int, settle: float) -> dict[str, Any]:
         lab.close()
         if wire and wire in list_namespaces():
             remove_namespace(wire)
+        shutil.rmtree(workdir, ignore_errors=True)
     return results
 
 
