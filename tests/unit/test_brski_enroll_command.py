@@ -50,3 +50,26 @@ def test_enrolled_node_renews_now(tmp_path: Path) -> None:
     reply = dispatch(svc)  # no EST server known: the renewal fails, and says so
     assert reply["ok"] is True and reply["result"]["renewed"] is False
     assert "no EST server" in reply["result"]["error"]
+
+
+def test_renewal_asks_acp_grasp_for_an_est_server_heard_before_it_started(tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    """After the rebuild that follows enrolment the renewal part starts after ACP GRASP: the
+    registrar's flood may have gone by already, so it asks the GRASP part."""
+    svc = service(tmp_path)
+    svc.state = "enrolled"
+    targets = []
+
+    class HeardIt:
+        async def find_est_server(self) -> tuple[str, int]:
+            return ("fd00::1", 8443)
+
+    async def reenroll(target, stored, namespace=None) -> None:
+        targets.append((target, namespace))
+
+    monkeypatch.setattr("acp_openwrt.brski.service.reenroll", reenroll)
+    monkeypatch.setattr(svc, "_publish", lambda: None)
+    svc.ctx.extras["grasp"] = HeardIt()
+    reply = dispatch(svc)
+    assert reply["result"]["renewed"] is True, reply
+    assert targets == [(Locator("fd00::1", 8443), svc.ctx.acp_ns)]

@@ -189,8 +189,19 @@ class PledgeService:
                 continue
             await self.renew_now()
 
+    async def _ask_acp_grasp_for_est_server(self) -> None:
+        """Pull what ACP GRASP heard (or can discover) before this part existed."""
+        acp_grasp = self.ctx.extras.get("grasp")
+        if acp_grasp is None or not hasattr(acp_grasp, "find_est_server"):
+            return
+        found = await acp_grasp.find_est_server()
+        if found is not None and self.est_server is None:
+            self.set_est_server(found[0], found[1], self.ctx.acp_ns)
+
     async def renew_now(self) -> bool:
         """One renewal attempt at the known EST server (else the last proxy)."""
+        if self.est_server is None:
+            await self._ask_acp_grasp_for_est_server()
         target, namespace = self.est_server, self.est_namespace
         if target is None:
             target, namespace = self.last_proxy, self.ctx.dull_ns

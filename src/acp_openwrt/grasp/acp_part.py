@@ -61,6 +61,7 @@ class AcpGrasp:
         self.grasp: GraspService | None = None
         self.interfaces: set[str] = set()
         self.est_servers_heard = 0
+        self.est_server: tuple[str, int] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._announcers: dict[int, Callable[[str], None]] = {}
@@ -199,8 +200,16 @@ class AcpGrasp:
             proxy.registrar_heard(address, port, ttl_ms)
         self._est_server(address, port)
 
+    async def find_est_server(self) -> tuple[str, int] | None:
+        """The EST server last heard of, else one discovered now. The renewal part asks this:
+        it may start (or be rebuilt) after the flood or discovery answer went by."""
+        if self.est_server is None and self.grasp is not None and self.interfaces:
+            await self._discover_registrar()
+        return self.est_server
+
     def _est_server(self, address: str, port: int) -> None:
         self.est_servers_heard += 1
+        self.est_server = (address, port)
         pledge = self.ctx.extras.get("brski")
         if pledge is not None and hasattr(pledge, "set_est_server"):
             pledge.set_est_server(address, port, self.ctx.acp_ns)
