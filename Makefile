@@ -39,16 +39,13 @@ test-vm: deps
 demo: deps
 	$(PYTHON) -m acp_openwrt.lab.demo
 
-# Figures, not tests. Root for the namespace ones; channels.py runs in the QEMU guest.
-bench: bench-grasp deps
-	$(PYTHON) bench/acpd_memory.py
-	$(PYTHON) bench/brski_enrol.py
-	$(PYTHON) bench/rpl_convergence.py
-	$(PYTHON) -m acp_openwrt.lab.cli vm -- $(PYTHON) bench/channels.py
+# Figures, not tests (root; the channel and whole-ACP ones boot the QEMU guest). Writes
+# bench/results/*.json and bench/results/summary.md.
+bench: deps
+	$(PYTHON) bench/run_all.py
 
 bench-grasp: deps
-	$(PYTHON) bench/grasp_codec.py
-	$(PYTHON) bench/grasp_io.py
+	$(PYTHON) bench/run_all.py --only grasp_codec grasp_io
 
 clean:
 	rm -rf $(DEPS_STAMP) build dist src/*.egg-info .pytest_cache

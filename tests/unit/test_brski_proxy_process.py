@@ -22,11 +22,15 @@ async def expect(chan: ho.HandoverChannel, timeout: float = 2.0) -> ho.Message:
     return received[0]
 
 
+async def answers(_locator) -> bool:
+    return True
+
+
 def test_proxy_reports_listeners_registrar_known_lost_and_status() -> None:
     async def scenario() -> None:
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         acpd = ho.HandoverChannel(a)
-        proxy = ProxyProcess(ho.HandoverChannel(b), RelayLimits())
+        proxy = ProxyProcess(ho.HandoverChannel(b), RelayLimits(), probe=answers)
         task = asyncio.create_task(proxy.run())
         assert await expect(acpd) == ho.Hello(os.getpid(), os.getuid(), os.getgid())
         assert await expect(acpd) == ho.RegistrarState(False)
@@ -63,6 +67,48 @@ def test_proxy_reports_listeners_registrar_known_lost_and_status() -> None:
         assert isinstance(reply, ho.StatusReply) and reply.status["listeners"] == []
         acpd.close()
         await asyncio.wait_for(task, 2)  # end of stream ends the proxy
+    asyncio.run(scenario())
+
+
+def test_registrar_is_known_only_once_it_answers(monkeypatch) -> None:
+    """Heard before the ACP routes to it exist: no AN_Proxy yet (pledges would fail and back off)."""
+    monkeypatch.setattr("acp_openwrt.brski.proxy.PROBE_RETRY", 0.05)
+    probed = []
+
+    async def third_time_lucky(locator) -> bool:
+        probed.append(locator)
+        return len(probed) >= 3
+
+    async def scenario() -> None:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        acpd = ho.HandoverChannel(a)
+        proxy = ProxyProcess(ho.HandoverChannel(b), RelayLimits(), probe=third_time_lucky)
+        task = asyncio.create_task(proxy.run())
+        await expect(acpd)  # Hello
+        assert await expect(acpd) == ho.RegistrarState(False)
+        await acpd.send(ho.Registrar("fd00::1", 8443, 60_000))
+        assert await expect(acpd) == ho.RegistrarState(True, "fd00::1", 8443)
+        assert len(probed) == 3 and proxy.probes_failed == 2
+        await acpd.send(ho.Registrar("fd00::1", 8443, 60_000))  # refreshed: no new probe
+        await acpd.send(ho.StatusRequest(1))
+        reply = await expect(acpd)
+        assert reply.status["probes_failed"] == 2 and len(probed) == 3
+        acpd.close()
+        await asyncio.wait_for(task, 2)
+    asyncio.run(scenario())
+
+
+def test_tcp_probe_tells_a_listening_registrar_from_a_closed_port() -> None:
+    from acp_openwrt.brski.proxy import tcp_probe
+    from acp_openwrt.brski.proxy_registrar import RegistrarLocator
+
+    async def scenario() -> None:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as lsock:
+            lsock.bind(("::1", 0))
+            lsock.listen(1)
+            port = lsock.getsockname()[1]
+            assert await tcp_probe(RegistrarLocator("::1", port), 1.0) is True
+        assert await tcp_probe(RegistrarLocator("::1", port), 1.0) is False
     asyncio.run(scenario())
 
 

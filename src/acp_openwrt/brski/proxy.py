@@ -3,8 +3,10 @@
 Started by acpd (proxy_launcher.py) in the ACP namespace; confines itself at once (namespace,
 unprivileged user: proxy_sandbox.py), then serves whatever acpd hands over on the handover
 socket (handover.py): listening sockets from DULL, registrar locators from AN_join_registrar
-floods. It reports back whether a registrar is known, so acpd floods AN_Proxy only while pledges
-can actually be relayed. It ends when acpd closes the handover socket, or on SIGTERM.
+floods. It reports back whether a registrar is known *and answers a TCP connect*, so acpd floods
+AN_Proxy only while pledges can actually be relayed: a registrar heard before the ACP routes to
+it exist would otherwise draw pledges into failed attempts, and RFC 8995 §4.1 has a pledge back
+off exponentially (up to an hour) from a proxy that failed it. It ends when acpd closes the handover socket, or on SIGTERM.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Sequence, Union
+from typing import Any, Awaitable, Callable, Sequence, Union
 
 from . import handover as ho
 from .proxy_registrar import RegistrarLocator, RegistrarTable
@@ -26,13 +28,35 @@ from .proxy_sandbox import SandboxError, confine
 
 LOG = logging.getLogger("acp-join-proxy")
 EXIT_USAGE = 2
+PROBE_TIMEOUT = 3.0
+PROBE_RETRY = 2.0
+
+Probe = Callable[[RegistrarLocator], Awaitable[bool]]
+
+
+async def tcp_probe(locator: RegistrarLocator, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Does the registrar accept a TCP connection (the route to it exists, it listens)?"""
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(locator.address, locator.port), timeout)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 class ProxyProcess:
     """The proxy's event loop side: handover messages in, relay and registrar state out."""
 
-    def __init__(self, channel: ho.HandoverChannel, limits: RelayLimits) -> None:
+    def __init__(self, channel: ho.HandoverChannel, limits: RelayLimits,
+                 probe: Probe = tcp_probe) -> None:
         self.channel = channel
+        self._probe = probe
+        self._reachable: Union[RegistrarLocator, None] = None
+        self._probing: Union[asyncio.Task[None], None] = None
+        self.probes_failed = 0
         self.registrars = RegistrarTable()
         self.relay = Relay(limits, lambda: self.registrars.candidates(time.monotonic()))
         self._reported: Union[RegistrarLocator, None] = None
@@ -60,6 +84,8 @@ class ProxyProcess:
         finally:
             if self._expiry is not None:
                 self._expiry.cancel()
+            if self._probing is not None:
+                self._probing.cancel()
             await self.relay.close()
             await self._drain()
             sender.cancel()
@@ -126,9 +152,15 @@ class ProxyProcess:
         self._report_registrar()
 
     def _report_registrar(self) -> None:
-        """Tell acpd when the registrar we would use changes (known, lost, or another one)."""
+        """Tell acpd when the registrar we would use changes (known, lost, or another one).
+        A new registrar counts as known once it answered a probe."""
         now = time.monotonic()
         current = self.registrars.current(now)
+        if current is None:
+            self._reachable = None  # heard again later: probed again
+        elif current != self._reachable:
+            self._start_probe(current)
+            current = None
         if current != self._reported or not self._reported_once:
             self._reported, self._reported_once = current, True
             if current is None:
@@ -145,12 +177,33 @@ class ProxyProcess:
             delay = max(0.0, next_expiry - now) + 0.01
             self._expiry = asyncio.get_running_loop().call_later(delay, self._report_registrar)
 
+    def _start_probe(self, locator: RegistrarLocator) -> None:
+        if self._probing is not None and not self._probing.done():
+            if self._probing.get_name() == str(locator):
+                return
+            self._probing.cancel()
+        self._probing = asyncio.get_running_loop().create_task(self._probe_until_reachable(
+            locator), name=str(locator))
+
+    async def _probe_until_reachable(self, locator: RegistrarLocator) -> None:
+        while self.registrars.current(time.monotonic()) == locator:
+            if await self._probe(locator):
+                self._reachable = locator
+                self._report_registrar()
+                return
+            self.probes_failed += 1
+            if self.probes_failed in (1, 10) or self.probes_failed % 100 == 0:
+                LOG.info("registrar [%s]:%d does not answer yet (%d probes failed)",
+                         locator.address, locator.port, self.probes_failed)
+            await asyncio.sleep(PROBE_RETRY)
+
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
         current = self.registrars.current(now)
         return {"pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
                 "registrar": current.to_dict() if current else None,
-                "registrars": self.registrars.status(now), **self.relay.status()}
+                "registrars": self.registrars.status(now), "probes_failed": self.probes_failed,
+                **self.relay.status()}
 
 
 async def _serve(fd: int, limits: RelayLimits) -> None:

@@ -53,6 +53,19 @@ def _is_charon(pid: int) -> bool:
         return False
 
 
+def _why(log_path: Path) -> str:
+    """The first failure charon logged in its last run (a missing plugin, mostly), for the
+    error an operator sees first."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()[-40:]
+    except OSError:
+        return ""
+    for line in lines:
+        if "failed to load" in line or "unmet dependency" in line:
+            return ": " + line.split("] ", 1)[-1].strip()
+    return ""
+
+
 class CharonSupervisor:
     """One charon per node: `start()` adopts or spawns it, then a task restarts it if it dies."""
 
@@ -122,7 +135,8 @@ class CharonSupervisor:
         while not _vici_answers(self.vici_socket):
             if self._proc.poll() is not None:
                 raise CharonError(f"charon in {self.netns} exited with status "
-                                  f"{self._proc.returncode} at start (see {self.log_path})")
+                                  f"{self._proc.returncode} at start{_why(self.log_path)}"
+                                  f" (see {self.log_path})")
             if time.monotonic() > deadline:
                 _terminate(self._proc.pid, 2.0)
                 raise CharonError(f"charon in {self.netns} opened no VICI socket within "

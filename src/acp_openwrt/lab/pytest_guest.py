@@ -50,6 +50,16 @@ def _skip_reason(report: pytest.TestReport) -> str:
     return report.longreprtext
 
 
+CAPTURED_LIMIT = 30_000
+
+
+def _captured(report: pytest.TestReport) -> str:
+    """A failed twin's captured output (node logs the test printed), its tail if long: the
+    host shows only what the guest recorded, and CI has nothing else to go on."""
+    text = "".join(f"\n----- {name} -----\n{content}" for name, content in report.sections)
+    return text if len(text) <= CAPTURED_LIMIT else "\n[...]" + text[-CAPTURED_LIMIT:]
+
+
 class ResultCollector:
     """Inside the guest: gather outcomes and leave them for the host in $ACP_LAB_OUT."""
 
@@ -62,6 +72,8 @@ class ResultCollector:
         if report.skipped and hasattr(report, "wasxfail"):
             outcome = "xfailed"
         text = _skip_reason(report) if report.skipped else report.longreprtext
+        if report.failed:
+            text += _captured(report)
         record(self.results, report.nodeid, report.when, outcome, text)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
