@@ -88,7 +88,7 @@ def _registrar(st: dict[str, Any]) -> str:
 
 def _ubus(st: dict[str, Any]) -> str:
     return f"object {st.get('object', 'acp')}" if st.get("available") else \
-        f"off ({st.get('reason') or 'python-ubus not installed'})"
+        f"off: {st.get('reason') or 'python-ubus not installed'}"
 
 
 PARTS: tuple[tuple[str, Summary], ...] = (
