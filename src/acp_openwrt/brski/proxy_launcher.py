@@ -35,7 +35,7 @@ from .proxy_relay import RelayLimits
 __all__ = ["AnProxyStart", "AnProxyStop", "JoinProxyService", "ProxySettings"]
 
 LOG = logging.getLogger("acpd.join_proxy")
-HELLO_TIMEOUT = 15.0
+HELLO_TIMEOUT = 60.0  # a Python start on a loaded small box (or a TCG guest) can take 15 s
 STATUS_TIMEOUT = 2.0
 STOP_GRACE = 2.0
 MAX_TTL_MS = 2**32 - 1

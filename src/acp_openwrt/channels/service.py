@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from .. import events
 from ..identity.certificate import load_certificates
 from ..netns import namespace_executor
@@ -256,7 +258,7 @@ class ChannelService:
             for action in actions:
                 try:
                     await self._do(ch, action)
-                except (OSError, DriverError) as exc:
+                except (OSError, NetlinkError, DriverError) as exc:
                     LOG.warning("channel %s %s: %s failed: %s", ch.dull_ifname, ch.peer,
                                 type(action).__name__, exc)
                     ch.fsm.last_error = f"{type(action).__name__}: {exc}"
