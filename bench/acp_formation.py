@@ -8,6 +8,8 @@ first, as in a deployment: the MASA must know its domain CA); every other node s
 only an IDevID and enrols through BRSKI, through a neighbour's join proxy if it is not next
 to the registrar.
   line4    the 4-node line n1-n2-n3-n4
+  line4-enrolled   the same line, every node holding its LDevID from the start (no BRSKI):
+           what the ACP itself (channels, RPL) takes, against the same bare-IKE sum
   meshN    a seeded random connected mesh of N nodes: a tree of degree <= 3 plus N/3 extra
            links (loops), so some nodes have 2-3 channels and RPL has a choice of parents
 Figures per scenario:
@@ -117,8 +119,10 @@ def node_memory(acpd_pid: int, table: dict[int, tuple[int, str, str]]) -> dict[s
 class Formation:
     """One scenario: bring the lab up, start everything, time the milestones, tear down."""
 
-    def __init__(self, label: str, spec: TopologySpec, workdir: Path, limit: float) -> None:
+    def __init__(self, label: str, spec: TopologySpec, workdir: Path, limit: float,
+                 enrolled: bool = False) -> None:
         self.label, self.spec, self.workdir, self.limit = label, spec, workdir, limit
+        self.enrolled = enrolled  # every node starts with its LDevID: no BRSKI in the figure
         self.names = [n.name for n in spec.nodes]
         self.degree = {n: sum(1 for lk in spec.links if n in (lk.a.node, lk.b.node))
                        for n in self.names}
@@ -134,12 +138,18 @@ class Formation:
                                   "edges": [[lk.a.node, lk.b.node] for lk in self.spec.links]}
         try:
             lab.up()
-            lab.start_masa(root)
-            lab.make_registrar(root, "option dodag_root '1'")
-            for name in pledges:
-                lab.make_pledge(name)
-            lab.start_all([root])
-            lab.trust_registrar(root)
+            if self.enrolled:
+                lab.enrol(root, "option dodag_root '1'")
+                for name in pledges:
+                    lab.enrol(name)
+                lab.start_all([root])
+            else:
+                lab.start_masa(root)
+                lab.make_registrar(root, "option dodag_root '1'")
+                for name in pledges:
+                    lab.make_pledge(name)
+                lab.start_all([root])
+                lab.trust_registrar(root)
             launch = time.monotonic()
             # Two at a time (the guest has 2 vCPUs): Python starting under TCG is slow, and
             # ten at once push each start (and the join proxies' hello) past its timeout.
@@ -220,23 +230,26 @@ def summarise(results: dict[str, Any]) -> None:
     bare = results["bare_ike_hops_s"]
     print("bare IKE per hop (swanctl --initiate -> first echo), 3 hops: "
           + " + ".join(f"{x:.2f}" for x in bare) + f" = {sum(bare):.2f} s")
-    print(f"{'scenario':>9} {'nodes':>5} {'links':>5} {'started':>8} {'enrolled':>9} "
+    print(f"{'scenario':>14} {'nodes':>5} {'links':>5} {'started':>8} {'enrolled':>9} "
           f"{'channels':>9} {'formed':>7} {'from launch':>12}  (s after all acpd started)")
     for r in results["scenarios"]:
         if "error" in r:
-            print(f"{r['scenario']:>9} {r['nodes']:>5} {r['links']:>5}  FAILED: {r['error']}")
+            print(f"{r['scenario']:>14} {r['nodes']:>5} {r['links']:>5}  FAILED: {r['error']}")
             continue
-        print(f"{r['scenario']:>9} {r['nodes']:>5} {r['links']:>5} {r['started_s']:>8} "
+        print(f"{r['scenario']:>14} {r['nodes']:>5} {r['links']:>5} {r['started_s']:>8} "
               f"{r['enrolled_s']:>9} {r['channels_s']:>9} {r['formation_s']:>7} "
               f"{r['launch_to_formation_s']:>12}")
     if "line4_ratio" in results:
         print(f"line4 formation / sum of bare hops: {results['line4_ratio']:.2f} "
               f"(target <= {RATIO_TARGET:g})")
-    print(f"{'scenario':>9} {'node':>5} {'acpd RSS':>9} {'acpd PSS':>9} {'proxy RSS':>10} "
+    if "line4_enrolled_ratio" in results:
+        print(f"line4-enrolled formation / sum of bare hops: "
+              f"{results['line4_enrolled_ratio']:.2f}")
+    print(f"{'scenario':>14} {'node':>5} {'acpd RSS':>9} {'acpd PSS':>9} {'proxy RSS':>10} "
           f"{'acpd+proxy':>11} {'charon RSS':>11}  (MB)")
     for r in results["scenarios"]:
         for name, m in r.get("memory", {}).items():
-            print(f"{r['scenario']:>9} {name:>5} {m['acpd_rss_mb']:>9} {m['acpd_pss_mb']:>9} "
+            print(f"{r['scenario']:>14} {name:>5} {m['acpd_rss_mb']:>9} {m['acpd_pss_mb']:>9} "
                   f"{m['proxy_rss_mb']:>10} {m['node_rss_mb']:>11} {m['charon_rss_mb']:>11}")
     print(f"largest acpd+proxy RSS {results['max_node_rss_mb']} MB, largest acpd RSS "
           f"{results['max_acpd_rss_mb']} MB (target <= {RSS_TARGET_MB:g} MB)")
@@ -256,13 +269,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="acpform") as tmp:
         work = Path(tmp)
         results: dict[str, Any] = {"bare_ike_hops_s": bare_hops(3, work)}
-        scenarios = [("line4", line(4))]
+        scenarios = [("line4", line(4), False), ("line4-enrolled", line(4), True)]
         if args.mesh_size:
-            scenarios.append((f"mesh{args.mesh_size}", random_mesh(args.mesh_size, args.seed)))
+            scenarios.append((f"mesh{args.mesh_size}", random_mesh(args.mesh_size, args.seed),
+                              False))
         results["scenarios"] = []
-        for label, spec in scenarios:
+        for label, spec, enrolled in scenarios:
             try:
-                done = Formation(label, spec, work / label, args.limit).run()
+                done = Formation(label, spec, work / label, args.limit, enrolled).run()
             except Exception as e:  # the other scenario's figures still count
                 done = {"scenario": label, "nodes": len(spec.nodes), "links": len(spec.links),
                         "error": f"{type(e).__name__}: {e}"}
@@ -272,6 +286,10 @@ def main() -> int:
     line4 = results["scenarios"][0]
     if "error" not in line4:
         results["line4_ratio"] = round(line4["formation_s"] / sum(results["bare_ike_hops_s"]), 2)
+    enrolled4 = results["scenarios"][1]
+    if "error" not in enrolled4:
+        results["line4_enrolled_ratio"] = round(
+            enrolled4["formation_s"] / sum(results["bare_ike_hops_s"]), 2)
     every = [m for r in formed for m in r["memory"].values()]
     if not every:
         print("acp_formation: no scenario formed", file=sys.stderr)

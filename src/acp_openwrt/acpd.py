@@ -89,7 +89,11 @@ def _setup_logging(level: str, use_syslog: bool) -> None:
         handler.setFormatter(logging.Formatter("acpd[%(process)d]: %(levelname)s %(message)s"))
     else:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("acpd: %(levelname)s %(name)s: %(message)s"))
+        # procd, systemd and syslog stamp each line themselves; a bare terminal or a test
+        # bench's log file asks for it (ACPD_LOG_TIME=1: wall clock to the ms, to line up nodes).
+        stamp = "%(asctime)s.%(msecs)03d " if os.environ.get("ACPD_LOG_TIME") == "1" else ""
+        handler.setFormatter(logging.Formatter(stamp + "acpd: %(levelname)s %(name)s: %(message)s",
+                                               datefmt="%H:%M:%S"))
     logging.basicConfig(level=LOG_LEVELS.get(level, logging.INFO), handlers=[handler])
     # pyroute2's debug output would drown ours
     handler.addFilter(lambda r: r.levelno >= logging.WARNING or not r.name.startswith("pyroute2"))

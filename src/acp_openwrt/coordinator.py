@@ -41,18 +41,21 @@ def part_names(config: AcpConfig, identity: dict[str, Any] | None) -> list[str]:
     All parts are built before any starts, so parts that subscribe when built hear everything;
     parts that subscribe in start() must start before the parts whose events they need: RPL and
     the ACP GRASP before channels (ChannelUp), channels before discovery (AdjacencyUp), the ACP
-    GRASP before the registrar (it floods through it). A part whose module is not installed
+    GRASP before the registrar (it floods through it). The join proxy starts right after the
+    links: its process's Python start-up (seconds on a small box) then overlaps charon's, and
+    it has nothing to announce before channels and the ACP GRASP bring a registrar anyway.
+    A part whose module is not installed
     (a trimmed OpenWrt build) is skipped with a log line rather than stopping the node.
     """
     parts = ["links.service:LinkService"]
+    if config.join_proxy:
+        parts.append("brski.proxy_launcher:JoinProxyService")  # switches on with an LDevID
     if identity is not None:
         parts.append("rpl.service:RplService")
         if config.connect:
             parts.append("connect.service:ConnectService")
         parts += ["grasp.acp_part:AcpGrasp", "channels.service:ChannelService"]
     parts.append("discovery.service:DullDiscovery")
-    if config.join_proxy:
-        parts.append("brski.proxy_launcher:JoinProxyService")  # switches on with an LDevID
     if config.registrar:
         if identity is not None:
             parts.append("brski.registrar_service:RegistrarService")

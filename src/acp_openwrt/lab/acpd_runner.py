@@ -51,7 +51,7 @@ class AcpdNode:
         log = open(self.workdir / "acpd.stderr", "ab")
         self.proc = subprocess.Popen(
             nsenter_argv(self.host_ns, [sys.executable, "-m", "acp_openwrt.acpd", "-c", str(config), *args]),
-            stdout=log, stderr=log)
+            stdout=log, stderr=log, env={**os.environ, "ACPD_LOG_TIME": "1"})
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
