@@ -141,7 +141,9 @@ class Node:
         try:
             if keep and hasattr(service, "keep_on_stop"):
                 service.keep_on_stop = True  # type: ignore[attr-defined]
+            began = time.monotonic()
             await service.stop()
+            LOG.debug("stopped %s (%.0f ms)", service.name, (time.monotonic() - began) * 1000)
         except Exception:
             LOG.exception("stopping %s failed", service.name)
 

@@ -29,7 +29,8 @@ from .proxy_sandbox import SandboxError, confine
 LOG = logging.getLogger("acp-join-proxy")
 EXIT_USAGE = 2
 PROBE_TIMEOUT = 3.0
-PROBE_RETRY = 2.0
+PROBE_RETRY = 0.5      # first retry; doubles up to PROBE_RETRY_MAX (routes usually follow soon)
+PROBE_RETRY_MAX = 5.0
 
 Probe = Callable[[RegistrarLocator], Awaitable[bool]]
 
@@ -186,6 +187,7 @@ class ProxyProcess:
             locator), name=str(locator))
 
     async def _probe_until_reachable(self, locator: RegistrarLocator) -> None:
+        delay = PROBE_RETRY
         while self.registrars.current(time.monotonic()) == locator:
             if await self._probe(locator):
                 self._reachable = locator
@@ -195,7 +197,8 @@ class ProxyProcess:
             if self.probes_failed in (1, 10) or self.probes_failed % 100 == 0:
                 LOG.info("registrar [%s]:%d does not answer yet (%d probes failed)",
                          locator.address, locator.port, self.probes_failed)
-            await asyncio.sleep(PROBE_RETRY)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, PROBE_RETRY_MAX)
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
