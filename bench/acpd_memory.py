@@ -118,6 +118,17 @@ def import_costs() -> list[dict[str, Any]]:
     return result
 
 
+def site_hooks_mb() -> float:
+    """RSS that this interpreter's site-packages .pth hooks add before acpd imports anything
+    (python3 -c pass against python3 -S -c pass). A sandbox or distribution hook (one here
+    pulls in certifi) counts in acpd's RSS but is not acpd's; reported beside the figure."""
+    probe = "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
+    with_site, without = (int(subprocess.run([sys.executable, *flags, "-c", probe], check=True,
+                                             capture_output=True, text=True).stdout)
+                          for flags in ([], ["-S"]))
+    return round((with_site - without) / 1024, 1)
+
+
 def measure(n: int, settle: float) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="acpd-mem-"))
     lab = AcpdLab(line(2), workdir)
@@ -137,6 +148,7 @@ def measure(n: int, settle: float) -> dict[str, Any]:
         results["settle_s"] = settle
         results["node"] = node_memory(node.proc.pid)
         results["idle"] = results["node"]["acpd"]  # the figure bench_summary checks
+        results["site_hooks_mb"] = site_hooks_mb()
         if n:
             wire = f"{node.name}-memw"
             create_namespace(wire)
@@ -164,6 +176,9 @@ def table(results: dict[str, Any]) -> str:
             if f:
                 lines.append(f"{label + ' ' + role:<30} {f['VmRSS']:>6} {f['Pss']:>6} "
                              f"{f['RssAnon']:>6} {f['VmHWM']:>6}")
+    if "site_hooks_mb" in results:
+        lines.append(f"of acpd's RSS, this interpreter's site .pth hooks: "
+                     f"{results['site_hooks_mb']} MB")
     for row in results.get("imports", []):
         extra = f"  (+{row['modules']} modules)" if "anon_mb" in row else ""
         lines.append(f"import {row['import']:<40} {row['rss_mb']:>5}{extra}")

@@ -51,7 +51,9 @@ def _mesh(f: dict[str, Any]) -> dict[str, Any]:
 TARGETS = (
     Target("acpd RSS per node, idle (x86-64)", "acpd_memory", "<= 40 MB",
            lambda f: f["idle"]["VmRSS"], lambda v: v <= 40,
-           lambda v, f: f"{v:.1f} MB (PSS {f['idle']['Pss']:.1f} MB)"),
+           lambda v, f: f"{v:.1f} MB (PSS {f['idle']['Pss']:.1f} MB"
+                        + (f"; {f['site_hooks_mb']:.1f} MB of it this machine's site .pth hooks"
+                           if f.get("site_hooks_mb") else "") + ")"),
     Target("acpd + join proxy RSS per node, ACP formed (guest)", "acp_formation", "<= 40 MB",
            lambda f: f["max_node_rss_mb"], lambda v: v <= 40,
            lambda v, f: f"{v:.1f} MB largest, {f['mean_node_rss_mb']:.1f} MB mean "
