@@ -1,4 +1,5 @@
-"""The BRSKI join proxy process (RFC 8995 §4): `python3 -m acp_openwrt.brski.proxy --handover-fd N`.
+"""The BRSKI join proxy process (RFC 8995 §4), which acpd starts as
+`python3 -S -m acp_openwrt.brski.proxy_entry --handover-fd N` (proxy_entry.py keeps ssl out).
 
 Started by acpd (proxy_launcher.py) in the ACP namespace; confines itself at once (namespace,
 unprivileged user: proxy_sandbox.py), then serves whatever acpd hands over on the handover

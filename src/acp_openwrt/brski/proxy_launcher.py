@@ -2,7 +2,7 @@
 
 `JoinProxyService(ctx)` is active only while the node has an LDevID. Per adopted DULL link it
 binds a TCP listener to the link-local address (made in DULL, where the unprivileged proxy can
-never open anything), starts `acp_openwrt.brski.proxy` in the ACP namespace as an unprivileged
+never open anything), starts `acp_openwrt.brski.proxy` (via proxy_entry) in the ACP namespace as an unprivileged
 user, and hands the sockets over (handover.py). acpd keeps its own copy of every listener, so a
 proxy that dies is restarted (with backoff) on the same ports and pledges' queued connections
 survive. Registrars come in through `registrar_heard()` (fed from AN_join_registrar floods in
@@ -256,7 +256,11 @@ class JoinProxyService:
 
     def _argv(self, fd: int) -> list[str]:
         s, lim = self.settings, self.settings.limits
-        argv = [s.python, "-m", "acp_openwrt.brski.proxy", "--handover-fd", str(fd),
+        # -S: no site module. The proxy needs only the standard library and this package
+        # (PYTHONPATH), so the unprivileged relay runs no site-packages .pth hooks, and
+        # what they import (MBs on some systems) stays out of its memory; proxy_entry keeps
+        # ssl out too.
+        argv = [s.python, "-S", "-m", "acp_openwrt.brski.proxy_entry", "--handover-fd", str(fd),
                 "--max-connections", str(lim.max_connections),
                 "--max-per-pledge", str(lim.max_per_pledge),
                 "--idle-timeout", str(lim.idle_timeout),

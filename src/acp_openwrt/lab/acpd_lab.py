@@ -184,7 +184,7 @@ class AcpdLab:
 
 
 # What a process is, from its command line: the first marker found names its role.
-PROCESS_ROLES = {"acp_openwrt.acpd": "acpd", "acp_openwrt.brski.proxy": "join_proxy",
+PROCESS_ROLES = {"acp_openwrt.acpd": "acpd", "acp_openwrt.brski.proxy_entry": "join_proxy",
                  "charon": "charon"}
 
 
