@@ -44,8 +44,8 @@ def part_names(config: AcpConfig, identity: dict[str, Any] | None) -> list[str]:
     GRASP before the registrar (it floods through it). The join proxy starts right after the
     links: its process's Python start-up (seconds on a small box) then overlaps charon's, and
     it has nothing to announce before channels and the ACP GRASP bring a registrar anyway.
-    A part whose module is not installed
-    (a trimmed OpenWrt build) is skipped with a log line rather than stopping the node.
+    A part whose module is not installed (a trimmed OpenWrt build) is skipped with a log line
+    rather than stopping the node.
     """
     parts = ["links.service:LinkService"]
     if config.join_proxy:

@@ -7,7 +7,8 @@ socket (handover.py): listening sockets from DULL, registrar locators from AN_jo
 floods. It reports back whether a registrar is known *and answers a TCP connect*, so acpd floods
 AN_Proxy only while pledges can actually be relayed: a registrar heard before the ACP routes to
 it exist would otherwise draw pledges into failed attempts, and RFC 8995 §4.1 has a pledge back
-off exponentially (up to an hour) from a proxy that failed it. It ends when acpd closes the handover socket, or on SIGTERM.
+off exponentially (up to an hour) from a proxy that failed it. It ends when acpd closes the
+handover socket, or on SIGTERM.
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class ProxyProcess:
         self._probe = probe
         self._reachable: Union[RegistrarLocator, None] = None
         self._probing: Union[asyncio.Task[None], None] = None
+        self._probing_for: Union[RegistrarLocator, None] = None
         self.probes_failed = 0
         self.registrars = RegistrarTable()
         self.relay = Relay(limits, lambda: self.registrars.candidates(time.monotonic()))
@@ -181,11 +183,12 @@ class ProxyProcess:
 
     def _start_probe(self, locator: RegistrarLocator) -> None:
         if self._probing is not None and not self._probing.done():
-            if self._probing.get_name() == str(locator):
+            if self._probing_for == locator:
                 return
             self._probing.cancel()
-        self._probing = asyncio.get_running_loop().create_task(self._probe_until_reachable(
-            locator), name=str(locator))
+        self._probing_for = locator
+        self._probing = asyncio.get_running_loop().create_task(
+            self._probe_until_reachable(locator), name=f"probe {locator.address}")
 
     async def _probe_until_reachable(self, locator: RegistrarLocator) -> None:
         delay = PROBE_RETRY

@@ -2,8 +2,8 @@
 
 `JoinProxyService(ctx)` is active only while the node has an LDevID. Per adopted DULL link it
 binds a TCP listener to the link-local address (made in DULL, where the unprivileged proxy can
-never open anything), starts `acp_openwrt.brski.proxy` (via proxy_entry) in the ACP namespace as an unprivileged
-user, and hands the sockets over (handover.py). acpd keeps its own copy of every listener, so a
+never open anything), starts `acp_openwrt.brski.proxy` (through proxy_entry) in the ACP
+namespace as an unprivileged user, and hands the sockets over (handover.py). acpd keeps its own copy of every listener, so a
 proxy that dies is restarted (with backoff) on the same ports and pledges' queued connections
 survive. Registrars come in through `registrar_heard()` (fed from AN_join_registrar floods in
 the ACP); the proxy reports whether it can relay, and this service publishes `AnProxyStart` /
