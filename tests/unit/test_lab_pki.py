@@ -15,18 +15,12 @@ from acp_openwrt.identity.certificate import (
     find_acp_node_name,
     load_certificate,
     load_certificates,
+    validity,
 )
 from acp_openwrt.lab.pki import TestCA, generate_key
 
 NAME = "fd89b714f3db00000200000064000000+area51.research@acp.example.com"
 UTC = dt.timezone.utc
-
-
-def _window(cert: x509.Certificate) -> tuple[dt.datetime, dt.datetime]:
-    """Aware validity bounds; the *_utc properties appeared in cryptography 42."""
-    if hasattr(cert, "not_valid_before_utc"):
-        return cert.not_valid_before_utc, cert.not_valid_after_utc
-    return (cert.not_valid_before.replace(tzinfo=UTC), cert.not_valid_after.replace(tzinfo=UTC))
 
 
 def _mode(path: Path) -> int:
@@ -88,9 +82,9 @@ def test_validity_window(tmp_path: Path) -> None:
     ca = TestCA.create(tmp_path)
     start, end = dt.datetime(2020, 1, 1, tzinfo=UTC), dt.datetime(2021, 1, 1, tzinfo=UTC)
     cert = ca.issue_node("old", not_before=start, not_after=end).certificate
-    assert _window(cert) == (start, end)
+    assert validity(cert) == (start, end)
     fresh = ca.issue_node("fresh").certificate
-    assert _window(fresh)[0] < dt.datetime.now(UTC) < _window(fresh)[1]
+    assert validity(fresh)[0] < dt.datetime.now(UTC) < validity(fresh)[1]
 
 
 @pytest.mark.parametrize("key_type, check", [

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from ..identity.certificate import acp_node_name_general_name
+from ..identity.certificate import acp_node_name_general_name, validity
 from .store import write_atomic
 from .wellknown import ID_KP_CMC_RA
 
@@ -115,7 +115,7 @@ class DomainCA:
         usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
         if registrar:
             usages.append(ObjectIdentifier(ID_KP_CMC_RA))
-        end = min(now + lifetime, self.certificate.not_valid_after_utc)
+        end = min(now + lifetime, validity(self.certificate)[1])
         builder = (x509.CertificateBuilder().subject_name(x509.Name(subject))
                    .issuer_name(self.certificate.subject).public_key(public_key)
                    .serial_number(x509.random_serial_number())

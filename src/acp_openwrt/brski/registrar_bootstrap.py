@@ -25,7 +25,7 @@ from cryptography.x509.oid import ObjectIdentifier
 
 from ..identity.address import AddressError, address_from_name
 from ..identity.certificate import CertificateError, certificate_node_name, load_certificate, \
-    load_certificates
+    load_certificates, validity
 from .allocation import AllocationError, Allocator
 from .domain_ca import NODE_LIFETIME, DomainCA, DomainCAError, PrivateKey
 from .pledge import generate_key
@@ -119,7 +119,7 @@ def reissue_reason(cert: x509.Certificate, now: dt.datetime) -> str | None:
     """Why our own (valid, consistent) LDevID should be replaced now, or None."""
     if not has_cmc_ra(cert):
         return "it lacks id-kp-cmcRA (MASAs refuse registrar voucher-requests without it)"
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    start, end = validity(cert)
     if now >= end:
         return f"it expired {end:%Y-%m-%d}"
     if (end - now) < (end - start) * REISSUE_REMAINING:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ..identity.certificate import validity
 from . import wellknown
 from .http import HttpConnection, HttpError
 from .pledge import generate_key
@@ -46,7 +47,7 @@ class RenewalPlan:
 def renewal_time(cert: x509.Certificate, now: dt.datetime, *, fraction: float = RENEW_FRACTION,
                  failures: int = 0) -> RenewalPlan:
     """When to (next) try renewing `cert`, given how many tries already failed."""
-    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    start, end = validity(cert)
     lifetime = end - start
     planned = start + lifetime * fraction
     if failures == 0:
@@ -134,7 +135,7 @@ async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str |
         raise RenewalError("renewed certificate does not chain to our trust anchors")
     store_identity(new, key, anchors, cert_path=stored.cert_path, key_path=stored.key_path,
                    trust_anchors_path=stored.trust_anchors_path)
-    LOG.info("renewed LDevID %s, valid until %s", name, new.not_valid_after_utc.isoformat())
+    LOG.info("renewed LDevID %s, valid until %s", name, validity(new)[1].isoformat())
     return new
 
 

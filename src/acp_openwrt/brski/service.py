@@ -169,11 +169,11 @@ class PledgeService:
             if current is None:
                 self.state = "no-ldevid"
                 return
-            from ..identity.certificate import certificate_node_name_text
+            from ..identity.certificate import certificate_node_name_text, validity
             self.acp_node_name = certificate_node_name_text(current[0])
             self.state = "enrolled"
             now = dt.datetime.now(dt.timezone.utc)
-            if now >= current[0].not_valid_after_utc and self.renewal_failures:
+            if now >= validity(current[0])[1] and self.renewal_failures:
                 # Expired and the EST server would not renew it: enrol again with the IDevID
                 # (RFC 8994 §6.2.5.5); the old files stay until a new identity is stored.
                 LOG.warning("brski: LDevID expired; falling back to BRSKI with the IDevID")

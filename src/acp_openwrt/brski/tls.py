@@ -14,6 +14,8 @@ from typing import Sequence
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from ..identity.certificate import validity
+
 MAX_CHAIN_DEPTH = 4
 
 
@@ -85,12 +87,13 @@ def peer_chain(transport_or_writer: object) -> list[x509.Certificate]:
 
 
 def _time_problem(cert: x509.Certificate, now: dt.datetime) -> str | None:
-    if now < cert.not_valid_before_utc:
+    before, after = validity(cert)
+    if now < before:
         return f"certificate {cert.subject.rfc4514_string()} is not valid before " \
-               f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%S}Z"
-    if now > cert.not_valid_after_utc:
+               f"{before:%Y-%m-%d %H:%M:%S}Z"
+    if now > after:
         return f"certificate {cert.subject.rfc4514_string()} expired " \
-               f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M:%S}Z"
+               f"{after:%Y-%m-%d %H:%M:%S}Z"
     return None
 
 

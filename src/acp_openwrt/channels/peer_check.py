@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from ..identity.address import address_from_name
-from ..identity.certificate import CertificateError, as_certificate
+from ..identity.certificate import CertificateError, as_certificate, validity
 from ..identity.membership import check_domain_membership
 from .ike_identity import identity_problem
 
 
 def _issued(cert: x509.Certificate) -> dt.datetime:
-    utc = getattr(cert, "not_valid_before_utc", None)  # cryptography >= 42
-    return utc if utc is not None else cert.not_valid_before.replace(tzinfo=dt.timezone.utc)
+    return validity(cert)[0]
 
 
 @dataclass(frozen=True)

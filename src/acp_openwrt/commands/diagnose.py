@@ -35,9 +35,9 @@ def gather(args: argparse.Namespace) -> dict[str, Any]:
 
 def read_certificate_dates(path: str) -> CertificateDates:
     """notBefore/notAfter of the LDevID file (acpctl runs on the node's own box)."""
-    from ..identity.certificate import load_certificates
+    from ..identity.certificate import load_certificates, validity
     cert = load_certificates(path)[0]  # CertificateError is a ValueError: one line
-    return CertificateDates(cert.not_valid_before_utc, cert.not_valid_after_utc)
+    return CertificateDates(*validity(cert))
 
 
 def local_namespaces() -> list[str] | None:

@@ -15,6 +15,7 @@ must not import it, so that name and address handling stays cheap on small route
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from typing import Iterable
@@ -101,6 +102,17 @@ def as_certificate(value: x509.Certificate | bytes) -> x509.Certificate:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return load_certificate(bytes(value))
     raise CertificateError(f"expected a certificate or bytes, not {type(value).__name__}")
+
+
+def validity(cert: x509.Certificate) -> tuple[dt.datetime, dt.datetime]:
+    """(notBefore, notAfter) as aware UTC datetimes on every cryptography we support: the
+    *_utc properties came with 42 (and the naive ones warn from then on), while OpenWrt 24.10
+    ships 41.0.7, where only the naive ones exist."""
+    before = getattr(cert, "not_valid_before_utc", None)
+    if before is None:
+        return (cert.not_valid_before.replace(tzinfo=dt.timezone.utc),
+                cert.not_valid_after.replace(tzinfo=dt.timezone.utc))
+    return before, cert.not_valid_after_utc
 
 
 # --- the AcpNodeName IA5String ---------------------------------------------------------------

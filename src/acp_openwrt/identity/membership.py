@@ -34,6 +34,7 @@ from .certificate import (
     find_acp_node_name,
     key_strength_problem,
     signature_hash_problem,
+    validity,
 )
 from .node_name import AcpNodeName
 
@@ -58,15 +59,6 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
 
 
-def _validity(cert: x509.Certificate) -> tuple[dt.datetime, dt.datetime]:
-    """Aware UTC validity bounds (the *_utc properties exist from cryptography 42 on)."""
-    before = getattr(cert, "not_valid_before_utc", None)
-    after = getattr(cert, "not_valid_after_utc", None)
-    if before is None or after is None:
-        before, after = _utc(cert.not_valid_before), _utc(cert.not_valid_after)
-    return before, after
-
-
 def _stamp(value: dt.datetime) -> str:
     return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -76,7 +68,7 @@ def _label(cert: x509.Certificate) -> str:
 
 
 def _time_problem(cert: x509.Certificate, now: dt.datetime, what: str) -> str | None:
-    before, after = _validity(cert)
+    before, after = validity(cert)
     if now > after:
         return f"{what} expired at {_stamp(after)}"
     if now < before:
