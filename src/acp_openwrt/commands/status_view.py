@@ -87,8 +87,9 @@ def _registrar(st: dict[str, Any]) -> str:
 
 
 def _ubus(st: dict[str, Any]) -> str:
-    return f"object {st.get('object', 'acp')}" if st.get("available") else \
-        f"off: {st.get('reason') or 'python-ubus not installed'}"
+    if st.get("connected"):
+        return f"object {st.get('object', 'acp')} at {st.get('socket')}"
+    return f"not registered: {st.get('reason') or 'not connected'}"
 
 
 PARTS: tuple[tuple[str, Summary], ...] = (

@@ -54,6 +54,7 @@ class AcpConfig:
     namespace_acp: str = "acp"
     run_dir: Path = Path("/var/run/acp")
     control_socket: Path | None = None
+    ubus_socket: Path | None = None  # None: ubusd's usual places (/var/run/ubus/ubus.sock, ...)
     log_dir: Path = Path("/var/log/acp")
     log_level: str = "info"
     rpl_external: bool = False
@@ -220,6 +221,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("run_dir", _path, _ABS, "Runtime state (sockets, IKE daemon files) of this node."),
     OptionSpec("control_socket", _path, f"absolute path, at most {SUN_PATH_MAX} bytes",
                "The control socket (JSON lines) acpctl and ubus use; unset: <run_dir>/acpd.sock."),
+    OptionSpec("ubus_socket", _path, f"absolute path, at most {SUN_PATH_MAX} bytes",
+               "ubusd's socket, where acpd registers ubus object acp; unset: "
+               "/var/run/ubus/ubus.sock, else /var/run/ubus.sock."),
     OptionSpec("log_dir", _path, _ABS, "Log files of this node."),
     OptionSpec("log_level", _level, ", ".join(LOG_LEVELS), "Least severe message logged."),
     OptionSpec("rpl_external", _bool, _BOOL, "Run unstrung's sunshine for RPL instead of the "
@@ -297,6 +301,9 @@ def _check_together(config: AcpConfig, lines: dict[str, int], filename: str) -> 
             fail((cert, key), f"{cert} and {key} go together: give both or neither")
     if config.registrar and config.registrar_domain is None:
         fail(("registrar",), "a registrar needs option registrar_domain (e.g. acp.example.com)")
+    if config.ubus_socket is not None and len(str(config.ubus_socket).encode()) > SUN_PATH_MAX:
+        fail(("ubus_socket",), f"ubus socket {show(str(config.ubus_socket))} is longer than the "
+             f"{SUN_PATH_MAX} bytes a Unix socket path may have")
     sock = str(config.control_socket)
     if len(sock.encode()) > SUN_PATH_MAX:
         derived = "control_socket" not in lines

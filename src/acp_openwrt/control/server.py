@@ -69,6 +69,14 @@ class ControlServer:
             req = json.loads(line)
         except (ValueError, UnicodeDecodeError):
             return {"ok": False, "error": "request is not JSON"}
+        return await self.dispatch_request(req)
+
+    async def call(self, cmd: str) -> dict[str, Any]:
+        """The same answer a client of the socket gets, from inside acpd (the ubus bridge)."""
+        return await self.dispatch_request({"cmd": cmd})
+
+    async def dispatch_request(self, req: Any) -> dict[str, Any]:
+        """One parsed request → one reply object (never raises)."""
         if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
             return {"ok": False, "error": 'request must be an object with a string "cmd"'}
         handler = self._handlers.get(req["cmd"])

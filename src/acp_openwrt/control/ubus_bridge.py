@@ -1,35 +1,35 @@
-"""The ubus object `acp`: acpd's control API seen through OpenWrt's bus (python-ubus).
+"""The ubus object `acp`: acpd's control API seen through OpenWrt's bus.
 
-python-ubus keeps one global connection per process, runs method callbacks on the thread that
-calls `ubus.loop()`, is not thread-safe, and `loop(-1)` never returns once ubusd dies
-(lab-notes §4). So every python-ubus call happens on one thread of its own: it serves in short
-loop slices, sends the queued `acp.neighbor`/`acp.channel` events between slices, and
-reconnects (registering the object again) when ubusd went away: its socket was replaced, or
-`ubus.send` failed. Each method forwards to the control socket (control.client.request), so
-ubus, acpctl and LuCI show the same answers. Without python-ubus (plain Linux) the bridge says
-so once and stays idle.
+An asyncio client of ubusd (the wire protocol is ubus_protocol's, sans-I/O), in acpd's own
+event loop: no thread, no python-ubus, and every wait on ubusd has a timeout, so a hung,
+killed, absent or restarted ubusd can never stop acpd, `acpctl` or SIGTERM. The connection is
+probed with ubus PINGs: `connected` is true only while ubusd answers them. When ubusd goes
+away the bridge reconnects every RETRY_S and registers the object again, so `acp` is back
+within a second of ubusd's return. Each method answers from the same control commands as
+`acpctl` (ControlServer.call), so ubus, acpctl and LuCI show the same data.
+
+Methods declare no arguments and ignore any they are given: uhttpd's `/ubus` (LuCI's rpc.js)
+adds `ubus_rpc_session` to every call, and acpd's read methods take nothing. rpcd and uhttpd
+check the caller's ACL before a call reaches us; ubusd only lets root (or an ubusd ACL) call.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
-import importlib
+import contextlib
 import json
 import logging
-import os
-import threading
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable
 
 from .. import events
 from ..node_context import NodeContext
-from .client import ControlClientError, request as control_request
+from . import ubus_protocol as proto
+from .ubus_protocol import Hello, Invoke, Malformed, RequestDone, UbusClientProtocol
 
 LOG = logging.getLogger("acpd.ubus")
 OBJECT = "acp"
-# ubus method -> control command. Arguments are never declared: python-ubus makes every
-# declared argument mandatory, and none of these takes one.
+# ubus method -> control command; none takes an argument.
 METHODS: dict[str, str] = {
     "status": "status",
     "interfaces": "interfaces",
@@ -42,10 +42,15 @@ METHODS: dict[str, str] = {
     "reload": "reload",
 }
 UBUS_SOCKETS = (Path("/var/run/ubus/ubus.sock"), Path("/var/run/ubus.sock"))
-SLICE_MS = 250           # one ubus.loop() slice: the longest wait before a stop or an event
-RETRY_MIN_S, RETRY_MAX_S = 1.0, 30.0
+RETRY_S = 0.5            # between connection attempts while ubusd is away
+CONNECT_TIMEOUT_S = 2.0  # connect + HELLO + ADD_OBJECT: a stopped ubusd accepts, never answers
+PING_INTERVAL_S = 1.5    # liveness probe while connected ...
+PING_TIMEOUT_S = 2.0     # ... unanswered this long: ubusd is gone (or hung): reconnect
+WRITE_TIMEOUT_S = 2.0
+CALL_TIMEOUT_S = 10.0    # one method's answer (e.g. `reload` restarts parts)
+MAX_CALLS = 16           # calls answered at once; more are refused with UNKNOWN_ERROR
 EVENT_BACKLOG = 256      # events kept while ubusd is away; older ones are dropped
-Request = Callable[..., Any]
+READ_CHUNK = 65536
 
 
 def _plain(value: Any) -> Any:
@@ -62,7 +67,7 @@ def to_reply(method: str, result: Any) -> dict[str, Any]:
     name (`{"neighbors": [...]}`), scalars under "result", nulls are left out."""
     result = json.loads(json.dumps(result, default=str))
     if isinstance(result, dict):
-        return _plain(result)
+        return _plain(result)  # type: ignore[no-any-return]
     if isinstance(result, list):
         return {method: _plain(result)}
     return {} if result is None else {"result": result}
@@ -88,178 +93,274 @@ def event_message(event: object) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+class UbusLost(Exception):
+    """The connection to ubusd ended or stopped answering (the reason is the message)."""
+
+
+class _Connection:
+    """One live connection: the protocol core, the stream, and the requests awaiting answers."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.core = UbusClientProtocol()
+        self.waiting: dict[int, asyncio.Future[RequestDone]] = {}
+        self.hello: asyncio.Future[Hello] = asyncio.get_running_loop().create_future()
+
+    async def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        try:
+            await asyncio.wait_for(self.writer.drain(), WRITE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise UbusLost(f"ubusd took no data for {WRITE_TIMEOUT_S:g} s") from None
+        except (ConnectionError, OSError) as exc:
+            raise UbusLost(f"ubusd connection: {exc}") from None
+
+    async def request(self, seq: int, message: bytes, timeout: float) -> RequestDone:
+        future: asyncio.Future[RequestDone] = asyncio.get_running_loop().create_future()
+        self.waiting[seq] = future
+        try:
+            await self.write(message)
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            raise UbusLost(f"ubusd did not answer within {timeout:g} s") from None
+        finally:
+            self.waiting.pop(seq, None)
+            self.core.forget(seq)
+
+    def fail_waiting(self, why: str) -> None:
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_exception(UbusLost(why))
+        self.waiting.clear()
+
+    def close(self) -> None:
+        self.fail_waiting("connection closed")
+        self.writer.close()
+
+
 class UbusBridge:
-    """acpd part: registers ubus object `acp` on its own thread; idle without python-ubus."""
+    """acpd part: keeps ubus object `acp` registered at ubusd for as long as acpd runs."""
     name = "ubus"
 
     def __init__(self, ctx: NodeContext, socket_path: Path | None = None,
-                 request: Request = control_request, slice_ms: int = SLICE_MS,
-                 request_timeout: float = 10.0, methods: dict[str, str] | None = None) -> None:
+                 methods: dict[str, str] | None = None) -> None:
         self.ctx = ctx
-        self.socket_path = socket_path
-        self.slice_ms = slice_ms
-        self.request_timeout = request_timeout
+        configured = socket_path or ctx.config.ubus_socket
+        self.candidates: tuple[Path, ...] = (configured,) if configured else UBUS_SOCKETS
         self.methods = dict(METHODS if methods is None else methods)
-        self._request = request
-        self._ubus: ModuleType | None = None
-        self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
+        self.socket_path: Path | None = None
+        self.object_id: int | None = None
+        self.reason: str | None = "not connected yet"
+        self.counters = {"registrations": 0, "calls": 0, "errors": 0, "events_sent": 0,
+                         "events_dropped": 0, "calls_refused_busy": 0, "malformed": 0}
+        self._conn: _Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Task[None]] = set()
         self._events: collections.deque[tuple[str, dict[str, Any]]] = \
             collections.deque(maxlen=EVENT_BACKLOG)
+        self._event_ready = asyncio.Event()
         self._unsubscribe: list[Callable[[], None]] = []
-        self._connected_to: tuple[int, int] | None = None  # (st_dev, st_ino) of ubusd's socket
-        self.reason: str | None = None
-        self.counters = {"registrations": 0, "calls": 0, "errors": 0, "events_sent": 0}
 
-    # --- the event loop side ------------------------------------------------------------------
+    # --- part life -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        try:
-            self._ubus = importlib.import_module("ubus")
-        except ImportError as exc:
-            self.reason = f"python-ubus is not installed ({exc})"
-            LOG.info("python-ubus is not installed: no ubus object '%s' (acpctl and the control "
-                     "socket work as usual)", OBJECT)
-            return
         for kind in (events.AdjacencyUp, events.AdjacencyDown,
                      events.ChannelUp, events.ChannelDown):
             self._unsubscribe.append(self.ctx.bus.subscribe(kind, self._on_event))
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._serve, name="ubus", daemon=True)
-        self._thread.start()
+        self._task = asyncio.create_task(self._run(), name="ubus")
 
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe.clear()
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        self._stopping.set()
-        # a callback may be waiting on the control socket, which this loop serves: never block
-        await asyncio.to_thread(thread.join, self.request_timeout + self.slice_ms / 1000 + 2)
-        if thread.is_alive():
-            LOG.warning("ubus thread did not stop in time (python-ubus stuck?)")
+        tasks = [t for t in (self._task, *self._calls) if t is not None]
+        self._task = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._drop("stopped")
+
+    @property
+    def connected(self) -> bool:
+        return self.object_id is not None
 
     def status(self) -> dict[str, Any]:
-        return {"available": self._ubus is not None, "object": OBJECT,
-                "connected": self._connected_to is not None,
-                "socket": str(self.socket_path) if self.socket_path else None,
+        return {"object": OBJECT, "connected": self.connected,
+                "socket": str(self.socket_path or self.candidates[0]),
                 "reason": self.reason, "methods": sorted(self.methods),
                 "pending_events": len(self._events), **self.counters}
 
     def _on_event(self, event: object) -> None:
         message = event_message(event)
-        if message is not None:
-            self._events.append(message)  # deque.append is thread-safe
+        if message is None:
+            return
+        if len(self._events) == self._events.maxlen:
+            self.counters["events_dropped"] += 1
+        self._events.append(message)
+        self._event_ready.set()
 
-    # --- the ubus thread ----------------------------------------------------------------------
+    # --- the connection loop -------------------------------------------------------------------
 
-    def _serve(self) -> None:
-        delay = RETRY_MIN_S
-        while not self._stopping.is_set():
-            if self._connected_to is None:
-                if not self._connect():
-                    self._stopping.wait(delay)
-                    delay = min(delay * 2, RETRY_MAX_S)
-                    continue
-                delay = RETRY_MIN_S
+    async def _run(self) -> None:
+        while True:
             try:
-                self._ubus.loop(self.slice_ms)  # type: ignore[union-attr]
-            except Exception as exc:
-                self._lost(f"ubus loop failed: {exc}")
-                continue
-            self._send_events()
-            if self._connected_to is not None and self._ubusd_identity() != self._connected_to:
-                self._lost("ubusd restarted")
-        self._disconnect()
+                await self._session()
+            except UbusLost as exc:
+                self._drop(str(exc))
+            except (ConnectionError, OSError) as exc:
+                self._drop(f"ubusd connection: {exc.strerror or exc}")
+            except proto.UbusProtocolError as exc:
+                self._drop(f"ubusd sent garbage: {exc}")
+            await asyncio.sleep(RETRY_S)
+
+    def _drop(self, why: str) -> None:
+        if self.connected and why != "stopped":
+            LOG.warning("ubus: %s; object '%s' is gone until ubusd answers again", why, OBJECT)
+        elif why != self.reason and why != "stopped":
+            LOG.info("ubus: %s; retrying every %g s", why, RETRY_S)
+        self.reason = why
+        self.object_id = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _find_socket(self) -> Path | None:
-        candidates = (self.socket_path,) if self.socket_path else UBUS_SOCKETS
-        return next((p for p in candidates if p.exists()), None)
+        return next((p for p in self.candidates if p.exists()), None)
 
-    def _ubusd_identity(self) -> tuple[int, int] | None:
-        path = self._find_socket()
-        try:
-            st = os.stat(path) if path else None
-        except OSError:
-            return None
-        return (st.st_dev, st.st_ino) if st else None
-
-    def _connect(self) -> bool:
-        ubus = self._ubus
-        assert ubus is not None
+    async def _session(self) -> None:
         path = self._find_socket()
         if path is None:
-            reason = "no ubusd socket (" + ", ".join(
-                str(p) for p in ((self.socket_path,) if self.socket_path else UBUS_SOCKETS)) + ")"
-            if reason != self.reason:
-                LOG.warning("ubus: %s; retrying", reason)
-            self.reason = reason
-            return False
-        identity = self._ubusd_identity()
+            raise UbusLost("no ubusd socket (" + ", ".join(map(str, self.candidates)) + ")")
         try:
-            ubus.connect(str(path))
-            ubus.add(OBJECT, {method: {"method": self._handler(method, cmd), "signature": {}}
-                              for method, cmd in self.methods.items()})
-        except Exception as exc:
-            reason = f"cannot register ubus object '{OBJECT}' at {path}: {exc}"
-            if reason != self.reason:
-                LOG.warning("%s; retrying", reason)
-            self.reason = reason
-            self._disconnect()
-            return False
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(path), limit=READ_CHUNK), CONNECT_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise UbusLost(f"{path}: ubusd does not accept connections") from None
+        conn = self._conn = _Connection(reader, writer)
         self.socket_path = path
-        self._connected_to = identity
-        self.reason = None
-        self.counters["registrations"] += 1
-        LOG.info("ubus object '%s' registered at %s%s", OBJECT, path,
-                 " again" if self.counters["registrations"] > 1 else "")
-        return True
-
-    def _disconnect(self) -> None:
-        self._connected_to = None
+        reading = asyncio.create_task(self._read(conn), name="ubus-read")
         try:
-            self._ubus.disconnect()  # type: ignore[union-attr]
-        except Exception:
-            pass  # python-ubus raises when there is no connection: nothing to undo then
+            await asyncio.wait({conn.hello, reading}, timeout=CONNECT_TIMEOUT_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if reading.done():
+                raise reading.exception() or UbusLost("ubusd closed the connection")
+            if not conn.hello.done():
+                raise UbusLost(f"{path}: ubusd sent no hello within {CONNECT_TIMEOUT_S:g} s "
+                               "(hung?)")
+            seq, message = conn.core.add_object(OBJECT, {m: {} for m in self.methods})
+            done = await conn.request(seq, message, CONNECT_TIMEOUT_S)
+            object_id = next((d.get(proto.ATTR_OBJID) for d in done.data
+                              if proto.ATTR_OBJID in d), None)
+            if done.status != proto.STATUS_OK or object_id is None:
+                raise UbusLost(f"ubusd refused object '{OBJECT}' (status {done.status})")
+            self.object_id, self.reason = object_id, None
+            self.counters["registrations"] += 1
+            LOG.info("ubus object '%s' registered at %s%s", OBJECT, path,
+                     " again" if self.counters["registrations"] > 1 else "")
+            await self._serve(conn, reading)
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reading
 
-    def _lost(self, why: str) -> None:
-        LOG.warning("%s: reconnecting to ubus", why)
-        self.reason = why
-        self._disconnect()
+    async def _serve(self, conn: _Connection, reading: asyncio.Task[None]) -> None:
+        """Connected: send events as they come and probe ubusd; return or raise when lost."""
+        loop = asyncio.get_running_loop()
+        next_ping = loop.time() + PING_INTERVAL_S
+        while True:
+            while self._events:
+                name, data = self._events[0]
+                seq, message = conn.core.send_event(name, data)
+                await conn.request(seq, message, PING_TIMEOUT_S)
+                self._events.popleft()
+                self.counters["events_sent"] += 1
+            if loop.time() >= next_ping:
+                seq, message = conn.core.ping()
+                await conn.request(seq, message, PING_TIMEOUT_S)
+                next_ping = loop.time() + PING_INTERVAL_S
+            self._event_ready.clear()
+            waiter = asyncio.ensure_future(self._event_ready.wait())
+            finished, _ = await asyncio.wait({waiter, reading},
+                                             timeout=max(0.0, next_ping - loop.time()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if reading in finished:
+                exc = reading.exception()
+                raise exc if exc else UbusLost("ubusd closed the connection")
 
-    def _send_events(self) -> None:
-        while self._events and self._connected_to is not None:
-            name, data = self._events.popleft()
-            try:
-                sent = self._ubus.send(name, data)  # type: ignore[union-attr]
-            except Exception:
-                sent = False
-            if sent is False:
-                self._events.appendleft((name, data))
-                self._lost(f"ubus.send({name}) failed")
-                return
-            self.counters["events_sent"] += 1
+    async def _read(self, conn: _Connection) -> None:
+        try:
+            while True:
+                data = await conn.reader.read(READ_CHUNK)
+                if not data:
+                    raise UbusLost("ubusd closed the connection")
+                self._dispatch(conn, conn.core.receive(data))
+        finally:
+            conn.fail_waiting("ubusd connection ended")
 
-    def _handler(self, method: str, cmd: str) -> Callable[[Any, Any], None]:
-        def handle(req: Any, _data: Any) -> None:
-            self.counters["calls"] += 1
-            try:
-                reply = to_reply(method, self._request(self.ctx.config.control_socket, cmd,
-                                                       timeout=self.request_timeout))
-            except ControlClientError as exc:
-                self.counters["errors"] += 1
-                reply = {"error": str(exc)}
-            except Exception as exc:  # nothing may escape into python-ubus's C callback
-                self.counters["errors"] += 1
-                LOG.exception("ubus %s.%s failed", OBJECT, method)
-                reply = {"error": f"internal error: {exc}"}
-            try:
-                req.reply(reply)
-            except Exception as exc:
-                LOG.warning("ubus %s.%s: reply failed: %s", OBJECT, method, exc)
-        return handle
+    def _dispatch(self, conn: _Connection, received: list[proto.UbusEvent]) -> None:
+        for event in received:
+            if isinstance(event, Hello):
+                if not conn.hello.done():
+                    conn.hello.set_result(event)
+            elif isinstance(event, RequestDone):
+                future = conn.waiting.get(event.seq)
+                if future is not None and not future.done():
+                    future.set_result(event)
+            elif isinstance(event, Invoke):
+                self._start_call(conn, event)
+            elif isinstance(event, Malformed):
+                self.counters["malformed"] += 1
+                LOG.warning("ubus: dropped a malformed message: %s", event.reason)
+
+    # --- calls ---------------------------------------------------------------------------------
+
+    def _start_call(self, conn: _Connection, call: Invoke) -> None:
+        if len(self._calls) >= MAX_CALLS:
+            self.counters["calls_refused_busy"] += 1
+            conn.writer.write(conn.core.reply(call, None, proto.STATUS_UNKNOWN_ERROR))
+            return
+        task = asyncio.create_task(self._answer(conn, call), name=f"ubus-{call.method}")
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _answer(self, conn: _Connection, call: Invoke) -> None:
+        self.counters["calls"] += 1
+        status, reply = proto.STATUS_OK, None
+        if call.object_id != self.object_id:
+            status = proto.STATUS_NOT_FOUND
+        elif call.method not in self.methods:
+            status = proto.STATUS_METHOD_NOT_FOUND
+        else:
+            reply = await self._call_control(call.method)
+        if call.no_reply:
+            return
+        try:
+            message = conn.core.reply(call, reply, status)
+        except ValueError as exc:  # BlobError: a value blobmsg cannot carry
+            self.counters["errors"] += 1
+            message = conn.core.reply(call, {"error": f"internal error: {exc}"})
+        try:
+            await conn.write(message)
+        except UbusLost as exc:
+            LOG.info("ubus %s.%s: answer not delivered (%s)", OBJECT, call.method, exc)
+
+    async def _call_control(self, method: str) -> dict[str, Any]:
+        """The control command's answer as a reply table; a refusal as {"error": one line}."""
+        try:
+            answer = await asyncio.wait_for(self.ctx.control.call(self.methods[method]),
+                                            CALL_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            answer = {"ok": False, "error": f"acpd did not answer within {CALL_TIMEOUT_S:g} s"}
+        if not answer.get("ok"):
+            self.counters["errors"] += 1
+            return {"error": str(answer.get("error", "request refused"))}
+        try:
+            return to_reply(method, answer.get("result"))
+        except (TypeError, ValueError) as exc:
+            self.counters["errors"] += 1
+            LOG.exception("ubus %s.%s: answer not representable", OBJECT, method)
+            return {"error": f"internal error: {exc}"}
 
 
 __all__ = ["METHODS", "OBJECT", "UbusBridge", "event_message", "to_reply"]
