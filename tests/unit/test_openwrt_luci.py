@@ -79,6 +79,7 @@ function E(tag, attrs, children) {
 String.prototype.format = function(...args) { return this.replace(/%[^a-z%]*[a-z]/g, () => String(args.shift())); };
 const L = { resolveDefault: (p, d) => p.catch(() => d) };
 const rpc = { declare: (o) => () => {
+  if (answers.reject) return Promise.reject(new Error(answers.reject));
   if (!(o.method in answers)) return Promise.reject(new Error('Object not found'));
   let r = answers[o.method];
   if (o.expect) { const k = Object.keys(o.expect)[0]; r = (r && k in r) ? r[k] : o.expect[k]; }
@@ -150,3 +151,18 @@ def test_view_survives_acpd_not_running(tmp_path: Path) -> None:
     text = out["text"]
     assert "not enrolled" in text and "No neighbour heard" in text
     assert "No secure channel" in text and "No parent" in text
+    assert 'acpd is not running (ubus object "acp" not found)' in text
+
+
+@pytest.mark.skipif(NODE is None, reason="node not installed")
+def test_view_shows_why_a_call_failed(tmp_path: Path) -> None:
+    """acpd's refusal and rpcd's access denial are shown, not hidden as 'not running'; a part
+    that is not running (no `rpl` command before enrolment) is not an error."""
+    text = render(tmp_path, {"status": {"error": "no answer from acpd within 10 s"},
+                             "neighbors": {"neighbors": []}, "channels": {"channels": []},
+                             "rpl": {"error": "unknown command 'rpl'"}, "brski": {}})["text"]
+    assert "Could not read this: no answer from acpd within 10 s" in text
+    assert "unknown command" not in text and "RPL is not running" in text
+    assert "not running (ubus" not in text
+    denied = render(tmp_path, {"reject": "Access denied"})["text"]
+    assert "Access denied: log out and in again" in denied

@@ -6,23 +6,47 @@
 'require uci';
 
 // Status > ACP: a read-only view of the ubus object "acp" that acpd registers (the same
-// answers as `acpctl ... --json`). Every call degrades to "no information" when acpd or its
-// ubus bridge is not running.
+// answers as `acpctl ... --json`). A call that fails shows why (acpd not running, access
+// denied, acpd's own error) instead of empty tables.
 
 var callStatus = rpc.declare({ object: 'acp', method: 'status' });
-var callNeighbors = rpc.declare({ object: 'acp', method: 'neighbors', expect: { neighbors: [] } });
-var callChannels = rpc.declare({ object: 'acp', method: 'channels', expect: { channels: [] } });
+var callNeighbors = rpc.declare({ object: 'acp', method: 'neighbors' });
+var callChannels = rpc.declare({ object: 'acp', method: 'channels' });
 var callRpl = rpc.declare({ object: 'acp', method: 'rpl' });
 var callBrski = rpc.declare({ object: 'acp', method: 'brski' });
 
+// One answer: { data: ..., error: null } or { data: fallback, error: 'why' }. acpd answers a
+// refused request with { error: '...' }; rpc.js rejects on a ubus or JSON-RPC error.
+function settle(promise, key, fallback) {
+	return promise.then(function(reply) {
+		if (reply && typeof reply.error === 'string')
+			// a part that is not running (no RPL before enrolment) has no command: not an error
+			return { data: fallback, error: /^unknown command/.test(reply.error) ? null : reply.error };
+		var data = key ? (reply && reply[key]) : reply;
+		return { data: data != null ? data : fallback, error: null };
+	}, function(err) {
+		var msg = (err && err.message) ? err.message : String(err);
+		if (/not found/i.test(msg))
+			msg = _('acpd is not running (ubus object "acp" not found)');
+		else if (/access denied|permission denied/i.test(msg))
+			msg = _('Access denied: log out and in again after installing luci-app-acp');
+		return { data: fallback, error: msg };
+	});
+}
+
 function fetchAll() {
 	return Promise.all([
-		L.resolveDefault(callStatus(), {}),
-		L.resolveDefault(callNeighbors(), []),
-		L.resolveDefault(callChannels(), []),
-		L.resolveDefault(callRpl(), {}),
-		L.resolveDefault(callBrski(), {})
+		settle(callStatus(), null, {}),
+		settle(callNeighbors(), 'neighbors', []),
+		settle(callChannels(), 'channels', []),
+		settle(callRpl(), null, {}),
+		settle(callBrski(), null, {})
 	]);
+}
+
+function errorNote(answer) {
+	return answer.error ? [E('p', { 'class': 'alert-message warning' },
+		_('Could not read this: %s').format(answer.error))] : [];
 }
 
 function text(value) {
@@ -47,11 +71,13 @@ function table(titles, rows, empty) {
 	return t;
 }
 
-function section(title, content) {
-	return E('div', { 'class': 'cbi-section' }, [E('h3', {}, title)].concat(content));
+function section(title, content, answer) {
+	return E('div', { 'class': 'cbi-section' },
+		[E('h3', {}, title)].concat(answer ? errorNote(answer) : [], content));
 }
 
-function nodeSection(status, rpl, brski) {
+function nodeSection(answer, rpl, brski) {
+	var status = answer.data;
 	var id = status.identity || {};
 	var roles = [];
 	if (isOn('registrar'))
@@ -71,23 +97,23 @@ function nodeSection(status, rpl, brski) {
 		[_('Uptime'), status.uptime_s != null ? '%t'.format(status.uptime_s) : '-'],
 		[_('Version'), text(status.version)]
 	];
-	if (status.error)
-		rows.push([_('Error'), status.error]);
 	return section(_('Node'), [table([_('Property'), _('Value')], rows,
-		_('acpd is not running'))]);
+		_('No information'))], answer);
 }
 
-function neighborSection(neighbors) {
+function neighborSection(answer) {
+	var neighbors = answer.data;
 	return section(_('Neighbours'), [table(
 		[_('Link-local address'), _('Interface'), _('Methods'), _('Expires in')],
 		neighbors.map(function(n) {
 			return [text(n.peer), text(n.interface), text(n.methods),
 				n.ttl_s != null ? '%t'.format(n.ttl_s) : '-'];
 		}),
-		_('No neighbour heard'))]);
+		_('No neighbour heard'))], answer);
 }
 
-function channelSection(channels) {
+function channelSection(answer) {
+	var channels = answer.data;
 	return section(_('Secure channels'), [table(
 		[_('Interface'), _('Peer'), _('Peer node name'), _('State'), _('Role'), _('IKE / child SAs'),
 			_('Traffic')],
@@ -96,11 +122,12 @@ function channelSection(channels) {
 				text(c.role), '%d / %d'.format(c.ike_sas || 0, c.child_sas || 0),
 				c.bytes != null ? '%1024.2mB'.format(c.bytes) : '-'];
 		}),
-		_('No secure channel'))]);
+		_('No secure channel'))], answer);
 }
 
-function rplSection(rpl) {
-	var summary = table([_('Property'), _('Value')], [
+function rplSection(answer) {
+	var rpl = answer.data;
+	var summary = table([_('Property'), _('Value')], rpl.role == null ? [] : [
 		[_('Role'), text(rpl.role)],
 		[_('Rank'), text(rpl.rank)],
 		[_('DODAG ID'), text(rpl.dodag_id)],
@@ -117,11 +144,11 @@ function rplSection(rpl) {
 		}),
 		_('No child'));
 	return section(_('RPL'), [summary, E('h4', {}, _('Parents')), parents,
-		E('h4', {}, _('Children')), children]);
+		E('h4', {}, _('Children')), children], answer);
 }
 
 function renderAll(data) {
-	return [nodeSection(data[0], data[3], data[4]), neighborSection(data[1]),
+	return [nodeSection(data[0], data[3].data, data[4].data), neighborSection(data[1]),
 		channelSection(data[2]), rplSection(data[3])];
 }
 
