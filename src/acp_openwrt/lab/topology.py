@@ -10,6 +10,7 @@ keeps working.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import socket
 import subprocess
 import time
@@ -37,6 +38,7 @@ __all__ = [
 
 IFA_F_NODAD = 0x02
 NETLINK_ROUTE = 0
+_IPROUTE_TAKES_SOCKET = "use_socket" in inspect.signature(IPRoute.__init__).parameters  # pyroute2 >= 0.9
 
 
 @dataclass
@@ -73,8 +75,12 @@ class Node:
         """A pyroute2 handle on this node's namespace, for the calling thread (use it in `with`).
 
         Its netlink socket is made inside the namespace on a worker thread; IPRoute(netns=...)
-        would fork the interpreter instead (see netns_exec.create_namespace).
+        would fork the interpreter instead (see netns_exec.create_namespace). pyroute2 0.9 takes
+        that socket (use_socket=); 0.7 (OpenWrt 24.10) has no use_socket but opens its one
+        socket in __init__, so there the whole IPRoute is built on the worker thread.
         """
+        if not _IPROUTE_TAKES_SOCKET:
+            return netns_exec.call_in(self.netns, IPRoute)
         return IPRoute(use_socket=netns_exec.socket_in(self.netns, socket.AF_NETLINK, socket.SOCK_DGRAM,
                                                         NETLINK_ROUTE))
 
