@@ -58,9 +58,12 @@ def install() -> bool:
         where = LAZY_NAMES.get(name)
         if where is not None:
             importlib.import_module("pyroute2.config.log")  # pyroute2's logger, as __init__ does
-            value = getattr(importlib.import_module(where), name)
-            setattr(module, name, value)
-            return value
+            value = getattr(importlib.import_module(where), name, None)
+            if value is not None:
+                setattr(module, name, value)
+                return value
+            # Not there in this pyroute2 (0.7.9, OpenWrt 24.10: NetNS lives elsewhere, no
+            # AsyncIPRoute): the real __init__ below decides.
         if not full_loaded:
             full_loaded = True
             spec.loader.exec_module(module)  # type: ignore[union-attr]

@@ -67,3 +67,26 @@ def test_install_does_nothing_once_pyroute2_is_imported() -> None:
         print(json.dumps({"installed": pyroute2_lean.install(), "ndb": hasattr(pyroute2, "NDB")}))
     """)
     assert got == {"installed": False, "ndb": True}
+
+
+LAZY_NAMES_SEEN = """
+    import json
+    from acp_openwrt import pyroute2_lean
+    LEAN = pyroute2_lean.install()
+    import pyroute2
+    seen = {}
+    for name in pyroute2_lean.LAZY_NAMES:
+        value = getattr(pyroute2, name, None)
+        seen[name] = None if value is None else f"{value.__module__}.{value.__qualname__}"
+    print(json.dumps(seen))
+"""
+
+
+def test_lazy_names_are_what_the_real_package_gives() -> None:
+    """Across pyroute2 versions (0.7.9 has no AsyncIPRoute and keeps NetNS outside
+    iproute.linux) a lazy name is the real package's object, or absent from both."""
+    lean = run(LAZY_NAMES_SEEN)
+    real = run(LAZY_NAMES_SEEN.replace("LEAN = pyroute2_lean.install()", "LEAN = False"))
+    assert lean == real
+    assert lean["IPRoute"] == "pyroute2.iproute.linux.IPRoute"
+    assert lean["NetNS"] is not None
