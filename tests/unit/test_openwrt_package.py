@@ -12,8 +12,12 @@ import pytest
 from acp_openwrt.channels.strongswan_conf import DEFAULT_PLUGINS
 
 ROOT = Path(__file__).resolve().parents[2]
-FEED_PACKAGES = {"net/acp": "acp", "lang/python/python-cbor2": "python3-cbor2",
+FEED_PACKAGES = {"net/acp": "acp", "lang/python/python-asn1crypto": "python3-asn1crypto",
+                 "lang/python/python-cbor2": "python3-cbor2",
                  "lang/python/python-vici": "python3-vici", "luci/luci-app-acp": "luci-app-acp"}
+# the feed's own PyPI recipes: directory -> PyPI name (lang/python/python-<pypi>)
+PYPI_RECIPES = {d: d.rsplit("/", 1)[1].removeprefix("python-") for d in FEED_PACKAGES
+                if d.startswith("lang/python/")}
 # apk-tools' version grammar; OpenWrt 25.12 versions a package as PKG_VERSION-rPKG_RELEASE
 APK_VERSION = re.compile(r"[0-9]+(\.[0-9]+)*[a-z]?(_(alpha|beta|pre|rc|cvs|svn|git|hg|p)[0-9]*)*"
                          r"-r[0-9]+")
@@ -72,7 +76,8 @@ def pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def test_scripts_feeds_finds_exactly_our_packages() -> None:
+def scanned_package_dirs() -> set[str]:
+    """The directories scripts/feeds (include/scan.mk) takes for packages, relative to ROOT."""
     found = set()
     for makefile in ROOT.rglob("Makefile"):
         rel = makefile.relative_to(ROOT)
@@ -80,6 +85,26 @@ def test_scripts_feeds_finds_exactly_our_packages() -> None:
             continue
         if SCAN_SIGNATURE.search(makefile.read_text()):
             found.add(str(rel.parent))
+    return found
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.match(r"[0-9]+(\.[0-9]+)*", version).group(0).split("."))
+
+
+def version_fits(version: str, spec: str) -> bool:
+    """Whether `version` satisfies the comparisons of a requirement such as "cbor2>=5.4,<7"."""
+    v_full = version_tuple(version)
+    for op, bound in re.findall(r"(>=|<=|<|>|==)\s*([0-9.]+)", spec):
+        b = version_tuple(bound)
+        v = v_full[:len(b)] if op in ("<", "==") else v_full
+        if not {">=": v >= b, "<=": v <= b, "<": v < b, ">": v > b, "==": v == b}[op]:
+            return False
+    return True
+
+
+def test_scripts_feeds_finds_exactly_our_packages() -> None:
+    found = scanned_package_dirs()
     assert found == set(FEED_PACKAGES), "scripts/feeds would see these package directories"
     assert "." not in found  # a root recipe is not scanned (and must not pretend to be one)
 
@@ -146,8 +171,7 @@ def test_acp_installs_only_files_that_exist() -> None:
         assert (ROOT / src).stat().st_mode & 0o111
 
 
-@pytest.mark.parametrize("directory,pypi", [("lang/python/python-cbor2", "cbor2"),
-                                            ("lang/python/python-vici", "vici")])
+@pytest.mark.parametrize("directory,pypi", sorted(PYPI_RECIPES.items()))
 def test_pypi_recipes_fit_pyproject(directory: str, pypi: str) -> None:
     r = recipe(directory)
     assert r.variables["PYPI_NAME"] == pypi
@@ -155,13 +179,10 @@ def test_pypi_recipes_fit_pyproject(directory: str, pypi: str) -> None:
     assert r.variables["PKG_NAME"] == f"python-{pypi}"
     assert "include $(TOPDIR)/feeds/packages/lang/python/pypi.mk" in r.text
     # the packaged version satisfies the project's range (e.g. "cbor2>=5.4,<7")
+    # (the packages feed's versions, per branch: test_openwrt_feed_depends.py)
     spec = next(d for d in pyproject()["project"]["dependencies"] if d.startswith(pypi))
-    version = tuple(int(p) for p in r.variables["PKG_VERSION"].split("."))
-    for op, bound in re.findall(r"(>=|<=|<|>|==)\s*([0-9.]+)", spec):
-        b = tuple(int(p) for p in bound.split("."))
-        v = version[:len(b)] if op in ("<", "==") else version
-        assert {">=": v >= b, "<=": v <= b, "<": v < b, ">": v > b, "==": v == b}[op], \
-            f"{pypi} {r.variables['PKG_VERSION']} outside {spec}"
+    assert version_fits(r.variables["PKG_VERSION"], spec), \
+        f"{pypi} {r.variables['PKG_VERSION']} outside {spec}"
 
 
 def test_feeds_conf_example_parses() -> None:
