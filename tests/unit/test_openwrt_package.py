@@ -24,8 +24,8 @@ APK_VERSION = re.compile(r"[0-9]+(\.[0-9]+)*[a-z]?(_(alpha|beta|pre|rc|cvs|svn|g
 # include/scan.mk: a feed directory is a package when its Makefile matches this
 SCAN_SIGNATURE = re.compile(r"call (Build/DefaultTargets|Build(Package|Target)|.+Package)")
 SCAN_DEPTH = 5
-# the issue's list (python3-ubus included: acpd's ubus object)
-REQUIRED_DEPENDS = {"python3", "python3-pyroute2", "python3-cryptography", "python3-ubus",
+# the Python and system packages acp needs (no python3-ubus: acpd speaks ubus itself)
+REQUIRED_DEPENDS = {"python3", "python3-pyroute2", "python3-cryptography",
                     "python3-cbor2", "strongswan-charon", "strongswan-mod-vici",
                     "strongswan-mod-kernel-netlink", "strongswan-swanctl", "kmod-xfrm-interface",
                     "kmod-ipsec6", "kmod-macvlan", "kmod-veth", "ip-full"}
