@@ -82,6 +82,12 @@ class Masa:
                         if _is_ip(host) else [x509.DNSName(host)]), critical=False)
                     .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
                                    critical=False)
+                    # Python 3.13+ verifies with VERIFY_X509_STRICT, which wants the AKI
+                    # (OpenWrt master ships Python 3.14).
+                    .add_extension(x509.SubjectKeyIdentifier.from_public_key(tls_key.public_key()),
+                                   critical=False)
+                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                        vendor.private_key.public_key()), critical=False)
                     .sign(vendor.private_key, _sha256()))
         tls_cert_path, tls_key_path = folder / f"{name}-masa-tls.crt", folder / f"{name}-masa-tls.key"
         _write_pem(tls_cert_path, _cert_pem(tls_cert, vendor.certificate), 0o644)
