@@ -10,12 +10,13 @@ PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 DEPS_STAMP := .deps-stamp
 
-.PHONY: help deps test test-unit test-netns test-vm test-versions demo bench bench-grasp clean
+.PHONY: help deps test test-unit test-netns test-vm test-openwrt test-versions demo bench bench-grasp clean
 
 help:
 	@echo "make demo       form a real 4-node ACP (BRSKI, secure channels, RPL) in a QEMU guest"
-	@echo "make test       all test tiers: unit, netns (root), vm (root, QEMU guest)"
+	@echo "make test       all test tiers: unit, netns (root), vm (root, QEMU guest), openwrt (root)"
 	@echo "make test-unit | test-netns | test-vm   one tier"
+	@echo "make test-openwrt  OpenWrt's real ubusd/uci/rpcd/uhttpd (root; builds them once)"
 	@echo "make test-versions   unit + netns tiers in venvs pinned to OpenWrt 24.10's and master's libraries"
 	@echo "make bench      the benchmarks (figures printed, nothing asserted)"
 
@@ -36,6 +37,9 @@ test-netns: deps
 
 test-vm: deps
 	$(PYTEST) -m vm tests
+
+test-openwrt: deps
+	$(PYTEST) -m openwrt tests
 
 # Not part of `test`: cached venvs under /var/cache/acp-test-versions (see the script).
 test-versions: deps
