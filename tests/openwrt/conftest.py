@@ -299,8 +299,6 @@ class PrivateRoot:
             return any(path == t or path.startswith(t + "/") for t in self._tmpfs)
 
         def bind_lines(source: Path, target: str) -> list[str]:
-            if under_tmpfs(str(source)):
-                raise ValueError(f"{source} would be hidden by a tmpfs")
             make = f"mkdir -p {q(target)}" if source.is_dir() else \
                 f"mkdir -p {q(os.path.dirname(target))}; [ -e {q(target)} ] || : > {q(target)}"
             return [make, f"mount --bind {q(str(source))} {q(target)}"]
@@ -309,8 +307,10 @@ class PrivateRoot:
                 lines += bind_lines(source, target)
         for target in self._tmpfs:
             lines.append(f"mount -t tmpfs -o mode=0755 tmpfs {q(target)}")
-        for source, target in self._binds:
+        for source, target in self._binds:  # binds into a tmpfs: after it, from outside it
             if under_tmpfs(target):
+                if under_tmpfs(str(source)):
+                    raise ValueError(f"{source} is hidden by a tmpfs before it can be bound")
                 lines += bind_lines(source, target)
         lines.append('exec "$@"')
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(lines),
