@@ -14,7 +14,8 @@ openwrt_userland (session) -> Userland
     =PREFIX/lib, PYTHONPATH=PREFIX/python:...); .path(name) -> the built binary;
     .run(argv, input=None, timeout=10, check=False, env=None, cwd=None) -> CompletedProcess[str];
     .start(argv, log, env=None) -> Popen (output to `log`; killed at session end at the latest);
-    .shell -> OpenWrt's sh as argv (["busybox", "sh"], else ["bash"]: procd.sh needs `let`).
+    .shell -> OpenWrt's sh as argv (["busybox", "sh"], else ["bash"]: procd.sh needs `let`;
+    OPENWRT_SHELL overrides).
     Runs build.sh once per session (a no-op when built; serialised by a lock file). When it
     cannot build (not root, no compiler, apt refused, ...) every test of the tier skips with ONE
     reason naming what is missing.
@@ -112,7 +113,7 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 
 def _end(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    """Stop a process we started: CONT first (a stopped one never sees TERM), then sig, then KILL."""
+    """Stop a process we started: CONT (a stopped one never sees TERM), sig, then KILL."""
     if proc.poll() is None:
         for s in (signal.SIGCONT, sig):
             try:
@@ -157,7 +158,10 @@ class Userland:
 
     @property
     def shell(self) -> list[str]:
-        """OpenWrt's /bin/sh is busybox ash; dash lacks `let` and `&>`, which procd.sh uses."""
+        """OpenWrt's /bin/sh is busybox ash; dash lacks `let` and `&>`, which procd.sh uses.
+        OPENWRT_SHELL (e.g. "bash") overrides the choice."""
+        if os.environ.get("OPENWRT_SHELL"):
+            return shlex.split(os.environ["OPENWRT_SHELL"])
         if shutil.which("busybox"):
             return ["busybox", "sh"]
         return ["bash"]
