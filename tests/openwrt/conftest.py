@@ -35,9 +35,9 @@ ubusd (function) -> Ubusd: a real ubusd on tmp_path/ubus.sock.
     timeout=5.0) -> (returncode, stdout if 0 else stderr); .list(path=None) -> object names.
     returncode is the CLI's exit status: 0; the ubus status for a failed lookup (4: not found);
     256 - status for a failed call (254: invalid argument, 249: timeout); 255: could not
-    connect; CLI_HUNG (124) when the CLI had to be killed: against a stopped ubusd it blocks in
-    ubus_connect() for ever, -t does not cover that. reply is the parsed JSON, else the text
-    (stdout on success, stderr on failure).
+    connect; Ubusd.CLI_HUNG (124) when the CLI had to be killed: against a stopped ubusd it
+    blocks in ubus_connect() for ever, -t does not cover that. reply is the parsed JSON, else
+    the text (stdout on success, stderr on failure).
 
 ubus_object (function) -> make(name, methods, replies=None) -> UbusObject: a stand-in object
     served by python-ubus 0.1.3 (ubus_standin.py) on the ubusd fixture. methods maps each method
@@ -328,6 +328,7 @@ def private_root(openwrt_userland: Userland, tmp_path: Path) -> PrivateRoot:
 
 class Ubusd:
     """One real ubusd on a socket of its own."""
+    CLI_HUNG = CLI_HUNG
 
     def __init__(self, userland: Userland, socket_path: Path, log: Path) -> None:
         if len(str(socket_path).encode()) > 107:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -80,8 +80,7 @@ def test_unknown_or_anonymous_session_reads_nothing(uhttpd: Uhttpd, rpcd: Rpcd, 
     assert acp.calls() == []
 
 
-def test_destroyed_session_reads_nothing(uhttpd: Uhttpd, rpcd: Rpcd, acp: UbusObject,
-                                         openwrt_userland: Any) -> None:
+def test_destroyed_session_reads_nothing(uhttpd: Uhttpd, rpcd: Rpcd, acp: UbusObject) -> None:
     session = uhttpd.login(rpcd.user, rpcd.password)
     assert uhttpd.rpc_call(session, "acp", "status")["result"][0] == 0
     rc, _ = rpcd.ubusd.call("session", "destroy", {"ubus_rpc_session": session})
