@@ -14,7 +14,8 @@ DEPS_STAMP := .deps-stamp
 
 help:
 	@echo "make demo       form a real 4-node ACP (BRSKI, secure channels, RPL) in a QEMU guest"
-	@echo "make test       all test tiers: unit, netns (root), vm (root, QEMU guest), openwrt (root)"
+	@echo "make test       all test tiers: unit, netns (root), vm (root, QEMU guest), openwrt (root),"
+	@echo "                then test-versions (what CI runs)"
 	@echo "make test-unit | test-netns | test-vm   one tier"
 	@echo "make test-openwrt  OpenWrt's real ubusd/uci/rpcd/uhttpd (root; builds them once)"
 	@echo "make test-versions   unit + netns tiers in venvs pinned to OpenWrt 24.10's and master's libraries"
@@ -26,8 +27,11 @@ $(DEPS_STAMP): scripts/install-deps pyproject.toml
 
 deps: $(DEPS_STAMP)
 
+# What CI runs (.ci/run): every tier with this machine's libraries, then unit + netns again with
+# the library versions OpenWrt releases ship.
 test: deps
 	$(PYTEST) tests
+	sh scripts/test-versions
 
 test-unit: deps
 	$(PYTEST) -m unit tests
@@ -41,7 +45,7 @@ test-vm: deps
 test-openwrt: deps
 	$(PYTEST) -m openwrt tests
 
-# Not part of `test`: cached venvs under /var/cache/acp-test-versions (see the script).
+# Cached venvs under /var/cache/acp-test-versions (see the script); also the end of `test`.
 test-versions: deps
 	sh scripts/test-versions
 
