@@ -67,6 +67,7 @@ uhttpd (function) -> Uhttpd: `uhttpd -f -p 127.0.0.1:<free port> -u /ubus -U SOC
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
 import ctypes.util
 import fcntl
@@ -101,6 +102,15 @@ BUILT = ("bin/ubus", "bin/uci", "bin/uhttpd", "bin/jshn", "sbin/ubusd", "sbin/rp
 CLI_HUNG = 124
 READY_S = 10.0
 _started: list[subprocess.Popen[bytes]] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Last resort (an interrupted session): nothing we started outlives pytest."""
+    for proc in list(_started):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+            proc.kill()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -239,12 +249,15 @@ class PrivateRoot:
 
     Overlays go over whole top-level directories (/etc, /usr), lower = the host's, upper here;
     binds and tmpfs mounts follow. /lib, /sbin and /bin resolve through the host's symlinks
-    (/lib/functions.sh is /usr/lib/functions.sh on a merged-/usr Debian).
+    (/lib/functions.sh is /usr/lib/functions.sh on a merged-/usr Debian). `keep` paths (the
+    userland's PREFIX) and bind sources stay visible through a tmpfs laid over them: the tmpfs
+    is filled with binds of them first, then moved into place.
     """
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, keep: Sequence[Path] = ()) -> None:
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
+        self._keep = [os.path.realpath(k) for k in keep]
         self._overlays: set[str] = set()
         self._binds: list[tuple[Path, str]] = []
         self._tmpfs: list[str] = []
@@ -296,26 +309,33 @@ class PrivateRoot:
             upper, work = self.base / top.strip("/") / "upper", self.base / top.strip("/") / "work"
             upper.mkdir(parents=True, exist_ok=True)
             work.mkdir(parents=True, exist_ok=True)
-            lines.append(f"mount -t overlay overlay -o lowerdir={q(top)},upperdir={q(str(upper))},"
-                         f"workdir={q(str(work))} {q(top)}")
+            lines.append(f"mount -n -t overlay overlay -o lowerdir={q(top)},"
+                         f"upperdir={q(str(upper))},workdir={q(str(work))} {q(top)}")
+
+        def inside(path: str, top: str) -> bool:
+            return path == top or path.startswith(top + "/")
 
         def under_tmpfs(path: str) -> bool:
-            return any(path == t or path.startswith(t + "/") for t in self._tmpfs)
+            return any(inside(path, t) for t in self._tmpfs)
 
-        def bind_lines(source: Path, target: str) -> list[str]:
-            make = f"mkdir -p {q(target)}" if source.is_dir() else \
+        def bind_lines(source: str, target: str) -> list[str]:
+            make = f"mkdir -p {q(target)}" if os.path.isdir(source) else \
                 f"mkdir -p {q(os.path.dirname(target))}; [ -e {q(target)} ] || : > {q(target)}"
-            return [make, f"mount --bind {q(str(source))} {q(target)}"]
+            return [make, f"mount -n --bind {q(source)} {q(target)}"]
         for source, target in self._binds:
             if not under_tmpfs(target):
-                lines += bind_lines(source, target)
-        for target in self._tmpfs:
-            lines.append(f"mount -t tmpfs -o mode=0755 tmpfs {q(target)}")
-        for source, target in self._binds:  # binds into a tmpfs: after it, from outside it
-            if under_tmpfs(target):
-                if under_tmpfs(str(source)):
-                    raise ValueError(f"{source} is hidden by a tmpfs before it can be bound")
-                lines += bind_lines(source, target)
+                lines += bind_lines(str(source), target)
+        late = [(os.path.realpath(s), t) for s, t in self._binds if under_tmpfs(t)]
+        for n, target in enumerate(self._tmpfs):
+            staging = self.base / f"tmpfs{n}"
+            staging.mkdir(exist_ok=True)
+            mode = "1777" if target == "/tmp" else "0755"
+            lines.append(f"mount -n -t tmpfs -o mode={mode} tmpfs {q(str(staging))}")
+            for kept in sorted({k for k in self._keep + [s for s, _ in late] if inside(k, target)}):
+                lines += bind_lines(kept, str(staging / os.path.relpath(kept, target)))
+            lines.append(f"mount -n --move {q(str(staging))} {q(target)}")
+        for source, target in late:  # binds into a tmpfs: after it
+            lines += bind_lines(source, target)
         lines.append('exec "$@"')
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(lines),
                 "private-root", *map(str, command)]
@@ -323,7 +343,7 @@ class PrivateRoot:
 
 @pytest.fixture
 def private_root(openwrt_userland: Userland, tmp_path: Path) -> PrivateRoot:
-    return PrivateRoot(tmp_path / "root")
+    return PrivateRoot(tmp_path / "root", keep=[openwrt_userland.prefix])
 
 
 class Ubusd:
@@ -409,8 +429,8 @@ class Ubusd:
 @pytest.fixture
 def ubusd(openwrt_userland: Userland, tmp_path: Path) -> Iterator[Ubusd]:
     daemon = Ubusd(openwrt_userland, tmp_path / "ubus.sock", tmp_path / "ubusd.log")
-    daemon.start()
     try:
+        daemon.start()
         yield daemon
     finally:
         daemon.stop()
@@ -506,9 +526,7 @@ class Rpcd:
         return path
 
     def start(self) -> None:
-        if str(self.ubusd.socket.resolve()).startswith(("/run/", "/var/run/")):
-            raise ValueError("rpcd's private /run would hide the ubus socket")
-        root = PrivateRoot(self.base / "root")
+        root = PrivateRoot(self.base / "root", keep=[self.userland.prefix, self.ubusd.socket])
         root.bind("/etc/config", self.config_dir)
         root.bind(str(self.userland.prefix / "share/rpcd/acl.d"), self.acl_dir)
         root.tmpfs("/run")  # /var/run/rpcd: sessions, uci deltas (purged at start)
@@ -530,8 +548,8 @@ class Rpcd:
 @pytest.fixture
 def rpcd(openwrt_userland: Userland, ubusd: Ubusd, tmp_path: Path) -> Iterator[Rpcd]:
     daemon = Rpcd(openwrt_userland, ubusd, tmp_path / "rpcd")
-    daemon.start()
     try:
+        daemon.start()
         yield daemon
     finally:
         daemon.stop()
@@ -618,8 +636,8 @@ class Uhttpd:
 def uhttpd(openwrt_userland: Userland, ubusd: Ubusd, rpcd: Rpcd,
            tmp_path: Path) -> Iterator[Uhttpd]:
     server = Uhttpd(openwrt_userland, ubusd, tmp_path / "uhttpd")
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.stop()
