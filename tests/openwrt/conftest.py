@@ -5,7 +5,9 @@
 (default /var/cache/openwrt-userland; OPENWRT_USERLAND_PREFIX overrides it, and
 OPENWRT_USERLAND_SRC the folder holding build.sh). The tier needs root: rpcd and OpenWrt's
 scripts read fixed paths (/etc/config, rpcd's compiled-in ACL dir), which the fixtures give them
-in private mount namespaces; nothing on the host is written outside tmp_path and PREFIX.
+in private mount namespaces; nothing on the host is written outside tmp_path and PREFIX (and
+the build lock file beside PREFIX). Test modules annotate with these classes under
+`if TYPE_CHECKING: from conftest import Ubusd, ...` (conftest is not importable at run time).
 
 Fixtures (all processes they start are stopped at teardown, also when a test fails):
 
@@ -24,8 +26,9 @@ private_root (function) -> PrivateRoot: run a command with real absolute paths, 
     .stage(path, content, mode=0o644) puts a file at e.g. /etc/uci-defaults/90-acp or
     /lib/functions/procd.sh (an overlayfs over its top directory, upper in tmp_path);
     .bind(path, host_dir_or_file) binds over a path (created in the overlay if missing);
-    .tmpfs(path); .argv(command) -> the `unshare --mount` argv that sets it all up and execs
-    command; .upper(path) -> where the command's writes under an overlaid path landed.
+    .tmpfs(path) (PREFIX and bind sources under it stay visible); .argv(command) -> the
+    `unshare --mount` argv that sets it all up and execs command; .upper(path) -> where the
+    command's writes under an overlaid path landed (read them after the command ended).
 
 ubusd (function) -> Ubusd: a real ubusd on tmp_path/ubus.sock.
     .socket: Path; .pid; .stop(); .kill() (SIGKILL: the socket file stays, as after a crash);
@@ -57,10 +60,13 @@ rpcd (function) -> Rpcd: a real rpcd on the ubusd fixture, in a private mount na
 
 uhttpd (function) -> Uhttpd: `uhttpd -f -p 127.0.0.1:<free port> -u /ubus -U SOCK -h <docroot>`
     on the ubusd fixture, with the rpcd fixture behind it (uhttpd asks rpcd's session object
-    before every call). .url; .login(user, password) -> session id (LoginFailed otherwise);
+    before every call). .url, .port, .docroot, .stop(); .login(user, password) -> session id
+    (LoginFailed otherwise);
     .rpc_call(session, object, method, args=None) -> the JSON-RPC response dict, the request
     shaped as LuCI's rpc.js shapes it: {"jsonrpc": "2.0", "id": n, "method": "call",
-    "params": [sid, object, method, args or {}]}, POSTed as application/json to /ubus;
+    "params": [sid, object, method, args or {}]}, POSTed as application/json to /ubus (uhttpd
+    takes JSON-RPC only at /ubus and /ubus/: rpc.js's /<object>.<method> URL suffix is for
+    LuCI's own proxy and gets a 404 here);
     .post(body) -> (HTTP status, parsed JSON). A permitted call answers {"result": [0, {...}]}
     (or [status] without data); a refused one {"error": {"code": -32002, "message":
     "Access denied"}}; an unknown object -32000 "Object not found" (checked before the ACL).
