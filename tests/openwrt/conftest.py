@@ -409,10 +409,10 @@ class Ubusd:
         argv = [str(self.userland.path("ubus")), "-s", str(self.socket),
                 "-t", str(max(1, round(timeout))), *args]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 3,
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 2,
                                   env=self.userland.env)
         except subprocess.TimeoutExpired:
-            return CLI_HUNG, f"{shlex.join(argv)}: did not exit within {timeout + 3:g} s"
+            return CLI_HUNG, f"{shlex.join(argv)}: did not exit within {timeout + 2:g} s"
         return proc.returncode, proc.stdout if proc.returncode == 0 else proc.stderr
 
     def call(self, obj: str, method: str, args: dict[str, Any] | None = None,
