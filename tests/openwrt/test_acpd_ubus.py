@@ -106,6 +106,10 @@ def test_luci_reads_through_uhttpd_with_only_the_packages_acl(
     lab.start_all(["n1"])
     wait("acp registered at ubusd", lambda: registered(ubusd), 10)
     session = uhttpd.login(VIEWER, VIEWER_PASSWORD)
+    # the view's uci.load('acp'): ubus `uci get`, scoped by the ACL to config acp
+    (rpcd.config_dir / "acp").write_text((ROOT / "files" / "acp.config").read_text())
+    status, data = uhttpd.rpc_call(session, "uci", "get", {"config": "acp"})["result"]
+    assert status == 0 and data["values"]["main"]["enabled"] == "1"
     for method in READ_METHODS:
         answer = uhttpd.rpc_call(session, "acp", method, {})
         assert "error" not in answer, (method, answer)

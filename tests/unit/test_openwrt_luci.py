@@ -38,6 +38,8 @@ def test_acl_grants_what_the_view_reads_and_nothing_that_acts() -> None:
     assert view_calls() <= granted <= set(METHODS)
     assert not granted & {"rescan", "enroll", "reload"}  # read-only: these change the node
     assert grant["read"]["uci"] == ["acp"]
+    # uci.load('acp') is ubus `uci get`; rpcd scopes it to the uci configs granted above
+    assert grant["read"]["ubus"]["uci"] == ["get"]
     assert "write" not in grant
 
 
