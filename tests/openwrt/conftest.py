@@ -98,7 +98,11 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SRC = Path(os.environ.get("OPENWRT_USERLAND_SRC", ROOT.parent / "shared" / "openwrt-userland"))
+# beside the checkout (../shared), else where this workplace keeps it (a clone made elsewhere)
+SRC = Path(os.environ.get("OPENWRT_USERLAND_SRC") or next(
+    (p for p in (ROOT.parent / "shared" / "openwrt-userland",
+                 Path("/work/shared/openwrt-userland")) if (p / "build.sh").exists()),
+    ROOT.parent / "shared" / "openwrt-userland"))
 PREFIX = Path(os.environ.get("OPENWRT_USERLAND_PREFIX", "/var/cache/openwrt-userland"))
 LUCI_ACL = ROOT / "luci" / "luci-app-acp" / "root" / "usr" / "share" / "rpcd" / "acl.d" / \
     "luci-app-acp.json"
