@@ -273,6 +273,7 @@ class Node:
             "parts": [s.name for s in self.services],
             "failed_parts": dict(self.failed),
             "rebuilds": self.rebuilds,
+            "control": self.ctx.control.status(),
         }
         for service in self.services:
             out[service.name] = service.status()

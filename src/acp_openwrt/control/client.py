@@ -18,10 +18,18 @@ def request(path: Path | str, cmd: str, timeout: float = 10.0, **args: Any) -> A
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(path))
-            sock.sendall(msg)
+            try:
+                sock.sendall(msg)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # a busy server answers and closes without reading: its answer is queued
             buf = b""
             while not buf.endswith(b"\n"):
-                chunk = sock.recv(65536)
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    if buf:
+                        break
+                    raise
                 if not chunk:
                     break
                 buf += chunk

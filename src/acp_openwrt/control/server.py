@@ -1,31 +1,103 @@
-"""The control socket's server side: each acpd part registers the commands it answers."""
+"""The control socket's server side: each acpd part registers the commands it answers.
+
+The socket is root's and its group's, but a stuck or buggy client must still not lock the
+operator out: a request line has a deadline (whole line, not per read: a slowloris times out),
+clients over the limit are told "busy" in JSON and closed, and every malformed line gets a JSON
+error. The drops are counted in `status()` (the node's status reports it under "control").
+"""
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Union
 
 LOG = logging.getLogger("acpd.control")
 MAX_REQUEST = 64 * 1024   # one line; anything longer is a client bug or an attack
 MAX_CLIENTS = 16
+MAX_DEPTH = 32            # acpctl's deepest request is 2; json.loads recurses (RecursionError)
+IDLE_TIMEOUT_S = 10.0     # to send one complete request line (and to take one reply)
 Handler = Callable[[dict[str, Any]], Union[Any, Awaitable[Any]]]
+
+# A JSON string, escapes included: one alternative per character, so linear on any input.
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 class RequestError(Exception):
     """A handler's answer to a bad request: sent back as {"ok": false, "error": str(exc)}."""
 
 
+class MalformedRequest(Exception):
+    """A request line that is no request (why, in words for the client's error answer)."""
+
+
+def nesting_depth(text: str, bound: int) -> int:
+    """How deep arrays and objects nest in `text` (outside strings), counting stops past `bound`.
+
+    Checked before json.loads, which recurses per level and dies on ~40 KB of '['.
+    """
+    depth = deepest = 0
+    for ch in _JSON_STRING.sub("", text):
+        if ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > bound:
+                    break
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_request(line: bytes) -> dict[str, Any]:
+    """One request line → the request object, or MalformedRequest saying why."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedRequest("request is not UTF-8") from None
+    if nesting_depth(text, MAX_DEPTH) > MAX_DEPTH:
+        raise MalformedRequest(f"request nested too deep (more than {MAX_DEPTH} levels)")
+    try:
+        req = json.loads(text)
+    except RecursionError:
+        raise MalformedRequest("request nested too deep") from None
+    except ValueError as exc:
+        raise MalformedRequest(f"request is not JSON ({str(exc)[:80]})") from None
+    if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+        raise MalformedRequest('request must be an object with a string "cmd"')
+    return req
+
+
+def encode_reply(reply: dict[str, Any]) -> bytes:
+    """One reply line; a result that will not encode becomes an error reply, never a silence."""
+    try:
+        return json.dumps(reply, default=str).encode() + b"\n"
+    except (ValueError, TypeError, RecursionError) as exc:
+        LOG.error("control reply not encodable: %s", exc)
+        return json.dumps({"ok": False, "error": f"internal error: reply not encodable ({exc})"}
+                          ).encode() + b"\n"
+
+
 class ControlServer:
     """JSON-lines server on a Unix socket (mode 0660: root and the socket's group)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, idle_timeout: float = IDLE_TIMEOUT_S,
+                 max_clients: int = MAX_CLIENTS) -> None:
         self.path = path
+        self.idle_timeout = idle_timeout
+        self.max_clients = max_clients
         self._handlers: dict[str, Handler] = {"help": self._help}
         self._server: asyncio.AbstractServer | None = None
         self._clients = 0
+        # Requests refused before any handler ran: stuck clients, too many, garbage.
+        self.counters: dict[str, int] = {"timeouts": 0, "busy": 0, "malformed": 0}
+
+    def status(self) -> dict[str, Any]:
+        return {"clients": self._clients, "max_clients": self.max_clients,
+                "idle_timeout_s": self.idle_timeout, "counters": dict(self.counters)}
 
     def register(self, cmd: str, handler: Handler) -> None:
         if cmd in self._handlers:
@@ -66,9 +138,10 @@ class ControlServer:
     async def dispatch(self, line: bytes) -> dict[str, Any]:
         """One request line → one reply object (never raises)."""
         try:
-            req = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
-            return {"ok": False, "error": "request is not JSON"}
+            req = parse_request(line)
+        except MalformedRequest as exc:
+            self.counters["malformed"] += 1
+            return {"ok": False, "error": str(exc)}
         return await self.dispatch_request(req)
 
     async def call(self, cmd: str) -> dict[str, Any]:
@@ -94,24 +167,45 @@ class ControlServer:
         return {"ok": True, "result": result}
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._clients >= MAX_CLIENTS:
+        if self._clients >= self.max_clients:
+            self.counters["busy"] += 1
+            await self._send(writer, {"ok": False, "error": (
+                f"busy: {self._clients} control clients connected (the limit); "
+                "try again in a few seconds")})
             writer.close()
             return
         self._clients += 1
         try:
             while True:
-                try:
-                    line = await reader.readline()
+                try:  # one deadline for the whole line: a byte a second does not renew it
+                    line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
+                except asyncio.TimeoutError:
+                    self.counters["timeouts"] += 1
+                    await self._send(writer, {"ok": False, "error": (
+                        f"timeout: no complete request line within {self.idle_timeout:g} s")})
+                    break
                 except (ValueError, asyncio.LimitOverrunError):
-                    writer.write(b'{"ok": false, "error": "request too long"}\n')
+                    self.counters["malformed"] += 1
+                    await self._send(writer, {"ok": False, "error": "request too long"})
                     break
                 if not line:
                     break
-                reply = await self.dispatch(line)
-                writer.write(json.dumps(reply, default=str).encode() + b"\n")
-                await writer.drain()
+                if not await self._send(writer, await self.dispatch(line)):
+                    break
         except (ConnectionError, OSError):
             pass
         finally:
             self._clients -= 1
             writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> bool:
+        """Write one reply; False if the client is gone or does not read it in time."""
+        try:
+            writer.write(encode_reply(reply))
+            await asyncio.wait_for(writer.drain(), self.idle_timeout)
+        except asyncio.TimeoutError:  # before OSError: TimeoutError is one since 3.11
+            self.counters["timeouts"] += 1
+            return False
+        except (ConnectionError, OSError):
+            return False
+        return True
