@@ -1,14 +1,14 @@
 """Storing the LDevID, its key and the trust anchors so that a crash never leaves half of it.
 
-Each file is written to a temporary name in its own directory, fsynced, then renamed over the
-old one. The certificate is renamed last: it is what marks a node as enrolled, and a reader
-(acpd at start) checks that the key file holds its key, so a crash between two renames looks
-like "not enrolled yet" (or the old identity), never like a broken new one.
+The three files change in one `file_switch` (pending copies, a commit marker beside the
+certificate, renames): after a crash at any point `recover_identity` (acpd at start, and every
+store before it writes) leaves them wholly old or wholly new, never a key that does not match
+its certificate. `identity_problems` is what `acpd --check` reports about the stored identity.
 """
 from __future__ import annotations
 
+import datetime as dt
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -17,6 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from .file_switch import NewFile, SwitchError, committed_view, fsync_dir, pending_path, \
+    recover_switch, switch_files, write_synced
+
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 
 
@@ -24,35 +27,19 @@ class StoreError(OSError):
     """The identity could not be written (or read back) where the configuration says."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_temp(path: Path, data: bytes, mode: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        os.unlink(name)
-        raise
-    return Path(name)
-
-
 def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int) -> None:
-    """Replace `path` with `data` (file mode `mode`) in one rename."""
+    """Replace the single file `path` with `data` (file mode `mode`) in one rename."""
     target = Path(path)
-    temp = _write_temp(target, data, mode)
-    os.replace(temp, target)
-    _fsync_dir(target.parent)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_synced(pending_path(target), data, mode)
+    os.replace(pending_path(target), target)
+    fsync_dir(target.parent)
+
+
+def identity_marker(cert_path: str | os.PathLike[str]) -> Path:
+    """The commit marker of an identity switch: beside the certificate, which names it."""
+    cert = Path(cert_path)
+    return cert.with_name(f".{cert.name}.switch")
 
 
 @dataclass(frozen=True)
@@ -65,30 +52,44 @@ class StoredIdentity:
 def store_identity(cert: x509.Certificate, key: PrivateKey, anchors: Sequence[x509.Certificate],
                    *, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
                    trust_anchors_path: str | os.PathLike[str]) -> StoredIdentity:
-    """Write key (0600), trust anchors and certificate (last), each atomically."""
+    """Write key (0600), trust anchors and certificate, all together or not at all."""
     if not anchors:
         raise StoreError("refusing to store an identity without trust anchors")
     files = [
-        (Path(key_path), key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()), 0o600),
-        (Path(trust_anchors_path), b"".join(a.public_bytes(serialization.Encoding.PEM)
-                                            for a in anchors), 0o644),
-        (Path(cert_path), cert.public_bytes(serialization.Encoding.PEM), 0o644),
+        NewFile(Path(key_path), key.private_bytes(serialization.Encoding.PEM,
+                                                  serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()), 0o600),
+        NewFile(Path(trust_anchors_path), b"".join(a.public_bytes(serialization.Encoding.PEM)
+                                                   for a in anchors), 0o644),
+        NewFile(Path(cert_path), cert.public_bytes(serialization.Encoding.PEM), 0o644),
     ]
-    temps: list[tuple[Path, Path]] = []
     try:
-        for target, data, mode in files:
-            temps.append((_write_temp(target, data, mode), target))
+        switch_files(files, identity_marker(cert_path))
     except OSError as exc:
-        for temp, _ in temps:
-            temp.unlink(missing_ok=True)
-        raise StoreError(f"cannot write the new identity: {exc}") from None
-    for temp, target in temps:
-        os.replace(temp, target)
-    for directory in {target.parent for _, target in temps}:
-        _fsync_dir(directory)
+        raise StoreError(f"cannot write the new identity: {exc.strerror or exc}") from None
     return StoredIdentity(Path(cert_path), Path(key_path), Path(trust_anchors_path))
+
+
+def recover_identity(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
+                     trust_anchors_path: str | os.PathLike[str]) -> str | None:
+    """Finish or roll back an identity switch a crash interrupted (see file_switch):
+    "completed", "rolled back" or None when there was none."""
+    try:
+        return recover_switch(identity_marker(cert_path),
+                              [Path(cert_path), Path(key_path), Path(trust_anchors_path)])
+    except SwitchError as exc:
+        raise StoreError(f"identity switch: {exc.strerror or exc}") from None
+    except OSError as exc:
+        raise StoreError(f"identity switch: {exc.strerror or exc}: "
+                         f"{exc.filename or cert_path}") from None
+
+
+def pending_identity(cert_path: Path, key_path: Path) -> tuple[Path, Path, bool]:
+    """(certificate, key) files as they will be once recovery has run, and whether a committed
+    switch is pending: a read-only view for checks that must not write."""
+    view = committed_view(identity_marker(cert_path), [cert_path, key_path])
+    return view[cert_path], view[key_path], view[cert_path] != cert_path \
+        or view[key_path] != key_path
 
 
 def load_identity(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
@@ -105,3 +106,61 @@ def load_identity(cert_path: str | os.PathLike[str], key_path: str | os.PathLike
             key.public_key().public_bytes(serialization.Encoding.DER, spki):
         return None
     return cert, key
+
+
+def key_problem(cert: x509.Certificate, key_path: str | os.PathLike[str]) -> str | None:
+    """Why `key_path` is not the private key of `cert`, or None. PermissionError passes up:
+    a user who may not read the key learns nothing about it."""
+    try:
+        data = Path(key_path).read_bytes()
+    except PermissionError:
+        raise
+    except OSError as exc:
+        return f"ldevid_key {key_path}: {exc.strerror or exc}"
+    try:
+        key = serialization.load_pem_private_key(data, None)
+    except (ValueError, TypeError) as exc:
+        return f"ldevid_key {key_path} is not a usable PEM private key ({exc})"
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if cert.public_key().public_bytes(serialization.Encoding.DER, spki) != \
+            key.public_key().public_bytes(serialization.Encoding.DER, spki):
+        return f"ldevid_key {key_path} is not the key of the LDevID certificate"
+    return None
+
+
+def validity_problem(cert: x509.Certificate, now: dt.datetime) -> str | None:
+    """"expired" or "not yet valid" in one line, or None."""
+    from ..identity.certificate import validity
+    not_before, not_after = validity(cert)
+    if now < not_before:
+        return f"not valid before {not_before:%Y-%m-%d %H:%M} UTC (is the clock right?)"
+    if now >= not_after:
+        return f"expired {not_after:%Y-%m-%d %H:%M} UTC"
+    return None
+
+
+def identity_problems(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str] | None,
+                      now: dt.datetime) -> list[str]:
+    """What makes the stored LDevID unusable: unreadable, expired, not yet valid, a key that
+    is missing or not its own. Empty when it is fine (or absent: the node will enrol)."""
+    from ..identity.certificate import CertificateError, load_certificate
+    if not Path(cert_path).exists():
+        return []
+    try:
+        cert = load_certificate(cert_path)
+    except CertificateError as exc:
+        return [f"ldevid_cert {exc}"]
+    problems = []
+    dates = validity_problem(cert, now)
+    if dates:
+        problems.append(f"ldevid_cert {cert_path} {dates}")
+    if key_path is None:
+        problems.append("ldevid_key is not set")
+    else:
+        try:
+            problem = key_problem(cert, key_path)
+        except PermissionError:
+            problem = f"ldevid_key {key_path}: permission denied"
+        if problem:
+            problems.append(problem)
+    return problems
