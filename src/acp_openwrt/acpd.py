@@ -20,6 +20,7 @@ from .config.identity_files import with_identity_files
 
 OPENWRT_CONFIG = Path("/etc/config/acp")
 EXIT_CONFIG = 2
+EXIT_IDENTITY = 3  # --check: the configuration is fine, the stored LDevID is not
 LOG = logging.getLogger("acpd")
 # UCI/syslog level names to Python's; syslog's "notice" has no Python twin.
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO,
@@ -30,19 +31,37 @@ class StartupError(Exception):
     """A problem found before acpd changes anything: one line, exit status 2."""
 
 
-def _load_identity(config: Any) -> dict[str, Any] | None:
+def _load_identity(config: Any, cert_path: Path | None = None) -> dict[str, Any] | None:
     """The node's identity from its LDevID, or None when it has none yet (it will pledge)."""
-    if config.ldevid_cert is None or not config.ldevid_cert.exists():
+    cert_path = cert_path or config.ldevid_cert
+    if cert_path is None or not cert_path.exists():
         return None
     from .identity.summary import load_identity_summary
     try:
-        return load_identity_summary(config.ldevid_cert)
+        return load_identity_summary(cert_path)
     except ValueError as exc:
         raise StartupError(f"ldevid_cert {config.ldevid_cert}: {exc}") from exc
 
 
-def load(config_path: Path | None) -> tuple[Any, dict[str, Any] | None]:
-    """Read and check configuration and identity; pure (no system state changes)."""
+def _finish_identity_switch(config: Any) -> None:
+    """A crash while the LDevID was being replaced: finish or undo that switch, so that what
+    acpd loads is wholly the old identity or wholly the new one."""
+    if config.ldevid_cert is None or config.ldevid_key is None or config.trust_anchors is None:
+        return
+    from .brski.store import StoreError, recover_identity
+    try:
+        outcome = recover_identity(config.ldevid_cert, config.ldevid_key, config.trust_anchors)
+    except StoreError as exc:
+        raise StartupError(str(exc)) from exc
+    if outcome is not None:
+        LOG.warning("an interrupted LDevID switch was %s", outcome)
+
+
+def load(config_path: Path | None, *, finish_switch: bool = True,
+         ) -> tuple[Any, dict[str, Any] | None]:
+    """Read and check configuration and identity. Changes nothing, except that (unless
+    finish_switch is False, as for --check) an identity switch a crash interrupted is
+    finished or undone first."""
     from .config import ConfigError, load_config
     try:
         config = load_config(config_path)
@@ -51,7 +70,25 @@ def load(config_path: Path | None) -> tuple[Any, dict[str, Any] | None]:
     except OSError as exc:
         raise StartupError(f"{config_path}: {exc.strerror}") from exc
     config = with_identity_files(config)
+    if finish_switch:
+        _finish_identity_switch(config)
     return config, _load_identity(config)
+
+
+def check_identity(config: Any) -> tuple[dict[str, Any] | None, list[str], bool]:
+    """--check's view of the LDevID without writing anything: (identity, problems, whether an
+    interrupted switch is pending). A pending switch is judged by the files it will install."""
+    cert, key = config.ldevid_cert, config.ldevid_key
+    if cert is None:
+        return None, [], False
+    pending = False
+    if key is not None:
+        from .brski.store import pending_identity
+        cert, key, pending = pending_identity(cert, key)
+    import datetime as dt
+    from .brski.store import identity_problems
+    identity = _load_identity(config, cert)
+    return identity, identity_problems(cert, key, dt.datetime.now(dt.timezone.utc)), pending
 
 
 def _bootstrap_registrar(config: Any) -> dict[str, Any] | None:
@@ -112,23 +149,42 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _check(config_path: Path | None) -> int:
+    """--check: configuration and identity as JSON; 2 for a bad configuration, 3 for an
+    unusable LDevID (expired, not yet valid, a key that is not its own), each problem also
+    one line on stderr."""
+    try:
+        config, _ = load(config_path, finish_switch=False)
+        identity, problems, pending = check_identity(config)
+    except StartupError as exc:
+        print(f"acpd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    import json
+    json.dump({"config": config.to_dict(), "identity": identity, "identity_problems": problems,
+               "identity_switch_pending": pending}, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    if pending:
+        print("acpd: an interrupted LDevID switch is pending; acpd finishes it at start "
+              "(checked as it will be)", file=sys.stderr)
+    for problem in problems:
+        print(f"acpd: {problem}", file=sys.stderr)
+    return EXIT_IDENTITY if problems else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     pyroute2_lean.install()  # before anything imports pyroute2: 6 MB less RSS
     args = _parse_args(argv)
     config_path = args.config
     if config_path is None and OPENWRT_CONFIG.exists():
         config_path = OPENWRT_CONFIG
+    if args.check:
+        return _check(config_path)
     try:
         config, identity = load(config_path)
     except StartupError as exc:
         print(f"acpd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     _setup_logging(config.log_level, args.syslog)
-    if args.check:
-        import json
-        json.dump({"config": config.to_dict(), "identity": identity}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return 0
     if not config.enabled:
         LOG.info("disabled in configuration (option enabled 0); exiting")
         return 0
@@ -146,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  config.ldevid_cert)
     else:
         LOG.info("identity %s, ACP address %s", identity["acp_node_name"], identity["acp_address"])
+        for problem in check_identity(config)[1]:  # BRSKI renews or re-enrols; say why
+            LOG.error("LDevID unusable: %s", problem)
     import faulthandler
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <acpd>` dumps every thread's stack
     if _private_mount_namespace():

@@ -48,6 +48,9 @@ class CertificateDates:
 
 
 CertificateReader = Callable[[str], CertificateDates]
+# (certificate path, key path) -> why the key is not the certificate's, or None; OSError
+# (PermissionError: acpctl not run as root) when the key cannot be read at all.
+KeyChecker = Callable[[str, str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -71,13 +74,15 @@ class Diagnosis:
 def diagnose(answers: Mapping[str, Any], now: dt.datetime, *,
              read_certificate: CertificateReader | None = None,
              namespaces_present: Collection[str] | None = None,
-             certificate_path: str | None = None) -> Diagnosis:
-    """The checks for one node. `namespaces_present` (names under /run/netns) and
-    `read_certificate` are the local box's view; without them those checks trust acpd."""
+             certificate_path: str | None = None, check_key: KeyChecker | None = None,
+             key_path: str | None = None) -> Diagnosis:
+    """The checks for one node. `namespaces_present` (names under /run/netns),
+    `read_certificate` and `check_key` are the local box's view; without them those checks
+    trust acpd."""
     facts = NodeAnswers(answers, aware(now))
     checks = [_clock(facts), _namespaces(facts, namespaces_present), _parts(facts),
               _interfaces(facts), _identity(facts),
-              _certificate(facts, read_certificate, certificate_path),
+              _certificate(facts, read_certificate, certificate_path, check_key, key_path),
               _neighbours(facts)]
     checks += _channels(facts)
     checks += [_rpl(facts), _route_to_root(facts), _acp_grasp(facts), _join_proxy(facts)]
@@ -189,9 +194,13 @@ def _brski(f: NodeAnswers) -> Check:
                  "enrolment is under way: run `acpctl diagnose` again in a minute")
 
 
-def _certificate(f: NodeAnswers, read: CertificateReader | None, path: str | None) -> Check:
+def _certificate(f: NodeAnswers, read: CertificateReader | None, path: str | None,
+                 check_key: KeyChecker | None = None, key_path: str | None = None) -> Check:
     if not f.enrolled:
         return _skip("certificate", "not enrolled")
+    if path is None:  # acpd's own files; a --cert of the operator's goes with --key only
+        key_path = key_path or (f.brski or {}).get("ldevid_key") \
+            or as_dict(f.status.get("registrar")).get("ldevid_key")
     path = path or (f.brski or {}).get("ldevid") \
         or as_dict(f.status.get("registrar")).get("ldevid")  # a registrar runs no pledge part
     if not isinstance(path, str) or not path:
@@ -205,6 +214,17 @@ def _certificate(f: NodeAnswers, read: CertificateReader | None, path: str | Non
         return Check("certificate", Verdict.FAIL, f"cannot read LDevID: {exc}",
                      "acpd runs with a certificate it cannot read back: check the file and "
                      "restart acpd")
+    key_note = ""
+    if check_key is not None and isinstance(key_path, str) and key_path:
+        try:
+            problem = check_key(path, key_path)
+        except OSError as exc:
+            problem, key_note = None, f"; key not checked ({exc.strerror or exc}: run as root)"
+        if problem:
+            return Check("certificate", Verdict.FAIL, problem,
+                         "the LDevID and its key must be one pair (a copied file, or a renewal "
+                         "an older acpd left half done): restore the pair, or remove both so "
+                         "that acpd enrols again with BRSKI")
     not_before, not_after = aware(dates.not_before), aware(dates.not_after)
     days = (not_after - f.now).total_seconds() / 86400
     renewal = _renewal_text(f.brski or {})
@@ -217,7 +237,7 @@ def _certificate(f: NodeAnswers, read: CertificateReader | None, path: str | Non
                      f"{path} expired {not_after:%Y-%m-%d} ({-days:.0f} days ago){renewal}",
                      "the LDevID was not renewed: acpd falls back to BRSKI with the IDevID; "
                      "see `acpctl brski` (est_server, renewal_failures)")
-    text = f"valid until {not_after:%Y-%m-%d} ({days:.0f} days left){renewal}"
+    text = f"valid until {not_after:%Y-%m-%d} ({days:.0f} days left){renewal}{key_note}"
     if days < EXPIRY_WARN_DAYS or (f.brski or {}).get("renewal_failures"):
         return Check("certificate", Verdict.WARN, text,
                      "renewal is not getting through: see `acpctl brski`")

@@ -124,6 +124,41 @@ def test_expired_certificate_fails(tmp_path: Path, ca: TestCA,
     assert "what to do: " in out and "acpctl brski" in out
 
 
+def test_not_yet_valid_certificate_fails(tmp_path: Path, ca: TestCA,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    now = dt.datetime.now(UTC)
+    cert = ca.issue_node("new", acp_node_name="fd89b714f3db00000200000064000001+@acp.example.com",
+                         not_before=now + dt.timedelta(days=2),
+                         not_after=now + dt.timedelta(days=90))
+    with serving(tmp_path / "acpd.sock", answers(cert.cert_path)) as sock:
+        rc, out, _ = run(capsys, sock)
+    assert rc == 1 and "first broken link: certificate: " in out and "not valid before" in out
+
+
+def test_key_that_is_not_the_certificates_fails(tmp_path: Path, ca: TestCA,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The files a half-done renewal left: a new key beside the old certificate."""
+    name = "fd89b714f3db00000200000064000001+@acp.example.com"
+    cert, other = ca.issue_node("a", acp_node_name=name), ca.issue_node("b", acp_node_name=name)
+    replies = answers(cert.cert_path)
+    replies["brski"]["ldevid_key"] = str(cert.key_path)
+    with serving(tmp_path / "acpd.sock", replies) as sock:
+        rc, out, _ = run(capsys, sock)
+    assert rc == 0 and "no broken link found" in out
+    replies["brski"]["ldevid_key"] = str(other.key_path)
+    with serving(tmp_path / "acpd.sock", replies) as sock:
+        rc, out, _ = run(capsys, sock)
+        assert rc == 1
+        assert f"first broken link: certificate: ldevid_key {other.key_path} is not the key " \
+               f"of the LDevID certificate" in out
+        rc, out, _ = run(capsys, sock, "--cert", str(other.cert_path), "--key",
+                         str(other.key_path))
+        assert rc == 0  # the operator's own pair
+        rc, out, _ = run(capsys, sock, "--cert", str(cert.cert_path), "--key",
+                         str(tmp_path / "gone.key"))
+        assert rc == 1 and "gone.key: No such file or directory" in out
+
+
 def test_override_cert_that_cannot_be_read(tmp_path: Path, ca: TestCA,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     cert = ca.issue_node("a", acp_node_name="fd89b714f3db00000200000064000001+@acp.example.com")

@@ -194,6 +194,41 @@ def test_certificate_not_yet_valid_and_unreadable() -> None:
     assert name == "certificate" and "Permission denied" in detail
 
 
+def test_key_not_the_certificates_own_is_the_first_broken_link() -> None:
+    """A key that does not match fails the certificate check even with good dates; where
+    acpd's key is, its BRSKI (or registrar) part says."""
+    answers = healthy()
+    answers["brski"]["ldevid_key"] = "/etc/acp/ldevid.key"
+    seen = []
+
+    def mismatch(cert: str, key: str) -> str | None:
+        seen.append((cert, key))
+        return f"ldevid_key {key} is not the key of the LDevID certificate"
+    name, detail, hint = broken(answers, check_key=mismatch)
+    assert seen == [(CERT, "/etc/acp/ldevid.key")]
+    assert name == "certificate" and "is not the key" in detail and "BRSKI" in hint
+    assert run(answers, check_key=lambda c, k: None).healthy
+
+    def unreadable(cert: str, key: str) -> str | None:
+        raise PermissionError(13, "Permission denied")
+    result = run(answers, check_key=unreadable)
+    check = next(c for c in result.checks if c.name == "certificate")
+    assert result.healthy and "key not checked (Permission denied: run as root)" in check.detail
+
+
+def test_key_check_follows_the_certificate_override() -> None:
+    """--cert without --key: acpd's key is not that certificate's, so it is not checked."""
+    answers = healthy()
+    answers["brski"]["ldevid_key"] = "/etc/acp/ldevid.key"
+    seen = []
+    run(answers, certificate_path="/tmp/other.pem",
+        check_key=lambda c, k: seen.append((c, k)) or None)
+    assert seen == []
+    run(answers, certificate_path="/tmp/other.pem", key_path="/tmp/other.key",
+        check_key=lambda c, k: seen.append((c, k)) or None)
+    assert seen == [("/tmp/other.pem", "/tmp/other.key")]
+
+
 def test_certificate_path_override_and_unknown_path() -> None:
     seen = []
     run(healthy(), read_certificate=lambda p: seen.append(p) or valid_cert(p),

@@ -323,7 +323,8 @@ class RegistrarService:
             "last_flood_age": None if self.last_flood is None
             else round(time.time() - self.last_flood, 1),
             "enrolled": self._enrolled(), "recent_refusals": [],
-            "ldevid": str(config.ldevid_cert) if config.ldevid_cert else None}
+            "ldevid": str(config.ldevid_cert) if config.ldevid_cert else None,
+            "ldevid_key": str(config.ldevid_key) if config.ldevid_key else None}
         if self.registrar is not None and self.files is not None:
             inner = self.registrar.status()
             out.update(acp_node_name=inner["acp_node_name"], registrar_id=inner["registrar_id"],

@@ -109,7 +109,7 @@ class PledgeService:
                 "proxies": self.book.status(time.monotonic()),
                 "est_server": str(self.est_server) if self.est_server else None,
                 "next_renewal": self.next_renewal, "renewal_failures": self.renewal_failures,
-                "ldevid": str(self.paths.ldevid_cert)}
+                "ldevid": str(self.paths.ldevid_cert), "ldevid_key": str(self.paths.ldevid_key)}
 
     @property
     def stored(self) -> StoredIdentity:

@@ -1,7 +1,7 @@
-"""`acpctl diagnose [--json] [--cert FILE]`: walk the node's chain and name the first broken link.
+"""`acpctl diagnose [--json] [--cert FILE [--key FILE]]`: walk the node's chain and name the first broken link.
 
 Asks acpd every control command the diagnosis reads, adds what only this box can see (which
-namespaces exist, the LDevID's validity dates) and prints acp_openwrt.diagnosis's checks.
+namespaces exist, the LDevID's validity dates, whether its key is its own) and prints acp_openwrt.diagnosis's checks.
 Exit status: 0 nothing failed (warnings allowed), 1 something failed, 2 acpd unreachable.
 """
 from __future__ import annotations
@@ -40,6 +40,13 @@ def read_certificate_dates(path: str) -> CertificateDates:
     return CertificateDates(*validity(cert))
 
 
+def check_key_file(cert_path: str, key_path: str) -> str | None:
+    """Why the key file is not the LDevID's own key, or None (PermissionError passes up)."""
+    from ..brski.store import key_problem
+    from ..identity.certificate import load_certificates
+    return key_problem(load_certificates(cert_path)[0], key_path)
+
+
 def local_namespaces() -> list[str] | None:
     """Names under /run/netns, or None when they cannot be listed (then acpd's word counts)."""
     try:
@@ -68,7 +75,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     result = diagnose(answers, dt.datetime.now(dt.timezone.utc),
                       read_certificate=read_certificate_dates,
                       namespaces_present=local_namespaces(),
-                      certificate_path=str(args.cert) if args.cert else None)
+                      certificate_path=str(args.cert) if args.cert else None,
+                      check_key=check_key_file, key_path=str(args.key) if args.key else None)
     if args.json:
         print_json(result.to_dict())
     else:
@@ -82,4 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(parser)
     parser.add_argument("--cert", metavar="FILE",
                         help="the LDevID to check (default: the one acpd's BRSKI part reports)")
+    parser.add_argument("--key", metavar="FILE",
+                        help="its private key, checked to be the LDevID's own (default: the "
+                             "one acpd reports, unless --cert is given)")
     parser.set_defaults(func=cmd_diagnose)
