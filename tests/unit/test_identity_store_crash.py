@@ -244,3 +244,25 @@ def test_a_damaged_pending_file_is_not_switched_in(tmp_path: Path,
         assert layout.state() == before
         damaged += 1
     assert damaged > 0
+
+
+def test_domain_ca_first_start_crashed_at_every_step_is_nothing_or_whole(tmp_path: Path) -> None:
+    """The registrar's CA key and certificate are one switch too: a crash on first start
+    never leaves a key without its certificate (which the next start would refuse)."""
+    from acp_openwrt.brski.domain_ca import DomainCA
+    outcomes = []
+    for step in range(1, MAX_STEPS):
+        directory = tmp_path / f"step{step:03d}"
+        cert, key = directory / "domain-ca.crt", directory / "domain-ca.key"
+        code = run_crashing(step, lambda: DomainCA.load_or_create(cert, key,
+                                                                  domain="acp.example.com"))
+        assert code in (CRASHED, FINISHED)
+        created = {p for p in directory.rglob("*") if p.is_file()} if directory.exists() else set()
+        ca = DomainCA.load_or_create(cert, key, domain="acp.example.com")  # recovers first
+        if {cert, key} <= created:
+            outcomes.append("whole")
+        assert {p for p in directory.rglob("*") if p.is_file()} == {cert, key}
+        assert ca.key_path.stat().st_mode & 0o077 == 0
+        if code == FINISHED:
+            break
+    assert outcomes and outcomes[-1] == "whole" and len(outcomes) < step

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from ..identity.certificate import acp_node_name_general_name, validity
-from .store import write_atomic
+from .file_switch import NewFile, SwitchError, recover_switch, switch_files
 from .wellknown import ID_KP_CMC_RA
 
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
@@ -46,6 +46,10 @@ def _hash(key: PrivateKey) -> hashes.HashAlgorithm:
     return hashes.SHA256()
 
 
+def _marker(cert_file: Path) -> Path:
+    return cert_file.with_name(f".{cert_file.name}.switch")
+
+
 @dataclass(frozen=True)
 class DomainCA:
     certificate: x509.Certificate
@@ -59,6 +63,10 @@ class DomainCA:
                        *, domain: str) -> DomainCA:
         """Load the CA from its two PEM files, or make a new P-256 one when both are absent."""
         cert_file, key_file = Path(cert_path), Path(key_path)
+        try:  # a first start that crashed while writing the CA: both files or neither
+            recover_switch(_marker(cert_file), [cert_file, key_file])
+        except OSError as exc:
+            raise DomainCAError(f"domain CA {cert_file}: {exc.strerror or exc}") from None
         if cert_file.exists() != key_file.exists():
             raise DomainCAError(f"only one of {cert_file} and {key_file} exists")
         if not cert_file.exists():
@@ -90,12 +98,15 @@ class DomainCA:
                 .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                                critical=False)
                 .sign(key, hashes.SHA256()))
-        cert_file.parent.mkdir(parents=True, exist_ok=True)
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(key_file, key.private_bytes(serialization.Encoding.PEM,
-                                                 serialization.PrivateFormat.PKCS8,
-                                                 serialization.NoEncryption()), 0o600)
-        write_atomic(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        try:
+            switch_files([NewFile(key_file, key.private_bytes(serialization.Encoding.PEM,
+                                                              serialization.PrivateFormat.PKCS8,
+                                                              serialization.NoEncryption()),
+                                  0o600),
+                          NewFile(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)],
+                         _marker(cert_file))
+        except SwitchError as exc:
+            raise DomainCAError(f"cannot write domain CA {cert_file}: {exc}") from None
         return cls(cert, key, cert_file, key_file, domain)
 
     def issue(self, public_key: object, acp_node_name: str, *,
