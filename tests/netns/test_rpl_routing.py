@@ -257,12 +257,16 @@ def test_malformed_packets_are_counted_not_fatal(tmp_path: Path) -> None:
                 sender.sendto(junk, ("ff02::1a", 0, 0, scope))
             sender.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
             sender.sendto(b"\x9b\x00\x00\x00\x00\x00", ("ff02::1a", 0, 0, scope))
+            sender.sendto(b"\x9b\x00\x00\x00\x00\x00", ("ff02::1", 0, 0, scope))
         finally:
             sender.close()
         await asyncio.sleep(0.3)
         counters = lab.services["n1"].status()["counters"]
         assert counters["decode_errors"] >= 3
-        assert counters["transport_drop_hop_limit"] == 1
+        # A DIS with hop limit 1 (as unstrung sends) is taken; one to ff02::1 is not RPL's.
+        assert counters["transport_received_hop_limit_not_255"] == 1
+        assert counters["transport_drop_not_link_local_destination"] == 1
+        assert "transport_drop_hop_limit" not in counters
         assert not await lab.unreachable()
 
     run_lab(line(2), tmp_path, scenario)

@@ -124,9 +124,6 @@ ERRORS = [
     ("authentication", 1, E9_DIO[:48] + "040e0814030a00000100000000ffffff"),
     ("MinHopRankIncrease 0", 1, E9_DIO[:48] + "040e0014030a00000000000000ffffff"),
     ("DIO interval", 1, E9_DIO[:48] + "040e0020030a00000100000000ffffff"),
-    ("mode of operation 1", 1, E9_DIO[:8] + "8b" + E9_DIO[10:]),
-    ("mode of operation 3", 1, E9_DIO[:8] + "9b" + E9_DIO[10:]),
-    ("mode of operation 0", 1, E9_DIO[:8] + "83" + E9_DIO[10:]),
     ("secure RPL", 0x80, E9_DIS), ("secure RPL", 0x81, E9_DIO), ("secure RPL", 0x82, E9_DAO),
     ("secure RPL", 0x83, E9_DAO_ACK), ("secure RPL", 0x8A, "00" * 24),
     ("unknown RPL code", 4, "0000"), ("unknown RPL code", 0x7F, "0000"),
@@ -137,6 +134,13 @@ ERRORS = [
 def test_validation_errors(reason, code, body):
     with pytest.raises(RplDecodeError, match=reason):
         decode_message(code, bytes.fromhex(body))
+
+
+@pytest.mark.parametrize("mop", range(8))
+def test_every_mop_decodes(mop):
+    """Which MOPs a node joins is the engine's choice (MOP 2 and 3), not a decode error."""
+    body = E9_DIO[:8] + f"{0x80 | mop << 3 | 0b011:02x}" + E9_DIO[10:]
+    assert decode_message(1, bytes.fromhex(body)).mop == mop
 
 
 def test_packet_level_errors():

@@ -63,14 +63,15 @@ def test_transport_receive_filtering() -> None:
     assert got == [("acp_a", ipaddress.IPv6Address("fe80::2"), 1, b"body",
                     ipaddress.IPv6Address("ff02::1a"))]
     transport._handle(dio, _anc(9, 255), ("fe80::2", 0, 0, 9))        # not an RPL interface
-    transport._handle(dio, _anc(4, 64), ("fe80::2", 0, 0, 4))         # routed: not a neighbour
+    transport._handle(dio, _anc(4, 64), ("fe80::2", 0, 0, 4))         # any hop limit: taken
+    transport._handle(dio, _anc(4, 64, "fd00::1"), ("fe80::2", 0, 0, 4))  # routed destination
     transport._handle(b"\x9b\x01", _anc(4, 255), ("fe80::2", 0, 0, 4))  # truncated header
     transport._handle(dio, _anc(4, 255), ("fd00::2", 0, 0, 4))        # not link-local
     transport._handle(dio, [], ("fe80::2", 0, 0, 4))                  # no pktinfo at all
-    assert len(got) == 1
-    assert transport.counters == {"received": 1, "drop_unknown_interface": 2,
-                                  "drop_hop_limit": 1, "drop_malformed": 1,
-                                  "drop_not_link_local": 1}
+    assert len(got) == 2
+    assert transport.counters == {"received": 2, "received_hop_limit_not_255": 1,
+                                  "drop_unknown_interface": 2, "drop_malformed": 1,
+                                  "drop_not_link_local": 1, "drop_not_link_local_destination": 1}
 
 
 def test_link_usable_needs_up_and_carrier() -> None:

@@ -280,11 +280,12 @@ def test_hostile_dio_does_not_break_routing():
     src = net.ll[(1, "acp_2")]
     dodag = net.nodes[0].config.address
     hostile = [
-        Dio(0, 240, 0, dodag),                     # rank 0 from a non-root
-        Dio(0, 240, 100, dodag),                   # below ROOT_RANK
+        Dio(0, 240, 0, dodag),                     # rank 0 from a non-root: read as ROOT_RANK
+        Dio(0, 240, 100, dodag),                   # below ROOT_RANK: likewise
         Dio(0, 240, 256, victim.config.address),   # claims to be the victim's own DODAG
         Dio(0, 240, c.INFINITE_RANK, dodag),       # infinite rank is never a parent
         Dio(5, 240, 256, dodag),                   # another instance
+        Dio(0, 240, 256, dodag, mop=1),            # non-storing: not joined
     ]
     for dio in hostile:
         net.dispatch(2, victim.receive(ifname, src, dio.code, encode_body(dio), net.now))
@@ -292,7 +293,9 @@ def test_hostile_dio_does_not_break_routing():
         for code in (0, 1, 2, 3, 0x81, 7):
             net.dispatch(2, victim.receive(ifname, src, code, garbage, net.now))
     net.dispatch(2, victim.receive(ifname, "fd00::1", 1, encode_body(hostile[0]), net.now))
-    assert victim.decode_errors > 0 and victim.dropped >= 3
+    assert victim.decode_errors > 0 and victim.dropped >= 2
+    counters = victim.counters()
+    assert counters["dio_rank_below_root"] == 2 and counters["dio_mop_unsupported"] == 1
     took = net.converge(5.0)
     assert took < 3.0
     net.run(30.0)

@@ -28,9 +28,13 @@ OPT_SOLICITED_INFORMATION = 0x07
 OPT_PREFIX_INFORMATION = 0x08
 OPT_TARGET_DESCRIPTOR = 0x09
 
-# Mode of Operation: the ACP needs storing mode without multicast (MOP 2).
+# Mode of Operation: the ACP needs storing mode without multicast (MOP 2) and a root of ours
+# announces it. MOP 3 (storing with multicast) MAY be supported "as that is a superset of mode 2"
+# (RFC 8994 §6.12.1.3): we join such a DODAG and route unicast in it as in MOP 2; a multicast
+# listener target in a child's DAO is refused (no multicast forwarding, RFC 6550 §12).
 MOP_STORING_NO_MULTICAST = 2
-SUPPORTED_MOPS = frozenset({MOP_STORING_NO_MULTICAST})
+MOP_STORING_WITH_MULTICAST = 3
+SUPPORTED_MOPS = frozenset({MOP_STORING_NO_MULTICAST, MOP_STORING_WITH_MULTICAST})
 
 # §17 constants.
 BASE_RANK = 0
@@ -56,7 +60,10 @@ DEFAULT_RANK_FACTOR = 1
 LOW_SPEED_FACTOR = 5   # links <= 100 Mbit/s; above OF0's MAXIMUM_RANK_FACTOR 4, as RFC 8994 says
 HIGH_SPEED_FACTOR = 1
 
-# DAO-ACK status ranges (§6.5.1; the RFC's "127-255" overlap is read as 128-255).
+# DAO-ACK status (§6.5.1: 0 accepts, 1-127 accept but suggest another parent, "127-255" reject,
+# read as 128-255). RFC 9010 §6.2 splits the octet into E|A|value: 128 is E=1, A=0, value 0,
+# "Unqualified rejection" in IANA's RPL Rejection Status registry. We send only these two: 0 when
+# every target of the DAO has its route, 128 when the DAO cannot be honoured (nothing applied).
 DAO_ACK_ACCEPT = 0
 DAO_ACK_REJECT = 128
 

@@ -8,22 +8,28 @@ Loop avoidance beyond the rank rules (§8.2.2): a node whose parents are all gon
 neighbour into another DODAG or detaches into its own floating DODAG (§8.2.2.6, preferred by RFC
 8994), and then ignores the Version it left for `hold_down` seconds and any DIO of that Version
 heard before the hold-down ended, so stale DIOs from its former sub-DODAG cannot pull it back.
+
+Liberal in, strict out: DIOs of MOP 3, without a DODAG Configuration (RFC 6550 defaults) or with
+a rank below ROOT_RANK, and DAOs without Transit Information are taken (unstrung sends all four);
+what we send stays in the RFC 8994 profile. A DAO-ACK with status 0 means every Target is routed.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import random
+from collections import Counter
 from typing import Any
 
 from . import constants as c
 from . import sequence
 from .actions import Send
 from .dao import Advert, DaoSender
-from .downward import DownwardTable, NeighborKey, acceptable_target
+from .downward import DownwardTable, NeighborKey, acceptable_target, read_dao
 from .messages import Dao, DaoAck, Dio, Dis, Message, decode_message
 from .of0 import dag_rank
-from .options import RplDecodeError
+from .options import RFC6550_DEFAULTS, DodagConfiguration, RplDecodeError
 from .parents import (Choice, Neighbor, VersionKey, VersionMemory, compare_choices, dodag_order,
                       pick)
 from .profile import RplConfig
@@ -31,6 +37,11 @@ from .routes import DEFAULT_PREFIX, Route, RouteKind
 from .status import describe
 from .trickle import Trickle
 
+
+
+# Counters shown even at zero (`acpctl rpl --json`): what a liberal receiver took in, and refused.
+EVENTS = ("dio_without_configuration", "dio_rank_below_root", "dio_mop_unsupported",
+          "dao_without_transit", "dao_rejected", "dao_ack_rejections")
 
 
 class RplNode:
@@ -60,6 +71,8 @@ class RplNode:
         self._extra_targets: frozenset[ipaddress.IPv6Network] = frozenset()
         self.decode_errors = 0
         self.dropped = 0
+        self.events: Counter[str] = Counter({name: 0 for name in EVENTS})
+        self.mop = c.MOP_STORING_NO_MULTICAST
         if config.root:
             self.dodag_id = config.address
             self.grounded = config.grounded
@@ -211,15 +224,28 @@ class RplNode:
 
     # ------------------------------------------------------------- messages
     def _on_dio(self, key: NeighborKey, dio: Dio, now: float) -> list[Send]:
-        cfg = dio.configuration
-        minhop = (cfg or self.dodag_config).min_hop_rank_increase
-        if dio.instance_id != c.RPL_DEFAULT_INSTANCE or dio.rank < minhop:
-            self.dropped += 1  # another instance, or a rank below ROOT_RANK: impossible, hostile
+        if dio.instance_id != c.RPL_DEFAULT_INSTANCE:
+            self.dropped += 1
+            return []
+        if dio.mop not in c.SUPPORTED_MOPS:
+            # MOP 0 and 1: a node that cannot honour the MOP may join only as a leaf (§9.2 rule
+            # 1); we do not join such DODAGs at all.
+            self.events["dio_mop_unsupported"] += 1
             return []
         old = self._neighbors.get(key)
-        if cfg is None and old is not None and \
-                (old.dio.dodag_id, old.dio.version) == (dio.dodag_id, dio.version):
-            cfg = old.config
+        cfg = dio.configuration
+        if cfg is None:
+            self.events["dio_without_configuration"] += 1
+            if old is not None and (old.dio.dodag_id, old.dio.version) == \
+                    (dio.dodag_id, dio.version):
+                cfg = old.config
+        minhop = (cfg or self._assumed_config(dio)).min_hop_rank_increase
+        if dio.rank < minhop:
+            # A root MUST advertise ROOT_RANK = MinHopRankIncrease (§8.2.2.2 rule 2); unstrung's
+            # roots advertise 1. Nothing legal lies below ROOT_RANK, so read it as ROOT_RANK: our
+            # own rank stays above it, and any neighbour could claim ROOT_RANK itself anyway.
+            self.events["dio_rank_below_root"] += 1
+            dio = dataclasses.replace(dio, rank=minhop)
         self._neighbors[key] = Neighbor(key, dio, now, cfg,
                                         old.failed_until if old is not None else None)
         if self.attached and dio.dodag_id == self.dodag_id:
@@ -249,35 +275,69 @@ class RplNode:
         return [Send(key[0], key[1], self._dio())]  # unicast DIS: unicast DIO, Trickle untouched
 
     def _on_dao(self, key: NeighborKey, dao: Dao, now: float) -> list[Send]:
-        if dao.instance_id != c.RPL_DEFAULT_INSTANCE:
-            self.dropped += 1
-            return []
-
-        def ack(status: int) -> list[Send]:
+        def answer(status: int, refused: str | None = None) -> list[Send]:
+            if refused is not None:
+                self.events[refused] += 1
+                self.events["dao_rejected"] += 1
             if not dao.ack_requested:
                 return []
-            return [Send(key[0], key[1], DaoAck(c.RPL_DEFAULT_INSTANCE, dao.sequence, status))]
+            # The DODAGID is echoed when the DAO carried one: §6.5.1 allows the D flag with a
+            # global instance, and a sunshine member ignores DAO-ACKs without it (never routes).
+            return [Send(key[0], key[1], DaoAck(dao.instance_id, dao.sequence, status,
+                                                dao.dodag_id))]
 
-        if not self.attached or key in self.parents:
-            return ack(c.DAO_ACK_REJECT)  # a DAO from our own parent would make a loop
+        if dao.instance_id != c.RPL_DEFAULT_INSTANCE:
+            return answer(c.DAO_ACK_REJECT, "dao_other_instance")
+        if not self.attached:
+            return answer(c.DAO_ACK_REJECT, "dao_not_attached")
+        if key in self.parents:
+            return answer(c.DAO_ACK_REJECT, "dao_from_parent")  # it would make a loop
+        if dao.dodag_id is not None and dao.dodag_id != self.dodag_id:
+            return answer(c.DAO_ACK_REJECT, "dao_other_dodag")  # §9.3 rule 2
+        updates, refused = read_dao(dao, self.dodag_config.default_lifetime, self._acceptable,
+                                    self.config.accept_dao_without_transit)
+        if refused is not None:
+            return answer(c.DAO_ACK_REJECT, refused)
         changed = False
-        for targets, transits in dao.groups():
-            transit = transits[0]
-            seconds = self.dodag_config.lifetime_seconds(transit.path_lifetime)
-            for target in targets:
-                if acceptable_target(target.prefix, self.config.prefix) and not any(
-                        target.prefix.overlaps(own) for own in self._extra_targets):
-                    changed |= self._downward.update(key, target.prefix, transit.path_sequence,
-                                                     transit.path_lifetime, seconds, now)
+        if any(u.path_sequence is None for u in updates):
+            self.events["dao_without_transit"] += 1
+        for update in updates:
+            path_sequence = update.path_sequence
+            if path_sequence is None:
+                # No Path Sequence from the owner: keep the one we hold (a refresh), or stamp our
+                # own, which we then pass up in our DAOs' Transit for this target.
+                held = self._downward.get(key, update.prefix)
+                path_sequence = held.path_sequence if held is not None else self._path_sequence
+            seconds = self.dodag_config.lifetime_seconds(update.path_lifetime)
+            changed |= self._downward.update(key, update.prefix, path_sequence,
+                                             update.path_lifetime, seconds, now)
         if changed and self.parents:
             self._dao.schedule(now)
-        return ack(c.DAO_ACK_ACCEPT)
+        return answer(c.DAO_ACK_ACCEPT)
+
+    def _acceptable(self, prefix: ipaddress.IPv6Network) -> bool:
+        return acceptable_target(prefix, self.config.prefix) and not any(
+            prefix.overlaps(own) for own in self._extra_targets)
 
     def _on_dao_ack(self, key: NeighborKey, ack: DaoAck, now: float) -> list[Send]:
+        if ack.instance_id != c.RPL_DEFAULT_INSTANCE:
+            self.dropped += 1
+            return []
+        if ack.dodag_id is not None and ack.dodag_id != self.dodag_id:
+            self.events["dao_ack_other_dodag"] += 1  # not about the DAOs we sent in this DODAG
+            return []
         if self._dao.acknowledge(key, ack.sequence, ack.status) is False:
+            self.events["dao_ack_rejections"] += 1
             self._penalize(key, now)
             return self._evaluate(now)
         return []
+
+    def _assumed_config(self, dio: Dio) -> DodagConfiguration:
+        """The configuration a DIO without one runs on: ours if it is our Version, else RFC
+        6550's defaults."""
+        if self.attached and (dio.dodag_id, dio.version) == (self.dodag_id, self.version):
+            return self.dodag_config
+        return RFC6550_DEFAULTS
 
     def _penalize(self, key: NeighborKey, now: float) -> None:
         if key in self._neighbors:
@@ -358,6 +418,7 @@ class RplNode:
             self.preference = choice.dio.preference
             self.floating = False
             self.dodag_config = choice.config
+            self.mop = choice.dio.mop  # the root's MOP, which every member abides by (§9.2 rule 1)
             self._configure_trickle(now)
             self._path_sequence = sequence.increment(self._path_sequence)
             self._dao.schedule(now)  # a new Version or DODAG wants fresh DAOs, even to old parents
@@ -381,6 +442,7 @@ class RplNode:
         self.grounded = False
         self.preference = self.config.preference
         self.floating = True
+        self.mop = c.MOP_STORING_NO_MULTICAST  # our own DODAG: the profile's MOP
         self.rank = self.dodag_config.min_hop_rank_increase
         self._configure_trickle(now)
         return actions + self._dio_all()
@@ -416,8 +478,10 @@ class RplNode:
     # ---------------------------------------------------------------- output
     def _dio(self) -> Dio:
         assert self.dodag_id is not None
+        # The DODAG Configuration goes in every DIO, also when our root sent none: then it says
+        # which defaults we run on, and a unicast DIS MUST get one (§6.7.6).
         return Dio(c.RPL_DEFAULT_INSTANCE, self.version, self.rank, self.dodag_id, self.grounded,
-                   c.MOP_STORING_NO_MULTICAST, self.preference, self.dtsn, (self.dodag_config,))
+                   self.mop, self.preference, self.dtsn, (self.dodag_config,))
 
     def _dio_all(self) -> list[Send]:
         dio = self._dio()
@@ -476,4 +540,5 @@ class RplNode:
 
     def counters(self) -> dict[str, int]:
         return {"decode_errors": self.decode_errors, "dropped": self.dropped,
-                "dao_sent": self._dao.sent, "dao_retransmitted": self._dao.retransmitted}
+                "dao_sent": self._dao.sent, "dao_retransmitted": self._dao.retransmitted,
+                **self.events}

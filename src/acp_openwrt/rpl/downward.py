@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Callable
 
 from . import sequence
-from .constants import MIN_TARGET_PREFIX_LENGTH
+from .constants import MIN_TARGET_PREFIX_LENGTH, NO_PATH_LIFETIME
+from .messages import Dao
 
 NeighborKey = tuple[str, ipaddress.IPv6Address]  # (interface, link-local address)
 
@@ -47,6 +49,9 @@ class DownwardTable:
             path_sequence, path_lifetime, expires, now)
         return old is None or old.path_sequence != path_sequence \
             or old.path_lifetime != path_lifetime
+
+    def get(self, child: NeighborKey, target: ipaddress.IPv6Network) -> DownwardEntry | None:
+        return self._entries.get(target, {}).get(child)
 
     def remove_where(self, predicate) -> bool:  # type: ignore[no-untyped-def]
         """Drop entries whose child matches predicate(child); True when any went."""
@@ -115,3 +120,39 @@ def acceptable_target(prefix: ipaddress.IPv6Network, own: ipaddress.IPv6Network)
     return (prefix.prefixlen >= MIN_TARGET_PREFIX_LENGTH and not prefix.overlaps(own)
             and not (address.is_link_local or address.is_multicast or address.is_loopback
                      or address.is_unspecified))
+
+
+@dataclass(frozen=True)
+class TargetUpdate:
+    """One Target of a child's DAO, as it will be applied."""
+    prefix: ipaddress.IPv6Network
+    path_sequence: int | None   # None: the DAO had no Transit Information for it
+    path_lifetime: int          # in Lifetime Units; 0 is a No-Path
+
+
+def read_dao(dao: Dao, default_lifetime: int, acceptable: Callable[[ipaddress.IPv6Network], bool],
+             without_transit: bool) -> tuple[list[TargetUpdate], str | None]:
+    """A child's DAO as updates, or the reason it cannot be honoured (a counter name).
+
+    All or nothing: when one Target cannot be routed here nothing is applied, so that a DAO-ACK
+    with status 0 always means every Target of the DAO has its route. A No-Path can always be
+    honoured (there is nothing to route). Targets without a Transit get the DODAG's Default
+    Lifetime ("the lifetime that is used as default for all RPL routes", RFC 6550 §6.7.6).
+    """
+    groups = dao.groups()
+    if not groups:
+        return [], "dao_without_target"  # §9.4 rule 1: one or more Targets, MUST
+    updates: list[TargetUpdate] = []
+    for targets, transits in groups:
+        if transits:
+            path_sequence: int | None = transits[0].path_sequence
+            lifetime = transits[0].path_lifetime
+        elif without_transit:
+            path_sequence, lifetime = None, default_lifetime
+        else:
+            return [], "dao_without_transit_refused"
+        for target in targets:
+            if lifetime != NO_PATH_LIFETIME and not acceptable(target.prefix):
+                return [], "dao_target_refused"
+            updates.append(TargetUpdate(target.prefix, path_sequence, lifetime))
+    return updates, None

@@ -62,7 +62,8 @@ class Dao:
     code = c.CODE_DAO
 
     def groups(self) -> list[tuple[tuple[RplTarget, ...], tuple[TransitInformation, ...]]]:
-        """Targets with the Transit options that follow them; targets without any are dropped."""
+        """Targets with the Transit options that follow them. A last group may have none: §9.4
+        rule 3 wants them, §6.7.8 says "MAY be present", and unstrung sends none."""
         result: list[tuple[tuple[RplTarget, ...], tuple[TransitInformation, ...]]] = []
         targets: list[RplTarget] = []
         transits: list[TransitInformation] = []
@@ -74,7 +75,7 @@ class Dao:
                 targets.append(option)
             elif isinstance(option, TransitInformation):
                 transits.append(option)
-        if targets and transits:
+        if targets:
             result.append((tuple(targets), tuple(transits)))
         return result
 
@@ -105,9 +106,7 @@ def _need(body: bytes, size: int, what: str) -> None:
 def _decode_dio(body: bytes) -> Dio:
     _need(body, 24, "DIO")
     instance, version, rank, gmp, dtsn = struct.unpack("!BBHBB", body[:6])
-    mop = (gmp >> 3) & 0x07
-    if mop not in c.SUPPORTED_MOPS:
-        raise RplDecodeError(f"DIO mode of operation {mop} not supported")
+    mop = (gmp >> 3) & 0x07  # any MOP decodes; which ones a node joins is the engine's choice
     options, skipped = decode_options(body[24:], _DIO_OPTIONS)
     return Dio(instance, version, rank, ipaddress.IPv6Address(body[8:24]), bool(gmp & 0x80), mop,
                gmp & 0x07, dtsn, options, skipped)

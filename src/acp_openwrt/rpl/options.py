@@ -45,6 +45,26 @@ class DodagConfiguration:
         return None if lifetime == c.INFINITE_LIFETIME else float(lifetime * self.lifetime_unit)
 
 
+# What a DODAG runs on when its DIOs carry no DODAG Configuration option (RFC 6550 §6.7.6: it "MAY
+# be present"; unstrung never sends one). RFC 6550 gives defaults for PCS, the three Trickle fields
+# and MinHopRankIncrease (§6.7.6, §17, §18.2.8) and none for the other four, chosen here:
+RFC6550_DEFAULTS = DodagConfiguration(
+    dio_interval_doublings=c.DEFAULT_DIO_INTERVAL_DOUBLINGS,   # 20: Imax ~2.3 h
+    dio_interval_min=c.DEFAULT_DIO_INTERVAL_MIN,               # 3: Imin 8 ms
+    dio_redundancy=c.DEFAULT_DIO_REDUNDANCY_CONSTANT,          # 10
+    # No default. 0 disables rank growth for local repair (§6.7.6): a node detaches instead.
+    max_rank_increase=0,
+    min_hop_rank_increase=c.DEFAULT_MIN_HOP_RANK_INCREASE,     # 256
+    # No default. OF0 is "designed as a default OF" (RFC 6552 §1) and RFC 8994's only OF.
+    ocp=c.OCP_OF0,
+    # No default. Infinite (as Contiki's and the digest's E.9): a finite guess would silently drop
+    # the routes of members that never refresh (sunshine); a channel or link going down, or a
+    # No-Path, still removes them.
+    default_lifetime=c.INFINITE_LIFETIME,
+    lifetime_unit=0xFFFF,
+    path_control_size=c.DEFAULT_PATH_CONTROL_SIZE)
+
+
 @dataclass(frozen=True)
 class PrefixInformation:
     """Prefix Information (§6.7.10); not used by the ACP but decoded for completeness."""

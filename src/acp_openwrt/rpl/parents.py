@@ -12,7 +12,7 @@ from . import sequence
 from .downward import NeighborKey
 from .messages import Dio
 from .of0 import dag_rank, rank_via
-from .options import DodagConfiguration
+from .options import RFC6550_DEFAULTS, DodagConfiguration
 
 VersionKey = tuple[ipaddress.IPv6Address, int]  # (DODAGID, DODAGVersionNumber)
 
@@ -51,7 +51,7 @@ def pick(key: VersionKey, members: list[Neighbor], in_use: DodagConfiguration | 
     if not members:
         return None
     cfg = next((n.config for n in members if n.config is not None), None) or in_use \
-        or DodagConfiguration()
+        or RFC6550_DEFAULTS  # a root that sends no DODAG Configuration (§6.7.6: MAY)
     minhop = cfg.min_hop_rank_increase
     preferred = current_parents[0] if current_parents else None
     current = set(current_parents)

@@ -23,6 +23,10 @@ class RplConfig:
     hold_down: float = c.ACP_HOLD_DOWN
     max_parents: int = c.MAX_PARENTS
     neighbor_timeout: float | None = None   # None: 3 x Imax of the DODAG configuration in use
+    # Route a DAO's Targets that have no Transit Information (unstrung's DAOs) with the DODAG's
+    # Default Lifetime. RFC 6550 §9.4 rules 3 and 6 say to discard such a DAO; False does that,
+    # answering DAO-ACK 128 when K is set.
+    accept_dao_without_transit: bool = True
 
     def __post_init__(self) -> None:
         if self.address not in self.prefix:

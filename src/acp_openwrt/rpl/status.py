@@ -27,6 +27,7 @@ def describe(node: "RplNode") -> dict[str, Any]:
         "dodag_id": str(node.dodag_id) if node.dodag_id is not None else None,
         "version": node.version if node.attached else None,
         "grounded": node.grounded,
+        "mop": node.mop if node.attached else None,
         "preference": node.preference,
         "interfaces": node.interfaces,
         "neighbors": node.neighbor_count,

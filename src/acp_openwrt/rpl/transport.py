@@ -4,8 +4,8 @@ One socket serves every ACP interface. It is created inside the namespace (a soc
 namespace it was made in) and then used from the event loop. The kernel filters everything but
 type 155 (ICMP6_FILTER), computes the ICMPv6 checksum, and picks the interface's link-local
 address as source for ff02::1a and fe80:: destinations; IPV6_PKTINFO says which interface a
-message came in on. Messages not sent with hop limit 255 cannot come from an on-link neighbour
-(as in ND, RFC 4861 §6.1), so they are dropped, as are short ones and those on unknown interfaces.
+message came in on. We send with hop limit 255 and accept any: RFC 6550 has no hop-limit rule
+(unstrung sends DIO and DIS with 1); scope is the guard instead (see `accepts`).
 """
 from __future__ import annotations
 
@@ -29,6 +29,23 @@ RECV_BUFFER = 65535
 ANCILLARY = socket.CMSG_SPACE(20) + socket.CMSG_SPACE(4)  # in6_pktinfo + hop limit
 # (interface, link-local source, ICMPv6 code, body after the 4-octet header, destination)
 Receiver = Callable[[str, ipaddress.IPv6Address, int, bytes, ipaddress.IPv6Address], None]
+
+
+def accepts(src: ipaddress.IPv6Address, dst: ipaddress.IPv6Address) -> str | None:
+    """Why a type-155 message is not from a neighbour on this link, or None when it is.
+
+    RFC 6550 §6: every RPL message but non-storing DAO/DAO-ACK (which the ACP does not use) goes
+    from a link-local source to ff02::1a or a link-local unicast address. Routers never forward a
+    packet with a link-local source or destination (RFC 4291 §2.5.6), so such a message was sent
+    on this link whatever its hop limit: the hop limit 255 check of ND (RFC 4861) adds nothing on
+    top, and RFC 6550 does not ask for it. A message to any other destination (the ACP address,
+    ff02::1) is not RPL's, and an ACP link is one authenticated channel, so the peer is known.
+    """
+    if not src.is_link_local:
+        return "not_link_local"
+    if dst != c.ALL_RPL_NODES and not dst.is_link_local:
+        return "not_link_local_destination"
+    return None
 
 
 def icmp6_filter(*passed: int) -> bytes:
@@ -170,17 +187,17 @@ class RplTransport:
         reason = None
         if ifname is None:
             reason = "unknown_interface"
-        elif hoplimit != HOP_LIMIT:
-            reason = "hop_limit"
         elif len(data) < 4 or data[0] != c.ICMPV6_TYPE_RPL:
             reason = "malformed"
-        elif not src.is_link_local:
-            reason = "not_link_local"
+        else:
+            reason = accepts(src, dst)
         if reason is not None:
             self.counters[f"drop_{reason}"] += 1
             LOG.debug("dropped %d octets from %s (ifindex %s, hop limit %s): %s",
                       len(data), src, ifindex, hoplimit, reason)
             return
         self.counters["received"] += 1
+        if hoplimit != HOP_LIMIT:
+            self.counters["received_hop_limit_not_255"] += 1  # a sender not in our profile
         assert ifname is not None
         self._receiver(ifname, src, data[1], data[4:], dst)
