@@ -12,6 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+from ..logsafe import logsafe
+
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 256 * 1024
 MAX_HEADERS = 64
@@ -206,7 +208,8 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
             try:
                 response = await handler(request, writer)
             except Exception:
-                LOG.exception("handler failed on %s %s", request.method, request.path)
+                LOG.exception("handler failed on %s %s", logsafe(request.method),
+                              logsafe(request.path))
                 response = text_response(500, "internal error")
                 response.headers["connection"] = "close"
             writer.write(encode_response(response))

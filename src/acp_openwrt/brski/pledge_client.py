@@ -19,6 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 
 from .. import netns
+from ..logsafe import logsafe
 from . import wellknown
 from .http import HttpConnection, HttpError
 from .pledge import Enrolled, PledgeAttempt, PledgeIdentity, Refused, SendRequest, Wait, \
@@ -97,6 +98,9 @@ class PledgeClient:
             return self._refused(locator, f"attempt took longer than {self.attempt_timeout:.0f} s")
 
     def _refused(self, locator: Locator, reason: str) -> Refused:
+        """The reason carries what the registrar (or anyone posing as one) said: escaped for
+        the log and for `acpctl brski`."""
+        reason = logsafe(reason, 400)
         LOG.warning("pledge: enrolment via %s refused: %s", locator, reason)
         return Refused(reason)
 
@@ -153,7 +157,7 @@ class PledgeClient:
             await connection.request("POST", wellknown.ENROLL_STATUS, _status_body(True, None),
                                      {"Content-Type": wellknown.JSON, "Connection": "close"})
         except (HttpError, OSError, ConnectionError, asyncio.TimeoutError) as exc:
-            LOG.info("pledge: enrollstatus not delivered (%s)", exc)
+            LOG.info("pledge: enrollstatus not delivered (%s)", logsafe(exc))
         finally:
             await connection.close()
 

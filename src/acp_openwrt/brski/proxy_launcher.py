@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from .. import netns
+from ..logsafe import logsafe
 from ..events import IdentityChanged, LinkAdopted, LinkReleased
 from ..node_context import NodeContext
 from . import handover as ho
@@ -330,7 +331,7 @@ class JoinProxyService:
                 try:
                     received = await channel.receive()
                 except ho.HandoverError as exc:
-                    LOG.warning("join proxy sent a bad message: %s", exc)
+                    LOG.warning("join proxy sent a bad message: %s", logsafe(exc))
                     continue
                 if received is None:
                     return
@@ -365,12 +366,12 @@ class JoinProxyService:
             if msg.ifname in self._listeners:
                 self._confirmed[msg.ifname] = (msg.address, msg.port)
         elif isinstance(msg, ho.ListenFailed):
-            LOG.warning("join proxy cannot serve %s: %s", msg.ifname, msg.reason)
+            LOG.warning("join proxy cannot serve %s: %s", logsafe(msg.ifname), logsafe(msg.reason))
             self._confirmed.pop(msg.ifname, None)
         elif isinstance(msg, ho.RegistrarState):
             if msg.known != (self._state.known if self._state else False):
-                LOG.info("join proxy: registrar %s", f"[{msg.address}]:{msg.port}" if msg.known
-                         else "lost")
+                LOG.info("join proxy: registrar %s", logsafe(f"[{msg.address}]:{msg.port}")
+                         if msg.known else "lost")
             self._state = msg
         elif isinstance(msg, ho.StatusReply):
             waiter = self._waiters.pop(msg.seq, None)
@@ -378,7 +379,7 @@ class JoinProxyService:
                 waiter.set_result(msg.status)
             return
         else:
-            LOG.warning("join proxy sent %s, which only acpd may send", msg.op)
+            LOG.warning("join proxy sent %s, which only acpd may send", logsafe(msg.op))
             return
         self._update_announcements()
 

@@ -7,6 +7,12 @@ registrar voucher-request, sends that to the MASA named in the IDevID and relays
 Only a pledge whose voucher the MASA issued on this connection's registrar gets an
 acp-node-name from /csrattrs and a certificate from /simpleenroll; /simplereenroll renews
 an LDevID keeping its name. Every refusal is logged with the pledge's serial and the reason.
+
+Status telemetry (voucher_status §5.7, enrollstatus §5.9.4) reaches the registrar through any
+join proxy, so it is heard only from the pledge whose enrolment it reports, once: voucher
+status over the IDevID the voucher was relayed for; enrollment status over that IDevID (a
+failure) or over the LDevID just issued to it (success: the pledge reconnects with it). Others
+get 401/403, counted as "status dropped". Text from peers is logged only through `logsafe`.
 """
 from __future__ import annotations
 
@@ -36,9 +42,13 @@ from .voucher import Voucher, VoucherError, parse_voucher
 from ..identity.address import Scheme, address_from_name
 from ..identity.certificate import check_key_strength, CertificateError
 from ..identity.node_name import parse_acp_node_name
+from ..logsafe import logsafe
 
 LOG = logging.getLogger("acpd.brski.registrar")
 VOUCHED_FOR = 600.0  # seconds a voucher authorizes EST enrolment of its serial
+STATUS_FOR = 600.0   # seconds a pledge may report on a voucher or an enrolment
+STATUS_KINDS = ("voucher_status", "enrollstatus")
+MAX_REASON = 300
 MAX_TELEMETRY = 64
 SchemePolicy = Callable[[str, x509.Certificate], Scheme]
 SerialPolicy = Callable[[str, x509.Certificate], bool]
@@ -97,6 +107,9 @@ class Registrar:
         self.node_lifetime = node_lifetime
         self.masa_namespace = masa_namespace
         self.vouched: dict[str, float] = {}
+        # (kind, pledge) → when the report became due: one report of each kind per enrolment
+        self.awaiting_status: dict[tuple[str, str], float] = {}
+        self.issued_to: dict[int, str] = {}  # serial of a certificate issued here → pledge
         self.telemetry: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_TELEMETRY)
         self.counters: collections.Counter[str] = collections.Counter()
         self._cert_der = cert.public_bytes(serialization.Encoding.DER)
@@ -121,16 +134,29 @@ class Registrar:
             ("POST", wellknown.SIMPLE_ENROLL): self._simple_enroll,
             ("POST", wellknown.SIMPLE_REENROLL): self._simple_reenroll,
         }
-        route = routes.get((request.method, request.path.split("?")[0]))
+        path = request.path.split("?")[0]
+        route = routes.get((request.method, path))
         if route is None:
             return text_response(404, f"no {request.method} {request.path}")
         response = await route(request, client)
-        self.counters[f"{request.path.rsplit('/', 1)[-1]} {response.status}"] += 1
+        self.counters[f"{path.rsplit('/', 1)[-1]} {response.status}"] += 1  # known paths only
         return response
 
     def _refuse(self, status: int, who: str, reason: str) -> Response:
-        LOG.warning("registrar refused %s: %s (HTTP %d)", who, reason, status)
+        LOG.warning("registrar refused %s: %s (HTTP %d)", logsafe(who), logsafe(reason, MAX_REASON),
+                    status)
         return text_response(status, reason)
+
+    def _expect_status(self, pledge: str, *kinds: str) -> None:
+        """`pledge` may now send one report of each of `kinds` (within STATUS_FOR)."""
+        now = time.monotonic()
+        self.awaiting_status = {key: since for key, since in self.awaiting_status.items()
+                                if now - since <= STATUS_FOR}
+        self.vouched = {k: since for k, since in self.vouched.items() if now - since <= VOUCHED_FOR}
+        for kind in kinds:
+            self.awaiting_status[(kind, pledge)] = now
+        self.issued_to = {serial: p for serial, p in self.issued_to.items()
+                          if ("enrollstatus", p) in self.awaiting_status and p != pledge}
 
     def _is_ldevid(self, client: x509.Certificate) -> bool:
         return chain_problem(client, self.ca.certificate) is None
@@ -142,7 +168,7 @@ class Registrar:
         try:
             return f"pledge {idevid.serial_number(client)}"
         except idevid.IdevidError:
-            return client.subject.rfc4514_string() or "a client"
+            return logsafe(client.subject.rfc4514_string() or "a client")
 
     # --- BRSKI -------------------------------------------------------------------------------
 
@@ -189,11 +215,37 @@ class Registrar:
             status = answer.status if 400 <= answer.status < 600 else 502
             return self._refuse(status, who, f"MASA {url} answered {answer.status}: {answer.text()}")
         self.vouched[serial] = time.monotonic()
-        LOG.info("registrar relayed a voucher from MASA %s to %s", url, who)
+        self._expect_status(serial, *STATUS_KINDS)
+        LOG.info("registrar relayed a voucher from MASA %s to %s", logsafe(url), logsafe(who))
         return Response(200, answer.body, {"content-type": wellknown.VOUCHER_CMS_JSON})
+
+    def _status_reporter(self, kind: str, client: x509.Certificate | None,
+                         ) -> tuple[str | None, int, str]:
+        """(pledge, 0, "") when `client` may report `kind` now, else (None, HTTP status, why)."""
+        if client is None:
+            return None, 401, f"{kind} needs the pledge's TLS client certificate"
+        if self._is_ldevid(client):
+            pledge = self.issued_to.get(client.serial_number) if kind == "enrollstatus" else None
+            if pledge is None:
+                return None, 403, (f"{kind} over an LDevID is accepted only over the one "
+                                   "issued by this enrolment")
+        else:
+            try:
+                pledge = idevid.serial_number(client)
+            except idevid.IdevidError as exc:
+                return None, 403, str(exc)
+        since = self.awaiting_status.get((kind, pledge))
+        if since is None or time.monotonic() - since > STATUS_FOR:
+            return None, 403, f"no enrolment of this pledge awaits {kind}"
+        return pledge, 0, ""
 
     async def _status_report(self, request: Request, client: x509.Certificate | None) -> Response:
         who = self._who(client)
+        kind = request.path.split("?")[0].rsplit("/", 1)[-1]
+        pledge, status, refusal = self._status_reporter(kind, client)
+        if pledge is None:
+            self.counters["status dropped"] += 1
+            return self._refuse(status, who, refusal)
         try:
             report = json.loads(request.body.decode("utf-8"))
             if not isinstance(report, dict) or not isinstance(report.get("status"), bool) \
@@ -201,13 +253,13 @@ class Registrar:
                 raise ValueError("needs version (uint) and status (bool)")
         except (UnicodeDecodeError, ValueError) as exc:
             return self._refuse(400, who, f"status report rejected: {exc}")
-        kind = request.path.rsplit("/", 1)[-1]
-        reason = str(report.get("reason", ""))[:300]
+        del self.awaiting_status[(kind, pledge)]  # one report per voucher, one per enrolment
+        reason = logsafe(report.get("reason", ""), MAX_REASON)
         entry = {"kind": kind, "from": who, "status": report["status"], "reason": reason,
                  "time": time.time()}
         self.telemetry.append(entry)
         level = logging.INFO if report["status"] else logging.WARNING
-        LOG.log(level, "%s from %s: status %s %s", kind, who, report["status"], reason)
+        LOG.log(level, "%s from %s: status %s %s", kind, logsafe(who), report["status"], reason)
         return Response(200)
 
     # --- EST ---------------------------------------------------------------------------------
@@ -278,8 +330,11 @@ class Registrar:
         address = address_from_name(parse_acp_node_name(name)).address
         cert = self.ca.issue(request_csr.public_key(), name, address=address,
                              serial_number=serial, lifetime=self.node_lifetime)
-        LOG.info("registrar %s %s for %s (%s)", "renewed" if renewal else "issued", name, who,
-                 address)
+        pledge = serial or name
+        self._expect_status(pledge, "enrollstatus")
+        self.issued_to[cert.serial_number] = pledge  # its enrollstatus may come over this cert
+        LOG.info("registrar %s %s for %s (%s)", "renewed" if renewal else "issued", name,
+                 logsafe(who), address)
         return Response(200, _b64(cms.certs_only([cert])),
                         {"content-type": wellknown.PKCS7_CERTS,
                          "content-transfer-encoding": "base64"})

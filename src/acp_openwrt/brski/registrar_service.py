@@ -35,6 +35,7 @@ from ..grasp.messages import Locator, Objective, TaggedObjective
 from ..events import IdentityChanged
 from ..node_context import NodeContext
 from .domain_ca import PrivateKey
+from ..logsafe import logsafe
 from .http import Response
 from .proxy_registrar import AN_JOIN_REGISTRAR, EST_TLS
 from .registrar import Registrar
@@ -84,8 +85,8 @@ class RecordingRegistrar(Registrar):
         self._cert_der = cert.public_bytes(serialization.Encoding.DER)
 
     def _refuse(self, status: int, who: str, reason: str) -> Response:
-        self.refusals.append({"time": round(time.time(), 1), "who": who, "status": status,
-                              "reason": reason})
+        self.refusals.append({"time": round(time.time(), 1), "who": logsafe(who),
+                              "status": status, "reason": logsafe(reason, 300)})
         return super()._refuse(status, who, reason)
 
 

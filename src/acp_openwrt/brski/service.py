@@ -18,6 +18,7 @@ from typing import Any
 from ..config.identity_files import STATE_DIR, with_identity_files
 from ..control.server import RequestError
 from ..events import IdentityChanged, ProxyHeard
+from ..logsafe import logsafe
 from ..node_context import NodeContext
 from .pledge import Enrolled
 from .pledge_client import IdentityPaths, Locator, PledgeClient, load_pledge_identity
@@ -215,7 +216,7 @@ class PledgeService:
             await reenroll(target, self.stored, namespace=namespace)
         except (RenewalError, OSError, ValueError) as exc:
             self.renewal_failures += 1
-            self.last_refusal = f"renewal failed: {exc}"
+            self.last_refusal = f"renewal failed: {logsafe(exc, 400)}"  # the EST server's words
             LOG.warning("brski: %s", self.last_refusal)
             return False
         self.renewal_failures = 0

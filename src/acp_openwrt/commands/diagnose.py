@@ -1,7 +1,9 @@
-"""`acpctl diagnose [--json] [--cert FILE [--key FILE]]`: walk the node's chain and name the first broken link.
+"""`acpctl diagnose [--json] [--cert FILE [--key FILE]]`: walk the node's chain and name the
+first broken link.
 
 Asks acpd every control command the diagnosis reads, adds what only this box can see (which
-namespaces exist, the LDevID's validity dates, whether its key is its own) and prints acp_openwrt.diagnosis's checks.
+namespaces exist, the LDevID's validity dates, whether its key is its own) and prints
+acp_openwrt.diagnosis's checks.
 Exit status: 0 nothing failed (warnings allowed), 1 something failed, 2 acpd unreachable.
 """
 from __future__ import annotations
