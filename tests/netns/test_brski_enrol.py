@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import socket
 import ssl
@@ -22,11 +23,13 @@ from cryptography.hazmat.primitives import serialization
 
 from acp_openwrt.brski.allocation import Allocator
 from acp_openwrt.brski.pledge import Enrolled, Refused
-from acp_openwrt.brski.pledge_client import (IdentityPaths, Locator, PledgeClient,
+from acp_openwrt.brski import wellknown
+from acp_openwrt.brski.http import HttpConnection, HttpError
+from acp_openwrt.brski.pledge_client import (IdentityPaths, Locator, PledgeClient, _connect,
                                              load_pledge_identity)
 from acp_openwrt.brski.renewal import reenroll
 from acp_openwrt.brski.store import StoredIdentity
-from acp_openwrt.brski.tls import server_context
+from acp_openwrt.brski.tls import provisional_client_context, server_context
 from acp_openwrt.brski.voucher import new_nonce
 from acp_openwrt.identity.address import address_from_name
 from acp_openwrt.identity.node_name import parse_acp_node_name
@@ -139,6 +142,57 @@ def test_renewal_keeps_the_name_and_replaces_key_and_certificate(link, tmp_path)
     assert new.extensions.get_extension_for_class(x509.SubjectAlternativeName).value == \
         old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert outcome.bench.registrar.counters["simplereenroll 200"] == 1
+
+
+def test_strangers_cannot_report_status_over_real_tls(link, tmp_path, caplog) -> None:
+    """Through the link, as through a join proxy: no client certificate (401), a certificate of
+    no trusted issuer (TLS refuses it), another real pledge's IDevID (403), the enrolled
+    pledge repeating itself (403). The log keeps one line per event."""
+    caplog.set_level(logging.INFO)
+    forged = {"version": 1, "status": False,
+              "reason": "ok\nacpd: INFO acpd.brski.registrar: registrar issued root@evil"}
+    answers: dict[str, Any] = {}
+
+    async def strangers(outcome: Outcome) -> None:
+        async def post(context: ssl.SSLContext | None, path: str) -> int:
+            reader, writer = await _connect(outcome.locator, context, outcome.pledge_ns, 5.0)
+            connection = HttpConnection(reader, writer, timeout=5.0)
+            try:
+                response = await connection.request("POST", path, json.dumps(forged).encode(),
+                                                     {"Content-Type": wellknown.JSON})
+                return response.status
+            finally:
+                await connection.close()
+        anonymous = ssl.create_default_context()
+        anonymous.check_hostname, anonymous.verify_mode = False, ssl.CERT_NONE
+        self_made = TestCA.create(tmp_path / "stranger").issue_node("stranger")
+        other = outcome.masa.issue_idevid("SN-0002")
+        for path in (wellknown.VOUCHER_STATUS, wellknown.ENROLL_STATUS):
+            answers[("anonymous", path)] = await post(anonymous, path)
+            answers[("other pledge", path)] = await post(
+                provisional_client_context(other.cert_path, other.key_path), path)
+            answers[("the pledge again", path)] = await post(
+                provisional_client_context(outcome.paths.idevid_cert,
+                                           outcome.paths.idevid_key), path)
+            try:
+                answers[("self-made", path)] = await post(
+                    provisional_client_context(self_made.cert_path, self_made.key_path), path)
+            except (ssl.SSLError, ConnectionError, OSError, HttpError) as exc:
+                answers[("self-made", path)] = type(exc).__name__  # TLS 1.3: after the request
+
+    outcome = run_case(link, tmp_path, after=strangers)
+    assert isinstance(outcome.result, Enrolled)
+    for path in (wellknown.VOUCHER_STATUS, wellknown.ENROLL_STATUS):
+        assert answers[("anonymous", path)] == 401
+        assert answers[("other pledge", path)] == 403
+        assert answers[("the pledge again", path)] == 403
+        assert answers[("self-made", path)] != 200
+    registrar = outcome.bench.registrar
+    assert [(t["kind"], t["status"]) for t in registrar.telemetry] == \
+        [("voucher_status", True), ("enrollstatus", True)]
+    assert registrar.counters["status dropped"] == 6
+    lines = [r.getMessage() for r in caplog.records]
+    assert not any("\n" in line or "root@evil" in line for line in lines)
 
 
 def _evil_masa(masa: Masa, tmp: Path) -> None:
