@@ -41,3 +41,14 @@ def test_no_input_gives_a_second_log_line(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.INFO):
         logging.getLogger("acpd.test").info("reason %s", logsafe("a\nb\r\nc\x85d\u2029e"))
     assert len(caplog.text.splitlines()) == 1
+
+
+def test_acpctl_tables_escape_what_peers_sent(capsys: pytest.CaptureFixture[str]) -> None:
+    """A refusal reason or a certificate name in a table cell cannot add a line or move the
+    cursor on the operator's terminal."""
+    from acp_openwrt.commands import print_table
+    print_table(("who", "reason"), [("pledge SN\x1b[2J", "a\nfake-row  ok"), (None, 7)])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and "\x1b" not in "".join(lines)
+    assert lines[1].split() == ["pledge", "SN\\x1b[2J", "a\\nfake-row", "ok"]
+    assert lines[2].split() == ["-", "7"]

@@ -11,8 +11,11 @@ import json
 import sys
 from typing import Any, Iterable, Sequence
 
+from ..logsafe import logsafe
+
 EXIT_USAGE = 2
 EXIT_REFUSED = 1
+TABLE_CELL_LIMIT = 1000
 
 
 class CommandError(Exception):
@@ -25,8 +28,11 @@ def print_json(data: Any) -> None:
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Left-aligned columns; None prints as '-'."""
-    text = [[("-" if cell is None else str(cell)) for cell in row] for row in rows]
+    """Left-aligned columns; None prints as '-'. Cells are escaped (logsafe): many hold what
+    peers sent (names from certificates, reasons, methods), which must not move the cursor
+    or start a line of its own on the operator's terminal."""
+    text = [[("-" if cell is None else logsafe(cell, TABLE_CELL_LIMIT)) for cell in row]
+            for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(headers)]
     for row in [list(headers)] + text:
         sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
