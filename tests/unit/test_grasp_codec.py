@@ -115,7 +115,8 @@ REFUSALS = {
     "locator v4 long": (_bad([9, 1, INIT, 5, [OBJ, [104, bytes(16), 6, 80]]]), "4 bytes"),
     "locator protocol": (_bad([9, 1, INIT, 5, [OBJ, [103, INIT, 41, 80]]]), "protocol"),
     "locator port": (_bad([9, 1, INIT, 5, [OBJ, [103, INIT, 6, 65536]]]), "port"),
-    "locator unknown": (_bad([9, 1, INIT, 5, [OBJ, [107, INIT, 6, 80]]]), "not a locator"),
+    # RFC 8990 §2.8.2: a pair whose locator type is unknown is skipped; here none is left
+    "locator unknown": (_bad([9, 1, INIT, 5, [OBJ, [107, INIT, 6, 80]]]), "no objective besides"),
     "fqdn locator null proto": (_bad([9, 1, INIT, 5, [OBJ, [105, "x", None, None]]]), "protocol"),
     "response divert empty": (_bad([2, 1, INIT, 5, [100]]), "O_DIVERT without"),
     "response divert and more": (_bad([2, 1, INIT, 5, [100, LOC], LOC]), "only option"),

@@ -12,8 +12,15 @@ short reason; no other exception escapes it. Two paths lead there:
 * careful: anything else is re-read by ``cbor_reader`` (tags kept raw, lengths checked before
   allocation, depth capped, exact end position) and validated again; it decides.
 
+Options not consistent with the message type (RFC 8990 §2.8.2: an unknown option type, or a
+known one in a message that does not carry it) are skipped, not refused: an option is an array
+starting with an unsigned integer (§2.9.1), and the decoder counts what it skipped
+(``decode_counted``). A flood pair whose locator option is of an unknown type is skipped with
+it, since its objective is only meaningful at that locator. Anything else out of place (a bare
+value, a second objective, a malformed option of a known type) still refuses the message.
+
 ``encode`` writes canonical CBOR (definite lengths, shortest integers), so decode-then-encode of
-a canonical message gives the same bytes.
+a canonical message gives the same bytes (minus any skipped options).
 """
 from __future__ import annotations
 
@@ -60,6 +67,11 @@ def _hdr(n: int) -> int:
 
 def decode(data: bytes, max_size: int = c.GRASP_DEF_MAX_SIZE) -> Message:
     """Decode and validate one complete GRASP message (no trailing bytes)."""
+    return decode_counted(data, max_size)[0]
+
+
+def decode_counted(data: bytes, max_size: int = c.GRASP_DEF_MAX_SIZE) -> tuple[Message, int]:
+    """``decode``, and how many options it skipped (not consistent with the message type)."""
     if type(data) is not bytes:
         try:
             data = bytes(data)
@@ -77,16 +89,20 @@ def decode(data: bytes, max_size: int = c.GRASP_DEF_MAX_SIZE) -> Message:
             pass  # malformed, or something cbor2 dislikes: the careful path gives the reason
         else:
             try:
-                msg, size = validate(obj, True)
+                msg, size, skipped = validate(obj, True)
             except _NotCanonical:
                 pass
             else:
                 if size == n:
-                    return msg
-    return _decode_careful(data)
+                    return msg, skipped
+    return _decode_careful_counted(data)
 
 
 def _decode_careful(data: bytes) -> Message:
+    return _decode_careful_counted(data)[0]
+
+
+def _decode_careful_counted(data: bytes) -> tuple[Message, int]:
     try:
         obj, end = read_item(data, 0)
     except CborIncomplete:
@@ -98,14 +114,15 @@ def _decode_careful(data: bytes) -> Message:
     if end != len(data):
         raise GraspDecodeError(f"{len(data) - end} trailing bytes after the message")
     try:
-        return validate(obj, False)[0]
+        msg, _, skipped = validate(obj, False)
+        return msg, skipped
     except _NotCanonical:  # cannot happen with the careful reader's types; be safe anyway
         raise GraspDecodeError("unsupported value type") from None
 
 
-def validate(obj: Any, sizing: bool = False) -> tuple[Message, int]:
-    """Check a decoded CBOR item against the GRASP CDDL; return the message and, when
-    ``sizing``, its canonical encoded size (else 0)."""
+def validate(obj: Any, sizing: bool = False) -> tuple[Message, int, int]:
+    """Check a decoded CBOR item against the GRASP CDDL; return the message, when ``sizing``
+    its canonical encoded size (else 0), and how many options were skipped."""
     if type(obj) is not list:
         raise GraspDecodeError("message is not a CBOR array")
     if not obj:
@@ -116,7 +133,7 @@ def validate(obj: Any, sizing: bool = False) -> tuple[Message, int]:
     if mtype == c.M_NOOP:
         if len(obj) != 1:
             raise GraspDecodeError("M_NOOP carries no fields")
-        return Noop(), 2
+        return Noop(), 2, 0
     handler = _HANDLERS.get(mtype)
     if handler is None:
         raise GraspDecodeError(f"unknown message type {mtype if 0 <= mtype <= 255 else '(out of range)'}")
@@ -125,8 +142,39 @@ def validate(obj: Any, sizing: bool = False) -> tuple[Message, int]:
     sid = obj[1]
     if type(sid) is not int or not 0 <= sid <= _U32:
         raise GraspDecodeError("session id is not a uint32")
-    msg, size = handler(obj, sid, sizing)
-    return msg, size + _hdr(len(obj)) + (_hdr(mtype) + _hdr(sid) if sizing else 0)
+    msg, size, skipped = handler(obj, sid, sizing)
+    if not sizing:
+        return msg, 0, skipped
+    # the heads of the array, the type (1..9 or 99) and the uint32 session id, with _hdr's
+    # arithmetic inlined: every received message passes here
+    n = len(obj)
+    size += ((1 if n < 24 else _hdr(n)) + (1 if mtype < 24 else 2)
+             + (1 if sid < 24 else 2 if sid < 0x100 else 3 if sid < 0x10000 else 5))
+    return msg, size, skipped
+
+
+class _UnknownOption(GraspDecodeError):
+    """An option of a type this place does not take (the caller may skip it)."""
+
+
+def _is_option(x: Any) -> bool:
+    """§2.9.1: an option is an array starting with its type, an unsigned integer."""
+    return type(x) is list and len(x) > 0 and type(x[0]) is int and x[0] >= 0
+
+
+def _skip_options(items: list[Any], known: tuple[int, ...], sizing: bool) -> tuple[list[Any], int, int]:
+    """``items`` without the options whose type is not in ``known`` (§2.8.2: silently
+    discarded); returns (what is left, how many were skipped, their canonical size)."""
+    kept = []
+    skipped = size = 0
+    for item in items:
+        if _is_option(item) and item[0] not in known:
+            skipped += 1
+            if sizing:
+                size += _value_size(item, c.MAX_NESTING_DEPTH - 1)
+        else:
+            kept.append(item)
+    return kept, skipped, size
 
 
 def _expect_len(obj: list[Any], allowed: tuple[int, ...], name: str) -> None:
@@ -212,7 +260,7 @@ def _locator(x: Any) -> tuple[Locator, int]:
         raise GraspDecodeError("option is not an array starting with an option code")
     kind = x[0]
     if kind not in (c.O_IPv6_LOCATOR, c.O_IPv4_LOCATOR, c.O_FQDN_LOCATOR, c.O_URI_LOCATOR):
-        raise GraspDecodeError(f"option {kind if 0 <= kind <= 255 else '?'} is not a locator")
+        raise _UnknownOption(f"option {kind if 0 <= kind <= 255 else '?'} is not a locator")
     if len(x) != 4:
         raise GraspDecodeError("locator option needs 4 elements")
     addr, proto, port = x[1], x[2], x[3]
@@ -235,18 +283,30 @@ def _locator(x: Any) -> tuple[Locator, int]:
     return Locator(kind, addr, proto, port), size + 4 + _hdr(port)
 
 
-def _discovery(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int]:
-    _expect_len(obj, (4,), "M_DISCOVERY")
+def _discovery(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int, int]:
+    skipped = extra = 0
+    if len(obj) != 4:
+        rest, skipped, extra = _skip_options(obj[3:], (), sizing)
+        obj = obj[:3] + rest
+        _expect_len(obj, (4,), "M_DISCOVERY")
     size = _initiator(obj[2])
     objective, osize = _objective(obj[3], sizing)
-    return Discovery(sid, obj[2], objective), size + osize
+    return Discovery(sid, obj[2], objective), size + osize + extra, skipped
 
 
-def _response(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int]:
+_RESPONSE_OPTIONS = (c.O_DIVERT, c.O_IPv6_LOCATOR, c.O_IPv4_LOCATOR, c.O_FQDN_LOCATOR,
+                     c.O_URI_LOCATOR)
+_LOCATORS = _RESPONSE_OPTIONS[1:]
+
+
+def _response(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int, int]:
     if len(obj) < 5:
         raise GraspDecodeError("M_RESPONSE needs a ttl and a locator")
     size = _initiator(obj[2]) + _ttl(obj[3])
-    rest = obj[4:]
+    rest, skipped, extra = _skip_options(obj[4:], _RESPONSE_OPTIONS, sizing)
+    size += extra
+    if not rest:
+        raise GraspDecodeError("M_RESPONSE without a locator")
     objective = None
     if type(rest[-1]) is list and rest[-1] and type(rest[-1][0]) is str:
         objective, osize = _objective(rest.pop(), sizing)
@@ -262,74 +322,116 @@ def _response(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int]:
             raise GraspDecodeError("O_DIVERT without a locator")
         diverted = True
         size += 2 + _hdr(len(first))
-        rest = first[1:]
+        rest, inner, extra = _skip_options(first[1:], _LOCATORS, sizing)
+        skipped += inner
+        size += extra
+        if not rest:
+            raise GraspDecodeError("O_DIVERT without a locator")
     locators = []
     for item in rest:
         loc, lsize = _locator(item)
         locators.append(loc)
         size += lsize
-    return Response(sid, obj[2], obj[3], tuple(locators), diverted, objective), size
+    return Response(sid, obj[2], obj[3], tuple(locators), diverted, objective), size, skipped
 
 
-def _objective_only(cls: Any, name: str) -> Callable[[list[Any], int, bool], tuple[Message, int]]:
-    def handler(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int]:
-        _expect_len(obj, (3,), name)
+def _objective_only(cls: Any, name: str) -> Callable[[list[Any], int, bool], tuple[Message, int, int]]:
+    def handler(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int, int]:
+        skipped = extra = 0
+        if len(obj) != 3:
+            rest, skipped, extra = _skip_options(obj[2:], (), sizing)
+            obj = obj[:2] + rest
+            _expect_len(obj, (3,), name)
         objective, size = _objective(obj[2], sizing)
-        return cls(sid, objective), size
+        return cls(sid, objective), size + extra, skipped
     return handler
 
 
-def _end(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int]:
-    _expect_len(obj, (3,), "M_END")
+_END_OPTIONS = (c.O_ACCEPT, c.O_DECLINE)
+
+
+def _end(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int, int]:
+    skipped = extra = 0
+    if len(obj) != 3 or (_is_option(obj[2]) and obj[2][0] not in _END_OPTIONS):
+        rest, skipped, extra = _skip_options(obj[2:], _END_OPTIONS, sizing)
+        if not rest:
+            raise GraspDecodeError("M_END needs O_ACCEPT or O_DECLINE")
+        if len(rest) != 1:
+            raise GraspDecodeError(f"M_END has {len(rest)} options besides unknown ones, expected 1")
+        obj = obj[:2] + rest
     opt = obj[2]
     if type(opt) is not list or not opt or type(opt[0]) is not int:
         raise GraspDecodeError("M_END option is not an array starting with an option code")
     if opt[0] == c.O_ACCEPT:
         if len(opt) != 1:
             raise GraspDecodeError("O_ACCEPT carries no fields")
-        return End(sid, True, None), 3
+        return End(sid, True, None), 3 + extra, skipped
     if opt[0] == c.O_DECLINE:
         if len(opt) == 1:
-            return End(sid, False, None), 3
+            return End(sid, False, None), 3 + extra, skipped
         reason = opt[1]
         if len(opt) != 2 or type(reason) is not str:
             raise GraspDecodeError("O_DECLINE reason is not one text string")
         ln = len(reason) if reason.isascii() else len(reason.encode())
-        return End(sid, False, reason), 3 + _hdr(ln) + ln
+        return End(sid, False, reason), 3 + _hdr(ln) + ln + extra, skipped
     raise GraspDecodeError("M_END needs O_ACCEPT or O_DECLINE")
 
 
-def _wait(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int]:
+def _wait(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int, int]:
+    skipped = extra = 0
+    if len(obj) > 3:
+        rest, skipped, extra = _skip_options(obj[3:], (), sizing)
+        obj = obj[:3] + rest
     _expect_len(obj, (3,), "M_WAIT")
-    return Wait(sid, obj[2]), _ttl(obj[2], "waiting time")
+    return Wait(sid, obj[2]), _ttl(obj[2], "waiting time") + extra, skipped
 
 
-def _flood(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int]:
+def _flood(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int, int]:
     if len(obj) < 5:
         raise GraspDecodeError("M_FLOOD needs a ttl and at least one objective")
     init = obj[2]
     size = _initiator(init) + _ttl(obj[3])
     tagged = []
+    skipped = 0
     for pair in obj[4:]:
-        if type(pair) is not list or len(pair) != 2:
-            raise GraspDecodeError("flood element is not an [objective, locator] pair")
-        objective, osize = _objective(pair[0], sizing)
+        try:  # (no cost unless raised)
+            if type(pair) is not list or len(pair) != 2:
+                raise GraspDecodeError("flood element is not an [objective, locator] pair")
+            objective, osize = _objective(pair[0], sizing)
+        except GraspDecodeError:
+            if not _is_option(pair):
+                raise
+            skipped += 1  # no flood option is defined: any option here is unknown
+            size += _value_size(pair, c.MAX_NESTING_DEPTH - 1) if sizing else 0
+            continue
         loc = pair[1]
         if type(loc) is list and not loc:
             tagged.append(TaggedObjective(objective, None))
             size += osize + 2
         else:
-            locator, lsize = _locator(loc)
+            try:
+                locator, lsize = _locator(loc)
+            except _UnknownOption:  # a locator type from the future: its objective goes too
+                skipped += 1
+                size += _value_size(pair, c.MAX_NESTING_DEPTH - 1) if sizing else 0
+                continue
             tagged.append(TaggedObjective(objective, locator))
             size += osize + lsize + 1
-    return Flood(sid, init, obj[3], tuple(tagged)), size
+    if skipped and not tagged:
+        raise GraspDecodeError("M_FLOOD has no objective besides unknown options")
+    return Flood(sid, init, obj[3], tuple(tagged)), size, skipped
 
 
-def _invalid(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int]:
+def _invalid(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int, int]:
+    skipped = extra = 0
+    if len(obj) > 3:  # element 2 is the content (any): only what follows it can be an option
+        rest, skipped, extra = _skip_options(obj[3:], (), sizing)
+        obj = obj[:3] + rest
     _expect_len(obj, (2, 3), "M_INVALID")
     if len(obj) == 2:
-        return Invalid(sid), 0
-    return Invalid(sid, obj[2]), _value_size(obj[2], c.MAX_NESTING_DEPTH - 1) if sizing else 0
+        return Invalid(sid), 0, 0
+    return (Invalid(sid, obj[2]),
+            (_value_size(obj[2], c.MAX_NESTING_DEPTH - 1) + extra) if sizing else 0, skipped)
 
 
 _HANDLERS: dict[int, Any] = {

@@ -20,7 +20,9 @@ them with ``pop_outputs()`` (see actions.py for the types). ``now`` is a monoton
 seconds; protocol fields (ttl, timeouts) stay in milliseconds as on the wire.
 
 Every message dropped is counted by reason in ``counters`` (what the status output shows) and
-logged at debug level; nothing a peer sends can raise out of a receive call.
+logged at debug level; nothing a peer sends can raise out of a receive call. Options that are
+not consistent with a message's type are skipped and counted (``unknown_option_skipped``); the
+rest of that message is processed (RFC 8990 §2.8.2).
 
 DULL mode (RFC 8990 §2.5.2, RFC 8994 §6.4): only M_FLOOD is accepted, only from link-local
 sources and only with loop count 1 in every objective; nothing is relayed and there is no
@@ -36,7 +38,7 @@ from typing import Any, Sequence
 
 from . import constants as c
 from .actions import CloseStream, FloodReceived, OpenStream, SendMulticast, SendStream
-from .codec import GraspDecodeError, decode, encode
+from .codec import GraspDecodeError, decode_counted, encode
 from .discovery import DiscoveryRole
 from .errors import GraspApiError, GraspError
 from .flood_cache import FloodCache, FloodEntry
@@ -116,6 +118,10 @@ class Engine:
     def count(self, what: str) -> None:
         self.counters[what] = self.counters.get(what, 0) + 1
 
+    def _skipped(self, n: int) -> None:
+        """Options the codec skipped (RFC 8990 §2.8.2); the rest of the message goes on."""
+        self.counters["unknown_option_skipped"] = self.counters.get("unknown_option_skipped", 0) + n
+
     def new_id(self) -> int:
         """Connection ids and API handles: one counter, never reused."""
         self._next_id += 1
@@ -164,10 +170,12 @@ class Engine:
         if not self._neighbours.take(key, now):
             return self.drop("rate_limited", src.hex())
         try:
-            msg = decode(data, self.config.udp_max_size)
+            msg, skipped = decode_counted(data, self.config.udp_max_size)
         except GraspDecodeError as exc:
             self._neighbours.penalise(key, self.config.garbage_cost)
             return self.drop("decode_error", exc)
+        if skipped:
+            self._skipped(skipped)
         kind = type(msg)
         if kind is Flood:
             return self._on_flood(msg, ifname, src, now)
@@ -197,11 +205,13 @@ class Engine:
         if not self._neighbours.take(key, now):
             return self.drop("rate_limited", stream.peer.hex())
         try:
-            msg = decode(data, self.config.tcp_max_size)
+            msg, skipped = decode_counted(data, self.config.tcp_max_size)
         except GraspDecodeError as exc:
             self._neighbours.penalise(key, self.config.garbage_cost)
             self.drop("decode_error", exc)
             return self._lost_stream(conn_id, now)
+        if skipped:
+            self._skipped(skipped)
         kind = type(msg)
         if kind is Flood:  # ACP hop-by-hop flooding over link-local TCP (RFC 8994 §6.9.2)
             if stream.ifname is None:
