@@ -70,6 +70,7 @@ class AcpConfig:
     join_proxy_max_connections: int = 32
     join_proxy_max_per_pledge: int = 4
     join_proxy_idle_timeout: int = 60
+    discovery_interval: int = 60
     connect: tuple[Any, ...] = ()  # connect.config.ConnectConfig, one per `config connect`
     source: str | None = field(default=None, compare=False)  # the file read; None: defaults
 
@@ -251,6 +252,9 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "Circuits at once from one pledge address."),
     OptionSpec("join_proxy_idle_timeout", _int_range(1, 86400), "1 to 86400 seconds",
                "Close a circuit idle this long."),
+    OptionSpec("discovery_interval", _int_range(1, 3600), "1 to 3600 seconds",
+               "Period of the AN_ACP flood on each link (RFC 8994 §6.4 recommends 60; below "
+               "that only in labs). A neighbour is kept at most 3.5 periods unheard."),
 )
 _SPECS = {spec.name: spec for spec in OPTIONS}
 
