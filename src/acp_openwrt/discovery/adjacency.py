@@ -1,20 +1,64 @@
-"""The adjacency table (RFC 8994 §6.4/§6.5), sans-I/O: heard AN_ACP floods in, events out.
+"""The adjacency table (RFC 8994 §6.3/§6.4), sans-I/O: heard AN_ACP floods in, events out.
 
-An entry is one neighbour (its link-local locator) on one DULL interface. It lives for the
-flood's ttl after it was last heard; a neighbour that changes its methods is announced again.
+An entry is one neighbour (its link-local address) on one DULL interface. It lives for the
+flood's ttl after it was last heard, within ``Limits`` (GRASP's ttl 0, "forever", is the
+default lifetime here: a neighbour must not outlive its floods); a neighbour that changes its
+methods is announced again.
+
+Anybody on a link who can spoof source addresses can invent neighbours as fast as they can
+send, so the table is bounded per interface and trusts some entries more than others:
+
+* confirmed: a secure channel to it came up (``confirm``: the peer proved ACP domain
+  membership), or it was heard ``confirm_floods`` times over at least ``confirm_span_s`` (one
+  flood interval). At most ``max_reheard`` entries per interface are confirmed the second
+  way, so a stranger who keeps a few fakes alive cannot fill a link with them.
+* unconfirmed: everything else, kept per interface in least-recently-heard order.
+
+A newcomer on an interface holding ``per_interface`` entries (or on a node holding ``total``)
+evicts the unconfirmed entry heard least recently (on the interface with the most unconfirmed
+entries when the node is full). So a newcomer is admitted whenever anything unconfirmed can
+make room, one link's flood never touches another link's entries, and a confirmed entry is
+never evicted, only expired. Every refusal and eviction is counted.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import Any
+import heapq
+import itertools
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from typing import Any, Union
 
 from ..events import AdjacencyDown, AdjacencyUp
 
-MAX_ENTRIES = 4096  # a hostile link must not grow the table without bound
+BY_CHANNEL = "channel"
+BY_REHEARD = "reheard"
+Key = tuple[str, str]  # (peer, ifname)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Limits:
+    """Bounds of the table; the defaults fit the RFC 8994 §6.4 flood period of 60 s."""
+    per_interface: int = 256     # entries on one DULL interface
+    total: int = 4096            # entries on the node
+    max_reheard: int = 32        # per interface: entries confirmed only by being heard again
+    confirm_floods: int = 3      # heard this often ...
+    confirm_span_s: float = 60.0  # ... over at least this long (one flood interval)
+    default_ttl_s: float = 210.0  # for ttl 0; RFC 8994 §6.4: 3.5 periods (two lost floods)
+    max_ttl_s: float = 210.0
+    min_ttl_s: float = 1.0
+
+    @classmethod
+    def for_interval(cls, interval_s: float, **overrides: Any) -> Limits:
+        """Limits for a flood period: a neighbour lives at most 3.5 periods unheard, as long
+        as our own floods' ttl, and is confirmed by floods spanning one period."""
+        ttl = 3.5 * interval_s
+        values: dict[str, Any] = {"confirm_span_s": interval_s, "default_ttl_s": ttl,
+                                  "max_ttl_s": ttl, "min_ttl_s": min(1.0, ttl)}
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass(slots=True, eq=False)
 class Adjacency:
     peer: str
     ifname: str
@@ -24,57 +68,186 @@ class Adjacency:
     first_seen: float
     last_seen: float
     heard: int = 1
+    confirmed: str | None = None  # BY_CHANNEL, BY_REHEARD or None
 
     def to_dict(self, now: float, wall_offset: float) -> dict[str, Any]:
         return {"peer": self.peer, "interface": self.ifname, "methods": list(self.methods),
                 "port": self.port, "ttl_s": round(max(0.0, self.expires - now), 1),
                 "first_seen": round(self.first_seen + wall_offset, 3),
-                "last_seen": round(self.last_seen + wall_offset, 3), "floods_heard": self.heard}
+                "last_seen": round(self.last_seen + wall_offset, 3), "floods_heard": self.heard,
+                "confirmed": self.confirmed}
 
 
-@dataclass
+@dataclass(frozen=True)
+class Confirmed:
+    """Not a bus event: tells the discovery service that an entry is now trusted (``how``)."""
+    peer: str
+    ifname: str
+    how: str
+
+
+TableEvent = Union[AdjacencyUp, AdjacencyDown, Confirmed]
+COUNTERS = ("evicted", "interface_full_drops", "table_full_drops", "ttl_capped",
+            "reheard_refused")
+
+
 class AdjacencyTable:
-    entries: dict[tuple[str, str], Adjacency] = field(default_factory=dict)
-    full_drops: int = 0
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.entries: dict[Key, Adjacency] = {}
+        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        # per interface: its unconfirmed entries, least recently heard first
+        self._unconfirmed: dict[str, OrderedDict[Key, Adjacency]] = {}
+        self._per_interface: Counter[str] = Counter()
+        self._reheard: Counter[str] = Counter()
+        # (expires, seq, entry); an entry heard again is re-filed when its old item comes due
+        self._expiry: list[tuple[float, int, Adjacency]] = []
+        self._seq = itertools.count()
 
-    def heard(self, peer: str, ifname: str, methods: tuple[str, ...], port: int, ttl_s: float,
-              now: float) -> list[AdjacencyUp]:
-        """A flood arrived: add or refresh; AdjacencyUp when new or its methods changed."""
+    def ttl_s(self, ttl_ms: int) -> float:
+        """A flood's ttl as this table keeps it: 0 is the default lifetime, the rest clamped."""
+        lim = self.limits
+        if ttl_ms <= 0:
+            self.counters["ttl_capped"] += 1
+            return lim.default_ttl_s
+        ttl = ttl_ms / 1000.0
+        if ttl > lim.max_ttl_s:
+            self.counters["ttl_capped"] += 1
+            return lim.max_ttl_s
+        return max(ttl, lim.min_ttl_s)
+
+    def heard(self, peer: str, ifname: str, methods: tuple[str, ...], port: int, ttl_ms: int,
+              now: float) -> list[TableEvent]:
+        """A flood arrived: add (making room if need be) or refresh. AdjacencyUp when new or
+        its methods changed, AdjacencyDown for an entry evicted to make room, Confirmed when
+        it has now been heard often enough."""
+        ttl = self.ttl_s(ttl_ms)
         key = (peer, ifname)
         entry = self.entries.get(key)
         if entry is None:
-            if len(self.entries) >= MAX_ENTRIES:
-                self.full_drops += 1
+            out = self._make_room(ifname)
+            if out is None:
                 return []
-            self.entries[key] = Adjacency(peer, ifname, methods, port, now + ttl_s, now, now)
-            return [AdjacencyUp(peer, ifname, methods, port)]
-        entry.expires = now + ttl_s
+            entry = Adjacency(peer, ifname, methods, port, now + ttl, now, now)
+            self.entries[key] = entry
+            self._per_interface[ifname] += 1
+            self._unconfirmed.setdefault(ifname, OrderedDict())[key] = entry
+            self._push(entry)
+            out.append(AdjacencyUp(peer, ifname, methods, port))
+            return out
+        out = []
+        expires = now + ttl
+        sooner = expires < entry.expires  # a shorter ttl than before: its heap item is too late
+        entry.expires = expires
+        if sooner:
+            self._push(entry)
         entry.last_seen = now
         entry.heard += 1
+        if entry.confirmed is None:
+            self._unconfirmed[ifname].move_to_end(key)
+            lim = self.limits
+            if entry.heard >= lim.confirm_floods and now - entry.first_seen >= lim.confirm_span_s:
+                if self._reheard[ifname] < lim.max_reheard:
+                    out.append(self._confirm(entry, BY_REHEARD))
+                else:
+                    self.counters["reheard_refused"] += 1
         if (entry.methods, entry.port) != (methods, port):
             entry.methods, entry.port = methods, port
-            return [AdjacencyUp(peer, ifname, methods, port)]
-        return []
+            out.append(AdjacencyUp(peer, ifname, methods, port))
+        return out
+
+    def confirm(self, peer: str, ifname: str, how: str = BY_CHANNEL) -> Confirmed | None:
+        """Trust an entry (a channel to it came up); None if there is no such entry or it was
+        already trusted that way."""
+        entry = self.entries.get((peer, ifname))
+        if entry is None or entry.confirmed == how or entry.confirmed == BY_CHANNEL:
+            return None
+        return self._confirm(entry, how)
+
+    def _confirm(self, entry: Adjacency, how: str) -> Confirmed:
+        if entry.confirmed is None:
+            del self._unconfirmed[entry.ifname][(entry.peer, entry.ifname)]
+        elif entry.confirmed == BY_REHEARD:
+            self._reheard[entry.ifname] -= 1
+        if how == BY_REHEARD:
+            self._reheard[entry.ifname] += 1
+        entry.confirmed = how
+        return Confirmed(entry.peer, entry.ifname, how)
+
+    def _make_room(self, ifname: str) -> list[TableEvent] | None:
+        """Evictions that make room for a newcomer on ``ifname``; None (counted) if none can."""
+        out: list[TableEvent] = []
+        if self._per_interface[ifname] >= self.limits.per_interface:
+            victims = self._unconfirmed.get(ifname)
+            if not victims:
+                self.counters["interface_full_drops"] += 1
+                return None
+            out.append(self._evict(next(iter(victims))))
+        if len(self.entries) >= self.limits.total:
+            busiest = max(self._unconfirmed.values(), key=len, default=None)
+            if not busiest:
+                self.counters["table_full_drops"] += 1
+                return None
+            out.append(self._evict(next(iter(busiest))))
+        return out
+
+    def _evict(self, key: Key) -> AdjacencyDown:
+        self.counters["evicted"] += 1
+        return self._remove(key)
+
+    def _push(self, entry: Adjacency) -> None:
+        heapq.heappush(self._expiry, (entry.expires, next(self._seq), entry))
+        if len(self._expiry) > 2 * len(self.entries) + 64:  # evicted entries' items pile up
+            self._expiry = [(e.expires, next(self._seq), e) for e in self.entries.values()]
+            heapq.heapify(self._expiry)
 
     def expire(self, now: float) -> list[AdjacencyDown]:
-        gone = [key for key, entry in self.entries.items() if entry.expires <= now]
-        return [self._drop(key) for key in gone]
-
-    def drop_interface(self, ifname: str) -> list[AdjacencyDown]:
-        return [self._drop(key) for key in list(self.entries) if key[1] == ifname]
-
-    def clear(self) -> list[AdjacencyDown]:
-        return [self._drop(key) for key in list(self.entries)]
-
-    def _drop(self, key: tuple[str, str]) -> AdjacencyDown:
-        entry = self.entries.pop(key)
-        return AdjacencyDown(entry.peer, entry.ifname)
+        out = []
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            _, _, entry = heapq.heappop(heap)
+            key = (entry.peer, entry.ifname)
+            if self.entries.get(key) is not entry:
+                continue  # removed meanwhile
+            if entry.expires > now:
+                heapq.heappush(heap, (entry.expires, next(self._seq), entry))  # refreshed
+            else:
+                out.append(self._remove(key))
+        return out
 
     def next_expiry(self) -> float | None:
-        return min((e.expires for e in self.entries.values()), default=None)
+        """When expire() next has work (possibly earlier: a refreshed entry is re-filed then)."""
+        heap = self._expiry
+        while heap and self.entries.get((heap[0][2].peer, heap[0][2].ifname)) is not heap[0][2]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
-    def to_list(self, now: float | None = None) -> list[dict[str, Any]]:
-        now = time.monotonic() if now is None else now
-        offset = time.time() - time.monotonic()
-        return [e.to_dict(now, offset) for e in sorted(self.entries.values(),
-                                                       key=lambda e: (e.ifname, e.peer))]
+    def drop_interface(self, ifname: str) -> list[AdjacencyDown]:
+        return [self._remove(key) for key in list(self.entries) if key[1] == ifname]
+
+    def clear(self) -> list[AdjacencyDown]:
+        return [self._remove(key) for key in list(self.entries)]
+
+    def _remove(self, key: Key) -> AdjacencyDown:
+        entry = self.entries.pop(key)
+        ifname = entry.ifname
+        self._per_interface[ifname] -= 1
+        if not self._per_interface[ifname]:
+            del self._per_interface[ifname]
+            self._unconfirmed.pop(ifname, None)
+        if entry.confirmed is None:
+            victims = self._unconfirmed.get(ifname)
+            if victims is not None:
+                victims.pop(key, None)
+        elif entry.confirmed == BY_REHEARD:
+            self._reheard[ifname] -= 1
+        return AdjacencyDown(entry.peer, ifname)
+
+    def confirmed_count(self) -> dict[str, int]:
+        counts = Counter(e.confirmed for e in self.entries.values() if e.confirmed)
+        return {BY_CHANNEL: counts[BY_CHANNEL], BY_REHEARD: counts[BY_REHEARD]}
+
+    def to_list(self, now: float, wall_offset: float = 0.0) -> list[dict[str, Any]]:
+        """Entries for `acpctl neighbors`; ``wall_offset`` turns monotonic times into epoch."""
+        return [e.to_dict(now, wall_offset) for e in sorted(self.entries.values(),
+                                                            key=lambda e: (e.ifname, e.peer))]

@@ -2,12 +2,20 @@
 
 RFC 8994 §6.4: with a valid LDevID the node floods ["AN_ACP", 4, 1, "IKEv2"] with an IPv6
 locator (its link-local on that link, UDP 500) on every DULL interface, at once when the link
-gets its address and every 60 s (ttl 210000 ms) with jitter. Without an LDevID it floods
-nothing (it is a pledge), but it still listens, so `acpctl neighbors` shows what is around.
+gets its address and every `discovery_interval` (60 s; ttl 3.5 times that) with jitter.
+Without an LDevID it floods nothing (it is a pledge), but it still listens, so `acpctl
+neighbors` shows what is around.
+
+A DULL link may hold a hostile host (issue 15): a flood that is not a usable neighbour is
+counted and dropped (an_acp.py), the table is bounded per link (adjacency.py), and a confirmed
+neighbour gets a receive socket of its own (GraspService.watch_peer) so that a flood from
+spoofed addresses, which overflows the link's socket, cannot crowd it out. Drops are logged
+through a LogBudget: a flood of floods is a handful of log lines.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import random
@@ -17,58 +25,66 @@ from typing import Any
 from .. import events
 from ..brski.proxy_events import AnProxyStart, AnProxyStop
 from ..grasp import constants as c
+from ..grasp.actions import FloodReceived
+from ..grasp.engine import EngineConfig
 from ..grasp.errors import GraspApiError
 from ..grasp.messages import Locator, Objective
 from ..grasp.service import GraspService
 from ..node_context import NodeContext
-from .adjacency import AdjacencyTable
+from .adjacency import AdjacencyTable, Confirmed, Limits
+from .an_acp import AN_ACP, BAD_METHOD, LOCATOR_MISMATCH, UNUSABLE_LOCATOR, Refused, our_flood, read_offer
+from .log_budget import LogBudget, suppressed_note
 
 LOG = logging.getLogger("acpd.discovery")
-AN_ACP = "AN_ACP"
 AN_PROXY = "AN_Proxy"
 PROXY_TTL_MS = 180_000
-FLOOD_INTERVAL = 60.0
-FLOOD_TTL_MS = 210_000
+# Nothing reads DULL's flood cache (floods reach us as callbacks); a small one stays cheap
+# when every flood of a spoofing host carries a new locator.
+DULL_FLOOD_CACHE = 64
 # AN_Proxy has no period in RFC 8995 (ACP-DIGEST D.3 [unspecified]). A pledge sends nothing we
 # could answer, so it waits up to one period to find a proxy: 10 s keeps zero-touch enrolment
 # quick at the price of one small multicast per link every 10 s, and only while a registrar is known.
 PROXY_INTERVAL = 10.0
 JITTER = 0.1          # ±10 % on every periodic flood, so neighbours do not synchronise
-IKE_PORT = 500
 
 
 class DullDiscovery:
     name = "discovery"
 
-    def __init__(self, ctx: NodeContext, interval: float = FLOOD_INTERVAL,
-                 ttl_ms: int = FLOOD_TTL_MS, proxy_interval: float = PROXY_INTERVAL) -> None:
+    def __init__(self, ctx: NodeContext, interval: float | None = None,
+                 proxy_interval: float = PROXY_INTERVAL, limits: Limits | None = None) -> None:
         self.ctx = ctx
-        self.interval = interval
+        self.interval = float(interval if interval is not None else ctx.config.discovery_interval)
         self.proxy_interval = proxy_interval
-        self.ttl_ms = ttl_ms
-        self.table = AdjacencyTable()
+        self.ttl_ms = int(self.interval * 3500)  # RFC 8994 §6.4: 3.5 periods (210 s for 60 s)
+        self.table = AdjacencyTable(limits or Limits.for_interval(self.interval))
         self.links: dict[str, str] = {}       # DULL ifname → our link-local on it
         self.floods_sent = 0
         self.own_floods_ignored = 0
-        self.unusable_floods = 0
+        self.drops = dict.fromkeys((UNUSABLE_LOCATOR, LOCATOR_MISMATCH, BAD_METHOD), 0)
+        self._watching: set[asyncio.Task[None]] = set()
+        self._logs = LogBudget()
         self._answered: dict[str, float] = {}
         self.proxies: dict[str, tuple[str, int]] = {}   # ifname → our join proxy's locator
         self.grasp: Any = None
         self._asa: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self._expiry = asyncio.Event()
+        self._deadline = float("inf")  # when the expiry task wakes next
         ctx.bus.subscribe(events.LinkAdopted, self._link_up)
         ctx.bus.subscribe(events.LinkReleased, self._link_down)
         ctx.bus.subscribe(AnProxyStart, self._proxy_start)
         ctx.bus.subscribe(AnProxyStop, lambda ev: self.proxies.pop(ev.dull_ifname, None))
-        ctx.control.register("neighbors", lambda req: self.table.to_list())
+        ctx.bus.subscribe(events.ChannelUp, self._channel_up)
+        ctx.control.register("neighbors", lambda req: self._neighbors())
 
     @property
     def flooding(self) -> bool:
         return self.ctx.identity is not None
 
     async def start(self) -> None:
-        self.grasp = GraspService(namespace=self.ctx.dull_ns, mode="dull")
+        self.grasp = GraspService(namespace=self.ctx.dull_ns, mode="dull",
+                                  config=EngineConfig(max_flood_entries=DULL_FLOOD_CACHE))
         await self.grasp.start()
         self._asa = self.grasp.register_asa("acpd")
         self.grasp.on_flood(AN_ACP, self._heard)
@@ -80,16 +96,16 @@ class DullDiscovery:
                        asyncio.create_task(self._expire(), name="adjacency-expiry")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._watching]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._watching]:
             try:
                 await task
             except asyncio.CancelledError:
                 pass
         self._tasks = []
         for event in self.table.clear():
-            self.ctx.bus.publish(event)
+            self._publish(event, time.monotonic())
         if self.grasp is not None:
             await self.grasp.stop()
             self.grasp = None
@@ -105,7 +121,7 @@ class DullDiscovery:
         if self.grasp is not None:
             self.grasp.remove_interface(event.dull_ifname)
         for down in self.table.drop_interface(event.dull_ifname):
-            self.ctx.bus.publish(down)
+            self._publish(down, time.monotonic())
 
     async def _add(self, ifname: str) -> None:
         try:
@@ -122,7 +138,7 @@ class DullDiscovery:
         if not self.flooding or address is None or self.grasp is None:
             return
         try:
-            self.grasp.flood(self._asa, ttl_ms=self.ttl_ms, items=[_an_acp(address)], ifname=ifname)
+            self.grasp.flood(self._asa, ttl_ms=self.ttl_ms, items=[our_flood(address)], ifname=ifname)
             self.floods_sent += 1
         except (OSError, GraspApiError) as exc:
             LOG.warning("AN_ACP flood on %s failed: %s", ifname, exc)
@@ -162,55 +178,108 @@ class DullDiscovery:
         self.ctx.bus.publish(events.ProxyHeard(address, port, flood.ifname))
 
     # -- floods in ---------------------------------------------------------------------
-    def _heard(self, flood: Any) -> None:
-        peer, port = _locator_address(flood, c.IPPROTO_UDP)
-        if peer is None:
-            self.unusable_floods += 1
+    def _heard(self, flood: FloodReceived) -> None:
+        now = time.monotonic()
+        offer = read_offer(flood)
+        if isinstance(offer, Refused):
+            self._drop(offer, flood.ifname, now)
             return
-        if peer in self.links.values():
+        if offer.peer in self.links.values():
             self.own_floods_ignored += 1  # two of our twins share a segment
             return
-        methods = _methods(flood)
-        ttl_s = max(flood.expires - time.monotonic(), 1.0)
-        now = time.monotonic()
-        for up in self.table.heard(peer, flood.ifname, methods, port, ttl_s, now):
-            LOG.info("neighbour %s on %s (%s)", up.peer, up.dull_ifname, ",".join(methods))
-            self.ctx.bus.publish(up)
+        for event in self.table.heard(offer.peer, flood.ifname, offer.methods, offer.port,
+                                      flood.ttl_ms, now):
+            self._publish(event, now)
             # A newcomer may have missed our last flood (it was not listening yet): answer at
             # once rather than in up to 66 s, but at most once a second per link.
-            if now - self._answered.get(flood.ifname, -1.0) >= 1.0:
+            if (isinstance(event, events.AdjacencyUp)
+                    and now - self._answered.get(flood.ifname, -1.0) >= 1.0):
                 self._answered[flood.ifname] = now
                 self._flood(flood.ifname)
-        self._expiry.set()
+        due = self.table.next_expiry()
+        if due is not None and due < self._deadline:
+            self._expiry.set()
+
+    def _drop(self, refused: Refused, ifname: str, now: float) -> None:
+        self.drops[refused.reason] += 1
+        suppressed = self._logs.allow(refused.reason, now)
+        if suppressed is not None:
+            LOG.warning("AN_ACP on %s dropped (%s): %s%s", ifname, refused.reason,
+                        refused.detail, suppressed_note(suppressed))
+
+    def _channel_up(self, event: events.ChannelUp) -> None:
+        confirmed = self.table.confirm(event.peer, event.dull_ifname)
+        if confirmed is not None:
+            self._publish(confirmed, time.monotonic())
+
+    def _publish(self, event: Any, now: float) -> None:
+        """Table events out: bus events published, confirmations and removals also change
+        which neighbours have a socket of their own; log lines within their budget."""
+        if isinstance(event, Confirmed):
+            LOG.info("neighbour %s on %s confirmed (%s)", event.peer, event.ifname, event.how)
+            if self.grasp is not None:
+                task = asyncio.get_running_loop().create_task(self._watch(event.ifname, event.peer))
+                self._watching.add(task)
+                task.add_done_callback(self._watching.discard)
+            return
+        if isinstance(event, events.AdjacencyUp):
+            suppressed = self._logs.allow("up:" + event.dull_ifname, now)
+            if suppressed is not None:
+                LOG.info("neighbour %s on %s (%s)%s", event.peer, event.dull_ifname,
+                         ",".join(event.methods), suppressed_note(suppressed))
+        elif isinstance(event, events.AdjacencyDown):
+            if self.grasp is not None:
+                self.grasp.unwatch_peer(event.dull_ifname, event.peer)
+            suppressed = self._logs.allow("down:" + event.dull_ifname, now)
+            if suppressed is not None:
+                LOG.info("neighbour %s on %s gone (expired, evicted or link down)%s", event.peer,
+                         event.dull_ifname, suppressed_note(suppressed))
+        self.ctx.bus.publish(event)
+
+    async def _watch(self, ifname: str, peer: str) -> None:
+        grasp = self.grasp
+        try:
+            watched = await grasp.watch_peer(ifname, peer)
+        except OSError as exc:
+            LOG.warning("no socket of its own for neighbour %s on %s: %s", peer, ifname, exc)
+            return
+        if watched and (peer, ifname) not in self.table.entries:  # gone meanwhile
+            grasp.unwatch_peer(ifname, peer)
 
     async def _expire(self) -> None:
         while True:
             due = self.table.next_expiry()
+            self._deadline = float("inf") if due is None else due
             timeout = None if due is None else max(0.0, due - time.monotonic())
             self._expiry.clear()
             try:
                 await asyncio.wait_for(self._expiry.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
-            for down in self.table.expire(time.monotonic()):
-                LOG.info("neighbour %s on %s expired", down.peer, down.dull_ifname)
-                self.ctx.bus.publish(down)
+            now = time.monotonic()
+            for down in self.table.expire(now):
+                self._publish(down, now)
+
+    def _neighbors(self) -> list[dict[str, Any]]:
+        return self.table.to_list(time.monotonic(), time.time() - time.monotonic())
 
     def status(self) -> dict[str, Any]:
+        table = self.table
         return {"flooding": self.flooding, "floods_sent": self.floods_sent,
-                "neighbors": self.table.to_list(), "own_floods_ignored": self.own_floods_ignored,
-                "unusable_floods": self.unusable_floods,
+                "interval_s": self.interval,
+                "neighbors": self._neighbors(), "own_floods_ignored": self.own_floods_ignored,
+                "unusable_floods": self.drops[UNUSABLE_LOCATOR],
                 "announcing_proxy": sorted(self.proxies),
-                "table_full_drops": self.table.full_drops,
+                "table_full_drops": table.counters["table_full_drops"],
+                "drops": {**self.drops,
+                          "interface_full": table.counters["interface_full_drops"],
+                          "table_full": table.counters["table_full_drops"]},
+                "table": {"entries": len(table.entries), "confirmed": table.confirmed_count(),
+                          "evicted": table.counters["evicted"],
+                          "ttl_capped": table.counters["ttl_capped"],
+                          "reheard_refused": table.counters["reheard_refused"],
+                          "limits": dataclasses.asdict(table.limits)},
                 "grasp": self.grasp.status() if self.grasp is not None else None}
-
-
-def _an_acp(link_local: str) -> tuple[Objective, Locator]:
-    """Our AN_ACP flood on one link (RFC 8994 §6.4): ["AN_ACP", 4, 1, "IKEv2"] and
-    [O_IPv6_LOCATOR, <link-local>, UDP, 500]."""
-    return (Objective(AN_ACP, c.F_SYNCH, 1, "IKEv2"),
-            Locator(c.O_IPv6_LOCATOR, ipaddress.IPv6Address(link_local).packed, c.IPPROTO_UDP,
-                    IKE_PORT))
 
 
 def _an_proxy(address: str, port: int) -> tuple[Objective, Locator]:
@@ -229,9 +298,3 @@ def _locator_address(flood: Any, protocol: int) -> tuple[str | None, int]:
     if not address.is_link_local:
         return None, 0
     return str(address), int(loc.port)
-
-
-def _methods(flood: Any) -> tuple[str, ...]:
-    """RFC 8994 §6.4: the objective value names the channel method ("IKEv2", "DTLS", ...)."""
-    value = flood.objective.value
-    return (value,) if isinstance(value, str) and value else ()

@@ -31,7 +31,7 @@ from .engine import Engine, EngineConfig
 from .messages import is_link_local
 from .transport import (
     MulticastSocket, SocketFactory, StreamConnection, in_namespace, interface_facts, open_listener,
-    open_multicast,
+    open_multicast, open_peer_socket,
 )
 
 _log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ HOUSEKEEPING = 1.0     # s between engine timer runs when nothing is due sooner
 CONNECT_TIMEOUT = 5.0
 MAX_STREAMS = 256
 _SRC_CACHE_MAX = 4096
+MAX_PEER_SOCKETS = 32  # per interface (watch_peer): file descriptors are finite
 
 
 def _open_interface(ifname: str, port: int, timeout: float) -> tuple[int, bytes, socket.socket]:
@@ -69,6 +70,7 @@ class GraspService(AsaApi):
         self.engine = Engine(cfg)
         self.transport_counters: dict[str, int] = {}
         self._udp: dict[str, MulticastSocket] = {}
+        self._peer_udp: dict[tuple[str, str], MulticastSocket] = {}  # (ifname, peer) -> socket
         self._link_local: dict[str, bytes] = {}
         self._ifindex: dict[str, int] = {}
         self._ifname_of: dict[int, str] = {}
@@ -142,7 +144,34 @@ class GraspService(AsaApi):
         self._ifname_of[index] = ifname
         self.engine.add_interface(ifname, link_local)
 
+    async def watch_peer(self, ifname: str, peer: str) -> bool:
+        """Give a known neighbour (link-local ``peer`` on ``ifname``) a receive queue of its own
+        (transport.open_peer_socket). False if refused: no such interface, or
+        MAX_PEER_SOCKETS there already."""
+        key = (ifname, peer)
+        index = self._ifindex.get(ifname)
+        if key in self._peer_udp:
+            return True
+        if index is None or sum(k[0] == ifname for k in self._peer_udp) >= MAX_PEER_SOCKETS:
+            return False
+        loop = asyncio.get_running_loop()
+        sock = await loop.run_in_executor(None, in_namespace, self.namespace, open_peer_socket,
+                                          ifname, index, peer, self.port)
+        if key in self._peer_udp or self._ifindex.get(ifname) != index:  # raced
+            sock.close()
+            return key in self._peer_udp
+        self._peer_udp[key] = MulticastSocket(ifname, index, sock, self._on_datagrams,
+                                              self.transport_counters, self.engine.config.udp_max_size)
+        return True
+
+    def unwatch_peer(self, ifname: str, peer: str) -> None:
+        udp = self._peer_udp.pop((ifname, peer), None)
+        if udp is not None:
+            udp.close()
+
     def remove_interface(self, ifname: str) -> None:
+        for key in [k for k in self._peer_udp if k[0] == ifname]:
+            self._peer_udp.pop(key).close()
         udp = self._udp.pop(ifname, None)
         if udp is not None:
             udp.close()
@@ -323,6 +352,7 @@ class GraspService(AsaApi):
             "asas": sorted(a.name for a in self._asas.values()),
             "flood_cache": len(self.engine.flood_cache),
             "streams": len(self._conns),
+            "peer_sockets": len(self._peer_udp),
             "api": self.api_path,
             "counters": self.counters(),
         }

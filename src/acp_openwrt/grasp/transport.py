@@ -78,6 +78,26 @@ def open_multicast(ifname: str, index: int, port: int = c.GRASP_LISTEN_PORT) -> 
     return sock
 
 
+def open_peer_socket(ifname: str, index: int, peer: str, port: int = c.GRASP_LISTEN_PORT) -> socket.socket:
+    """A UDP socket that receives only ``peer``'s datagrams to ff02::13 on one interface (call
+    inside the namespace). Bound to the group and connected to the peer (port 0: any source
+    port), it has a receive queue of its own, so a flood from other (spoofed) sources that
+    overflows the interface's socket cannot crowd this neighbour out. The interface's socket
+    still gets a copy of each datagram; the engine drops the later copy as a duplicate."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((c.ALL_GRASP_NEIGHBORS_V6, port, 0, index))
+        sock.connect((peer, 0, 0, index))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def open_listener(port: int = c.GRASP_LISTEN_PORT, backlog: int = 64) -> socket.socket:
     """The TCP listening socket (call inside the namespace)."""
     sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
