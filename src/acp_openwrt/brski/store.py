@@ -87,9 +87,9 @@ def recover_identity(cert_path: str | os.PathLike[str], key_path: str | os.PathL
 def pending_identity(cert_path: Path, key_path: Path) -> tuple[Path, Path, bool]:
     """(certificate, key) files as they will be once recovery has run, and whether a committed
     switch is pending: a read-only view for checks that must not write."""
-    view = committed_view(identity_marker(cert_path), [cert_path, key_path])
-    return view[cert_path], view[key_path], view[cert_path] != cert_path \
-        or view[key_path] != key_path
+    marker = identity_marker(cert_path)
+    view = committed_view(marker, [cert_path, key_path])
+    return view[cert_path], view[key_path], os.path.lexists(marker)
 
 
 def load_identity(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
