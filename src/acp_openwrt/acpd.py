@@ -83,8 +83,11 @@ def check_identity(config: Any) -> tuple[dict[str, Any] | None, list[str], bool]
         return None, [], False
     pending = False
     if key is not None:
-        from .brski.store import pending_identity
-        cert, key, pending = pending_identity(cert, key)
+        from .brski.store import StoreError, pending_identity
+        try:
+            cert, key, pending = pending_identity(cert, key)
+        except StoreError as exc:  # acpd's start would stop on it: so does --check
+            raise StartupError(str(exc)) from exc
     import datetime as dt
     from .brski.store import identity_problems
     identity = _load_identity(config, cert)

@@ -131,3 +131,13 @@ def test_damaged_switch_stops_start_with_one_line(tmp_path: Path, ca: TestCA,
     (tmp_path / "etc" / ".ldevid.key.new").write_bytes(b"not the key that was committed")
     with pytest.raises(acpd.StartupError, match="does not hold what the switch recorded"):
         acpd.load(config_file(tmp_path))
+
+
+def test_unreadable_switch_marker_stops_check_and_start(tmp_path: Path, ca: TestCA,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    install(tmp_path, ca, ca.issue_node("a", acp_node_name=NAME_A))
+    (tmp_path / "etc" / ".ldevid.pem.switch").write_bytes(b"{not json")
+    rc, _, err = check(tmp_path, capsys)
+    assert rc == acpd.EXIT_CONFIG and "switch marker" in err and "unreadable" in err
+    with pytest.raises(acpd.StartupError, match="unreadable"):
+        acpd.load(config_file(tmp_path))

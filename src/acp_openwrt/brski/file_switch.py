@@ -156,11 +156,9 @@ def recover_switch(marker: Path, targets: Iterable[Path]) -> str | None:
 
 def committed_view(marker: Path, targets: Iterable[Path]) -> dict[Path, Path]:
     """Read-only: target → the file it will hold once a committed switch is finished (its
-    pending copy, or itself). For checks that must not write (acpd --check)."""
-    try:
-        entries = _read_marker(_absolute(marker)) or []
-    except SwitchError:
-        entries = []
+    pending copy, or itself). For checks that must not write (acpd --check); SwitchError
+    when the marker cannot be read (then the start would stop too)."""
+    entries = _read_marker(_absolute(marker)) or []
     pending = {t for t, _ in entries if os.path.lexists(pending_path(t))}
     out = {}
     for target in targets:

@@ -88,7 +88,10 @@ def pending_identity(cert_path: Path, key_path: Path) -> tuple[Path, Path, bool]
     """(certificate, key) files as they will be once recovery has run, and whether a committed
     switch is pending: a read-only view for checks that must not write."""
     marker = identity_marker(cert_path)
-    view = committed_view(marker, [cert_path, key_path])
+    try:
+        view = committed_view(marker, [cert_path, key_path])
+    except SwitchError as exc:
+        raise StoreError(f"identity switch: {exc}") from None
     return view[cert_path], view[key_path], os.path.lexists(marker)
 
 
