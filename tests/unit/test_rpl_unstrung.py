@@ -15,8 +15,7 @@ import pytest
 from acp_openwrt.rpl import constants as c
 from acp_openwrt.rpl.actions import Send
 from acp_openwrt.rpl.dodag import RplNode
-from acp_openwrt.rpl.messages import (Dao, DaoAck, Dio, Dis, decode_message, decode_packet,
-                                      encode_body)
+from acp_openwrt.rpl.messages import Dao, DaoAck, Dio, Dis, decode_packet, encode_body
 from acp_openwrt.rpl.options import (RFC6550_DEFAULTS, DodagConfiguration, PrefixInformation,
                                      RplTarget, SolicitedInformation, TransitInformation)
 from acp_openwrt.rpl.profile import RplConfig
@@ -32,8 +31,10 @@ UNSTRUNG_DIO = [
 ]
 UNSTRUNG_DIS = "9b00550700000713004000000000000000000000000000000000000000000000"
 UNSTRUNG_DAO = [
-    "9b02e40700c00002fde3b0c442980000000000001234000205120080fde3b0c442980000000000001234000400000000",
-    "9b02e40600c00003fde3b0c442980000000000001234000205120080fde3b0c442980000000000001234000400000000",
+    "9b02e40700c00002fde3b0c442980000000000001234000205120080"
+    "fde3b0c442980000000000001234000400000000",
+    "9b02e40600c00003fde3b0c442980000000000001234000205120080"
+    "fde3b0c442980000000000001234000400000000",
 ]
 DODAG = ipaddress.IPv6Address("fde3:b0c4:4298::1234:2")     # the capture's root (a Zone address)
 MEMBER = ipaddress.IPv6Address("fde3:b0c4:4298::1234:4")    # the capture's unstrung member
