@@ -6,6 +6,7 @@ lifetimes, relayed discoveries waiting for responses, and our own pending discov
 """
 from __future__ import annotations
 
+import heapq
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from . import constants as c
@@ -50,6 +51,7 @@ class DiscoveryRole:
         self.e = engine
         self.registered: dict[str, tuple[Objective, tuple[Locator, ...], int]] = {}
         self.cache: dict[str, dict[Locator, _CachedLocator]] = {}
+        self._cached = 0  # locators in the cache, all names
         cfg = engine.config
         self._relays = SeenCache(cfg.seen_lifetime, cfg.max_seen)
         self._pending: dict[int, _Pending] = {}
@@ -70,7 +72,25 @@ class DiscoveryRole:
         ttl_ms = resp.ttl or _DEFAULT_RESPONSE_TTL_MS
         entries = self.cache.setdefault(name, {})
         for loc in resp.locators:
+            if loc not in entries:
+                self._cached += 1
             entries[loc] = _CachedLocator(now + ttl_ms / 1000.0, ifname, resp.diverted)
+        if self._cached > self.e.config.max_discovered:
+            self._make_room()
+
+    def _make_room(self) -> None:
+        """Bounded like the flood cache: the locators closest to expiry go, 1/16 of the cap
+        beyond it at once (a response may carry a thousand locators, each its own entry)."""
+        cap = self.e.config.max_discovered
+        excess = self._cached - (cap - max(1, cap // 16))
+        every = ((entry.expires, name, loc) for name, entries in self.cache.items()
+                 for loc, entry in entries.items())
+        for _, name, loc in heapq.nsmallest(excess, every, key=lambda t: t[0]):
+            entries = self.cache[name]
+            del entries[loc]
+            if not entries:
+                del self.cache[name]
+        self._cached -= excess
 
     # -- receiving ----------------------------------------------------------------------------
     def on_discovery(self, msg: Discovery, ifname: str | None, src: bytes, src_port: int | None,
@@ -123,7 +143,8 @@ class DiscoveryRole:
         pending = self._pending.get(msg.session_id) if msg.initiator == e.config.address else None
         if pending is not None:
             self._remember(pending.name, msg, stream.ifname, now)
-            for loc in msg.locators:
+            room = self.e.config.max_discovered - len(pending.found)
+            for loc in msg.locators[:max(room, 0)]:
                 pending.found[loc] = None
             return e.count("discovery_response")
         relay: Any = self._relays.get((msg.session_id, msg.initiator), now)
@@ -162,6 +183,7 @@ class DiscoveryRole:
                 self.cache[name] = live
             else:
                 del self.cache[name]
+        self._cached = sum(len(entries) for entries in self.cache.values())
 
     def next_timer(self) -> float | None:
         times = [p.deadline for p in self._pending.values()]

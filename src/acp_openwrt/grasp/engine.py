@@ -71,6 +71,7 @@ class EngineConfig:
     seen_lifetime: float = 2 * c.GRASP_DEF_TIMEOUT / 1000.0  # §2.5.6.2: >= 2 x GRASP_DEF_TIMEOUT
     max_seen: int = 16384
     max_flood_entries: int = 1024
+    max_discovered: int = 1024  # locators cached from discovery responses, all objectives
     relay_timeout_per_hop: float = 0.1  # §2.5.4.4: 100 ms x remaining loop count
     session_timeout_ms: int = c.GRASP_DEF_TIMEOUT
 
@@ -341,6 +342,23 @@ class Engine:
     def synchronize(self, objective: Objective, peer: Locator | None, now: float,
                     timeout_ms: int | None = None, ifname: str | None = None) -> int:
         return self.sessions.synchronize(objective, peer, now, timeout_ms, ifname)
+
+    def cache_sizes(self) -> dict[str, int]:
+        """Entries held per cache: each has a bound (the config, or a fixed cap), so what a
+        flood can make us keep is bounded; the bench and the status show these."""
+        d, s = self.discovery, self.sessions
+        return {
+            "flood_cache": len(self.flood_cache),
+            "seen_floods": len(self._flood_seen),
+            "neighbour_buckets": len(self._neighbours),
+            "relay_buckets": len(self.relay_budget),
+            "relayed_discoveries": len(d._relays),
+            "discovered_locators": sum(len(v) for v in d.cache.values()),
+            "pending_discoveries": len(d._pending),
+            "sessions": len(s._by_handle),
+            "streams": len(self.streams),
+            "recent_session_ids": len(self.session_ids._recent),
+        }
 
     # -- time ---------------------------------------------------------------------------------
     def handle_timer(self, now: float) -> None:

@@ -3,6 +3,7 @@ locator sent with it (a null tag when the locator was ``[]``). Same name and sam
 a different tag makes a new entry; an entry is gone once its ttl is over (ttl 0 = no expiry)."""
 from __future__ import annotations
 
+import heapq
 from typing import NamedTuple, Union
 
 from .messages import Locator, Objective
@@ -18,7 +19,9 @@ class FloodEntry(NamedTuple):
 
 
 class FloodCache:
-    """Bounded: past ``max_entries`` the entry closest to expiry makes room."""
+    """Bounded: past ``max_entries`` the expired entries, then those closest to expiry, make
+    room; a batch of 1/16 of the cache at once, so that a flood of new names costs each a
+    share of one scan, not a scan of the whole cache."""
 
     __slots__ = ("max_entries", "_entries")
 
@@ -33,11 +36,17 @@ class FloodCache:
         entry = FloodEntry(objective, locator, initiator, ifname, expires, now)
         entries = self._entries
         if key not in entries and len(entries) >= self.max_entries:
-            self.expire(now)
-            if len(entries) >= self.max_entries:
-                del entries[min(entries, key=lambda k: entries[k].expires)]
+            self._make_room(now)
         entries[key] = entry
         return entry
+
+    def _make_room(self, now: float) -> None:
+        entries = self._entries
+        self.expire(now)
+        excess = len(entries) - (self.max_entries - max(1, self.max_entries // 16))
+        if excess > 0:
+            for key in heapq.nsmallest(excess, entries, key=lambda k: entries[k].expires):
+                del entries[key]
 
     def get(self, name: str, now: float) -> list[FloodEntry]:
         """Unexpired entries for one objective name, one per tag."""
