@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import events
+from ..logsafe import logsafe
 from ..node_context import NodeContext
 from . import ubus_protocol as proto
 from .ubus_protocol import Hello, Invoke, Malformed, RequestDone, UbusClientProtocol
@@ -311,7 +312,9 @@ class UbusBridge:
                 self._start_call(conn, event)
             elif isinstance(event, Malformed):
                 self.counters["malformed"] += 1
-                LOG.warning("ubus: dropped a malformed message: %s", event.reason)
+                if self.counters["malformed"] <= 10 or self.counters["malformed"] % 1000 == 0:
+                    LOG.warning("ubus: dropped a malformed message (%d so far): %s",
+                                self.counters["malformed"], logsafe(event.reason))
 
     # --- calls ---------------------------------------------------------------------------------
 
@@ -343,7 +346,7 @@ class UbusBridge:
         try:
             await conn.write(message)
         except UbusLost as exc:
-            LOG.info("ubus %s.%s: answer not delivered (%s)", OBJECT, call.method, exc)
+            LOG.info("ubus %s.%s: answer not delivered (%s)", OBJECT, logsafe(call.method), exc)
 
     async def _call_control(self, method: str) -> dict[str, Any]:
         """The control command's answer as a reply table; a refusal as {"error": one line}."""
