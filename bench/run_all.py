@@ -45,6 +45,7 @@ class Bench:
 BENCHES = (
     Bench("grasp_codec", (), "host", ("0.5",)),
     Bench("grasp_io", (), "host", ("--rates", "10000,30000", "--seconds", "1", "--runs", "100")),
+    Bench("grasp_flood_memory", (), "host", ("--seconds", "3")),
     Bench("brski_enrol", (), "host", ("3",)),
     Bench("acpd_memory", (), "host", ("5",)),
     Bench("rpl_convergence", (), "host", ("--sizes", "10",)),
