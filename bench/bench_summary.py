@@ -87,6 +87,13 @@ TARGETS = (
     Target("GRASP flood intake, one core, no loss", "grasp_io", ">= 30,000/s",
            _flood_no_loss, lambda v: v >= 30_000,
            lambda v, f: f"{v:,.0f}/s without loss{_flood_losses(f)}"),
+    Target("GRASP memory under a sustained distinct flood, default limits", "grasp_flood_memory",
+           "<= 1 MB RSS growth over the second half",
+           lambda f: f["service"]["rss_growth_second_half_mb"], lambda v: v <= 1.0,
+           lambda v, f: f"{v:+.2f} MB ({f['service']['rss_before_mb']:.1f} -> "
+                        f"{f['service']['rss_after_mb']:.1f} MB, peak "
+                        f"{f['service']['rss_peak_mb']:.1f} MB; {f['service']['accepted']:,} floods "
+                        f"in {f['service']['seconds']:.0f} s)"),
     Target("GRASP negotiation request -> step -> end", "grasp_io", "median < 0.3 ms",
            lambda f: f["negotiation_median_ms"], lambda v: v < 0.3,
            lambda v, f: f"{v:.3f} ms (p95 {f['negotiation_p95_ms']:.3f} ms)"),

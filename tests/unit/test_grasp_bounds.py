@@ -112,3 +112,9 @@ def test_discovered_locators_are_bounded() -> None:
         (done,) = [o for o in engine.pop_outputs() if isinstance(o, Discovered)]
         assert done.handle == handle and 0 < len(done.locators) <= cfg.max_discovered
         assert engine.cache_sizes()["discovered_locators"] <= cfg.max_discovered
+
+
+def test_service_status_shows_the_cache_sizes() -> None:
+    from acp_openwrt.grasp.service import GraspService
+    svc = GraspService(mode="acp", address="fd00::2")
+    assert svc.status()["caches"] == svc.engine.cache_sizes()

@@ -351,6 +351,7 @@ class GraspService(AsaApi):
             "interfaces": self.interfaces,
             "asas": sorted(a.name for a in self._asas.values()),
             "flood_cache": len(self.engine.flood_cache),
+            "caches": self.engine.cache_sizes(),
             "streams": len(self._conns),
             "peer_sockets": len(self._peer_udp),
             "api": self.api_path,
