@@ -296,3 +296,64 @@ def test_hostile_sender_leaves_service_answering(topology) -> None:
             await stop_all(svcs)
 
     asyncio.run(scenario())
+
+
+UNKNOWN_OPTION = [200, "an option from a later RFC", {"x": 1}]
+
+
+def _raw_peer(topo: Topology) -> socket.socket:
+    """A TCP socket born in A's namespace, to speak GRASP to B by hand."""
+    return netns_exec.call_in(topo["a"].netns, socket.socket, socket.AF_INET6, socket.SOCK_STREAM)
+
+
+def _exchange(sock: socket.socket, messages: list[list], replies: int) -> list:
+    """Send CBOR messages on one connection, read `replies` CBOR items back (blocking, 3 s)."""
+    import cbor2
+
+    from acp_openwrt.grasp.stream import StreamFramer
+    sock.settimeout(3.0)
+    framer, got = StreamFramer(), []
+    for msg in messages:
+        sock.sendall(cbor2.dumps(msg))
+    while len(got) < replies:
+        data = sock.recv(65536)
+        if not data:
+            break
+        got.extend(cbor2.loads(item) for item in framer.feed(data))
+    return got
+
+
+def test_unknown_options_are_skipped_and_the_connection_kept(topology) -> None:
+    """RFC 8990 §2.8.2 over real TCP: every message of a negotiation carries an option type
+    nobody has defined; B answers each and keeps the connection (it used to close it)."""
+    topo = build(topology)
+
+    async def scenario() -> None:
+        svcs = await services(topo)
+        sock = _raw_peer(topo)
+        try:
+            b = svcs["b"].register_asa("seller")
+            ex3 = Objective("EX3", c.F_NEG, 6, ["NZD", 410])
+            listening = asyncio.create_task(svcs["b"].listen_negotiate(b, ex3))
+            await asyncio.sleep(0)
+            await asyncio.to_thread(sock.connect, (ADDRESS["b"], 7017, 0, 0))
+            request = [c.M_REQ_NEG, 4711, UNKNOWN_OPTION, ["EX3", c.F_NEG, 6, ["NZD", 410]]]
+            sent = asyncio.create_task(asyncio.to_thread(_exchange, sock, [request], 1))
+            req = await asyncio.wait_for(listening, 3.0)
+            assert req.objective.value == ["NZD", 410]
+            step = asyncio.create_task(svcs["b"].negotiate_step(b, req.handle, ex3.with_value(["NZD", 300])))
+            (answer,) = await asyncio.wait_for(sent, 3.0)
+            assert answer[0] == c.M_NEGOTIATE and answer[1] == 4711 and answer[2][3] == ["NZD", 300]
+            # the end, with an unknown option before O_ACCEPT, on the same connection
+            await asyncio.to_thread(sock.sendall, __import__("cbor2").dumps(
+                [c.M_END, 4711, UNKNOWN_OPTION, [c.O_ACCEPT]]))
+            reply = await asyncio.wait_for(step, 3.0)
+            assert reply.handle is None and reply.objective.value == ["NZD", 300]  # accepted
+            counters = svcs["b"].counters()["engine"]
+            assert counters["unknown_option_skipped"] == 2
+            assert "decode_error" not in counters
+        finally:
+            sock.close()
+            await stop_all(svcs)
+
+    asyncio.run(scenario())
