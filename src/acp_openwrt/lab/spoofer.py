@@ -4,7 +4,7 @@ link-local source addresses, as fast as Python can send them (issue 15).
     python3 -m acp_openwrt.lab.spoofer eth0 [--addresses 4096] [--seconds 10] [--rate 0]
                                             [--ttl-ms 0] [--one-source] [--base fe80::a:0]
 
-Run it inside the attacker's namespace. Each datagram really leaves from its own source
+Run it inside the attacker's namespace; SIGTERM ends it early (it still reports). Each datagram really leaves from its own source
 address: one UDP socket with IPV6_FREEBIND, the source set per datagram with IPV6_PKTINFO (no
 address is added to the interface, so nothing answers ND for the fakes). Each flood is
 ``[M_FLOOD, sid, fe80::N, ttl, [["AN_ACP", 4, 1, "IKEv2"], [O_IPv6_LOCATOR, fe80::N, 17, 500]]]``
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import signal
 import socket
 import struct
 import sys
@@ -65,10 +66,11 @@ def run(ifname: str, addresses: int, seconds: float, rate: float, ttl_ms: int,
     sent = errors = 0
     sid = _SID_FIRST
     t0 = time.perf_counter()
-    deadline = t0 + seconds
+    deadline = [t0 + seconds]
+    signal.signal(signal.SIGTERM, lambda *_: deadline.__setitem__(0, 0.0))  # stop, then report
     while True:
         now = time.perf_counter()
-        if now >= deadline:
+        if now >= deadline[0]:
             break
         due = 1024 if rate <= 0 else min(int((now - t0) * rate) + 1 - sent, 1024)
         for _ in range(due):
