@@ -242,9 +242,9 @@ def test_project_member_joins_an_unstrung_root_and_routes(topology, tmp_path: Pa
                 if data[1] == 0:
                     double.send(UNSTRUNG_DIO[1], ALL_RPL_NODES, 1)
                 elif data[1] == 2:
-                    seen.append(data)
                     for target in dao_targets(data):
                         double.route(target, src)
+                    seen.append(data)  # after the routes: the test pings once it sees a DAO
                     if data[5] & 0x80:
                         double.send(dao_ack(data, ROOT), src, 64)
             if time.monotonic() >= next_dio:
