@@ -48,6 +48,7 @@ BENCHES = (
     Bench("grasp_flood_memory", (), "host", ("--seconds", "3")),
     Bench("brski_enrol", (), "host", ("3",)),
     Bench("acpd_memory", (), "host", ("5",)),
+    Bench("dull_flood", (), "host", ("--seconds", "10", "--interval", "2")),
     Bench("rpl_convergence", (), "host", ("--sizes", "10",)),
     Bench("channels", (), "guest", ("--runs", "1")),
     Bench("acp_formation", (), "guest", ("--mesh-size", "0")),
