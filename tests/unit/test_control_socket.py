@@ -91,13 +91,7 @@ def _serve_with(tmp_path: Path, body, **kwargs) -> ControlServer:
     try:
         body(path)
     finally:
-        async def drained() -> None:  # every connection's handler done: none outlives the loop
-            for _ in range(500):
-                if server.status()["clients"] == 0:
-                    break
-                await asyncio.sleep(0.01)
-            await server.stop()
-        asyncio.run_coroutine_threadsafe(drained(), loop).result(10)
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
@@ -220,11 +214,11 @@ def test_a_client_may_send_many_requests_on_one_connection(tmp_path: Path) -> No
     def body(path: Path) -> None:
         with socket.socket(socket.AF_UNIX) as s:
             s.connect(str(path))
-            for i in range(4):  # 4 x 0.3 s > the 0.5 s deadline: the deadline is per request
-                time.sleep(0.3)
+            for i in range(4):  # 4 x 0.4 s > the 1 s deadline: the deadline is per request
+                time.sleep(0.4)
                 s.sendall(json.dumps({"cmd": "echo", "value": i}).encode() + b"\n")
                 assert json.loads(_read_line(s)) == {"ok": True, "result": i}
-    server = _serve_with(tmp_path, body, idle_timeout=0.5)
+    server = _serve_with(tmp_path, body, idle_timeout=1.0)
     assert server.counters["timeouts"] == 0
 
 
@@ -272,6 +266,30 @@ def test_status_reports_the_drops(tmp_path: Path) -> None:
     server = ControlServer(tmp_path / "x.sock")
     assert server.status() == {"clients": 0, "max_clients": 16, "idle_timeout_s": 10.0,
                                "counters": {"timeouts": 0, "busy": 0, "malformed": 0}}
+
+
+def test_stop_hangs_up_on_connected_clients(tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "acpd.sock"
+    server = ControlServer(path, idle_timeout=30)
+
+    async def scenario() -> None:
+        await server.start()
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_UNIX)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, str(path))
+        for _ in range(100):
+            if server.status()["clients"] == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert server.status()["clients"] == 1
+        await asyncio.wait_for(server.stop(), 2)
+        assert server.status()["clients"] == 0
+        assert await asyncio.wait_for(loop.sock_recv(sock, 100), 2) == b""  # hung up, no wait
+        sock.close()
+    asyncio.run(scenario())
 
 
 def test_node_status_carries_the_control_counters(tmp_path: Path) -> None:

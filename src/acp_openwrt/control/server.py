@@ -92,6 +92,7 @@ class ControlServer:
         self._handlers: dict[str, Handler] = {"help": self._help}
         self._server: asyncio.AbstractServer | None = None
         self._clients = 0
+        self._serving: set[asyncio.Task[Any]] = set()  # one per connected client
         # Requests refused before any handler ran: stuck clients, too many, garbage.
         self.counters: dict[str, int] = {"timeouts": 0, "busy": 0, "malformed": 0}
 
@@ -130,6 +131,11 @@ class ControlServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        # connected clients are hung up on: no handler outlives the server (or its event loop)
+        others = self._serving - {asyncio.current_task()}
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
         try:
             self.path.unlink()
         except FileNotFoundError:
@@ -175,6 +181,9 @@ class ControlServer:
             writer.close()
             return
         self._clients += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._serving.add(task)
         try:
             while True:
                 try:  # one deadline for the whole line: a byte a second does not renew it
@@ -196,6 +205,7 @@ class ControlServer:
             pass
         finally:
             self._clients -= 1
+            self._serving.discard(task)  # type: ignore[arg-type]
             writer.close()
 
     async def _send(self, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> bool:
