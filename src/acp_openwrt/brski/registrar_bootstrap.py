@@ -28,6 +28,7 @@ from ..identity.certificate import CertificateError, certificate_node_name, load
     load_certificates, validity
 from .allocation import AllocationError, Allocator
 from .domain_ca import NODE_LIFETIME, DomainCA, DomainCAError, PrivateKey
+from .file_switch import recover_switch
 from .pledge import generate_key
 from .store import StoreError, load_identity, store_identity, write_atomic
 from .wellknown import ID_KP_CMC_RA
@@ -36,6 +37,8 @@ LOG = logging.getLogger("acpd.brski.registrar")
 CA_CERT_NAME = "domain-ca.crt"
 CA_KEY_NAME = "domain-ca.key"
 ALLOCATIONS_NAME = "allocations.db"
+# The commit marker of a restore (registrar_backup): CA and database switched together.
+RESTORE_MARKER = ".restore.switch"
 # Re-issue our own LDevID once this share of its lifetime is left (the pledge's renewal point
 # is at 40 % used); a registrar node runs no pledge part, so it renews itself (at start here,
 # and while running in RegistrarService).
@@ -83,6 +86,13 @@ def _prepare_dir(directory: Path) -> None:
 def open_registrar_files(directory: Path, domain: str) -> RegistrarFiles:
     """The domain CA (created on first use) and allocator of `directory` for `domain`."""
     _prepare_dir(directory)
+    try:  # a restore that crashed: its CA and database are installed wholly or not at all
+        recover_switch(directory / RESTORE_MARKER, [directory / CA_CERT_NAME,
+                                                    directory / CA_KEY_NAME,
+                                                    directory / ALLOCATIONS_NAME])
+    except OSError as exc:
+        raise RegistrarSetupError(f"registrar_dir {directory}: unfinished restore: "
+                                  f"{exc.strerror or exc}") from None
     try:
         ca = DomainCA.load_or_create(directory / CA_CERT_NAME, directory / CA_KEY_NAME,
                                      domain=domain)

@@ -1,10 +1,18 @@
-"""`acpctl registrar`: the node's registrar (domain, port, enrolled nodes, recent refusals)."""
+"""`acpctl registrar`: the node's registrar (domain, port, enrolled nodes, recent refusals),
+and its state as one file (`backup FILE`, `restore FILE`; brski/registrar_backup.py).
+
+Backup and restore work on the files, not through acpd: a backup must be possible while the
+registrar runs (SQLite's online backup is consistent against a concurrent writer), and a
+restore must happen while it does not (it replaces the CA and the database under it).
+"""
 from __future__ import annotations
 
 import argparse
+import socket
 import time
+from pathlib import Path
 
-from . import add_json_flag, node_request, print_json, print_table
+from . import CommandError, add_json_flag, node_request, print_json, print_table
 
 FIELDS = ("running", "domain", "acp_node_name", "address", "port", "namespace", "registrar_id",
           "enrolled", "default_masa_url", "flooding", "floods_sent", "last_flood_age", "problem")
@@ -32,7 +40,101 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_CONFIG = Path("/etc/config/acp")
+
+
+def _config(args: argparse.Namespace) -> object:
+    """The node's configuration (the registrar's directory, domain and CA files)."""
+    from ..config import ConfigError
+    from ..config.schema import load_config
+    path = args.config
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"{path}: {exc.strerror or exc}") from None
+    if args.dir is not None:
+        import dataclasses
+        config = dataclasses.replace(config, registrar_dir=args.dir)
+    return config
+
+
+def _acpd_answers(path: Path) -> bool:
+    """True when a process listens on the control socket (a stale socket file is no acpd)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
+def _show(info: object, what: str, target: Path, json_out: bool) -> None:
+    data = {"file": str(target), "domain": info.domain,  # type: ignore[attr-defined]
+            "registrar_id": f"{info.registrar_id:#x}",  # type: ignore[attr-defined]
+            "allocations": info.nodes, "domain_ca": info.ca_subject}  # type: ignore[attr-defined]
+    if json_out:
+        print_json({what: True, **data})
+        return
+    for key, value in data.items():
+        print(f"{key:13} {value}")
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from ..brski.registrar_backup import BackupError, write_backup
+    config = _config(args)
+    ca_cert = getattr(config, "registrar_ca_cert", None)
+    ca_key = getattr(config, "registrar_ca_key", None)
+    try:
+        info = write_backup(Path(config.registrar_dir), Path(args.file),  # type: ignore
+                            ca_cert=ca_cert, ca_key=ca_key, force=args.force)
+    except BackupError as exc:
+        raise CommandError(str(exc)) from None
+    _show(info, "backup", Path(args.file), args.json)
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from ..brski.registrar_backup import BackupError, restore_backup
+    from ..config import CONTROL_SOCKET_NAME
+    config = _config(args)
+    sockets = {Path(args.socket), Path(config.run_dir) / CONTROL_SOCKET_NAME}  # type: ignore
+    running = sorted(str(p) for p in sockets if _acpd_answers(p))
+    if running:
+        raise CommandError(f"acpd answers on {running[0]}: stop it before restoring "
+                           f"(the registrar would keep using the old state)")
+    try:
+        info = restore_backup(Path(args.file), Path(config.registrar_dir),  # type: ignore
+                              domain=config.registrar_domain, force=args.force)  # type: ignore
+    except BackupError as exc:
+        raise CommandError(str(exc)) from None
+    _show(info, "restored", Path(config.registrar_dir), args.json)  # type: ignore
+    return 0
+
+
+def _file_command(sub: argparse._SubParsersAction, name: str, help_text: str,
+                  force_help: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text)
+    parser.add_argument("file", help="the backup file")
+    parser.add_argument("-c", "--config", type=Path, default=None,
+                        help=f"acpd's configuration (default {DEFAULT_CONFIG} if present)")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="the registrar directory (default: registrar_dir of the config)")
+    parser.add_argument("--force", action="store_true", help=force_help)
+    add_json_flag(parser)
+    return parser
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("registrar", help="the ACP registrar on this node")
     add_json_flag(parser)
     parser.set_defaults(func=cmd_status)
+    actions = parser.add_subparsers(dest="action")
+    _file_command(actions, "backup", "write the registrar's state (CA key included) to one "
+                  "file, mode 0600", "replace an existing file").set_defaults(func=cmd_backup)
+    _file_command(actions, "restore", "install a backup into a stopped registrar",
+                  "replace an existing CA and database").set_defaults(func=cmd_restore)
