@@ -150,4 +150,4 @@ def test_the_period_comes_from_the_config(tmp_path: Path) -> None:
     config = AcpConfig(run_dir=tmp_path, discovery_interval=2)
     disc = DullDiscovery(NodeContext(config, EventBus(), ControlServer(config.control_socket)))
     assert disc.interval == 2.0 and disc.ttl_ms == 7000
-    assert disc.table.limits.max_ttl_s == 7.0 and disc.table.limits.confirm_span_s == 2.0
+    assert disc.table.limits.max_ttl_s == 7.0 and disc.table.limits.confirm_span_s == 1.6

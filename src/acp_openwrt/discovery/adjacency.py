@@ -9,8 +9,8 @@ Anybody on a link who can spoof source addresses can invent neighbours as fast a
 send, so the table is bounded per interface and trusts some entries more than others:
 
 * confirmed: a secure channel to it came up (``confirm``: the peer proved ACP domain
-  membership), or it was heard ``confirm_floods`` times over at least ``confirm_span_s`` (one
-  flood interval). At most ``max_reheard`` entries per interface are confirmed the second
+  membership), or it was heard ``confirm_floods`` times over at least ``confirm_span_s`` (its
+  next periodic flood). At most ``max_reheard`` entries per interface are confirmed the second
   way, so a stranger who keeps a few fakes alive cannot fill a link with them.
 * unconfirmed: everything else, kept per interface in least-recently-heard order.
 
@@ -42,7 +42,7 @@ class Limits:
     total: int = 4096            # entries on the node
     max_reheard: int = 32        # per interface: entries confirmed only by being heard again
     confirm_floods: int = 3      # heard this often ...
-    confirm_span_s: float = 60.0  # ... over at least this long (one flood interval)
+    confirm_span_s: float = 48.0  # ... over at least this long (0.8 flood periods)
     default_ttl_s: float = 210.0  # for ttl 0; RFC 8994 §6.4: 3.5 periods (two lost floods)
     max_ttl_s: float = 210.0
     min_ttl_s: float = 1.0
@@ -50,9 +50,10 @@ class Limits:
     @classmethod
     def for_interval(cls, interval_s: float, **overrides: Any) -> Limits:
         """Limits for a flood period: a neighbour lives at most 3.5 periods unheard, as long
-        as our own floods' ttl, and is confirmed by floods spanning one period."""
+        as our own floods' ttl, and is confirmed by floods spanning 0.8 periods (its next
+        periodic flood comes 0.9 to 1.1 periods later: jitter)."""
         ttl = 3.5 * interval_s
-        values: dict[str, Any] = {"confirm_span_s": interval_s, "default_ttl_s": ttl,
+        values: dict[str, Any] = {"confirm_span_s": 0.8 * interval_s, "default_ttl_s": ttl,
                                   "max_ttl_s": ttl, "min_ttl_s": min(1.0, ttl)}
         values.update(overrides)
         return cls(**values)
