@@ -1,5 +1,12 @@
 """The registrar's domain CA: created on first start (or given), issues ACP certificates.
 
+Given: the operator's sub-CA (`registrar_ca_cert`, its certificate followed by the chain up to
+the operator's root, and `registrar_ca_key`), checked at start by `load_operator`, so that a
+certificate that could not issue, or a chain nodes could not verify, stops the registrar with
+the file named instead of producing LDevIDs no peer accepts. The domain's trust anchor is then
+the operator's root; the nodes' trust anchors file holds the root and the CA certificates
+below it (`trust_anchors`), so IKE and TLS peers verify the whole chain from one file.
+
 An ACP certificate carries the acp-node-name in the AcpNodeName otherName (RFC 8994 §6.2.2)
 and the ACP address as an iPAddress SAN (IKEv2 identifies ACP peers by ID_IPV6_ADDR, §6.8.2),
 plus the pledge's serialNumber for diagnostics (§6.2.1). The registrar's own certificate
@@ -50,6 +57,66 @@ def _marker(cert_file: Path) -> Path:
     return cert_file.with_name(f".{cert_file.name}.switch")
 
 
+def _spki(public_key: object) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER,  # type: ignore[attr-defined]
+                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _label(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string() or "(empty subject)"
+
+
+def _ca_problem(cert: x509.Certificate, below: int) -> str | None:
+    """Why `cert` cannot sign certificates with `below` CA certificates under it, or None."""
+    try:
+        basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return f"{_label(cert)} is not a CA (no basicConstraints)"
+    if not basic.ca:
+        return f"{_label(cert)} is not a CA (basicConstraints CA:FALSE)"
+    if basic.path_length is not None and basic.path_length < below:
+        return (f"{_label(cert)} has pathlen:{basic.path_length}, but {below} CA "
+                f"certificate(s) below it")
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return f"{_label(cert)} has no keyUsage (keyCertSign needed)"
+    if not usage.key_cert_sign:
+        return f"{_label(cert)} may not sign certificates (keyUsage without keyCertSign)"
+    return None
+
+
+def ca_chain_problem(chain: list[x509.Certificate], key: object,
+                  now: dt.datetime | None = None) -> str | None:
+    """Why a CA (chain[0], then its issuers up to a self-signed root) cannot be the domain CA
+    with `key`, or None: key, CA, keyCertSign, path length, signatures, root, validity."""
+    if not chain:
+        return "no certificate"
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        return "only EC and RSA CA keys are supported"
+    if _spki(chain[0].public_key()) != _spki(key.public_key()):
+        return f"the key is not the key of {_label(chain[0])}"
+    now = now or dt.datetime.now(dt.timezone.utc)
+    for depth, cert in enumerate(chain):
+        start, end = validity(cert)
+        if now < start:
+            return f"{_label(cert)} is not valid before {start:%Y-%m-%d %H:%M} UTC"
+        if now >= end:
+            return f"{_label(cert)} expired {end:%Y-%m-%d %H:%M} UTC"
+        problem = _ca_problem(cert, depth)
+        if problem:
+            return problem
+        issuer = chain[depth + 1] if depth + 1 < len(chain) else cert
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except Exception:  # InvalidSignature, ValueError (names differ), TypeError (key type)
+            if issuer is cert:
+                return (f"the chain ends at {_label(cert)}, which is not self-signed: append "
+                        f"the certificates up to the root")
+            return f"{_label(cert)} is not issued by the next certificate, {_label(issuer)}"
+    return None
+
+
 @dataclass(frozen=True)
 class DomainCA:
     certificate: x509.Certificate
@@ -57,6 +124,50 @@ class DomainCA:
     cert_path: Path
     key_path: Path
     domain: str
+    chain: tuple[x509.Certificate, ...] = ()  # above `certificate`, up to the root; () if root
+
+    @property
+    def root(self) -> x509.Certificate:
+        """The domain's trust anchor (RFC 8994 §6.2.3: one anchor for the whole domain)."""
+        return self.chain[-1] if self.chain else self.certificate
+
+    @property
+    def cacerts(self) -> tuple[x509.Certificate, ...]:
+        """Our CA and its chain up to the root: EST /cacerts (RFC 7030 §4.1.3)."""
+        return (self.certificate, *self.chain)
+
+    @property
+    def trust_anchors(self) -> tuple[x509.Certificate, ...]:
+        """What a node's trust anchors file holds: the root first, then the CAs below it."""
+        return (self.root, *self.cacerts[:-1]) if self.chain else (self.certificate,)
+
+    @classmethod
+    def load_operator(cls, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
+                      *, domain: str, now: dt.datetime | None = None) -> DomainCA:
+        """The operator's CA from `registrar_ca_cert` (CA first, then its chain) and
+        `registrar_ca_key`, checked completely; DomainCAError names the file at fault."""
+        cert_file, key_file = Path(cert_path), Path(key_path)
+        try:
+            chain = x509.load_pem_x509_certificates(cert_file.read_bytes())
+        except OSError as exc:
+            raise DomainCAError(f"registrar_ca_cert {cert_file}: "
+                                f"{exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise DomainCAError(f"registrar_ca_cert {cert_file}: no PEM certificate: "
+                                f"{exc}") from None
+        try:
+            key = serialization.load_pem_private_key(key_file.read_bytes(), None)
+        except OSError as exc:
+            raise DomainCAError(f"registrar_ca_key {key_file}: {exc.strerror or exc}") from None
+        except (ValueError, TypeError) as exc:
+            raise DomainCAError(f"registrar_ca_key {key_file}: not an unencrypted PEM key: "
+                                f"{exc}") from None
+        problem = ca_chain_problem(chain, key, now)
+        if problem is not None:
+            which = f"registrar_ca_key {key_file}" if problem.startswith(("the key", "only")) \
+                else f"registrar_ca_cert {cert_file}"
+            raise DomainCAError(f"{which}: {problem}")
+        return cls(chain[0], key, cert_file, key_file, domain, tuple(chain[1:]))  # type: ignore
 
     @classmethod
     def load_or_create(cls, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
@@ -72,18 +183,20 @@ class DomainCA:
         if not cert_file.exists():
             return cls._create(cert_file, key_file, domain)
         try:
-            cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+            chain = x509.load_pem_x509_certificates(cert_file.read_bytes())
             key = serialization.load_pem_private_key(key_file.read_bytes(), None)
         except (OSError, ValueError, TypeError) as exc:
             raise DomainCAError(f"cannot load domain CA {cert_file}: {exc}") from None
+        cert = chain[0]
         if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
             raise DomainCAError(f"{key_file}: only EC and RSA CA keys are supported")
-        if cert.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo) != \
-                key.public_key().public_bytes(serialization.Encoding.DER,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo):
+        if _spki(cert.public_key()) != _spki(key.public_key()):
             raise DomainCAError(f"{key_file} is not the key of {cert_file}")
-        return cls(cert, key, cert_file, key_file, domain)
+        if len(chain) > 1:  # an operator's sub-CA restored from a backup: checked as at first
+            problem = ca_chain_problem(chain, key)
+            if problem is not None:
+                raise DomainCAError(f"domain CA {cert_file}: {problem}")
+        return cls(cert, key, cert_file, key_file, domain, tuple(chain[1:]))
 
     @classmethod
     def _create(cls, cert_file: Path, key_file: Path, domain: str) -> DomainCA:
@@ -126,7 +239,7 @@ class DomainCA:
         usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
         if registrar:
             usages.append(ObjectIdentifier(ID_KP_CMC_RA))
-        end = min(now + lifetime, validity(self.certificate)[1])
+        end = min([now + lifetime, *(validity(c)[1] for c in self.cacerts)])
         builder = (x509.CertificateBuilder().subject_name(x509.Name(subject))
                    .issuer_name(self.certificate.subject).public_key(public_key)
                    .serial_number(x509.random_serial_number())

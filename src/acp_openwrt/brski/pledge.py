@@ -255,20 +255,27 @@ class PledgeAttempt:
     def _on_cacerts(self, response: Response, now: dt.datetime) -> Action:
         from . import cms
         anchors: list[x509.Certificate] = []
+        below: list[x509.Certificate] = []
         if response.status == 200:
             try:
                 certs = cms.load_certs_only(_b64_body(response))
             except cms.CmsError as exc:
                 raise _Refusal(f"/cacerts answer rejected: {exc}") from None
             anchors = [c for c in certs if c.subject == c.issuer]
+            below = [c for c in certs if c.subject != c.issuer]
         assert self.pinned is not None and self.registrar_cert is not None
         if not anchors:
-            anchors = [self.pinned]
+            anchors, below = [self.pinned], []
         # The anchors must be the ones the voucher vouched for: the pinned certificate must
         # chain to one of them (or be one).
-        if all(chain_problem(self.pinned, a, (), None) for a in anchors):
+        if all(chain_problem(self.pinned, a, below, None) for a in anchors):
             raise _Refusal("/cacerts holds no anchor for the pinned domain certificate")
-        self.anchors = tuple(anchors)
+        # An operator's sub-CA registrar (RFC 7030 §4.1.3: /cacerts is the chain): the CAs
+        # below the root are kept with it, so IKE and TLS peers verify leaf → CA → root
+        # from the one trust anchors file; only those that chain to a kept root.
+        kept = [c for c in below if any(chain_problem(c, a, below, None) is None
+                                        for a in anchors)]
+        self.anchors = (*anchors, *kept)
         self.state = State.CSRATTRS
         return self._send("GET", wellknown.CSRATTRS)
 

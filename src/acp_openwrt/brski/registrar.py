@@ -208,7 +208,7 @@ class Registrar:
             request=True, assertion="proximity", serial_number=serial,
             nonce=pledge_request.nonce, created_on=dt.datetime.now(dt.timezone.utc),
             idevid_issuer=_aki(client), prior_signed_voucher_request=request.body)
-        body = cms.sign(registrar_request.to_json(), self.cert, self.key, chain=[self.ca.certificate])
+        body = cms.sign(registrar_request.to_json(), self.cert, self.key, chain=list(self.ca.cacerts))
         answer = await masa_client.request_voucher(url, body, self.masa_context,
                                                    namespace=self.masa_namespace)
         if answer.status != 200 or answer.content_type() != wellknown.VOUCHER_CMS_JSON:
@@ -265,7 +265,7 @@ class Registrar:
     # --- EST ---------------------------------------------------------------------------------
 
     async def _cacerts(self, request: Request, client: x509.Certificate | None) -> Response:
-        return Response(200, _b64(cms.certs_only([self.ca.certificate])),
+        return Response(200, _b64(cms.certs_only(list(self.ca.cacerts))),
                         {"content-type": wellknown.PKCS7_CERTS,
                          "content-transfer-encoding": "base64"})
 
@@ -335,7 +335,8 @@ class Registrar:
         self.issued_to[cert.serial_number] = pledge  # its enrollstatus may come over this cert
         LOG.info("registrar %s %s for %s (%s)", "renewed" if renewal else "issued", name,
                  logsafe(who), address)
-        return Response(200, _b64(cms.certs_only([cert])),
+        # the CAs between the certificate and the root (none for an own root CA)
+        return Response(200, _b64(cms.certs_only([cert, *self.ca.cacerts[:-1]])),
                         {"content-type": wellknown.PKCS7_CERTS,
                          "content-transfer-encoding": "base64"})
 

@@ -83,8 +83,10 @@ def _prepare_dir(directory: Path) -> None:
         os.chmod(directory, 0o700)
 
 
-def open_registrar_files(directory: Path, domain: str) -> RegistrarFiles:
-    """The domain CA (created on first use) and allocator of `directory` for `domain`."""
+def open_registrar_files(directory: Path, domain: str, ca_cert: Path | None = None,
+                         ca_key: Path | None = None) -> RegistrarFiles:
+    """The domain CA (the operator's `ca_cert`/`ca_key`, else created in `directory` on
+    first use) and the allocator of `directory` for `domain`."""
     _prepare_dir(directory)
     try:  # a restore that crashed: its CA and database are installed wholly or not at all
         recover_switch(directory / RESTORE_MARKER, [directory / CA_CERT_NAME,
@@ -94,8 +96,11 @@ def open_registrar_files(directory: Path, domain: str) -> RegistrarFiles:
         raise RegistrarSetupError(f"registrar_dir {directory}: unfinished restore: "
                                   f"{exc.strerror or exc}") from None
     try:
-        ca = DomainCA.load_or_create(directory / CA_CERT_NAME, directory / CA_KEY_NAME,
-                                     domain=domain)
+        if ca_cert is not None and ca_key is not None:
+            ca = DomainCA.load_operator(ca_cert, ca_key, domain=domain)
+        else:
+            ca = DomainCA.load_or_create(directory / CA_CERT_NAME, directory / CA_KEY_NAME,
+                                         domain=domain)
     except DomainCAError as exc:
         raise RegistrarSetupError(str(exc)) from None
     except OSError as exc:
@@ -189,7 +194,7 @@ def issue_own_ldevid(files: RegistrarFiles, cert_path: Path, key_path: Path,
                           address=allocation.address.address, registrar=True,
                           lifetime=lifetime)
     try:
-        store_identity(cert, key, [files.ca.certificate], cert_path=cert_path,
+        store_identity(cert, key, list(files.ca.trust_anchors), cert_path=cert_path,
                        key_path=key_path, trust_anchors_path=trust_anchors)
     except StoreError as exc:
         raise StoreError(f"registrar LDevID: {exc}") from None
@@ -197,9 +202,9 @@ def issue_own_ldevid(files: RegistrarFiles, cert_path: Path, key_path: Path,
 
 
 def _check_anchors(trust_anchors: Path, ca: DomainCA) -> None:
-    """Write the domain CA as trust anchors when the file is missing; refuse a file without it
-    (an operator's file is never overwritten)."""
-    pem = ca.certificate.public_bytes(serialization.Encoding.PEM)
+    """Write the domain's trust anchors (root, then the CAs below it) when the file is missing;
+    refuse a file without them (an operator's file is never overwritten)."""
+    pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in ca.trust_anchors)
     if not trust_anchors.exists():
         LOG.warning("registrar: trust_anchors %s was missing; writing the domain CA", trust_anchors)
         write_atomic(trust_anchors, pem, 0o644)
@@ -209,9 +214,11 @@ def _check_anchors(trust_anchors: Path, ca: DomainCA) -> None:
     except (CertificateError, OSError) as exc:
         raise RegistrarSetupError(f"trust_anchors {trust_anchors}: "
                                   f"{getattr(exc, 'strerror', None) or exc}") from None
-    if ca.certificate not in held:
+    missing = [c for c in ca.trust_anchors if c not in held]
+    if missing:
         raise RegistrarSetupError(f"trust_anchors {trust_anchors} does not hold the domain CA "
-                                  f"{ca.cert_path}")
+                                  f"certificate {missing[0].subject.rfc4514_string()} "
+                                  f"of {ca.cert_path}")
 
 
 def bootstrap_registrar(config: Any, ldevid_cert: Path | None, ldevid_key: Path | None,
@@ -227,7 +234,9 @@ def bootstrap_registrar(config: Any, ldevid_cert: Path | None, ldevid_key: Path 
         raise RegistrarSetupError("a registrar needs ldevid_cert, ldevid_key and trust_anchors "
                                   "paths to write its own identity to")
     cert_path, key_path, anchors_path = Path(ldevid_cert), Path(ldevid_key), Path(trust_anchors)
-    files = open_registrar_files(Path(config.registrar_dir), domain)
+    files = open_registrar_files(Path(config.registrar_dir), domain,
+                                 getattr(config, "registrar_ca_cert", None),
+                                 getattr(config, "registrar_ca_key", None))
     try:
         existing = check_existing(files, cert_path, key_path, domain)
         if existing is not None and existing[1] is None:

@@ -202,7 +202,8 @@ class RegistrarService:
                                       "(bootstrap_registrar did not run?)")
         if config.ldevid_cert is None or config.ldevid_key is None:
             raise RegistrarSetupError("ldevid_cert and ldevid_key are not set")
-        self.files = open_registrar_files(Path(config.registrar_dir), config.registrar_domain)
+        self.files = open_registrar_files(Path(config.registrar_dir), config.registrar_domain,
+                                          config.registrar_ca_cert, config.registrar_ca_key)
         found = load_identity(config.ldevid_cert, config.ldevid_key)
         if found is None:
             raise RegistrarSetupError(f"cannot load the LDevID {config.ldevid_cert} with its key")

@@ -63,6 +63,8 @@ class AcpConfig:
     registrar_dir: Path = Path("/etc/acp/registrar")
     registrar_port: int = 8443
     registrar_masa_url: str | None = None
+    registrar_ca_cert: Path | None = None
+    registrar_ca_key: Path | None = None
     join_proxy: bool = True
     join_proxy_user: str = "nobody"
     join_proxy_group: str | None = None
@@ -238,6 +240,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "TCP port of the registrar's BRSKI/EST server in the ACP namespace."),
     OptionSpec("registrar_masa_url", _url, "https:// URL", "MASA for IDevIDs that carry no "
                "MASA URL extension; unset: such pledges are refused."),
+    OptionSpec("registrar_ca_cert", _path, _ABS, "An operator's CA for the registrar: its "
+               "certificate followed by the chain up to the operator's root (PEM); unset: the "
+               "registrar makes its own root CA in registrar_dir."),
+    OptionSpec("registrar_ca_key", _path, _ABS, "The key of registrar_ca_cert (PEM, "
+               "unencrypted; keep it 0600)."),
     OptionSpec("join_proxy", _bool, _BOOL, "Once enrolled, relay pledges to the registrar "
                "(BRSKI join proxy, an unprivileged process)."),
     OptionSpec("join_proxy_user", _account, "user name, not root", "User the join proxy runs as."),
@@ -300,7 +307,8 @@ def _check_together(config: AcpConfig, lines: dict[str, int], filename: str) -> 
              "they must differ")
     if config.prefix is not None and not config.dodag_root:
         fail(("prefix",), "only meaningful with 'option dodag_root 1'")
-    for cert, key in (("ldevid_cert", "ldevid_key"), ("idevid_cert", "idevid_key")):
+    for cert, key in (("ldevid_cert", "ldevid_key"), ("idevid_cert", "idevid_key"),
+                      ("registrar_ca_cert", "registrar_ca_key")):
         if (cert in lines) != (key in lines):
             fail((cert, key), f"{cert} and {key} go together: give both or neither")
     if config.registrar and config.registrar_domain is None:
