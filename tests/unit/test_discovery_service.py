@@ -122,7 +122,8 @@ def test_hostile_floods_are_counted_and_logged_within_budget(discovery, caplog) 
     lines = [r.getMessage() for r in caplog.records]
     assert 0 < len(lines) <= 10, lines  # 1200 drops, a few lines
     assert not any("\n" in line for line in lines)
-    assert any("locator fe80::a:1, initiator fe80::a:1, sent from fe80::66" in line for line in lines)
+    assert any("locator fe80::a:1, initiator fe80::a:1, sent from fe80::66" in line
+               for line in lines)
 
 
 def test_a_spoofed_flood_fills_only_its_link_and_is_counted(discovery, caplog) -> None:

@@ -32,7 +32,9 @@ from ..grasp.messages import Locator, Objective
 from ..grasp.service import GraspService
 from ..node_context import NodeContext
 from .adjacency import AdjacencyTable, Confirmed, Limits
-from .an_acp import AN_ACP, BAD_METHOD, LOCATOR_MISMATCH, UNUSABLE_LOCATOR, Refused, our_flood, read_offer
+from .an_acp import (
+    AN_ACP, BAD_METHOD, LOCATOR_MISMATCH, UNUSABLE_LOCATOR, Refused, our_flood, read_offer,
+)
 from .log_budget import LogBudget, suppressed_note
 
 LOG = logging.getLogger("acpd.discovery")
@@ -138,7 +140,8 @@ class DullDiscovery:
         if not self.flooding or address is None or self.grasp is None:
             return
         try:
-            self.grasp.flood(self._asa, ttl_ms=self.ttl_ms, items=[our_flood(address)], ifname=ifname)
+            self.grasp.flood(self._asa, ttl_ms=self.ttl_ms, items=[our_flood(address)],
+                             ifname=ifname)
             self.floods_sent += 1
         except (OSError, GraspApiError) as exc:
             LOG.warning("AN_ACP flood on %s failed: %s", ifname, exc)

@@ -161,7 +161,8 @@ class GraspService(AsaApi):
             sock.close()
             return key in self._peer_udp
         self._peer_udp[key] = MulticastSocket(ifname, index, sock, self._on_datagrams,
-                                              self.transport_counters, self.engine.config.udp_max_size)
+                                              self.transport_counters,
+                                              self.engine.config.udp_max_size)
         return True
 
     def unwatch_peer(self, ifname: str, peer: str) -> None:

@@ -4,13 +4,14 @@ link-local source addresses, as fast as Python can send them (issue 15).
     python3 -m acp_openwrt.lab.spoofer eth0 [--addresses 4096] [--seconds 10] [--rate 0]
                                             [--ttl-ms 0] [--one-source] [--base fe80::a:0]
 
-Run it inside the attacker's namespace; SIGTERM ends it early (it still reports). Each datagram really leaves from its own source
-address: one UDP socket with IPV6_FREEBIND, the source set per datagram with IPV6_PKTINFO (no
-address is added to the interface, so nothing answers ND for the fakes). Each flood is
-``[M_FLOOD, sid, fe80::N, ttl, [["AN_ACP", 4, 1, "IKEv2"], [O_IPv6_LOCATOR, fe80::N, 17, 500]]]``
-with a fresh session id, so no receiver can drop a repeat as a duplicate. ``--one-source``
-is the issue's first form: every flood from the interface's own address, the locator (and
-initiator) cycling through the fakes. Prints one JSON line at the end: sent, errors, seconds.
+Run it inside the attacker's namespace; SIGTERM ends it early (it still reports). Each
+datagram really leaves from its own source address: one UDP socket with IPV6_FREEBIND, the
+source set per datagram with IPV6_PKTINFO (no address is added to the interface, so nothing
+answers ND for the fakes). Each flood is ``[M_FLOOD, sid, fe80::N, ttl, [["AN_ACP", 4, 1,
+"IKEv2"], [O_IPv6_LOCATOR, fe80::N, 17, 500]]]`` with a fresh session id, so no receiver can
+drop a repeat as a duplicate. ``--one-source`` is the issue's first form: every flood from the
+interface's own address, the locator (and initiator) cycling through the fakes. Prints one JSON
+line at the end: sent, errors, seconds, datagrams per second.
 """
 from __future__ import annotations
 
