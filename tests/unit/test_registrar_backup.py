@@ -102,6 +102,17 @@ def test_restore_refuses_existing_state_unless_force(old: AcpConfig, tmp_path: P
         (old.registrar_dir / CA_KEY_NAME).read_bytes()
 
 
+def test_restore_refuses_a_left_over_journal(old: AcpConfig, tmp_path: Path) -> None:
+    backup = tmp_path / "reg.backup"
+    write_backup(old.registrar_dir, backup)
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / (ALLOCATIONS_NAME + "-journal")).write_bytes(b"hot")
+    with pytest.raises(BackupError, match="journal"):
+        restore_backup(backup, target)
+    assert not (target / ALLOCATIONS_NAME).exists()
+
+
 def test_restore_refuses_another_domain(old: AcpConfig, tmp_path: Path) -> None:
     backup = tmp_path / "reg.backup"
     write_backup(old.registrar_dir, backup)

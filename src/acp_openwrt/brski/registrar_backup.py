@@ -219,6 +219,13 @@ def restore_backup(path: Path, registrar_dir: Path, *, domain: str | None = None
     if present and not force:
         raise BackupError(f"{', '.join(present)} exist(s): restore replaces a registrar's "
                           f"state only with --force")
+    # SQLite would apply a crashed writer's journal to whatever file then has the name, the
+    # restored one included: refuse rather than have it corrupted on the next open.
+    journals = [p for p in (registrar_dir / f"{ALLOCATIONS_NAME}{s}"
+                            for s in ("-journal", "-wal")) if p.exists()]
+    if journals:
+        raise BackupError(f"{journals[0]} exists (a registrar stopped mid-write): start and "
+                          f"stop acpd once so SQLite finishes it, then restore")
     registrar_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     temp = _temp_beside(registrar_dir / ALLOCATIONS_NAME)
     try:
