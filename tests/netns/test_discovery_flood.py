@@ -112,7 +112,8 @@ def test_a_spoofing_flood_locks_no_real_neighbour_out(lab: AcpdLab) -> None:
         while time.monotonic() < deadline:
             now = time.time()
             listing = lab.ask("v", "neighbors")
-            b = next(e for e in listing if e["peer"] == b_ll)
+            b = next((e for e in listing if e["peer"] == b_ll), None)
+            assert b is not None, f"v lost b after {len(ages)} samples"  # unheard for its ttl
             ages.append(now - b["last_seen"])
             fakes = max(fakes, sum(1 for e in listing if e["peer"].startswith("fe80::a:")))
             time.sleep(0.2)
