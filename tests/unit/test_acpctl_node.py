@@ -28,7 +28,7 @@ STATUS = {"version": "0.1.0", "uptime_s": 3.0, "enrolled": True,
 INTERFACES = [{"host_interface": "br-lan", "method": "veth", "dull_interface": "br-lan",
                "link_local": "fe80::1", "up_for_s": 2.0}]
 NEIGHBORS = [{"peer": "fe80::2", "interface": "br-lan", "methods": ["IKEv2"], "port": 500,
-              "ttl_s": 200.0, "floods_heard": 3}]
+              "ttl_s": 200.0, "floods_heard": 3, "confirmed": "reheard"}]
 PROXY = {"active": True, "user": "nobody", "pid": 42, "restarts": 0, "registrar": None,
          "listeners": [{"ifname": "eth0", "address": "fe80::1", "port": 40000, "serving": False}],
          "connections": []}
@@ -79,7 +79,8 @@ def test_tables(socket_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     entry = json.loads(out)[0]
     assert {"peer", "interface", "methods"} <= entry.keys()
     rc, out, _ = run(capsys, "--socket", str(socket_path), "neighbors")
-    assert "fe80::2" in out and "IKEv2" in out
+    assert out.splitlines()[1].split() == ["fe80::2", "br-lan", "IKEv2", "500", "200.0", "3",
+                                           "reheard"]
     rc, out, _ = run(capsys, "--socket", str(socket_path), "proxy")
     assert rc == 0 and "none known" in out and "40000" in out
 

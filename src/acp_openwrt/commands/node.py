@@ -39,9 +39,9 @@ def cmd_neighbors(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
     else:
-        print_table(("PEER", "INTERFACE", "METHODS", "PORT", "TTL(s)", "FLOODS"),
+        print_table(("PEER", "INTERFACE", "METHODS", "PORT", "TTL(s)", "FLOODS", "CONFIRMED"),
                     [(e["peer"], e["interface"], ",".join(e["methods"]), e["port"], e["ttl_s"],
-                      e["floods_heard"]) for e in data])
+                      e["floods_heard"], e.get("confirmed") or "-") for e in data])
     return 0
 
 
