@@ -184,3 +184,23 @@ def test_sub_ca_backup_restores_without_the_operator_options(pki, tmp_path) -> N
         assert files.ca.trust_anchors == (pki["root"][0], pki["sub"][0])
     finally:
         files.close()
+
+
+def test_pledge_keeps_the_root_and_the_cas_below_it_from_cacerts(pki) -> None:
+    """What a pledge stores from an operator sub-CA registrar's /cacerts (RFC 7030 §4.1.3)."""
+    import base64
+
+    from acp_openwrt.brski import cms
+    from acp_openwrt.brski.http import Response
+    from acp_openwrt.brski.pledge import PledgeAttempt
+    (root, _), (sub, _) = pki["root"], pki["sub"]
+    stray = make_ca("a CA of another root", make_ca("Another Root"))[0]
+    attempt = PledgeAttempt(identity=None)  # type: ignore[arg-type]  # unused by this step
+    attempt.pinned, attempt.registrar_cert = sub, sub
+    body = base64.b64encode(cms.certs_only([sub, stray, root]))
+    attempt._on_cacerts(Response(200, body, {"content-transfer-encoding": "base64"}), NOW)
+    assert attempt.anchors == (root, sub)  # the stray CA chains to no root given: dropped
+    lone = PledgeAttempt(identity=None)  # type: ignore[arg-type]
+    lone.pinned, lone.registrar_cert = sub, sub
+    lone._on_cacerts(Response(200, base64.b64encode(cms.certs_only([stray])), {}), NOW)
+    assert lone.anchors == (sub,)  # no root at all: the pinned certificate alone, as before
