@@ -63,7 +63,9 @@ def lab(tmp_path: Path):
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
-def test_pledges_enrol_under_the_operator_root(lab: AcpdLab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pinned", ["sub-CA", "root"])
+def test_pledges_enrol_under_the_operator_root(lab: AcpdLab, tmp_path: Path,
+                                               pinned: str) -> None:
     root_path, chain_path, key_path = operator_pki(tmp_path / "operator")
     root = load_certificate(root_path)
     sub = load_certificates(chain_path)[0]
@@ -74,9 +76,9 @@ def test_pledges_enrol_under_the_operator_root(lab: AcpdLab, tmp_path: Path) -> 
     lab.make_pledge("n3")
     lab.start_all(["n2"])
     assert lab.masa is not None
-    # the MASA pins the registrar's CA: a pledge on Python < 3.13 sees only the registrar's
-    # TLS leaf (no get_unverified_chain), so a pinned root would leave it without the chain
-    lab.masa.trust_registrar(sub)
+    # the MASA pins the registrar's CA, or the operator's root: then the pledge verifies
+    # the registrar's TLS certificate through the sub-CA the registrar sends in TLS
+    lab.masa.trust_registrar(sub if pinned == "sub-CA" else root)
     lab.start_all(["n1", "n3"])
     try:
         for name in ("n1", "n3"):

@@ -204,3 +204,30 @@ def test_pledge_keeps_the_root_and_the_cas_below_it_from_cacerts(pki) -> None:
     lone.pinned, lone.registrar_cert = sub, sub
     lone._on_cacerts(Response(200, base64.b64encode(cms.certs_only([stray])), {}), NOW)
     assert lone.anchors == (sub,)  # no root at all: the pinned certificate alone, as before
+
+
+def test_peer_chain_shows_the_chain_a_sub_ca_server_sends(pki, tmp_path) -> None:
+    """A pledge sees the registrar's TLS chain (also before Python 3.13), so a voucher pinning
+    the operator's root verifies the registrar through its sub-CA."""
+    import asyncio
+    import ssl
+
+    from acp_openwrt.brski.tls import peer_chain
+    (root, _), (sub, sub_key) = pki["root"], pki["sub"]
+    cert_path, key_path = write(tmp_path, [sub, root], sub_key)
+
+    async def main() -> list[x509.Certificate]:
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(cert_path, key_path)
+        server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0,
+                                            ssl=server_ctx)
+        client_ctx = ssl.create_default_context()
+        client_ctx.check_hostname, client_ctx.verify_mode = False, ssl.CERT_NONE
+        _reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1], ssl=client_ctx)
+        try:
+            return peer_chain(writer)
+        finally:
+            writer.close()
+            server.close()
+    assert asyncio.run(main()) == [sub, root]

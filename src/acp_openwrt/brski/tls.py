@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import _ssl
 import ssl
 from typing import Sequence
 
@@ -72,16 +73,25 @@ def peer_certificate(transport_or_writer: object) -> x509.Certificate | None:
     return x509.load_der_x509_certificate(der) if der else None
 
 
+# _ssl.Certificate.public_bytes' DER format (the private chain gives those, not bytes)
+_DER = getattr(_ssl, "ENCODING_DER", 2)
+
+
 def peer_chain(transport_or_writer: object) -> list[x509.Certificate]:
-    """The certificates the peer sent, leaf first (Python >= 3.13); else only the leaf."""
+    """The certificates the peer sent, leaf first; else only the leaf.
+
+    Public since Python 3.13; CPython 3.10 to 3.12 have it on the private _sslobj, used then:
+    a registrar under an operator's sub-CA is verified through the chain it sends, and the
+    OpenWrt releases ship 3.11."""
     ssl_object = getattr(transport_or_writer, "get_extra_info")("ssl_object")
     if ssl_object is None:
         return []
-    unverified = getattr(ssl_object, "get_unverified_chain", None)
+    unverified = getattr(ssl_object, "get_unverified_chain", None) or \
+        getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
     if unverified is not None:
         chain = unverified() or []
         return [x509.load_der_x509_certificate(c if isinstance(c, bytes) else
-                                               c.public_bytes(ssl.ENCODING_DER)) for c in chain]
+                                               c.public_bytes(_DER)) for c in chain]
     leaf = peer_certificate(transport_or_writer)
     return [leaf] if leaf is not None else []
 
