@@ -12,31 +12,20 @@ from acp_openwrt.control import ControlClientError, ControlServer, RequestError,
 
 def serve(tmp_path: Path, body) -> None:
     """Run a server with a few commands on a loop thread while `body(path)` talks to it."""
-    path = tmp_path / "acpd.sock"
-    server = ControlServer(path)
-    server.register("echo", lambda req: req.get("value"))
 
     async def slow(req):
         await asyncio.sleep(0.01)
         return {"slow": True}
-    server.register("slow", slow)
 
     def refuse(req):
         raise RequestError("no such neighbour")
-    server.register("refuse", refuse)
-    server.register("crash", lambda req: 1 / 0)
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(server.start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        body(path)
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
-    assert not path.exists()
+
+    def more(server: ControlServer) -> None:
+        server.register("slow", slow)
+        server.register("refuse", refuse)
+        server.register("crash", lambda req: 1 / 0)
+    _serve_with(tmp_path, body, setup=more)
+    assert not (tmp_path / "acpd.sock").exists()
 
 
 def test_commands_answer(tmp_path: Path) -> None:
@@ -79,11 +68,13 @@ def test_no_daemon_is_a_clear_error(tmp_path: Path) -> None:
         request(tmp_path / "missing.sock", "status")
 
 
-def _serve_with(tmp_path: Path, body, **kwargs) -> ControlServer:
+def _serve_with(tmp_path: Path, body, setup=None, **kwargs) -> ControlServer:
     """Like `serve`, with server options (short timeouts), returning the server for its counters."""
     path = tmp_path / "acpd.sock"
     server = ControlServer(path, **kwargs)
     server.register("echo", lambda req: req.get("value"))
+    if setup is not None:
+        setup(server)
     loop = asyncio.new_event_loop()
     loop.run_until_complete(server.start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
