@@ -49,6 +49,11 @@ def test_connection_follows_rfc8994() -> None:
     assert conn["local"]["id"] == "fd00::1" and conn["remote"]["cacerts"] == [b"A"]
     assert "id" not in connection("fe80::1", "fe80::2", 1, local_id=None, cert_pem=b"C",
                                   anchor_pems=())["local"]
+    assert conn["unique"] == "no"   # no INITIAL_CONTACT on a first contact: both may start
+    again = connection("fe80::1", "fe80::2", 1, local_id=None, cert_pem=b"C", anchor_pems=(),
+                       initial_contact="fd00::2")
+    assert again["unique"] == "replace" and again["remote"]["id"] == "fd00::2"
+    assert conn["remote"]["id"] == "%any"
 
 
 def test_strongswan_conf_has_what_mattered_in_the_lab() -> None:

@@ -1,8 +1,10 @@
 """The per-peer channel state machine: Decider/Follower, duplicates, backoff, teardown."""
 from __future__ import annotations
 
+import random
+
 from acp_openwrt.channels.peer_channel import (Activate, Deactivate, Initiate, PeerChannel,
-                                               Prepare, Remove, Role, State, Terminate, Verify,
+                                               Release, Remove, Role, State, Terminate, Verify,
                                                role_for)
 
 LOW, HIGH = 0xFD00_0000_0000_0000_0000_0000_0000_0002, 0xFD00_0000_0000_0000_0000_0000_0000_0004
@@ -10,7 +12,7 @@ LOW, HIGH = 0xFD00_0000_0000_0000_0000_0000_0000_0002, 0xFD00_0000_0000_0000_000
 
 def up_channel(mine: int, peer: int, *, initiator: bool = True) -> PeerChannel:
     ch = PeerChannel(mine)
-    assert ch.adjacency_up(0.0) == [Prepare(), Initiate()]
+    assert ch.adjacency_up(0.0) == [Initiate()]
     ch.initiate_succeeded()
     assert ch.sa_seen("1", initiator, "peer") == [Verify("1", "peer")]
     assert ch.child_up("1", "c1", initiator, "peer") == []     # not verified yet: no interface
@@ -28,7 +30,7 @@ def test_role_compares_acp_addresses_as_integers() -> None:
 
 def test_both_may_initiate_before_authentication() -> None:
     for mine in (LOW, HIGH):
-        assert PeerChannel(mine).adjacency_up(0.0) == [Prepare(), Initiate()]
+        assert PeerChannel(mine).adjacency_up(0.0) == [Initiate()]
 
 
 def test_decider_deletes_the_duplicate_and_keeps_the_newest_carrying_one() -> None:
@@ -68,10 +70,10 @@ def test_decider_retries_after_the_channel_is_lost() -> None:
     assert ch.tick(20.0) == [Initiate()]
 
 
-def test_initiator_failures_back_off_exponentially_to_640s() -> None:
+def test_initiator_failures_back_off_exponentially_to_600s() -> None:
     ch = PeerChannel(HIGH)
     now = 0.0
-    assert ch.adjacency_up(now) == [Prepare(), Initiate()]
+    assert ch.adjacency_up(now) == [Initiate()]
     delays = []
     for _ in range(9):
         assert ch.initiate_failed(now, "timeout") == []
@@ -82,7 +84,7 @@ def test_initiator_failures_back_off_exponentially_to_640s() -> None:
         assert ch.tick(due - 0.1) == []
         now = due
         assert ch.tick(now) == [Initiate()]
-    assert delays == [10, 20, 40, 80, 160, 320, 640, 640, 640]
+    assert delays == [10, 20, 40, 80, 160, 320, 600, 600, 600]
 
 
 def test_responder_rejection_does_not_throttle_own_attempts() -> None:
@@ -118,7 +120,7 @@ def test_adjacency_down_removes_everything_and_resets() -> None:
     assert ch.adjacency_down(5.0) == [Remove(("1", "2"))]
     assert ch.state is State.IDLE and ch.role is Role.UNKNOWN and not ch.sas
     assert ch.sa_down("1", 6.0) == [] and ch.tick(100.0) == []
-    assert ch.adjacency_up(7.0) == [Prepare(), Initiate()]
+    assert ch.adjacency_up(7.0) == [Initiate()]
 
 
 def test_adopted_channel_waits_for_its_adjacency() -> None:
@@ -159,3 +161,77 @@ def test_refusal_of_the_last_candidate_takes_the_channel_down() -> None:
     ch.sa_down("1", 2.0)
     assert ch.peer_rejected("2", "expired", 3.0) == [Terminate("2", "expired"),
                                                      Deactivate("expired")]
+
+
+def test_charon_restart_makes_even_the_follower_initiate_at_once() -> None:
+    """The peer keeps its old SAs until DPD gives up (minutes with strongSwan's defaults):
+    only our INITIAL_CONTACT tells it sooner, so both roles initiate, without back-off."""
+    for mine, peer in ((LOW, HIGH), (HIGH, LOW)):
+        ch = up_channel(mine, peer)
+        ch.child_down("1", "c1", 5.0)          # a lost channel leaves a back-off pending
+        ch.sa_seen("2", True, "peer")
+        ch.child_up("2", "c2", True, "peer")
+        ch.peer_verified("2", peer, "peer-name", 6.0)
+        assert ch.state is State.UP
+        assert ch.charon_restarted(7.0) == [Deactivate("charon restarted"), Initiate()]
+        assert ch.role is Role.UNKNOWN and not ch.sas and ch.failures == 0
+        assert ch.backoff == ch.initial_retry
+        assert ch.peer_ike_id == "peer"   # named in the INITIAL_CONTACT initiation
+
+
+def test_charon_restart_leaves_an_idle_channel_alone() -> None:
+    assert PeerChannel(HIGH).charon_restarted(1.0) == []
+
+
+def test_jitter_spreads_candidates_that_failed_together() -> None:
+    due = []
+    for seed in range(20):
+        ch = PeerChannel(HIGH, rng=random.Random(seed))
+        ch.adjacency_up(0.0)
+        ch.initiate_failed(0.0, "peer not answering", answered=False)
+        assert ch.deadline() is not None
+        due.append(ch.deadline())
+    assert all(8.0 <= d <= 12.0 for d in due) and len(set(due)) > 10
+
+
+def test_an_unanswered_attempt_releases_what_it_prepared() -> None:
+    ch = PeerChannel(HIGH)
+    assert ch.adjacency_up(0.0) == [Initiate()]
+    assert ch.initiate_failed(5.0, "peer not answering", answered=False) == [Release()]
+    assert ch.last_error == "peer not answering" and ch.failures == 1
+    assert ch.tick(15.0) == [Initiate()]
+    # a refusal is an answer: the peer is there, keep what is loaded for its next try
+    assert ch.initiate_failed(16.0, "no proposal chosen", answered=True) == []
+
+
+def test_a_neighbour_verified_once_keeps_its_connection() -> None:
+    ch = up_channel(HIGH, LOW)
+    ch.child_down("1", "c1", 10.0)
+    ch.sa_down("1", 10.0)
+    assert ch.tick(20.0) == [Initiate()]
+    assert ch.initiate_failed(25.0, "peer not answering", answered=False) == []
+
+
+def test_a_knock_skips_the_back_off_and_the_line() -> None:
+    ch = PeerChannel(HIGH)
+    ch.adjacency_up(0.0)
+    for n in range(5):
+        ch.initiate_failed(float(n), "peer not answering", answered=False)
+        ch.pending = False
+    assert ch.deadline() is not None and ch.deadline() > 100
+    assert ch.knocked(7.0) == [Initiate(urgent=True)]
+    assert ch.knocked(7.5) == []           # already on its way
+    assert up_channel(HIGH, LOW).knocked(1.0) == []
+    assert PeerChannel(HIGH).knocked(1.0) == []
+
+
+def test_a_queued_attempt_is_not_wanted_once_the_channel_is_up() -> None:
+    ch = PeerChannel(LOW)
+    assert ch.adjacency_up(0.0) == [Initiate()]
+    assert ch.wants_attempt()
+    ch.sa_seen("1", False, "peer")
+    ch.child_up("1", "c1", False, "peer")
+    ch.peer_verified("1", HIGH, "peer-name", 1.0)
+    assert not ch.wants_attempt()
+    ch.attempt_dropped()
+    assert not ch.pending

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .attempts import InitiationSlots
 from .driver import IkeSa
 from .peer_channel import State
 
@@ -51,9 +52,14 @@ class ChannelTable:
             del self._by_key[(ch.dull_ifname, ch.peer)]
             self._by_conn.pop(ch.conn, None)
 
-    def entries(self, sas: Sequence[IkeSa], now: float | None = None) -> list[dict[str, Any]]:
+    def with_peer(self, peer: str) -> list[Channel]:
+        return [ch for ch in self._by_key.values() if ch.peer == peer]
+
+    def entries(self, sas: Sequence[IkeSa], now: float | None = None,
+                slots: InitiationSlots | None = None) -> list[dict[str, Any]]:
         """One JSON-ready entry per channel; SA age and bytes from a list-sas answer; with
-        `now` (monotonic) also when the next attempt is due (operators ask "when is it tried")."""
+        `now` (monotonic) also when the next attempt is due (operators ask "when is it tried"),
+        with `slots` whether it is in flight or waiting for one."""
         out = []
         for ch in self:
             mine = [sa for sa in sas if sa.conn == ch.conn and sa.state == "ESTABLISHED"]
@@ -72,12 +78,14 @@ class ChannelTable:
                 "ike_sas": len(mine),
                 "child_sas": len(children),
                 "sa_age": max((sa.established for sa in mine), default=None),
+                "newest_sa_age": min((sa.established for sa in mine), default=None),
                 "bytes": sum(c.bytes_in + c.bytes_out for c in children) if children else None,
                 "bytes_in": sum(c.bytes_in for c in children) if children else None,
                 "bytes_out": sum(c.bytes_out for c in children) if children else None,
                 "last_error": ch.fsm.last_error,
                 "failures": ch.fsm.failures,
-                "initiating": ch.fsm.pending,
+                "initiating": slots.in_flight(ch.key) if slots else ch.fsm.pending,
+                "queued": bool(slots and slots.waiting(ch.key)),
                 "retry_in_s": (round(max(0.0, ch.fsm.retry_at - now), 1)
                                if now is not None and ch.fsm.retry_at is not None
                                and ch.fsm.state is State.CONNECTING else None),

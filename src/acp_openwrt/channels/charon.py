@@ -23,6 +23,7 @@ from typing import Any
 
 from ..netns import netns_argv
 from .strongswan_conf import CharonSettings, render
+from .xfrm_interface import flush_xfrm
 
 LOG = logging.getLogger("acpd.channels.charon")
 CHARON = "/usr/lib/ipsec/charon"
@@ -72,7 +73,7 @@ class CharonSupervisor:
     def __init__(self, netns: str, run_dir: Path, log_dir: Path, *,
                  settings: CharonSettings | None = None, charon: str = CHARON,
                  on_restart: Callable[[], Awaitable[None]] | None = None,
-                 start_timeout: float = 15.0, backoff_min: float = 1.0,
+                 start_timeout: float = 15.0, backoff_min: float = 0.5,
                  backoff_max: float = 60.0) -> None:
         self.netns = netns
         self.dir = run_dir / "charon"
@@ -120,6 +121,10 @@ class CharonSupervisor:
         return pid if _is_charon(pid) else None
 
     async def _spawn(self) -> None:
+        try:  # a charon that died (SIGKILL, crash) left its SAs and policies in the kernel
+            await asyncio.get_running_loop().run_in_executor(None, flush_xfrm, self.netns)
+        except OSError as exc:
+            LOG.warning("flushing what the last charon left in %s: %s", self.netns, exc)
         (self.dir / "strongswan.conf").write_text(render(self.settings))
         with contextlib.suppress(FileNotFoundError):
             self.vici_socket.unlink()

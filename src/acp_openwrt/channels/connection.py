@@ -53,20 +53,31 @@ def acp_ifname(peer_address: ipaddress.IPv6Address, taken: set[str]) -> str:
 
 @dataclass(frozen=True)
 class ChannelTimers:
-    dpd_delay: int = 10           # seconds between liveness checks of an idle channel
+    dpd_delay: int = 5            # seconds without inbound traffic before a liveness check
     rekey_time: int = 4 * 3600    # IKE SA rekey
     child_rekey_time: int = 3600
 
 
 def connection(local_ll: str, peer_ll: str, if_id: int, *, local_id: str | None,
                cert_pem: bytes, anchor_pems: tuple[bytes, ...],
-               timers: ChannelTimers = ChannelTimers()) -> dict[str, Any]:
+               timers: ChannelTimers = ChannelTimers(),
+               initial_contact: str | None = None) -> dict[str, Any]:
     """The VICI load-conn body (swanctl.conf(5) keys).
 
     The remote identity is left open (%any): strongSwan checks that the peer's certificate
     chains to our CA (cacerts) and confirms the identity the peer claims; acpd then runs the
     §6.2.3 membership check on that certificate and the ID-matches-ACP-address rule. keyingtries
     is 1 and close/DPD actions only clear: retrying is the state machine's job (§6.7 backoff).
+
+    `initial_contact` (the peer's IKE identity, as verified before): after our charon
+    restarted, our first IKE_AUTH to the peer must carry INITIAL_CONTACT, which makes the peer
+    drop the SAs it still holds with the dead charon at once (RFC 7296 §2.4). charon sends it
+    only to a named remote identity (not %any) and when `unique` is neither no nor never, so
+    such a connection names the peer and says `replace` until its channel is up again (the
+    peer check still runs on the new SA). Not on every first contact:
+    when both sides start at once, each one's INITIAL_CONTACT could destroy the other's
+    freshly made SA. Without it the Follower keeps the stale SA for good, as its DPD never
+    fires: the inbound policy it shares with the new SA keeps looking used.
     """
     local: dict[str, Any] = {"auth": "pubkey", "certs": [cert_pem]}
     if local_id:
@@ -80,12 +91,13 @@ def connection(local_ll: str, peer_ll: str, if_id: int, *, local_id: str | None,
         "proposals": IKE_PROPOSALS,
         "send_cert": "always",
         "send_certreq": "yes",
-        "unique": "no",
+        "unique": "replace" if initial_contact else "no",
         "keyingtries": "1",
         "dpd_delay": f"{timers.dpd_delay}s",
         "rekey_time": f"{timers.rekey_time}s",
         "local": local,
-        "remote": {"auth": "pubkey", "id": "%any", "cacerts": list(anchor_pems)},
+        "remote": {"auth": "pubkey", "id": initial_contact or "%any",
+                   "cacerts": list(anchor_pems)},
         "children": {CHILD_NAME: {
             "mode": "tunnel",
             "local_ts": ["::/0"],

@@ -54,6 +54,16 @@ class SaEvent:
 
 
 @dataclass(frozen=True)
+class LogLine:
+    """One line charon logged (level <= 1), with the connection it concerns ("" if none):
+    the only place charon says *why* an attempt failed."""
+
+    conn: str
+    text: str
+    ike_id: str = ""
+
+
+@dataclass(frozen=True)
 class Credentials:
     """PEM texts handed to the daemon: our certificate and key, intermediates, trust anchors."""
 
@@ -81,8 +91,9 @@ class IkeDriver(Protocol):
     def unload_connection(self, name: str) -> None: ...
     def initiate(self, conn: str, child: str, timeout: float = 60.0) -> None: ...
     def terminate_ike(self, unique_id: str) -> None: ...
+    def terminate_conn(self, conn: str) -> None: ...
     def list_sas(self) -> list[IkeSa]: ...
     def list_connections(self) -> list[ConnInfo]: ...
     def peer_certificates(self, remote_id: str) -> tuple[list[bytes], list[bytes]]: ...
-    def listen(self, on_event: Callable[[SaEvent], None],
+    def listen(self, on_event: Callable[[SaEvent | LogLine], None],
                on_lost: Callable[[str], None]) -> None: ...

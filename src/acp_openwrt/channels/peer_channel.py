@@ -7,16 +7,25 @@ failed, the clock); outputs are actions for the service to carry out. Rules:
     Follower (A.10: the 128-bit addresses compared as unsigned integers; no address loses).
     The Follower never initiates again while it knows its role; the Decider keeps one IKE SA
     and terminates duplicates (simultaneous starts leave two otherwise: lab-notes §3).
-  * A failed attempt *as initiator* backs off exponentially, 10 s doubling to 640 s (§6.7);
-    failures as responder never throttle our own attempts.
+  * A failed attempt *as initiator* backs off exponentially, 10 s doubling to 600 s (§6.7),
+    each delay jittered by up to ±20 % when a random source is given (many candidates that
+    failed together must not come back together); failures as responder never throttle our
+    own attempts.
+  * Work is bounded (issue 15): nothing is prepared in charon or the kernel when a neighbour
+    is heard, only when its attempt gets a slot (attempts.py); an attempt the peer never
+    answered releases all of it again (`Release`), unless the peer was verified once (a real
+    neighbour stays ready to answer its initiations). A peer that knocks (sends us IKE while
+    we have nothing loaded for it) is tried at once, ahead of the others.
 """
 from __future__ import annotations
 
 import enum
+import random
 from dataclasses import dataclass, field
 
 INITIAL_RETRY = 10.0
-MAX_RETRY = 640.0
+MAX_RETRY = 600.0
+JITTER = 0.2
 
 
 class Role(str, enum.Enum):
@@ -40,7 +49,8 @@ class Prepare:
 
 @dataclass(frozen=True)
 class Initiate:
-    pass
+    """Ask for an initiation slot; `urgent`: ahead of the others on the link (a knock)."""
+    urgent: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,13 @@ class Remove:
     sa_ids: tuple[str, ...]
 
 
-Action = Prepare | Initiate | Verify | Terminate | Activate | Deactivate | Remove
+@dataclass(frozen=True)
+class Release:
+    """Our attempt was never answered: drop its IKE SAs, connection, interface and route, but
+    keep the candidate (its next attempt prepares them again)."""
+
+
+Action = Prepare | Initiate | Verify | Terminate | Activate | Deactivate | Remove | Release
 
 
 @dataclass
@@ -100,9 +116,10 @@ class PeerChannel:
     """One neighbour (link-local address) on one DULL link."""
 
     def __init__(self, my_address: int | None, *, initial_retry: float = INITIAL_RETRY,
-                 max_retry: float = MAX_RETRY) -> None:
+                 max_retry: float = MAX_RETRY, rng: random.Random | None = None) -> None:
         self.my_address = my_address
         self.initial_retry, self.max_retry = initial_retry, max_retry
+        self.rng = rng
         self.state = State.IDLE
         self.role = Role.UNKNOWN
         self.sas: dict[str, SaInfo] = {}
@@ -114,12 +131,19 @@ class PeerChannel:
         self.backoff = initial_retry
         self.failures = 0
         self.last_error: str | None = None
+        self.verified_once = False    # a real neighbour: keep its connection loaded
+        self.peer_ike_id: str | None = None   # its IKE identity, as last verified
 
     # --- queries ---
     def may_initiate(self) -> bool:
         """An IKE SA without a CHILD SA does not block: charon reuses it for the new CHILD."""
         return (self.state is State.CONNECTING and self.role is not Role.FOLLOWER
                 and not self.pending and not self._carrying())
+
+    def wants_attempt(self) -> bool:
+        """Still worth the slot it waited for (it may have come up as responder meanwhile)."""
+        return (self.state is State.CONNECTING and self.role is not Role.FOLLOWER
+                and not self._carrying())
 
     def deadline(self) -> float | None:
         return self.retry_at if self.state is State.CONNECTING else None
@@ -145,18 +169,42 @@ class PeerChannel:
             return self.tick(now)
         self.state = State.CONNECTING
         self.retry_at = now
-        return [Prepare()] + self.tick(now)
+        return self.tick(now)
 
     def adopt(self) -> None:
         """A connection found in charon after an acpd restart: known, but no attempt yet."""
         if self.state is State.IDLE:
             self.state, self.retry_at = State.CONNECTING, None
 
+    def charon_restarted(self, now: float) -> list[Action]:
+        """A new charon holds no SA: start over as before the first SA, roles forgotten, at once.
+
+        Follower included: the peer still holds its old SAs and would only learn of the loss by
+        DPD; our new initiation carries INITIAL_CONTACT, which makes it drop them at once."""
+        was_active = self.active
+        self.sas.clear()
+        self.active, self.pending = False, False
+        self.role = Role.UNKNOWN
+        self.backoff, self.failures = self.initial_retry, 0
+        if self.state is State.IDLE:
+            return []
+        self.state, self.retry_at = State.CONNECTING, now
+        return ([Deactivate("charon restarted")] if was_active else []) + self.tick(now)
+
     def adjacency_down(self, now: float) -> list[Action]:
         ids = tuple(self.sas)
         self.__init__(self.my_address, initial_retry=self.initial_retry,  # type: ignore[misc]
-                      max_retry=self.max_retry)
+                      max_retry=self.max_retry, rng=self.rng)
         return [Remove(ids)]
+
+    def knocked(self, now: float) -> list[Action]:
+        """The peer sent us IKE_SA_INIT while we had no connection for it (charon answered
+        NO_PROPOSAL_CHOSEN): it is alive. Try it now, ahead of the line, back-off or not."""
+        if self.state is not State.CONNECTING or self.pending or not self.wants_attempt():
+            return []
+        self.retry_at = now
+        actions = self.tick(now)
+        return [Initiate(urgent=True) if isinstance(a, Initiate) else a for a in actions]
 
     def tick(self, now: float) -> list[Action]:
         if self.retry_at is None or now < self.retry_at or not self.may_initiate():
@@ -165,12 +213,19 @@ class PeerChannel:
         self.pending = True
         return [Initiate()]
 
-    def initiate_failed(self, now: float, reason: str) -> list[Action]:
+    def initiate_failed(self, now: float, reason: str, answered: bool = True) -> list[Action]:
+        """`answered`: the peer answered at all (a refusal is an answer; silence is not)."""
         self.pending = False
         if self.state is State.IDLE or self._verified_sas():
             return []  # e.g. the Decider deleted our duplicate: not a failure of the channel
         self._failed(now, reason)
+        if not answered and not self.verified_once and not self.sas:
+            return [Release()]
         return []
+
+    def attempt_dropped(self) -> None:
+        """The queued attempt was not made after all (it came up meanwhile, or went away)."""
+        self.pending = False
 
     def initiate_succeeded(self) -> None:
         self.pending = False
@@ -179,8 +234,11 @@ class PeerChannel:
         self.last_error = reason
         self.failures += 1
         if self.role is not Role.FOLLOWER:
-            self.retry_at = now + self.backoff
+            self.retry_at = now + self._jittered(self.backoff)
         self.backoff = min(self.backoff * 2, self.max_retry)
+
+    def _jittered(self, delay: float) -> float:
+        return delay if self.rng is None else delay * self.rng.uniform(1 - JITTER, 1 + JITTER)
 
     def sa_seen(self, sa_id: str, initiator: bool, remote_id: str) -> list[Action]:
         """An IKE SA to this peer is established (ike-updown, or a child event came first)."""
@@ -195,6 +253,7 @@ class PeerChannel:
         if sa is None or self.state is State.IDLE:
             return []
         sa.verified, sa.peer_address, sa.peer_node_name = True, peer_address, node_name
+        self.verified_once, self.peer_ike_id = True, sa.remote_id
         self.backoff, self.retry_at, self.failures = self.initial_retry, None, 0
         self.role = role_for(self.my_address, peer_address)
         return self._dedupe() + self._maybe_activate()
@@ -248,7 +307,7 @@ class PeerChannel:
         self.active = False
         self.state = State.CONNECTING
         if self.role is not Role.FOLLOWER:
-            self.retry_at = now + self.backoff
+            self.retry_at = now + self._jittered(self.backoff)
         return [Deactivate(reason)]
 
     def _maybe_activate(self) -> list[Action]:

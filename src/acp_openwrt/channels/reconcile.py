@@ -4,15 +4,20 @@ Our connection names carry the if_id and the DULL link (`acp-<if_id>-<link>`), a
 connection carries the peer's link-local, so a channel can be rebuilt from charon alone. Its
 established SAs are fed to the state machine again (and re-verified); its interface is reused,
 wherever it is. An adopted channel whose adjacency is not heard again within the grace time is
-removed. xfrm interfaces with our name prefixes but no connection are deleted.
+removed. Only connections with an established IKE SA are adopted: the others were attempts
+(maybe at forged neighbours, issue 15) and are unloaded, their half-open SAs terminated;
+discovery announces the real ones again. xfrm interfaces with our name prefixes but no adopted
+connection are deleted.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
 from . import xfrm_interface as xi
 from .connection import ACP_IFNAME_PREFIX, DULL_IFNAME_PREFIX, parse_conn_name
+from .driver import DriverError
 
 if TYPE_CHECKING:
     from .service import ChannelService
@@ -31,8 +36,12 @@ async def reconcile(svc: ChannelService) -> None:
         parsed = parse_conn_name(info.name)
         if parsed is None:
             continue
-        if not info.remote_addrs or svc.table.get(parsed[1], info.remote_addrs[0]):
-            await svc._vici("unload_connection", info.name)
+        established = any(sa.conn == info.name and sa.state == "ESTABLISHED" for sa in sas)
+        if not info.remote_addrs or svc.table.get(parsed[1], info.remote_addrs[0]) \
+                or not established:
+            for step in ("terminate_conn", "unload_connection"):
+                with contextlib.suppress(DriverError):
+                    await svc._vici(step, info.name)
             continue
         if_id, link = parsed
         ch = Channel(info.remote_addrs[0], link, if_id, svc._new_fsm())

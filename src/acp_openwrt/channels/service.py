@@ -4,8 +4,9 @@ The asyncio edge around the sans-I/O PeerChannel: it carries out its actions thr
 driver (VICI, on a one-thread executor; initiations each on a pool thread since they block until
 the outcome) and through netlink on threads living in the DULL and ACP namespaces. Events from
 charon arrive on the driver's thread and are handed to the loop. Per channel, actions run in
-order under a lock. On start it adopts what a previous acpd left (charon, its connections and
-SAs, the xfrm interfaces); stop() removes everything.
+order under a lock. Which candidates are kept and when their initiations may start is bounded
+(attempts.py, carried out by initiation.py). On start it adopts what a previous acpd left
+(charon, its established connections and SAs, the xfrm interfaces); stop() removes everything.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import concurrent.futures
 import contextlib
 import ipaddress
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,14 +27,17 @@ from .. import events
 from ..identity.certificate import load_certificates
 from ..netns import namespace_executor
 from . import xfrm_interface as xi
+from . import initiation
+from .attempts import InitiationSlots, Limits, Parking
 from .charon import CharonSupervisor
 from .channel_table import ChannelTable
-from .connection import CHILD_NAME, ChannelTimers, acp_ifname, conn_name, connection, dull_ifname
-from .driver import Credentials, DriverError, IkeDriver, SaEvent
+from .connection import ChannelTimers, acp_ifname, conn_name, connection, dull_ifname
+from .driver import Credentials, DriverError, IkeDriver, LogLine, SaEvent
 from .ike_identity import local_identity
-from .peer_channel import (Activate, Deactivate, Initiate, PeerChannel, Prepare, Remove,
-                           State, Terminate, Verify)
+from .peer_channel import (INITIAL_RETRY, MAX_RETRY, Activate, Deactivate, Initiate,
+                           PeerChannel, Prepare, Release, Remove, State, Terminate, Verify)
 from .peer_check import check_peer
+from .reasons import Reason
 from .strongswan_conf import CharonSettings
 from .vici_driver import ViciDriver, pem_blocks
 
@@ -51,7 +56,15 @@ class Channel:
     local_ll: str | None = None
     prepared: bool = False
     adopted_until: float | None = None
+    heard: bool = True                     # discovery announced it (not only a knock)
+    initial_contact: bool = False          # our charon restarted: say so in the next IKE_AUTH
+    answered: bool = False                 # this attempt: the peer answered IKE_SA_INIT
+    attempt_reason: Reason | None = None   # this attempt: the cause charon logged
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.dull_ifname, self.peer)
 
     @property
     def conn(self) -> str:
@@ -64,14 +77,24 @@ class ChannelService:
     def __init__(self, ctx: Any, *, timers: ChannelTimers = ChannelTimers(),
                  charon_settings: CharonSettings | None = None,
                  driver_factory: Callable[[Any], IkeDriver] | None = None,
-                 initial_retry: float = 10.0, max_retry: float = 640.0,
-                 adoption_grace: float = 60.0, if_id_base: int = 0x100,
-                 initiate_timeout: float = 60.0) -> None:
+                 initial_retry: float = INITIAL_RETRY, max_retry: float = MAX_RETRY,
+                 adoption_grace: float = 150.0, if_id_base: int = 0x100,
+                 initiate_timeout: float = 30.0, answer_timeout: float = 5.0,
+                 limits: Limits = Limits(), rng: random.Random | None = None) -> None:
+        """`answer_timeout`: an attempt whose IKE_SA_INIT got no answer by then is given up
+        (two sends with the default retransmission); `initiate_timeout` bounds an answered
+        one. `adoption_grace`: how long an adopted channel waits for its adjacency, longer
+        than two AN_ACP flood periods (60 s, +10 % jitter) so one lost flood costs nothing."""
         self.ctx = ctx
         self.timers = timers
         self.initial_retry, self.max_retry = initial_retry, max_retry
         self.adoption_grace = adoption_grace
-        self.initiate_timeout = initiate_timeout
+        self.initiate_timeout, self.answer_timeout = initiate_timeout, answer_timeout
+        self.limits = limits
+        self.rng = rng or random.Random()
+        self.slots = InitiationSlots(limits.per_interface, limits.per_node)
+        self.parking = Parking(limits.parked)
+        self.link_of: dict[str, str] = {}   # our link-local -> its DULL link (for knocks)
         self.table = ChannelTable(if_id_base)
         settings = charon_settings or CharonSettings(vici_socket="/run/charon.vici")
         self.charon = CharonSupervisor(ctx.dull_ns, ctx.run_dir, ctx.log_dir, settings=settings,
@@ -111,7 +134,8 @@ class ChannelService:
         self._dull_ex = namespace_executor(self.ctx.dull_ns)
         self._acp_ex = namespace_executor(self.ctx.acp_ns)
         self._vici_ex = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="vici")
-        self._init_ex = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="ike-init")
+        self._init_ex = concurrent.futures.ThreadPoolExecutor(self.limits.per_node + 1,
+                                                              thread_name_prefix="ike-init")
         if self._acp_address is not None:
             await self._in(self._acp_ex, xi.set_loopback, str(self._acp_address), True)
         await self.charon.start()
@@ -198,21 +222,35 @@ class ChannelService:
             return
         ch = self.table.get(ev.dull_ifname, ev.peer)
         if ch is None:
-            ch = Channel(ev.peer, ev.dull_ifname, self.table.allocate_if_id(), self._new_fsm())
-            self.table.add(ch)
-        ch.adopted_until = None
+            ch = initiation.admit(self, (ev.dull_ifname, ev.peer))
+            if ch is None:
+                return  # parked: its turn comes when room frees
+        ch.adopted_until, ch.heard = None, True
         self._dispatch(ch, ch.fsm.adjacency_up(time.monotonic()))
 
     def _on_adjacency_down(self, ev: events.AdjacencyDown) -> None:
-        ch = self.table.get(ev.dull_ifname, ev.peer)
+        key = (ev.dull_ifname, ev.peer)
+        if self.parking.remove(key):
+            return
+        ch = self.table.get(*key)
         if ch is not None:
+            self.slots.cancel(key)
             self._dispatch(ch, ch.fsm.adjacency_down(time.monotonic()))
+
+    def new_channel(self, key: tuple[str, str]) -> Channel:
+        ch = Channel(key[1], key[0], self.table.allocate_if_id(), self._new_fsm())
+        self.table.add(ch)
+        return ch
 
     def _new_fsm(self) -> PeerChannel:
         mine = int(self._acp_address) if self._acp_address is not None else None
-        return PeerChannel(mine, initial_retry=self.initial_retry, max_retry=self.max_retry)
+        return PeerChannel(mine, initial_retry=self.initial_retry, max_retry=self.max_retry,
+                           rng=self.rng)
 
-    def _on_sa_event(self, ev: SaEvent) -> None:
+    def _on_sa_event(self, ev: SaEvent | LogLine) -> None:
+        if isinstance(ev, LogLine):
+            initiation.heard_log(self, ev)
+            return
         ch = self.table.by_conn(ev.sa.conn)
         if ch is None:
             return
@@ -244,6 +282,8 @@ class ChannelService:
                     self._dispatch(ch, ch.fsm.adjacency_down(now))
                 else:
                     self._dispatch(ch, ch.fsm.tick(now))
+            initiation.unpark(self)
+            initiation.pump(self)
 
     # --- actions ---
     def _dispatch(self, ch: Channel, actions: list[Any]) -> None:
@@ -262,7 +302,7 @@ class ChannelService:
                     LOG.warning("channel %s %s: %s failed: %s", ch.dull_ifname, ch.peer,
                                 type(action).__name__, exc)
                     ch.fsm.last_error = f"{type(action).__name__}: {exc}"
-                    if isinstance(action, (Prepare, Initiate)):
+                    if isinstance(action, Prepare):
                         ch.prepared = False
                         self._dispatch(ch, ch.fsm.initiate_failed(time.monotonic(), str(exc)))
 
@@ -270,8 +310,8 @@ class ChannelService:
         if isinstance(action, Prepare):
             await self._prepare(ch)
         elif isinstance(action, Initiate):
-            await self._prepare(ch)
-            self._spawn(self._initiate(ch))
+            self.slots.request(ch.key, urgent=action.urgent)
+            initiation.pump(self)
         elif isinstance(action, Verify):
             await self._verify(ch, action)
         elif isinstance(action, Terminate):
@@ -284,8 +324,10 @@ class ChannelService:
             await self._deactivate(ch, action.reason)
         elif isinstance(action, Remove):
             await self._remove(ch, action.sa_ids)
+        elif isinstance(action, Release):
+            await self._release(ch)
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
         if not self.running:
             coro.close()
             return
@@ -297,6 +339,7 @@ class ChannelService:
         if ch.prepared:
             return
         ch.local_ll = await self._in(self._dull_ex, xi.link_local_of, ch.dull_ifname)
+        self.link_of[ch.local_ll] = ch.dull_ifname
         await self._in(self._dull_ex, xi.prepare, ch.dull_ifname, dull_ifname(ch.if_id),
                        ch.if_id, ch.peer)
         await self._load_connection(ch)
@@ -306,7 +349,8 @@ class ChannelService:
         assert self._creds is not None and ch.local_ll is not None
         conn = connection(ch.local_ll, ch.peer, ch.if_id, local_id=self._local_id,
                           cert_pem=self._creds.cert_pem, anchor_pems=self._creds.anchor_pems,
-                          timers=self.timers)
+                          timers=self.timers,
+                          initial_contact=ch.fsm.peer_ike_id if ch.initial_contact else None)
         await self._vici("load_connection", ch.conn, conn)
 
     async def reload_identity(self) -> None:
@@ -321,17 +365,6 @@ class ChannelService:
             if ch.prepared:
                 await self._load_connection(ch)
         LOG.info("channels: renewed LDevID loaded into charon")
-
-    async def _initiate(self, ch: Channel) -> None:
-        assert self.driver is not None
-        try:
-            await self._in(self._init_ex, self.driver.initiate, ch.conn, CHILD_NAME,
-                           self.initiate_timeout)
-        except DriverError as exc:
-            LOG.info("channel %s %s: initiation failed: %s", ch.dull_ifname, ch.peer, exc)
-            self._dispatch(ch, ch.fsm.initiate_failed(time.monotonic(), str(exc)))
-        else:
-            ch.fsm.initiate_succeeded()
 
     async def _verify(self, ch: Channel, action: Verify) -> None:
         leaves, others = await self._vici("peer_certificates", action.remote_id)
@@ -359,6 +392,10 @@ class ChannelService:
         ch.acp_ifname = name
         LOG.info("channel %s up to %s (%s) on %s", name, action.peer_node_name, ch.peer,
                  ch.dull_ifname)
+        if ch.initial_contact:  # said once; back to unique = no for what follows
+            ch.initial_contact = False
+            with contextlib.suppress(DriverError):
+                await self._load_connection(ch)
         self.ctx.bus.publish(events.ChannelUp(ch.peer, ch.dull_ifname, name,
                                               action.peer_node_name))
 
@@ -384,24 +421,31 @@ class ChannelService:
             await self._in(self._dull_ex, xi.delete_route, ch.peer, ch.dull_ifname)
         if ch.acp_ifname:
             self.ctx.bus.publish(events.ChannelDown(ch.peer, ch.acp_ifname))
+        self.slots.cancel(ch.key)
         self.table.remove(ch)
+        initiation.unpark(self)
+
+    async def _release(self, ch: Channel) -> None:
+        """An attempt nobody answered: nothing of it stays in charon or the kernel."""
+        for step in (("terminate_conn", ch.conn), ("unload_connection", ch.conn)):
+            with contextlib.suppress(DriverError):
+                await self._vici(*step)
+        with contextlib.suppress(OSError):
+            await self._in(self._dull_ex, xi.delete_if_id, ch.if_id)
+            await self._in(self._dull_ex, xi.delete_route, ch.peer, ch.dull_ifname)
+        ch.prepared = False
 
     # --- restart and reconcile ---
     async def _charon_restarted(self) -> None:
-        """A new charon knows nothing: reload, and let every channel start over."""
+        """A new charon knows nothing: reload, and let every channel start over at once."""
         if self.driver is not None:
             with contextlib.suppress(DriverError):
                 await self._in(self._vici_ex, self.driver.close)
         await self._connect_driver()
         now = time.monotonic()
         for ch in list(self.table):
-            ch.prepared = False
-            actions: list[Any] = []
-            for sa_id in list(ch.fsm.sas):
-                actions += ch.fsm.sa_down(sa_id, now)
-            ch.fsm.pending = False
-            actions += ch.fsm.adjacency_up(now) if ch.adopted_until is None else []
-            self._dispatch(ch, actions)
+            ch.prepared, ch.initial_contact = False, True
+            self._dispatch(ch, ch.fsm.charon_restarted(now))
 
     async def _reconcile(self) -> None:
         from .reconcile import reconcile
@@ -413,12 +457,14 @@ class ChannelService:
         if self.running and self.driver is not None:
             with contextlib.suppress(DriverError):
                 sas = await self._vici("list_sas")
-        return self.table.entries(sas, time.monotonic())
+        return self.table.entries(sas, time.monotonic(), self.slots)
 
     def status(self) -> dict[str, Any]:
         return {"running": self.running, "charon": self.charon.status(),
-                "channels": self.table.entries([], time.monotonic()), "acp_address":
-                str(self._acp_address) if self._acp_address else None}
+                "channels": self.table.entries([], time.monotonic(), self.slots),
+                "attempts": self.slots.status(),
+                "parked": {"candidates": len(self.parking), "dropped": self.parking.dropped},
+                "acp_address": str(self._acp_address) if self._acp_address else None}
 
 
 __all__ = ["ChannelService", "Channel", "State"]

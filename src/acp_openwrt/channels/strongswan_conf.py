@@ -22,9 +22,12 @@ class CharonSettings:
 
     vici_socket: str                      # path as charon sees it
     plugins: tuple[str, ...] = DEFAULT_PLUGINS
-    retransmit_timeout: float = 4.0      # strongSwan's defaults: DPD gives up after ~165 s
-    retransmit_tries: int = 5
-    retransmit_base: float = 1.8
+    # A link-local peer answers in well under a second, even a small box under load: give up
+    # on it after 2 + 3 + 4.5 + 6.75 = 16.25 s (strongSwan's defaults: 165 s), so that a dead
+    # neighbour is noticed within dpd_delay + 16.25 s (issue 15: < 30 s).
+    retransmit_timeout: float = 2.0
+    retransmit_tries: int = 3
+    retransmit_base: float = 1.5
     log_level: int = 1                    # strongSwan levels -1..4 for all subsystems
     ike_port: int = 500
     nat_port: int = 4500

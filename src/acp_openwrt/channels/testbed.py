@@ -76,14 +76,15 @@ class Testbed:
         self._namespaces: list[str] = []
 
     def add_node(self, name: str, *, ca: TestCA | None = None, ip_san: bool = True,
-                 rfc822: bool = False) -> BedNode:
+                 rfc822: bool = False, **cert: Any) -> BedNode:
+        """`cert`: more TestCA.issue_node options (not_before, not_after, ...)."""
         number = len(self.nodes) + 1
         issuer = ca or self.ca
         address = zone_address("", registrar_id=0x1234, node_number=number)
         node_name = name_for_address(address, issuer.domain).format()
         creds = issuer.issue_node(name, acp_node_name=node_name,
                                   ip_address=address.address if ip_san else None,
-                                  rfc822_name=node_name if rfc822 else None)
+                                  rfc822_name=node_name if rfc822 else None, **cert)
         dull, acp = f"{self.prefix}-{name}-dull", f"{self.prefix}-{name}-acp"
         for ns in (dull, acp):
             netns.create_namespace(ns)

@@ -15,10 +15,10 @@ from typing import Any
 import vici
 from vici.exception import CommandException, SessionException
 
-from .driver import ChildSa, ConnInfo, Credentials, DriverError, IkeSa, SaEvent
+from .driver import ChildSa, ConnInfo, Credentials, DriverError, IkeSa, LogLine, SaEvent
 
 LOG = logging.getLogger("acpd.channels.vici")
-EVENTS = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"]
+EVENTS = ["ike-updown", "child-updown", "ike-rekey", "child-rekey", "log"]
 
 
 def _text(value: Any) -> str:
@@ -52,9 +52,13 @@ def parse_ike(conn: str, data: Mapping[str, Any]) -> IkeSa:
                  established=_int(data.get("established")), children=children)
 
 
-def parse_event(name: str, msg: Mapping[str, Any]) -> list[SaEvent]:
-    """A VICI event message as SaEvents (a rekey of several CHILD SAs gives several)."""
-    out: list[SaEvent] = []
+def parse_event(name: str, msg: Mapping[str, Any]) -> list[SaEvent | LogLine]:
+    """A VICI event message as SaEvents (a rekey of several CHILD SAs gives several), or a
+    `log` event as one LogLine."""
+    if name == "log":
+        return [LogLine(_text(msg.get("ikesa-name")), _text(msg.get("msg")),
+                        _text(msg.get("ikesa-uniqueid")))]
+    out: list[SaEvent | LogLine] = []
     up = _text(msg.get("up")) == "yes"
     for conn, data in msg.items():
         if not isinstance(data, Mapping):
@@ -181,6 +185,14 @@ class ViciDriver:
                 pass
         self._call(f"terminate IKE SA {unique_id}", run)
 
+    def terminate_conn(self, conn: str) -> None:
+        """Every IKE SA of one connection, at once (half-open ones included: charon would
+        otherwise keep retransmitting to a peer that never answered)."""
+        def run() -> None:
+            for _ in self.session.terminate({"ike": conn, "timeout": -1, "force": "yes"}):
+                pass
+        self._call(f"terminate {conn}", run)
+
     def list_sas(self) -> list[IkeSa]:
         def run() -> list[IkeSa]:
             return [parse_ike(conn, data) for entry in self.session.list_sas()
@@ -209,7 +221,7 @@ class ViciDriver:
         others = self._call("list-certs", lambda: certs(type="X509"))
         return leaves, [c for c in others if c not in leaves]
 
-    def listen(self, on_event: Callable[[SaEvent], None],
+    def listen(self, on_event: Callable[[SaEvent | LogLine], None],
                on_lost: Callable[[str], None]) -> None:
         """Start the event thread; on_lost(reason) once if the stream ends unexpectedly."""
         session, sock = self._open()

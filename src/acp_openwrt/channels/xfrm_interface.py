@@ -11,17 +11,22 @@ import errno
 import ipaddress
 import os
 import socket
+import struct
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from ..netns import netns_path, wait_link_local
+from ..netns import netns_path, socket_in, wait_link_local
 
 IFF_UP = 0x1
 IFF_MULTICAST = 0x1000
 IFA_F_NODAD = 0x02
 LINK_LOCAL_PREFIX = 64
+NETLINK_XFRM = 6
+XFRM_MSG_FLUSHSA, XFRM_MSG_FLUSHPOLICY = 0x1C, 0x1D
+IPSEC_PROTO_ANY = 255
+NLM_F_REQUEST, NLM_F_ACK, NLMSG_ERROR = 0x1, 0x4, 0x2
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,16 @@ def link_local_of(ifname: str, timeout: float = 5.0) -> str:
         if index is None:
             raise OSError(errno.ENODEV, f"no link {ifname} in DULL")
         return wait_link_local(ipr, index, timeout=timeout)
+
+
+def link_of_address(address: str) -> str | None:
+    """The link in the current namespace that has `address` (one of our link-locals)."""
+    with IPRoute() as ipr:
+        for msg in ipr.get_addr(family=socket.AF_INET6, address=address):
+            found = ipr.get_links(msg["index"])
+            if found:
+                return str(found[0].get_attr("IFLA_IFNAME"))
+    return None
 
 
 def prepare(link_ifname: str, name: str, if_id: int, peer_ll: str) -> None:
@@ -125,6 +140,26 @@ def delete_route(peer_ll: str, link_ifname: str) -> None:
         if link is not None:
             _quiet(lambda: ipr.route("del", dst=f"{peer_ll}/128", oif=link,
                                      family=socket.AF_INET6))
+
+
+def flush_xfrm(namespace: str) -> None:
+    """Delete every IPsec SA and policy in `namespace` (any thread; it opens its own socket).
+
+    For the DULL namespace before a charon starts there without adopting: only our charon
+    installs SAs there, and what a killed one left would linger (its SAs until their hard
+    lifetime) next to the new charon's. pyroute2 has no XFRM family, hence the raw messages."""
+    with socket_in(namespace, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_XFRM) as sock:
+        sock.settimeout(2.0)
+        requests = ((XFRM_MSG_FLUSHSA, struct.pack("=B3x", IPSEC_PROTO_ANY)),
+                    (XFRM_MSG_FLUSHPOLICY, b""))
+        for seq, (kind, body) in enumerate(requests, start=1):
+            sock.send(struct.pack("=IHHII", 16 + len(body), kind, NLM_F_REQUEST | NLM_F_ACK,
+                                  seq, 0) + body)
+            reply = sock.recv(4096)
+            if len(reply) >= 20 and struct.unpack_from("=H", reply, 4)[0] == NLMSG_ERROR:
+                code = -struct.unpack_from("=i", reply, 16)[0]
+                if code:
+                    raise OSError(code, f"xfrm flush: {os.strerror(code)}")
 
 
 def _quiet(fn: object) -> None:
