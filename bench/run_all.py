@@ -52,6 +52,7 @@ BENCHES = (
     Bench("rpl_convergence", (), "host", ("--sizes", "10",)),
     Bench("channels", (), "guest", ("--runs", "1")),
     Bench("acp_formation", (), "guest", ("--mesh-size", "0")),
+    Bench("channel_faults", (), "guest", ("--flood-seconds", "15", "--fakes", "1024")),
 )
 
 

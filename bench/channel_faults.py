@@ -1,0 +1,205 @@
+"""Secure channels when things break and under a hostile flood (issue 15); figures only.
+
+Runs in the guest (the host kernel has no ESP):
+
+    acp-lab vm -- python3 bench/channel_faults.py [--flood-seconds 60] [--fakes 8192]
+                                                  [--skip-faults] [--json PATH]
+
+1. Faults (lab.channel_faults, the scenarios tests/vm/test_channel_faults.py asserts): a line
+   n1 (root) - n2 - n3 of real enrolled acpd; acpd SIGKILL + restart (n3), charon SIGKILL
+   (n2), n3's link down 5 s, n3 vanishing without a goodbye. Targets: channels back within
+   10 s of a charon kill; a 5 s flap healed within 10 s of the link's return; a vanished
+   neighbour noticed and its routes withdrawn within 30 s; acpd restart ~1.3 s.
+2. Flood: v (the victim) on a bridge with b, d and x; x is lab.spoofer, AN_ACP floods from
+   --fakes spoofed link-local sources at full rate (locator == source, so discovery cannot
+   tell them from real ones by that). Quiet: v runs, b starts: the quiet figure is the time
+   from b's acpd answering until v's channel to b is up. Then the flood runs --flood-seconds;
+   a quarter in, d (new) starts: the same figure under the flood. Over the flood, v's acpd
+   RSS (before, peak, after) and CPU share (charon's apart), and what v's channel part held
+   at most (channels listed, initiations in flight, candidates parked).
+   Targets: RSS growth <= 10 MB; the real channel within 2x its quiet time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from acp_openwrt.lab import channel_faults as faults
+from acp_openwrt.lab.acpd_lab import AcpdLab, descendants, process_role, rss_kb
+from acp_openwrt.lab.topology import SpecBuilder, line
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def fault_figures(root: Path) -> dict[str, Any]:
+    lab = AcpdLab(line(3), root / "faults").up()
+    out: dict[str, Any] = {}
+    try:
+        out["formation_s"] = round(faults.form(lab), 1)
+        for name, run in (("acpd_restart", faults.acpd_restart),
+                          ("charon_kill", faults.charon_kill),
+                          ("link_flap", faults.link_flap), ("vanish", faults.vanish)):
+            try:
+                out[name] = run(lab)
+            except AssertionError as exc:  # a scenario that does not heal is a figure too
+                out[name] = {"failed": str(exc)}
+            print(f"{name}: {out[name]}", flush=True)
+    finally:
+        lab.close()
+    return out
+
+
+def flood_spec() -> Any:
+    builder = SpecBuilder().node("sw", bridges=["br0"], switch=True)
+    for name in ("v", "b", "d", "x"):
+        builder.node(name)
+    for port, name in enumerate(("v", "b", "d", "x"), 1):
+        builder.link(name, "sw", ifname_a="eth0", ifname_b=f"p{port}", bridge_b="br0")
+    return builder.build()
+
+
+def cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def pids(lab: AcpdLab, node: str, role: str) -> list[int]:
+    proc = lab.nodes[node].proc
+    assert proc is not None
+    return [p for p in (proc.pid, *descendants(proc.pid)) if process_role(p) == role]
+
+
+def channel_to(lab: AcpdLab, node: str, peer_node: str) -> bool:
+    """v's channel to the peer node (known by its node name) is up."""
+    want = lab.ask(peer_node, "status")["identity"]["acp_node_name"]
+    return any(ch["state"] == "up" and ch["peer_node_name"] == want
+               for ch in lab.ask(node, "channels"))
+
+
+def start_and_time(lab: AcpdLab, name: str) -> dict[str, float]:
+    """Start the node; seconds until it answers, then until v's channel to it is up."""
+    began = time.monotonic()
+    lab.start_all([name])
+    answered = time.monotonic() - began
+    took = lab.wait(f"v's channel to {name}", lambda: channel_to(lab, "v", name), timeout=300)
+    return {"answer_s": round(answered, 1), "channel_s": round(took, 1)}
+
+
+def flood_figures(root: Path, seconds: float, fakes: int) -> dict[str, Any]:
+    lab = AcpdLab(flood_spec(), root / "flood")
+    attack: subprocess.Popen[str] | None = None
+    out: dict[str, Any] = {"flood_s": seconds, "fakes": fakes}
+    try:
+        lab.up()
+        for name in ("v", "b", "d"):
+            lab.enrol(name)
+        lab.start_all(["v"])
+        time.sleep(2.0)
+        out["quiet"] = start_and_time(lab, "b")
+        print(f"quiet: {out['quiet']}", flush=True)
+        acpd = pids(lab, "v", "acpd")[0]
+        time.sleep(2.0)
+        rss_before = rss_kb(acpd)
+        cpu0 = {role: sum(cpu_s(p) for p in pids(lab, "v", role)) for role in ("acpd", "charon")}
+        assert lab.topology is not None
+        attack = lab.topology["x"].popen(
+            [sys.executable, "-m", "acp_openwrt.lab.spoofer", "eth0", "--seconds", str(seconds),
+             "--addresses", str(fakes)], stdout=subprocess.PIPE, text=True)
+        start = time.monotonic()
+        peak = {"rss_kb": rss_before, "channels": 0, "in_flight": 0, "parked": 0}
+        flooded: dict[str, float] | None = None
+        slow = 0
+        while time.monotonic() - start < seconds:
+            if flooded is None and time.monotonic() - start >= seconds / 4:
+                flooded = start_and_time(lab, "d")
+                print(f"under the flood: {flooded}", flush=True)
+            try:
+                status = lab.ask("v", "status")["channels"]
+            except Exception:  # acpd too busy to answer in time: a figure too
+                slow += 1
+                continue
+            peak["rss_kb"] = max(peak["rss_kb"], rss_kb(acpd))
+            peak["channels"] = max(peak["channels"], len(status["channels"]))
+            peak["in_flight"] = max(peak["in_flight"], status["attempts"]["in_flight"])
+            peak["parked"] = max(peak["parked"], status["parked"]["candidates"])
+            time.sleep(0.5)
+        wall = time.monotonic() - start
+        cpu1 = {role: sum(cpu_s(p) for p in pids(lab, "v", role)) for role in ("acpd", "charon")}
+        report, _ = attack.communicate(timeout=60)
+        attack = None
+        time.sleep(2.0)
+        status = lab.ask("v", "status")["channels"]
+        out.update({
+            "spoofer": json.loads(report),
+            "flooded": flooded,
+            "channel_ratio": round(flooded["channel_s"] / max(out["quiet"]["channel_s"], 0.1), 2)
+            if flooded else None,
+            "acpd_rss_mb": {"before": round(rss_before / 1024, 1),
+                            "peak": round(peak["rss_kb"] / 1024, 1),
+                            "after": round(rss_kb(acpd) / 1024, 1),
+                            "growth": round((peak["rss_kb"] - rss_before) / 1024, 1)},
+            "acpd_cpu_share": round((cpu1["acpd"] - cpu0["acpd"]) / wall, 3),
+            "charon_cpu_share": round((cpu1["charon"] - cpu0["charon"]) / wall, 3),
+            "channel_part_peak": {k: v for k, v in peak.items() if k != "rss_kb"},
+            "attempts": status["attempts"], "parked_after": status["parked"],
+            "control_slow_or_failed": slow,
+        })
+    finally:
+        if attack is not None:
+            attack.terminate()
+            attack.communicate(timeout=60)
+        lab.close()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flood-seconds", type=float, default=60.0)
+    parser.add_argument("--fakes", type=int, default=8192, help="spoofed sources")
+    parser.add_argument("--skip-faults", action="store_true", help="the flood part only")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures here as JSON")
+    args = parser.parse_args()
+    if os.environ.get("ACP_LAB_GUEST") != "1":
+        print("runs in the guest (needs ESP): acp-lab vm -- python3 bench/channel_faults.py",
+              file=sys.stderr)
+        return 2
+    root = Path(tempfile.mkdtemp(prefix="channel-faults-"))
+    figures: dict[str, Any] = {}
+    try:
+        if not args.skip_faults:
+            figures["faults"] = fault_figures(root)
+        figures["flood"] = flood_figures(root, args.flood_seconds, args.fakes)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    f = figures["flood"]
+    rss = f["acpd_rss_mb"]
+    print(f"flood {f['flood_s']:.0f} s from {f['fakes']} spoofed sources, "
+          f"{f['spoofer']['per_s']:,.0f} floods/s offered")
+    print(f"v's acpd: RSS {rss['before']} -> peak {rss['peak']} -> {rss['after']} MB (growth "
+          f"{rss['growth']} MB; target <= 10); CPU {f['acpd_cpu_share']:.0%} of a core "
+          f"(charon {f['charon_cpu_share']:.0%})")
+    print(f"real neighbour's channel: quiet {f['quiet']['channel_s']} s, under the flood "
+          f"{(f['flooded'] or {}).get('channel_s')} s: ratio {f['channel_ratio']} "
+          f"(target <= 2)")
+    print(f"v's channel part at most: {f['channel_part_peak']}; after: attempts "
+          f"{f['attempts']}, parked {f['parked_after']}")
+    if "faults" in figures:
+        print("faults:", json.dumps(figures["faults"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
