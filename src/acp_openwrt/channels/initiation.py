@@ -144,6 +144,8 @@ async def _run(svc: ChannelService, ch: Channel) -> list[Any]:
     ch.answered, ch.attempt_reason = False, None
     try:
         async with ch.lock:
+            if svc.table.get(*ch.key) is not ch:
+                return []   # removed or parked while it waited: prepare nothing for it
             await svc._prepare(ch)
     except (OSError, NetlinkError, DriverError) as exc:
         LOG.warning("channel %s %s: preparing failed: %s", ch.dull_ifname, ch.peer, exc)
