@@ -40,7 +40,7 @@ def test_pledge_enrols_and_then_floods_an_acp(lab: AcpdLab) -> None:
         # the stored LDevID is where the config said, and a restart would find it
         assert (lab.nodes["n2"].workdir / "ldevid.pem").exists()
         lab.wait("the registrar hears n2's AN_ACP",
-                 lambda: any(n["interface"] for n in lab.ask("n1", "neighbors")), timeout=10)
+                 lambda: any(n["interface"] for n in lab.ask("n1", "neighbors")), timeout=30)
         assert lab.ask("n1", "registrar")["enrolled"] == 1
     except BaseException:
         print(lab.logs())
