@@ -91,7 +91,8 @@ def test_real_neighbour_gets_its_channel_among_300_fakes(guest: None, tmp_path: 
         b.adjacency_up(if_b)
         watch = Watch(a)
         took = await watch.until("b's channel on a", lambda: real_up(a, if_a), 60.0)
-        await watch.until("some fakes tried", lambda: _tried(svc, 6), 60.0)
+        await watch.until("a round of fakes tried", lambda: _tried(svc, 3 * LIMITS.per_node),
+                          60.0)
         status = svc.status()
         print(f"real channel among {FAKES} fakes: {took:.1f} s; a's charon held at most "
               f"{watch.conns} connections, {watch.sas} IKE SAs, DULL {watch.links} xfrm "
@@ -99,11 +100,8 @@ def test_real_neighbour_gets_its_channel_among_300_fakes(guest: None, tmp_path: 
         bound = LIMITS.per_node + 2     # in flight (+1 for a knock) and b's own
         assert watch.conns <= bound and watch.sas <= bound and watch.links <= bound
         assert len(svc.table) <= LIMITS.candidates_per_interface + 1
+        # the silent ones stepped back behind the parked ones: the line only turned over
         assert status["parked"]["candidates"] >= FAKES - LIMITS.candidates_per_interface
-        fakes = [e for e in await entries(a) if e["peer"].startswith("fe80::dead")]
-        failed = [e for e in fakes if e["failures"]]
-        assert failed and all(e["last_error"] == "peer not answering" for e in failed)
-        assert all(e["retry_in_s"] is None or e["retry_in_s"] > 0 for e in failed)
     run(scenario, tmp_path)
 
 
@@ -140,8 +138,15 @@ def test_restart_unloads_the_fakes_and_adopts_the_real_channel(guest: None,
         a.adjacency_up(if_a)
         b.adjacency_up(if_b)
         await Watch(a).until("b's channel on a", lambda: real_up(a, if_a), 40.0)
-        flood(a, if_a, 20)
+        flood(a, if_a, 20)              # below the caps: nobody parked, the silent back off
         await Watch(a).until("fakes in flight", lambda: _in_flight(svc), 20.0)
+
+        async def given_up() -> bool:
+            fakes = [e for e in await entries(a) if e["peer"].startswith("fe80::dead")]
+            return any(e["failures"] for e in fakes) and all(
+                e["last_error"] == "peer not answering" and (e["retry_in_s"] or 0) > 0
+                for e in fakes if e["failures"])
+        await Watch(a).until("fakes given up as not answering", given_up, 30.0)
         conns_before = await svc._vici("list_connections")
         assert len(conns_before) > 1
         await svc.abandon()             # acpd "crashes" with fake attempts under way

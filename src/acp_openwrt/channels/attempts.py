@@ -14,10 +14,11 @@ announcing thousands of locators must not turn into thousands of those. So:
     may take one slot beyond both caps, so a flood of silent fakes never delays it by more
     than one slot's worth.
   * `Parking`: past the candidate caps a newcomer waits as a bare key (link, peer), in order
-    of arrival; when a kept candidate has failed it steps back to the end of that line and the
-    oldest parked key takes its place. So candidates are tried first come, first served, each
-    once before any is tried again, and a real neighbour's turn comes after those heard before
-    it, however many fakes arrive after it (discovery's evictions shorten the line further).
+    of arrival; a kept candidate steps back to the end of that line when its attempt got no
+    answer while others wait parked (or, having failed, when a newcomer needs its place), and
+    the oldest parked key takes its place. So candidates are tried first come, first served,
+    each once before any is tried again, and a real neighbour's turn comes after those heard
+    before it, however many fakes arrive after it (discovery's evictions shorten the line).
     Past `size` newcomers are dropped, never the waiting ones (a dropped real neighbour still
     gets in by knocking).
 Back-off (how long a failed candidate waits for its next turn) is the PeerChannel's.
@@ -33,8 +34,8 @@ Key = tuple[str, str]   # (DULL link, peer link-local)
 
 @dataclass(frozen=True)
 class Limits:
-    per_interface: int = 2      # initiations in flight on one DULL link
-    per_node: int = 4           # ... on all links together
+    per_interface: int = 4      # initiations in flight on one DULL link
+    per_node: int = 8           # ... on all links together
     candidates_per_interface: int = 64   # channels not up, kept per link
     candidates_per_node: int = 256       # ... on all links together
     parked: int = 4096          # keys kept beyond those (about 150 bytes each)

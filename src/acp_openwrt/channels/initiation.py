@@ -3,11 +3,11 @@ slot frees, an attempt nobody answers given up early, charon's log lines turned 
 and knocks. The rules are attempts.py's (sans-I/O); this is their asyncio edge, as functions
 of the service like reconcile.py.
 
-One attempt: its channel gets a connection, an xfrm interface and a route (prepared) only
-once it holds a slot; charon then initiates (a pool thread waits for the outcome). If no
-IKE_SA_INIT answer came within `answer_timeout` (charon logs parsing the response; an SA event
-also counts), the attempt is terminated in charon and everything it prepared is released
-(PeerChannel's `Release`); the candidate backs off. Its slot is freed either way.
+One attempt: its channel gets its connection in charon (prepared) only once it holds a slot;
+charon then initiates (a pool thread waits for the outcome). If no IKE_SA_INIT answer came
+within `answer_timeout` (charon logs parsing the response; an SA event also counts), the
+attempt is terminated in charon and its connection unloaded (PeerChannel's `Release`); the
+candidate backs off, or steps back behind the parked ones. Its slot is freed either way.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from .attempts import Candidate, Key, victim
 from .connection import CHILD_NAME
 from .driver import DriverError, LogLine
-from .peer_channel import Initiate, State
+from .peer_channel import Initiate, Release, State
 from .reasons import NOT_ANSWERING, better, knock, reason_from_log
 from .xfrm_interface import link_of_address
 
@@ -135,6 +135,10 @@ async def _attempt(svc: ChannelService, ch: Channel) -> None:
         actions = await _run(svc, ch)
         if actions and svc.running:
             await svc._apply(ch, actions)
+            if (any(isinstance(a, Release) for a in actions) and len(svc.parking)
+                    and svc.table.get(*key) is ch):
+                _park(svc, ch)   # silent: the oldest parked candidate gets its turn
+                unpark(svc)
     finally:
         svc.slots.release(key)
         pump(svc)

@@ -49,7 +49,7 @@ async def reconcile(svc: ChannelService) -> None:
         ch.local_ll = info.local_addrs[0] if info.local_addrs else None
         ch.adopted_until = now + svc.adoption_grace
         ch.acp_ifname = next((x.ifname for x in acp_links if x.if_id == if_id), None)
-        ch.prepared = ch.acp_ifname is not None or any(x.if_id == if_id for x in dull_links)
+        ch.prepared = True   # its connection is loaded
         svc.table.add(ch)
         adopted[if_id] = ch
         actions: list[Any] = []
@@ -63,7 +63,7 @@ async def reconcile(svc: ChannelService) -> None:
                                                sa.remote_id)
         if not any(sa.conn == info.name and sa.children for sa in sas) and ch.acp_ifname:
             await svc._in(svc._acp_ex, xi.delete_if_id, if_id)   # no SA behind it any more
-            ch.acp_ifname, ch.prepared = None, False
+            ch.acp_ifname = None
         svc._dispatch(ch, actions)
     # SAs deleted between list-sas and the channels' creation sent events nobody heard.
     alive = {(sa.conn, sa.unique_id) for sa in await svc._vici("list_sas")}

@@ -336,12 +336,13 @@ class ChannelService:
         task.add_done_callback(self._tasks.discard)
 
     async def _prepare(self, ch: Channel) -> None:
+        """The connection in charon: all an attempt (or the peer's) needs. The interface and
+        the route wait for a verified CHILD SA (`_activate`): an attempt at a forged
+        neighbour then costs the kernel nothing."""
         if ch.prepared:
             return
         ch.local_ll = await self._in(self._dull_ex, xi.link_local_of, ch.dull_ifname)
         self.link_of[ch.local_ll] = ch.dull_ifname
-        await self._in(self._dull_ex, xi.prepare, ch.dull_ifname, dull_ifname(ch.if_id),
-                       ch.if_id, ch.peer)
         await self._load_connection(ch)
         ch.prepared = True
 
@@ -387,6 +388,8 @@ class ChannelService:
         else:
             taken = {x.ifname for x in in_acp.values()}
             name = acp_ifname(ipaddress.IPv6Address(action.peer_address), taken)
+            await self._in(self._dull_ex, xi.prepare, ch.dull_ifname, dull_ifname(ch.if_id),
+                           ch.if_id, ch.peer)
             await self._in(self._dull_ex, xi.hand_over, ch.if_id, name, self.ctx.acp_ns)
         await self._in(self._acp_ex, xi.bring_up, name, xi.channel_link_local(self._acp_address))
         ch.acp_ifname = name
