@@ -92,16 +92,22 @@ def channel_to(lab: AcpdLab, node: str, peer_node: str) -> bool:
 
 
 def start_and_time(lab: AcpdLab, name: str, timeout: float = 300.0) -> dict[str, Any]:
-    """Start the node; seconds until it answers, then until v's channel to it is up."""
+    """Start the node; seconds until it answers, then until v's channel to it is up, and
+    when v's discovery first listed it (None: not listed when the channel came up)."""
     began = time.monotonic()
     lab.nodes[name].start(timeout=120)
     answered = time.monotonic() - began
+    answered_at = time.time()
     try:
-        took = lab.wait(f"v's channel to {name}", lambda: channel_to(lab, "v", name),
-                        timeout=timeout)
+        took: float | None = lab.wait(f"v's channel to {name}",
+                                      lambda: channel_to(lab, "v", name), timeout=timeout)
     except AssertionError:
-        return {"answer_s": round(answered, 1), "channel_s": None}
-    return {"answer_s": round(answered, 1), "channel_s": round(took, 1)}
+        took = None
+    mine = {e["link_local"] for e in lab.ask(name, "interfaces") if e["link_local"]}
+    heard = [e["first_seen"] for e in lab.ask("v", "neighbors") if e["peer"] in mine]
+    return {"answer_s": round(answered, 1),
+            "v_listed_s": round(min(heard) - answered_at, 1) if heard else None,
+            "channel_s": round(took, 1) if took is not None else None}
 
 
 def in_thread(fn: Any, *args: Any) -> dict[str, Any]:

@@ -36,8 +36,8 @@ Key = tuple[str, str]   # (DULL link, peer link-local)
 class Limits:
     per_interface: int = 4      # initiations in flight on one DULL link
     per_node: int = 8           # ... on all links together
-    candidates_per_interface: int = 64   # channels not up, kept per link
-    candidates_per_node: int = 256       # ... on all links together
+    candidates_per_interface: int = 32   # channels not up, kept per link
+    candidates_per_node: int = 128       # ... on all links together
     parked: int = 4096          # keys kept beyond those (about 150 bytes each)
 
 

@@ -233,9 +233,16 @@ class ChannelService:
         if self.parking.remove(key):
             return
         ch = self.table.get(*key)
-        if ch is not None:
-            self.slots.cancel(key)
-            self._dispatch(ch, ch.fsm.adjacency_down(time.monotonic()))
+        if ch is None:
+            return
+        self.slots.cancel(key)
+        if (not ch.prepared and not ch.fsm.sas and ch.acp_ifname is None
+                and not self.slots.in_flight(key) and not ch.lock.locked()):
+            # nothing of it in charon or the kernel (a flood evicts these by the thousand)
+            self.table.remove(ch)
+            initiation.unpark(self)
+            return
+        self._dispatch(ch, ch.fsm.adjacency_down(time.monotonic()))
 
     def new_channel(self, key: tuple[str, str]) -> Channel:
         ch = Channel(key[1], key[0], self.table.allocate_if_id(), self._new_fsm())
@@ -289,6 +296,11 @@ class ChannelService:
     def _dispatch(self, ch: Channel, actions: list[Any]) -> None:
         if not actions or not self.running:
             return  # stopping: stop() itself removes what is left
+        if all(isinstance(a, Initiate) for a in actions):  # no I/O: no task for it
+            for action in actions:
+                self.slots.request(ch.key, urgent=action.urgent)
+            initiation.pump(self)
+            return
         task = asyncio.get_running_loop().create_task(self._apply(ch, actions))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
