@@ -104,6 +104,20 @@ TARGETS = (
     Target("Secure channel to first ping, acpd vs bare swanctl (guest)", "channels",
            "ratio <= 1.5", lambda f: f["ratio"], lambda v: v <= 1.5,
            lambda v, f: f"{v:.2f} ({f['acp_s']:.2f} s vs {f['bare_s']:.2f} s)"),
+    Target("Channels back after a charon SIGKILL (guest)", "channel_faults", "<= 10 s",
+           lambda f: f["faults"]["charon_kill"]["channels_s"], lambda v: v <= 10,
+           lambda v, f: f"{v:.1f} s (link down 5 s: healed {f['faults']['link_flap']['healed_s']}"
+                        f" s after its return; neighbour vanished: routes withdrawn after "
+                        f"{f['faults']['vanish']['n2_routes_s']} s)"),
+    Target("acpd RSS growth, 60 s spoofed AN_ACP flood, with channels (guest)",
+           "channel_faults", "<= 10 MB", lambda f: f["flood"]["acpd_rss_mb"]["growth"],
+           lambda v: v <= 10,
+           lambda v, f: f"{v:.1f} MB (CPU {f['flood']['acpd_cpu_share']:.0%} of a core)"),
+    Target("New neighbour's channel under that flood vs quiet (guest)", "channel_faults",
+           "ratio <= 2", lambda f: f["flood"]["channel_ratio"], lambda v: v <= 2,
+           lambda v, f: f"{v:.1f} (other link {f['flood']['other_link']['channel_s']} s vs "
+                        f"{f['flood']['quiet']['channel_s']} s quiet; on the flooded link "
+                        f"{f['flood']['flooded_link']['channel_s']} s)"),
 )
 
 
