@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from acp_openwrt.lab import channel_faults as faults
-from acp_openwrt.lab.acpd_lab import AcpdLab, descendants, process_role, rss_kb
-from acp_openwrt.lab.topology import SpecBuilder, line
+from acp_openwrt.lab.acpd_lab import AcpdLab, cpu_seconds, rss_kb
+from acp_openwrt.lab.spoofer import flood_topology
+from acp_openwrt.lab.topology import line
 
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def fault_figures(root: Path) -> dict[str, Any]:
@@ -61,27 +61,10 @@ def fault_figures(root: Path) -> dict[str, Any]:
     return out
 
 
-def flood_spec() -> Any:
-    builder = SpecBuilder().node("sw", bridges=["br0"], switch=True)
-    for name in ("v", "b", "d", "x", "c"):
-        builder.node(name)
-    for port, name in enumerate(("v", "b", "d", "x"), 1):
-        builder.link(name, "sw", ifname_a="eth0", ifname_b=f"p{port}", bridge_b="br0")
-    return builder.link("v", "c", ifname_a="eth1", ifname_b="eth0").build()
 
 
-def cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def pids(lab: AcpdLab, node: str, role: str) -> list[int]:
-    proc = lab.nodes[node].proc
-    assert proc is not None
-    return [p for p in (proc.pid, *descendants(proc.pid)) if process_role(p) == role]
 
 
 def channel_to(lab: AcpdLab, node: str, peer_node: str) -> bool:
@@ -118,7 +101,7 @@ def in_thread(fn: Any, *args: Any) -> dict[str, Any]:
 
 
 def flood_figures(root: Path, seconds: float, fakes: int) -> dict[str, Any]:
-    lab = AcpdLab(flood_spec(), root / "flood")
+    lab = AcpdLab(flood_topology(), root / "flood")
     attack: subprocess.Popen[str] | None = None
     out: dict[str, Any] = {"flood_s": seconds, "fakes": fakes}
     try:
@@ -129,10 +112,10 @@ def flood_figures(root: Path, seconds: float, fakes: int) -> dict[str, Any]:
         time.sleep(2.0)
         out["quiet"] = start_and_time(lab, "b")
         print(f"quiet: {out['quiet']}", flush=True)
-        acpd = pids(lab, "v", "acpd")[0]
+        acpd = lab.pids("v", "acpd")[0]
         time.sleep(2.0)
         rss_before = rss_kb(acpd)
-        cpu0 = {role: sum(cpu_s(p) for p in pids(lab, "v", role)) for role in ("acpd", "charon")}
+        cpu0 = {role: sum(cpu_seconds(p) for p in lab.pids("v", role)) for role in ("acpd", "charon")}
         assert lab.topology is not None
         attack = lab.topology["x"].popen(
             [sys.executable, "-m", "acp_openwrt.lab.spoofer", "eth0", "--seconds", str(seconds),
@@ -154,7 +137,7 @@ def flood_figures(root: Path, seconds: float, fakes: int) -> dict[str, Any]:
             peak["parked"] = max(peak["parked"], status["parked"]["candidates"])
             time.sleep(0.5)
         wall = time.monotonic() - start
-        cpu1 = {role: sum(cpu_s(p) for p in pids(lab, "v", role)) for role in ("acpd", "charon")}
+        cpu1 = {role: sum(cpu_seconds(p) for p in lab.pids("v", role)) for role in ("acpd", "charon")}
         report, _ = attack.communicate(timeout=60)
         attack = None
         rss_after = rss_kb(acpd)

@@ -33,35 +33,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from acp_openwrt.lab.acpd_lab import AcpdLab, descendants, process_role, rss_kb
+from acp_openwrt.lab.acpd_lab import AcpdLab, cpu_seconds, rss_kb
+from acp_openwrt.lab.spoofer import flood_topology
 from acp_openwrt.lab.acpd_runner import wait_for
-from acp_openwrt.lab.topology import SpecBuilder
-
-TICK = os.sysconf("SC_CLK_TCK")
 
 
-def spec() -> Any:
-    builder = SpecBuilder().node("sw", bridges=["br0"], switch=True)
-    for name in ("v", "b", "d", "x", "c"):
-        builder.node(name)
-    for port, name in enumerate(("v", "b", "d", "x"), 1):
-        builder.link(name, "sw", ifname_a="eth0", ifname_b=f"p{port}", bridge_b="br0")
-    return builder.link("v", "c", ifname_a="eth1", ifname_b="eth0").build()
 
 
-def cpu_s(pid: int) -> float:
-    """utime + stime of a process in seconds (0 if gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def pids(lab: AcpdLab, node: str, role: str) -> list[int]:
-    proc = lab.nodes[node].proc
-    assert proc is not None
-    return [p for p in (proc.pid, *descendants(proc.pid)) if process_role(p) == role]
+
 
 
 def dull_link_local(lab: AcpdLab, node: str) -> str:
@@ -76,7 +57,7 @@ def listed(lab: AcpdLab, peer: str) -> dict[str, Any] | None:
 
 def measure(seconds: float, interval: int, fakes: int) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="dull-flood-"))
-    lab = AcpdLab(spec(), workdir)
+    lab = AcpdLab(flood_topology(), workdir)
     attack: subprocess.Popen[str] | None = None
     out: dict[str, Any] = {"flood_s": seconds, "interval_s": interval, "fakes": fakes}
     try:
@@ -91,11 +72,11 @@ def measure(seconds: float, interval: int, fakes: int) -> dict[str, Any]:
         wait_for(lambda: (listed(lab, b_ll) or {}).get("confirmed"), timeout=3 * interval + 10,
                  interval=0.2, what="v confirms b")
         out["quiet_b_confirmed_s"] = round(time.monotonic() - t0, 2)
-        acpd = pids(lab, "v", "acpd")[0]
+        acpd = lab.pids("v", "acpd")[0]
         time.sleep(1.0)
         rss_before = rss_kb(acpd)
         grasp0 = lab.ask("v", "status")["discovery"]["grasp"]["counters"]["engine"]
-        cpu0 = {role: sum(cpu_s(p) for p in pids(lab, "v", role)) for role in ("acpd", "charon")}
+        cpu0 = {role: sum(cpu_seconds(p) for p in lab.pids("v", role)) for role in ("acpd", "charon")}
 
         assert lab.topology is not None
         attack = lab.topology["x"].popen(
@@ -134,7 +115,7 @@ def measure(seconds: float, interval: int, fakes: int) -> dict[str, Any]:
             rss_peak = max(rss_peak, rss_kb(acpd))
             time.sleep(0.25)
         wall = time.monotonic() - start
-        cpu1 = {role: sum(cpu_s(p) for p in pids(lab, "v", role)) for role in ("acpd", "charon")}
+        cpu1 = {role: sum(cpu_seconds(p) for p in lab.pids("v", role)) for role in ("acpd", "charon")}
         report, _ = attack.communicate(timeout=60)
         attack = None
         status = lab.ask("v", "status")["discovery"]

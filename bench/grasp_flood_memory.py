@@ -35,7 +35,6 @@ from typing import Any
 
 import cbor2
 
-from acp_openwrt.grasp import constants as c
 from acp_openwrt.grasp.engine import Engine, EngineConfig
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -9,6 +9,7 @@ stops every acpd and removes whatever is left, namespaces included.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import threading
@@ -169,6 +170,13 @@ class AcpdLab:
     def logs(self) -> str:
         return "\n".join(f"--- {name} acpd ---\n{node.stderr()}" for name, node in self.nodes.items())
 
+    def pids(self, name: str, role: str) -> list[int]:
+        """Node `name`'s processes of one role (acpd, join proxy, charon): acpd and its
+        children, read from /proc."""
+        proc = self.nodes[name].proc
+        assert proc is not None, f"{name}'s acpd is not running"
+        return [p for p in (proc.pid, *descendants(proc.pid)) if process_role(p) == role]
+
     def memory(self, name: str) -> dict[str, int]:
         """RSS in kB of what node `name` runs, by role: acpd, its join proxy, its charon
         (reported apart: it is strongSwan's, not ours). Read from /proc: acpd and its children."""
@@ -230,6 +238,15 @@ def rss_kb(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process in seconds (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _quiet(check: Callable[[], Any]) -> Any:

@@ -27,9 +27,20 @@ import time
 import cbor2
 
 from ..grasp import constants as c
+from .topology import SpecBuilder, TopologySpec
 
 IPV6_FREEBIND = 78  # linux/in6.h; not in Python's socket module
 _SID_FIRST = 1 << 24  # session ids from here on encode as 0x1a + 4 bytes: fixed offsets
+
+
+def flood_topology() -> TopologySpec:
+    """The benches' flooded link: v, b, d and x on one bridge (sw), c behind v's other link."""
+    builder = SpecBuilder().node("sw", bridges=["br0"], switch=True)
+    for name in ("v", "b", "d", "x", "c"):
+        builder.node(name)
+    for port, name in enumerate(("v", "b", "d", "x"), 1):
+        builder.link(name, "sw", ifname_a="eth0", ifname_b=f"p{port}", bridge_b="br0")
+    return builder.link("v", "c", ifname_a="eth1", ifname_b="eth0").build()
 
 
 def fake_address(base: ipaddress.IPv6Address, n: int) -> bytes:
