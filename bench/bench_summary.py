@@ -5,8 +5,9 @@ running. A figure a bench did not produce reads "not run" and its verdict "?".
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 Records = dict[str, dict[str, Any]]
 

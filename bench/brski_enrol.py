@@ -18,8 +18,12 @@ import time
 from pathlib import Path
 
 from acp_openwrt.brski.pledge import Enrolled
-from acp_openwrt.brski.pledge_client import (IdentityPaths, Locator, PledgeClient,
-                                             load_pledge_identity)
+from acp_openwrt.brski.pledge_client import (
+    IdentityPaths,
+    Locator,
+    PledgeClient,
+    load_pledge_identity,
+)
 from acp_openwrt.lab.masa import Masa, start_bench_registrar
 from acp_openwrt.lab.topology import Topology, cleanup_stale, line, random_prefix
 from acp_openwrt.netns import socket_in

@@ -42,7 +42,6 @@ from acp_openwrt.lab.spoofer import flood_topology
 from acp_openwrt.lab.topology import line
 
 
-
 def fault_figures(root: Path) -> dict[str, Any]:
     lab = AcpdLab(line(3), root / "faults").up()
     out: dict[str, Any] = {}

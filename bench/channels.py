@@ -121,8 +121,9 @@ def hand_wire(node: BedNode, ifname: str, peer: BedNode, peer_ll: str) -> None:
     xi.prepare(ifname, "acpx-bare", IF_ID, peer_ll)
     xi.bring_up("acpx-bare", "fe80::99")
     xi.set_loopback(node.address, True)
-    from pyroute2 import IPRoute
     import socket
+
+    from pyroute2 import IPRoute
     with IPRoute() as ipr:
         (index,) = ipr.link_lookup(ifname="acpx-bare")
         ipr.route("replace", dst=f"{peer.address}/128", oif=index, family=socket.AF_INET6)

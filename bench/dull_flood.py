@@ -34,15 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from acp_openwrt.lab.acpd_lab import AcpdLab, cpu_seconds, rss_kb
-from acp_openwrt.lab.spoofer import flood_topology
 from acp_openwrt.lab.acpd_runner import wait_for
-
-
-
-
-
-
-
+from acp_openwrt.lab.spoofer import flood_topology
 
 
 def dull_link_local(lab: AcpdLab, node: str) -> str:

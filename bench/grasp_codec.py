@@ -10,10 +10,9 @@ import argparse
 import json
 import random
 import resource
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from acp_openwrt.grasp import codec
 from acp_openwrt.grasp.engine import Engine, EngineConfig

@@ -10,8 +10,8 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .commands import EXIT_USAGE, CommandError
 

@@ -12,8 +12,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__, pyroute2_lean
 from .config.identity_files import with_identity_files
@@ -89,9 +90,10 @@ def check_identity(config: Any) -> tuple[dict[str, Any] | None, list[str], bool]
         except StoreError as exc:  # acpd's start would stop on it: so does --check
             raise StartupError(str(exc)) from exc
     import datetime as dt
+
     from .brski.store import identity_problems
     identity = _load_identity(config, cert)
-    return identity, identity_problems(cert, key, dt.datetime.now(dt.timezone.utc)), pending
+    return identity, identity_problems(cert, key, dt.datetime.now(dt.UTC)), pending
 
 
 def _bootstrap_registrar(config: Any) -> dict[str, Any] | None:

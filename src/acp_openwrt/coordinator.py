@@ -29,8 +29,9 @@ NAMESPACE_LEDGER = "namespaces"
 
 
 def _lo_up() -> None:
-    from .links.netlink import ensure_loopback_up
     from pyroute2 import IPRoute
+
+    from .links.netlink import ensure_loopback_up
     with IPRoute() as ipr:
         ensure_loopback_up(ipr)
 

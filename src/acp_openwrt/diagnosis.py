@@ -19,7 +19,7 @@ from typing import Any
 from .node_answers import NodeAnswers, as_dict, as_list, aware, dicts_in
 
 EXPIRY_WARN_DAYS = 14
-CLOCK_FLOOR = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)  # older than this software
+CLOCK_FLOOR = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)  # older than this software
 
 
 class Verdict(str, enum.Enum):

@@ -23,7 +23,7 @@ def dicts_in(value: Any) -> list[dict[str, Any]]:
 
 
 def aware(when: dt.datetime) -> dt.datetime:
-    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
 
 
 class NodeAnswers:

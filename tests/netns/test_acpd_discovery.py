@@ -5,8 +5,8 @@ from __future__ import annotations
 import secrets
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from pyroute2 import IPRoute

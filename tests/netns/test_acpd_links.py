@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import secrets
 import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from pyroute2 import IPRoute
 
-from acp_openwrt.netns import call_in, create_namespace, list_namespaces, remove_namespace
-
 from acp_openwrt.lab.acpd_runner import AcpdNode, wait_for
+from acp_openwrt.netns import call_in, create_namespace, list_namespaces, remove_namespace
 
 
 def _links(ns: str) -> dict[str, dict]:

@@ -12,21 +12,26 @@ import json
 import logging
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from acp_openwrt.brski.allocation import Allocator
-from acp_openwrt.brski.pledge import Enrolled, Refused
 from acp_openwrt.brski import wellknown
+from acp_openwrt.brski.allocation import Allocator
 from acp_openwrt.brski.http import HttpConnection, HttpError
-from acp_openwrt.brski.pledge_client import (IdentityPaths, Locator, PledgeClient, _connect,
-                                             load_pledge_identity)
+from acp_openwrt.brski.pledge import Enrolled, Refused
+from acp_openwrt.brski.pledge_client import (
+    IdentityPaths,
+    Locator,
+    PledgeClient,
+    _connect,
+    load_pledge_identity,
+)
 from acp_openwrt.brski.renewal import reenroll
 from acp_openwrt.brski.store import StoredIdentity
 from acp_openwrt.brski.tls import provisional_client_context, server_context
@@ -215,7 +220,7 @@ HOSTILE = {
     "voucher signed by another MASA": (_evil_masa, "not signed by a trusted MASA"),
     "wrong nonce": (_mangle(nonce=new_nonce), "nonce"),
     "wrong serial": (_mangle(serial_number="SN-9999"), "serial-number"),
-    "expired voucher": (_mangle(nonce=None, expires_on=lambda: dt.datetime.now(dt.timezone.utc)
+    "expired voucher": (_mangle(nonce=None, expires_on=lambda: dt.datetime.now(dt.UTC)
                                 - dt.timedelta(hours=1)), "expired"),
     "registrar not under the pinned CA": (_foreign_pin, "does not match the pinned"),
 }

@@ -12,14 +12,19 @@ import pwd
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from acp_openwrt import netns
-from acp_openwrt.brski.proxy_launcher import AnProxyStart, AnProxyStop, JoinProxyService, ProxySettings
+from acp_openwrt.brski.proxy_launcher import (
+    AnProxyStart,
+    AnProxyStop,
+    JoinProxyService,
+    ProxySettings,
+)
 from acp_openwrt.brski.proxy_relay import RelayLimits
 from acp_openwrt.config.schema import AcpConfig
 from acp_openwrt.control.server import ControlServer

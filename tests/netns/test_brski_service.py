@@ -19,8 +19,8 @@ from acp_openwrt.events import EventBus, IdentityChanged
 from acp_openwrt.identity.certificate import find_acp_node_name
 from acp_openwrt.lab.masa import Masa, start_bench_registrar
 from acp_openwrt.lab.topology import Topology, cleanup_stale, line, random_prefix
-from acp_openwrt.node_context import NodeContext
 from acp_openwrt.netns import socket_in
+from acp_openwrt.node_context import NodeContext
 
 
 @pytest.fixture

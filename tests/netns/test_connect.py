@@ -16,9 +16,9 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
-
+from typing import Any
 
 from acp_openwrt import events, netns
 from acp_openwrt.config import AcpConfig
@@ -70,7 +70,7 @@ class Capture:
         while not self._stop.is_set():
             try:
                 frame = self.sock.recv(65535)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError as exc:  # ENETDOWN while the device's link flaps: keep listening
                 if exc.errno == errno.ENETDOWN:
@@ -116,7 +116,7 @@ class EchoServers:
         while not self._stop.is_set():
             try:
                 conn, peer = self.tcp.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -131,7 +131,7 @@ class EchoServers:
         while not self._stop.is_set():
             try:
                 data, peer = self.udp.recvfrom(4096)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -19,7 +19,6 @@ from pyroute2 import IPRoute
 
 from acp_openwrt import netns as netns_exec
 from acp_openwrt.grasp import constants as c
-from acp_openwrt.grasp.actions import FloodReceived
 from acp_openwrt.grasp.errors import GraspApiError, GraspError
 from acp_openwrt.grasp.messages import Locator, Objective
 from acp_openwrt.grasp.service import GraspService

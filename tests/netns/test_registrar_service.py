@@ -13,12 +13,17 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from acp_openwrt.brski.pledge import Enrolled, Refused
-from acp_openwrt.brski.pledge_client import IdentityPaths, Locator, PledgeClient, \
-    load_pledge_identity
+from acp_openwrt.brski.pledge_client import (
+    IdentityPaths,
+    Locator,
+    PledgeClient,
+    load_pledge_identity,
+)
 from acp_openwrt.brski.proxy_events import AnProxyStart, AnProxyStop
 from acp_openwrt.brski.proxy_launcher import JoinProxyService, ProxySettings
 from acp_openwrt.brski.proxy_registrar import registrar_from_flood
@@ -29,8 +34,7 @@ from acp_openwrt.control.server import ControlServer
 from acp_openwrt.events import EventBus, LinkAdopted
 from acp_openwrt.grasp.actions import FloodReceived
 from acp_openwrt.grasp.service import GraspService
-from acp_openwrt.identity.certificate import find_acp_node_name, load_certificate, \
-    load_certificates
+from acp_openwrt.identity.certificate import find_acp_node_name, load_certificate, load_certificates
 from acp_openwrt.identity.membership import check_domain_membership
 from acp_openwrt.identity.summary import load_identity_summary
 from acp_openwrt.lab.masa import Masa

@@ -19,7 +19,12 @@ import pytest
 
 from acp_openwrt import netns as netns_exec
 from acp_openwrt.lab.topology import (
-    Topology, TopologyError, cleanup_stale, line, random_prefix, segment,
+    Topology,
+    TopologyError,
+    cleanup_stale,
+    line,
+    random_prefix,
+    segment,
 )
 
 RANDOM_PREFIX_NS = re.compile(r"^lab[0-9a-f]{6}-")

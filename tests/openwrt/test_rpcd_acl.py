@@ -16,7 +16,7 @@ import pytest
 from acp_openwrt.config.uci import parse_uci
 
 if TYPE_CHECKING:
-    from conftest import Rpcd, Uhttpd, UbusObject
+    from conftest import Rpcd, UbusObject, Uhttpd
 
 ROOT = Path(__file__).resolve().parents[2]
 READ = ("status", "interfaces", "neighbors", "channels", "rpl", "brski")

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import ubus  # python-ubus, from the userland's PYTHONPATH
 

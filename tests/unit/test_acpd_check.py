@@ -15,7 +15,7 @@ from acp_openwrt.lab.pki import NodeCredentials, TestCA
 
 NAME_A = "fd89b714f3db00000200000064000001+@acp.example.com"
 NAME_B = "fd89b714f3db00000200000064000002+@acp.example.com"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 class Crash(BaseException):

@@ -6,7 +6,11 @@ from __future__ import annotations
 import pytest
 
 from acp_openwrt.discovery.adjacency import (
-    BY_CHANNEL, BY_REHEARD, AdjacencyTable, Confirmed, Limits,
+    BY_CHANNEL,
+    BY_REHEARD,
+    AdjacencyTable,
+    Confirmed,
+    Limits,
 )
 from acp_openwrt.events import AdjacencyDown, AdjacencyUp
 

@@ -6,9 +6,8 @@ import sqlite3
 import pytest
 
 from acp_openwrt.brski.allocation import AllocationError, Allocator
-from acp_openwrt.identity.address import AcpAddress, Scheme, zone_address
+from acp_openwrt.identity.address import AcpAddress, Scheme, address_from_name, zone_address
 from acp_openwrt.identity.node_name import parse_acp_node_name
-from acp_openwrt.identity.address import address_from_name
 
 DOMAIN = "acp.example.com"
 

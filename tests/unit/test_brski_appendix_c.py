@@ -244,7 +244,7 @@ def spki(c: x509.Certificate) -> bytes:
                                        serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-WHEN = dt.datetime(2021, 6, 1, tzinfo=dt.timezone.utc)  # inside every certificate's validity
+WHEN = dt.datetime(2021, 6, 1, tzinfo=dt.UTC)  # inside every certificate's validity
 
 
 def test_pledge_voucher_request_verifies_with_the_idevid() -> None:
@@ -259,7 +259,7 @@ def test_pledge_voucher_request_verifies_with_the_idevid() -> None:
     assert request.serial_number == "00-D0-E5-F2-00-02"
     assert request.nonce == "-_XE9zK9q8Ll1qylMtLKeg"
     assert request.proximity_registrar_cert == der(cert(REGISTRAR_CERT))
-    assert request.created_on == dt.datetime(2021, 4, 13, 21, 43, 23, 747000, tzinfo=dt.timezone.utc)
+    assert request.created_on == dt.datetime(2021, 4, 13, 21, 43, 23, 747000, tzinfo=dt.UTC)
 
 
 def test_registrar_voucher_request_wraps_the_pledge_request() -> None:
@@ -309,6 +309,6 @@ def test_flipped_byte_is_refused(offset: int) -> None:
 
 def test_expired_masa_certificate_is_noticed_with_a_clock() -> None:
     signed = cms.verify(VOUCHER)
-    late = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    late = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     problem = chain_problem(signed.signer, cert(VENDOR_CA), signed.certificates, late)
     assert problem is not None and "expired" in problem

@@ -59,12 +59,14 @@ def test_end_entity_cannot_act_as_issuer(tmp_path) -> None:
     ca = TestCA.create(tmp_path)
     node = ca.issue_node("a")
     # a certificate "issued" by an end-entity (not a CA) is refused by the pinning check
+    import datetime as dt
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
+
     from acp_openwrt.lab.pki import generate_key
-    import datetime as dt
     key = generate_key()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     leaf = (x509.CertificateBuilder().subject_name(x509.Name([]))
             .issuer_name(node.certificate.subject).public_key(key.public_key())
             .serial_number(1).not_valid_before(now - dt.timedelta(hours=1))

@@ -7,15 +7,21 @@ import pytest
 
 from acp_openwrt.brski import wellknown
 from acp_openwrt.brski.http import Response
-from acp_openwrt.brski.pledge import (MAX_RETRY_AFTER, PledgeAttempt, PledgeIdentity, Refused,
-                                      SendRequest, State, Wait)
+from acp_openwrt.brski.pledge import (
+    MAX_RETRY_AFTER,
+    PledgeAttempt,
+    Refused,
+    SendRequest,
+    State,
+    Wait,
+)
 from acp_openwrt.brski.pledge_client import Locator
 from acp_openwrt.brski.pledge_proxies import ProxyBook
 from acp_openwrt.brski.renewal import renewal_time
 from acp_openwrt.lab.masa import Masa
 from acp_openwrt.lab.pki import TestCA
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 START = dt.datetime(2025, 1, 1, tzinfo=UTC)
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
 from acp_openwrt.brski.proxy_registrar import (
-    RegistrarLocator, RegistrarTable, registrar_from_flood,
+    RegistrarLocator,
+    RegistrarTable,
+    registrar_from_flood,
 )
 from acp_openwrt.brski.proxy_relay import Admission, Relay, RelayLimits
 from acp_openwrt.grasp.messages import Locator

@@ -8,11 +8,17 @@ import json
 import pytest
 
 from acp_openwrt.brski import cms
-from acp_openwrt.brski.voucher import (REQUEST_KEY, VOUCHER_KEY, Voucher, VoucherError,
-                                       new_nonce, parse_voucher)
+from acp_openwrt.brski.voucher import (
+    REQUEST_KEY,
+    VOUCHER_KEY,
+    Voucher,
+    VoucherError,
+    new_nonce,
+    parse_voucher,
+)
 from acp_openwrt.lab.pki import TestCA
 
-NOW = dt.datetime(2025, 5, 1, 12, 0, 0, 123000, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2025, 5, 1, 12, 0, 0, 123000, tzinfo=dt.UTC)
 
 
 def voucher(**changes: object) -> Voucher:
@@ -45,7 +51,7 @@ def test_rfc8366_example_with_string_boolean_parses() -> None:
         "domain-cert-revocation-checks": "true", "last-renewal-date": "2017-10-07T19:31:42Z"}})
     parsed = parse_voucher(text.encode())
     assert parsed.domain_cert_revocation_checks is True
-    assert parsed.expires_on == dt.datetime(2016, 10, 21, 19, 31, 42, tzinfo=dt.timezone.utc)
+    assert parsed.expires_on == dt.datetime(2016, 10, 21, 19, 31, 42, tzinfo=dt.UTC)
 
 
 def test_unknown_leaves_are_ignored() -> None:

@@ -7,17 +7,27 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
-from acp_openwrt.channels.connection import (acp_ifname, conn_name, connection, dull_ifname,
-                                             parse_conn_name)
-from acp_openwrt.channels.ike_identity import (KIND_DN, KIND_IPV6, KIND_RFC822,
-                                               identity_problem, local_identity)
+from acp_openwrt.channels.connection import (
+    acp_ifname,
+    conn_name,
+    connection,
+    dull_ifname,
+    parse_conn_name,
+)
+from acp_openwrt.channels.ike_identity import (
+    KIND_DN,
+    KIND_IPV6,
+    KIND_RFC822,
+    identity_problem,
+    local_identity,
+)
 from acp_openwrt.channels.peer_check import check_peer
 from acp_openwrt.channels.strongswan_conf import CharonSettings, render
 from acp_openwrt.channels.vici_driver import parse_event, pem_blocks
 from acp_openwrt.identity.address import name_for_address, zone_address
 from acp_openwrt.lab.pki import TestCA
-from cryptography.hazmat.primitives.serialization import Encoding
 
 DOMAIN = "acp.example.com"
 
@@ -132,7 +142,7 @@ def test_peer_check_accepts_member_and_refuses_others(ca: TestCA, tmp_path: Path
     assert not check_peer(str(address), [der(peer)], [], [ca.certificate], "other.example").ok
     liar = check_peer("fd00::77", [der(peer)], [], [ca.certificate], DOMAIN)
     assert not liar.ok and "not the certificate's ACP address" in liar.reason
-    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=800)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=800)
     assert not check_peer(str(address), [der(peer)], [], [ca.certificate], DOMAIN,
                           now=later).ok
     assert not check_peer(str(address), [], [], [ca.certificate], DOMAIN).ok

@@ -3,9 +3,19 @@ from __future__ import annotations
 
 import random
 
-from acp_openwrt.channels.peer_channel import (Activate, Deactivate, Initiate, PeerChannel,
-                                               Release, Remove, Role, State, Terminate, Verify,
-                                               role_for)
+from acp_openwrt.channels.peer_channel import (
+    Activate,
+    Deactivate,
+    Initiate,
+    PeerChannel,
+    Release,
+    Remove,
+    Role,
+    State,
+    Terminate,
+    Verify,
+    role_for,
+)
 
 LOW, HIGH = 0xFD00_0000_0000_0000_0000_0000_0000_0002, 0xFD00_0000_0000_0000_0000_0000_0000_0004
 

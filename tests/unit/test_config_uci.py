@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from acp_openwrt.config.uci import (MAX_FILE_BYTES, ConfigError, UciPackage, parse_uci,
-                                    read_uci_file)
+from acp_openwrt.config.uci import MAX_FILE_BYTES, ConfigError, UciPackage, parse_uci, read_uci_file
 
 
 def options(package: UciPackage, index: int = 0) -> dict[str, object]:

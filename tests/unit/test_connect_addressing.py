@@ -6,11 +6,22 @@ import random
 
 import pytest
 
-from acp_openwrt.connect.addressing import (carved_subnet, connect_subnet, manual_prefix,
-                                            manual_warning, plan_subnets)
+from acp_openwrt.connect.addressing import (
+    carved_subnet,
+    connect_subnet,
+    manual_prefix,
+    manual_warning,
+    plan_subnets,
+)
 from acp_openwrt.connect.config import ConnectConfig
-from acp_openwrt.identity.address import AddressError, AcpAddress, Scheme, manual_address, \
-    vlong_address, zone_address
+from acp_openwrt.identity.address import (
+    AcpAddress,
+    AddressError,
+    Scheme,
+    manual_address,
+    vlong_address,
+    zone_address,
+)
 from acp_openwrt.rpl import constants as c
 from acp_openwrt.rpl.dodag import RplNode
 from acp_openwrt.rpl.messages import Dao

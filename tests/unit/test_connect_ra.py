@@ -7,8 +7,17 @@ import struct
 
 import pytest
 
-from acp_openwrt.connect.ra import (MIN_DELAY_BETWEEN_RAS, PIO_AUTONOMOUS, PIO_ONLINK, NdError,
-                                    RaContent, RaSchedule, build_ra, parse_ra, parse_rs)
+from acp_openwrt.connect.ra import (
+    MIN_DELAY_BETWEEN_RAS,
+    PIO_AUTONOMOUS,
+    PIO_ONLINK,
+    NdError,
+    RaContent,
+    RaSchedule,
+    build_ra,
+    parse_ra,
+    parse_rs,
+)
 
 NET = ipaddress.IPv6Network("fd73:9fc2:3c34:2001::/64")
 ULA = ipaddress.IPv6Network("fd73:9fc2:3c34::/48")

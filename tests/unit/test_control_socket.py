@@ -91,7 +91,6 @@ def _serve_with(tmp_path: Path, body, setup=None, **kwargs) -> ControlServer:
 
 def _read_line(sock, deadline_s: float = 5.0) -> bytes:
     """Everything up to the first newline (or EOF / reset), within `deadline_s`."""
-    import socket
     import time
     sock.settimeout(deadline_s)
     data = b""
@@ -99,7 +98,7 @@ def _read_line(sock, deadline_s: float = 5.0) -> bytes:
     while b"\n" not in data and time.monotonic() < end:
         try:
             chunk = sock.recv(4096)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             break
         if not chunk:
             break
@@ -109,13 +108,12 @@ def _read_line(sock, deadline_s: float = 5.0) -> bytes:
 
 def _is_closed(sock) -> bool:
     """True if the server closed its end (EOF or reset) within a second."""
-    import socket
     sock.settimeout(1.0)
     try:
         return sock.recv(4096) == b""
     except ConnectionResetError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 

@@ -6,8 +6,9 @@ import contextlib
 import datetime as dt
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from acp_openwrt.control.server import RequestError
 from acp_openwrt.lab.pki import TestCA
 
 NAMESPACES = {"dull": "diag-test-dull", "acp": "diag-test-acp"}
-UTC = dt.timezone.utc
+UTC = dt.UTC
 REAL_LOCAL_NAMESPACES = diagnose_cmd.local_namespaces
 
 

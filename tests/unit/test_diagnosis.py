@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from acp_openwrt.diagnosis import CertificateDates, Diagnosis, Verdict, diagnose
 
-NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 PEER, PEER2 = "fe80::2", "fe80::3"
 ROOT = "fd89:b714:f3db:0:200:0:6400:0"
 CERT = "/etc/acp/ldevid.pem"
@@ -97,7 +98,7 @@ def broken(answers: dict[str, Any], **kw: Any) -> tuple[str, str, str]:
 
 
 def test_clock_before_floor() -> None:
-    name, detail, hint = broken(healthy(), now=dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))
+    name, detail, hint = broken(healthy(), now=dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
     assert name == "clock" and "1970-01-01" in detail and "clock" in hint
 
 
@@ -381,7 +382,7 @@ def test_naive_time_is_taken_as_utc() -> None:
 
 
 def test_channel_attempts_are_reported() -> None:
-    from acp_openwrt.diagnosis import _channel, Verdict
+    from acp_openwrt.diagnosis import Verdict, _channel
     check = _channel("channel x", {"state": "connecting", "last_error": "AUTH_FAILED",
                                    "failures": 3, "retry_in_s": 40.0, "initiating": False},
                      Verdict.FAIL)

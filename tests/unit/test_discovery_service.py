@@ -13,7 +13,13 @@ from acp_openwrt.config.schema import AcpConfig
 from acp_openwrt.control.server import ControlServer
 from acp_openwrt.discovery.adjacency import Limits
 from acp_openwrt.discovery.an_acp import (
-    BAD_METHOD, LOCATOR_MISMATCH, UNUSABLE_LOCATOR, Offer, Refused, methods_of, our_flood,
+    BAD_METHOD,
+    LOCATOR_MISMATCH,
+    UNUSABLE_LOCATOR,
+    Offer,
+    Refused,
+    methods_of,
+    our_flood,
     read_offer,
 )
 from acp_openwrt.discovery.log_budget import LogBudget

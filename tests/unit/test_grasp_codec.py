@@ -10,7 +10,16 @@ from acp_openwrt.grasp import constants as c
 from acp_openwrt.grasp.codec import GraspDecodeError, _decode_careful, decode, encode, validate
 from acp_openwrt.grasp.json_view import decode_hex_to_json
 from acp_openwrt.grasp.messages import (
-    ABSENT, Discovery, End, Flood, Invalid, Locator, Noop, Objective, Response, TaggedObjective,
+    ABSENT,
+    Discovery,
+    End,
+    Flood,
+    Invalid,
+    Locator,
+    Noop,
+    Objective,
+    Response,
+    TaggedObjective,
     Wait,
 )
 

@@ -8,14 +8,27 @@ import pytest
 
 from acp_openwrt.grasp import constants as c
 from acp_openwrt.grasp.actions import (
-    CloseStream, Discovered, FloodReceived, NegotiationEnded, NegotiationRequested,
-    NegotiationStep, OpenStream, SendMulticast, SendStream, SynchronizationDone,
+    CloseStream,
+    Discovered,
+    FloodReceived,
+    NegotiationEnded,
+    NegotiationRequested,
+    NegotiationStep,
+    OpenStream,
+    SendMulticast,
+    SendStream,
+    SynchronizationDone,
 )
 from acp_openwrt.grasp.codec import decode, encode
 from acp_openwrt.grasp.engine import Engine, EngineConfig
 from acp_openwrt.grasp.errors import GraspApiError, GraspError
 from acp_openwrt.grasp.messages import (
-    Discovery, Flood, Locator, Objective, RequestNegotiation, TaggedObjective,
+    Discovery,
+    Flood,
+    Locator,
+    Objective,
+    RequestNegotiation,
+    TaggedObjective,
 )
 
 

@@ -13,12 +13,28 @@ import pytest
 from acp_openwrt.grasp import constants as c
 from acp_openwrt.grasp.actions import CloseStream, FloodReceived, SendStream
 from acp_openwrt.grasp.codec import (
-    GraspDecodeError, _decode_careful, decode, decode_counted, encode, validate,
+    GraspDecodeError,
+    _decode_careful,
+    decode,
+    decode_counted,
+    encode,
+    validate,
 )
 from acp_openwrt.grasp.engine import Engine, EngineConfig
 from acp_openwrt.grasp.messages import (
-    Discovery, End, Flood, Invalid, Locator, Negotiate, Objective, RequestNegotiation,
-    RequestSynchronization, Response, Synch, TaggedObjective, Wait,
+    Discovery,
+    End,
+    Flood,
+    Invalid,
+    Locator,
+    Negotiate,
+    Objective,
+    RequestNegotiation,
+    RequestSynchronization,
+    Response,
+    Synch,
+    TaggedObjective,
+    Wait,
 )
 
 INIT = bytes.fromhex("20010db8f000baaa28ccdc4c97036781")

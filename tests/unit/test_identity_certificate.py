@@ -47,7 +47,7 @@ def _san_der(*names: x509.GeneralName) -> bytes:
 def _cert_with_raw_san(extn_value: bytes) -> x509.Certificate:
     """A certificate whose subjectAltName extnValue is exactly these bytes (no re-encoding)."""
     key = generate_key()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "raw")]))
             .issuer_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "raw")]))

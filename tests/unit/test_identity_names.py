@@ -6,8 +6,16 @@ import ipaddress
 import pytest
 
 from acp_openwrt.identity.address import (
-    AcpAddress, AddressError, Scheme, address_from_name, manual_address, name_for_address,
-    ula_prefix, vlong_address, zone_address)
+    AcpAddress,
+    AddressError,
+    Scheme,
+    address_from_name,
+    manual_address,
+    name_for_address,
+    ula_prefix,
+    vlong_address,
+    zone_address,
+)
 from acp_openwrt.identity.node_name import NodeNameError, parse_acp_node_name
 
 RFC_NAME = "fd89b714f3db00000200000064000000+area51.research@acp.example.com"

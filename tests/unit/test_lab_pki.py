@@ -20,7 +20,7 @@ from acp_openwrt.identity.certificate import (
 from acp_openwrt.lab.pki import TestCA, generate_key
 
 NAME = "fd89b714f3db00000200000064000000+area51.research@acp.example.com"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _mode(path: Path) -> int:

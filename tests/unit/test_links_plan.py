@@ -1,8 +1,18 @@
 """links.plan: which host links get which twin, and what a reconcile does."""
 from __future__ import annotations
 
-from acp_openwrt.links.plan import (Adopt, HostLink, Release, RemoveStrayPort, Twin,
-                                    parse_twin_alias, plan, port_alias, twin_alias, wanted)
+from acp_openwrt.links.plan import (
+    Adopt,
+    HostLink,
+    Release,
+    RemoveStrayPort,
+    Twin,
+    parse_twin_alias,
+    plan,
+    port_alias,
+    twin_alias,
+    wanted,
+)
 
 LO = HostLink(1, "lo", loopback=True, link_type=772)
 BR = HostLink(2, "br-lan", kind="bridge")

@@ -13,7 +13,7 @@ from acp_openwrt.lab.pki import TestCA
 
 DOMAIN = "acp.example.com"
 NAME = "fd89b714f3db00000200000064000000+area51.research@acp.example.com"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,11 @@ from cryptography.x509.oid import NameOID
 from acp_openwrt.brski.domain_ca import DomainCA, DomainCAError
 from acp_openwrt.brski.pledge import generate_key
 from acp_openwrt.brski.registrar_backup import restore_backup, write_backup
-from acp_openwrt.brski.registrar_bootstrap import RegistrarSetupError, bootstrap_registrar, \
-    open_registrar_files
+from acp_openwrt.brski.registrar_bootstrap import (
+    RegistrarSetupError,
+    bootstrap_registrar,
+    open_registrar_files,
+)
 from acp_openwrt.channels.peer_check import check_peer
 from acp_openwrt.config import AcpConfig
 from acp_openwrt.identity.certificate import load_certificate, load_certificates
@@ -23,7 +26,7 @@ from acp_openwrt.identity.membership import check_domain_membership
 
 pytestmark = pytest.mark.unit
 DOMAIN = "acp.example.com"
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 def make_ca(name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,

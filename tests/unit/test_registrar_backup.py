@@ -11,10 +11,19 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from acp_openwrt.acpctl import main as acpctl
-from acp_openwrt.brski.registrar_backup import BackupError, read_backup, restore_backup, \
-    write_backup
-from acp_openwrt.brski.registrar_bootstrap import ALLOCATIONS_NAME, CA_CERT_NAME, CA_KEY_NAME, \
-    bootstrap_registrar, open_registrar_files
+from acp_openwrt.brski.registrar_backup import (
+    BackupError,
+    read_backup,
+    restore_backup,
+    write_backup,
+)
+from acp_openwrt.brski.registrar_bootstrap import (
+    ALLOCATIONS_NAME,
+    CA_CERT_NAME,
+    CA_KEY_NAME,
+    bootstrap_registrar,
+    open_registrar_files,
+)
 from acp_openwrt.config import AcpConfig
 
 pytestmark = pytest.mark.unit

@@ -19,10 +19,17 @@ from cryptography.hazmat.primitives import serialization
 
 from acp_openwrt.brski.pledge import generate_key
 from acp_openwrt.brski.proxy_registrar import registrar_from_flood
-from acp_openwrt.brski.registrar_bootstrap import ALLOCATIONS_NAME, CA_KEY_NAME, \
-    open_registrar_files
+from acp_openwrt.brski.registrar_bootstrap import (
+    ALLOCATIONS_NAME,
+    CA_KEY_NAME,
+    open_registrar_files,
+)
 from acp_openwrt.brski.registrar_service import (
-    FLOOD_TTL_MS, RegistrarService, RegistrarSetupError, bootstrap_registrar, flood_items,
+    FLOOD_TTL_MS,
+    RegistrarService,
+    RegistrarSetupError,
+    bootstrap_registrar,
+    flood_items,
 )
 from acp_openwrt.brski.store import store_identity
 from acp_openwrt.brski.wellknown import ID_KP_CMC_RA
@@ -32,8 +39,13 @@ from acp_openwrt.control.server import ControlServer
 from acp_openwrt.events import EventBus
 from acp_openwrt.grasp import codec
 from acp_openwrt.grasp.messages import Flood
-from acp_openwrt.identity.certificate import certificate_node_name, find_acp_node_name, \
-    load_certificate, load_certificates, validity
+from acp_openwrt.identity.certificate import (
+    certificate_node_name,
+    find_acp_node_name,
+    load_certificate,
+    load_certificates,
+    validity,
+)
 from acp_openwrt.identity.membership import check_domain_membership
 from acp_openwrt.lab.pki import TestCA
 from acp_openwrt.node_context import NodeContext
@@ -120,7 +132,7 @@ def test_ldevid_near_its_end_is_reissued(tmp_path) -> None:
         name = node_name(config.ldevid_cert)
         key = generate_key()
         old = files.ca.issue(key.public_key(), name, registrar=True,
-                             now=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=80))
+                             now=dt.datetime.now(dt.UTC) - dt.timedelta(days=80))
         store_identity(old, key, [files.ca.certificate], cert_path=config.ldevid_cert,
                        key_path=config.ldevid_key, trust_anchors_path=config.trust_anchors)
     finally:
@@ -350,7 +362,7 @@ def test_running_registrar_renews_its_own_ldevid_when_due(tmp_path) -> None:
     try:
         old = service.registrar.cert
         assert service.renew_if_due() is False and not seen
-        later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=70)
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(days=70)
         assert service.renew_if_due(now=later) is True
         new = load_certificate(config.ldevid_cert)
         assert new == service.registrar.cert != old

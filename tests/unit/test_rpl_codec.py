@@ -8,10 +8,24 @@ import pytest
 
 from acp_openwrt.rpl import RplDecodeError
 from acp_openwrt.rpl import constants as c
-from acp_openwrt.rpl.messages import (Dao, DaoAck, Dio, Dis, decode_message, decode_packet,
-                                      encode_body, encode_packet)
-from acp_openwrt.rpl.options import (DodagConfiguration, PadN, PrefixInformation, RplTarget,
-                                     SolicitedInformation, TransitInformation)
+from acp_openwrt.rpl.messages import (
+    Dao,
+    DaoAck,
+    Dio,
+    Dis,
+    decode_message,
+    decode_packet,
+    encode_body,
+    encode_packet,
+)
+from acp_openwrt.rpl.options import (
+    DodagConfiguration,
+    PadN,
+    PrefixInformation,
+    RplTarget,
+    SolicitedInformation,
+    TransitInformation,
+)
 
 ROOT = ipaddress.IPv6Address("fd89:b714:f3db:0:200:0:6400:0")
 TARGET = ipaddress.IPv6Network("fd89:b714:f3db:0:200:0:6400:0/127")

@@ -9,8 +9,12 @@ from acp_openwrt.identity.address import vlong_address, zone_address
 from acp_openwrt.rpl import constants as c
 from acp_openwrt.rpl.dodag import RplNode
 from acp_openwrt.rpl.messages import Dao, DaoAck, Dio, Dis, encode_body
-from acp_openwrt.rpl.options import DodagConfiguration, RplTarget, SolicitedInformation, \
-    TransitInformation
+from acp_openwrt.rpl.options import (
+    DodagConfiguration,
+    RplTarget,
+    SolicitedInformation,
+    TransitInformation,
+)
 from acp_openwrt.rpl.profile import RplConfig
 from acp_openwrt.rpl.routes import DEFAULT_PREFIX, Route, RouteKind
 

@@ -10,7 +10,7 @@ import heapq
 import ipaddress
 import itertools
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 

@@ -16,8 +16,14 @@ from acp_openwrt.rpl import constants as c
 from acp_openwrt.rpl.actions import Send
 from acp_openwrt.rpl.dodag import RplNode
 from acp_openwrt.rpl.messages import Dao, DaoAck, Dio, Dis, decode_packet, encode_body
-from acp_openwrt.rpl.options import (RFC6550_DEFAULTS, DodagConfiguration, PrefixInformation,
-                                     RplTarget, SolicitedInformation, TransitInformation)
+from acp_openwrt.rpl.options import (
+    RFC6550_DEFAULTS,
+    DodagConfiguration,
+    PrefixInformation,
+    RplTarget,
+    SolicitedInformation,
+    TransitInformation,
+)
 from acp_openwrt.rpl.profile import RplConfig
 from acp_openwrt.rpl.routes import DEFAULT_PREFIX, Route, RouteKind
 from acp_openwrt.rpl.transport import RplTransport

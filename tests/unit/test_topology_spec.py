@@ -5,8 +5,22 @@ import pytest
 
 from acp_openwrt import netns as netns_exec
 from acp_openwrt.lab.topology import (
-    End, Link, NodeSpec, SpecBuilder, Topology, TopologyError, TopologySpec, check_ifname,
-    from_edges, line, mesh, named, random_prefix, ring, segment, star,
+    End,
+    Link,
+    NodeSpec,
+    SpecBuilder,
+    Topology,
+    TopologyError,
+    TopologySpec,
+    check_ifname,
+    from_edges,
+    line,
+    mesh,
+    named,
+    random_prefix,
+    ring,
+    segment,
+    star,
 )
 
 

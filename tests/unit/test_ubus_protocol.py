@@ -11,8 +11,14 @@ import pytest
 from acp_openwrt.control import blobmsg
 from acp_openwrt.control import ubus_protocol as proto
 from acp_openwrt.control.blobmsg import BlobError
-from acp_openwrt.control.ubus_protocol import (Hello, Invoke, Malformed, RequestDone,
-                                               UbusClientProtocol, UbusProtocolError)
+from acp_openwrt.control.ubus_protocol import (
+    Hello,
+    Invoke,
+    Malformed,
+    RequestDone,
+    UbusClientProtocol,
+    UbusProtocolError,
+)
 
 pytestmark = pytest.mark.unit
 

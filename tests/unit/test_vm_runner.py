@@ -11,11 +11,23 @@ import pytest
 
 from acp_openwrt.lab.cli import EXIT_UNAVAILABLE, build_parser, main
 from acp_openwrt.lab.guest_console import ConsoleFilter, Phase
-from acp_openwrt.lab.guest_init import (GuestCommand, guest_environment, initramfs_init,
-                                        run_script, shadows)
-from acp_openwrt.lab.guest_kernel import (GuestKernel, GuestUnavailable, cache_root,
-                                          is_static_elf, kernel_package_from_depends,
-                                          module_load_order, module_name, version_of_package)
+from acp_openwrt.lab.guest_init import (
+    GuestCommand,
+    guest_environment,
+    initramfs_init,
+    run_script,
+    shadows,
+)
+from acp_openwrt.lab.guest_kernel import (
+    GuestKernel,
+    GuestUnavailable,
+    cache_root,
+    is_static_elf,
+    kernel_package_from_depends,
+    module_load_order,
+    module_name,
+    version_of_package,
+)
 from acp_openwrt.lab.pytest_guest import headline, record, verdict_for
 from acp_openwrt.lab.vm import qemu_argv
 

@@ -6,15 +6,13 @@ charon are unloaded, not adopted."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
-
-import pytest
 
 from acp_openwrt import netns
 from acp_openwrt.channels.attempts import Limits
 from acp_openwrt.channels.testbed import BedNode, Testbed
+from acp_openwrt.channels.testbed import run_scenario as run
 from acp_openwrt.channels.xfrm_interface import list_xfrm
 from acp_openwrt.events import AdjacencyUp
 
@@ -22,20 +20,7 @@ FAKES = 300
 LIMITS = Limits()   # the shipped caps
 
 
-@pytest.fixture
-def guest() -> None:
-    if os.environ.get("ACP_LAB_GUEST") != "1":
-        pytest.skip("needs the guest kernel: run through pytest's acp-lab plugin or `acp-lab vm`")
 
-
-def run(scenario, tmp_path: Path) -> None:
-    async def main() -> None:
-        bed = Testbed(tmp_path)
-        try:
-            await scenario(bed)
-        finally:
-            await bed.close()
-    asyncio.run(main())
 
 
 def flood(node: BedNode, ifname: str, count: int, start: int = 1) -> None:

@@ -15,28 +15,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from acp_openwrt import netns
 from acp_openwrt.channels.testbed import BedNode, Testbed, route_via
 from acp_openwrt.channels.testbed import ping as echo
+from acp_openwrt.channels.testbed import run_scenario as run
 from acp_openwrt.events import ChannelDown, ChannelUp
-
-@pytest.fixture
-def guest() -> None:
-    if os.environ.get("ACP_LAB_GUEST") != "1":
-        pytest.skip("needs the guest kernel: run through pytest's acp-lab plugin or `acp-lab vm`")
-
-
-def run(scenario: Callable[[Testbed], Awaitable[None]], tmp_path: Path) -> None:
-    """Run one async scenario on a fresh testbed; everything is removed afterwards."""
-    async def main() -> None:
-        bed = Testbed(tmp_path)
-        try:
-            await scenario(bed)
-        finally:
-            await bed.close()
-    asyncio.run(main())
 
 
 async def channels(node: BedNode) -> list[dict[str, Any]]:
@@ -147,7 +130,7 @@ def test_peer_of_another_ca_gets_no_channel(guest: None, tmp_path: Path) -> None
 def test_expired_peer_certificate_is_named(guest: None, tmp_path: Path) -> None:
     async def scenario(bed: Testbed) -> None:
         import datetime as dt
-        past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)
+        past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
         a = bed.add_node("a")
         b = bed.add_node("b", not_before=past - dt.timedelta(days=1), not_after=past)
         if_a, if_b = bed.link(a, b)

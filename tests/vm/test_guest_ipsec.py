@@ -24,11 +24,6 @@ IF_ID = 0x42
 ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
 
 
-@pytest.fixture
-def guest() -> None:
-    # A fixture, not a skipif mark: the host-side stand-in items must not inherit the skip.
-    if os.environ.get("ACP_LAB_GUEST") != "1":
-        pytest.skip("needs the guest kernel: run through pytest's acp-lab plugin or `acp-lab vm`")
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
+from typing import Union
 
 from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
@@ -67,7 +68,7 @@ def sign(content: bytes, signer: x509.Certificate, key: PrivateKey, *,
          signing_time: dt.datetime | None = None) -> bytes:
     """DER SignedData over `content`, signed by `key`; certificates = signer + chain."""
     digest_name = _hash_name(key)
-    when = signing_time or dt.datetime.now(dt.timezone.utc)
+    when = signing_time or dt.datetime.now(dt.UTC)
     attributes = [
         cms.CMSAttribute({"type": "content_type", "values": [cms.ContentType(content_type)]}),
         cms.CMSAttribute({"type": "signing_time",

@@ -10,16 +10,18 @@ from __future__ import annotations
 from typing import Union
 
 from asn1crypto import core
-from asn1crypto import csr as asn1_csr
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from ..identity.certificate import (CertificateError, acp_node_name_general_name,
-                                    decode_acp_node_name_value)
-from ..identity.certificate import certificate_node_name_text  # noqa: F401 (moved; still here)
+from ..identity.certificate import (
+    CertificateError,
+    acp_node_name_general_name,
+    certificate_node_name_text,  # noqa: F401 (moved; still here)
+    decode_acp_node_name_value,
+)
 
 MAX_CSRATTRS_BYTES = 16 * 1024
 MAX_CSR_BYTES = 16 * 1024

@@ -96,7 +96,7 @@ def ca_chain_problem(chain: list[x509.Certificate], key: object,
         return "only EC and RSA CA keys are supported"
     if _spki(chain[0].public_key()) != _spki(key.public_key()):
         return f"the key is not the key of {_label(chain[0])}"
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     for depth, cert in enumerate(chain):
         start, end = validity(cert)
         if now < start:
@@ -202,7 +202,7 @@ class DomainCA:
     def _create(cls, cert_file: Path, key_file: Path, domain: str) -> DomainCA:
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ACP domain CA {domain}")])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now - BACKDATE).not_valid_after(now + CA_LIFETIME)
@@ -229,7 +229,7 @@ class DomainCA:
         """An ACP certificate for `public_key` (registrar=True adds id-kp-cmcRA)."""
         if not isinstance(public_key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
             raise DomainCAError("only EC and RSA keys get ACP certificates")
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         subject = [x509.NameAttribute(NameOID.COMMON_NAME, acp_node_name.split("@")[0][:64])]
         if serial_number:
             subject.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial_number))

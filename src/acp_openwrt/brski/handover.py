@@ -91,8 +91,8 @@ class ListenFailed:
 class RegistrarState:
     """Whether the proxy can relay now, and to whom (address/port None when not known)."""
     known: bool
-    address: Union[str, None] = None
-    port: Union[int, None] = None
+    address: str | None = None
+    port: int | None = None
     op: str = field(default="registrar_state", init=False)
 
 

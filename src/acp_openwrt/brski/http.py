@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from ..logsafe import logsafe
 
@@ -73,7 +73,7 @@ async def _read_head(reader: asyncio.StreamReader, timeout: float) -> list[str] 
         raise HttpError("connection closed inside an HTTP head") from None
     except asyncio.LimitOverrunError:
         raise HttpError(f"HTTP head longer than {MAX_HEAD_BYTES} bytes", 431) from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise HttpError("timed out reading an HTTP head", 408) from None
     if len(head) > MAX_HEAD_BYTES:
         raise HttpError(f"HTTP head longer than {MAX_HEAD_BYTES} bytes", 431)
@@ -113,7 +113,7 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], time
         return await asyncio.wait_for(reader.readexactly(length), timeout)
     except asyncio.IncompleteReadError:
         raise HttpError("connection closed inside an HTTP body") from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise HttpError("timed out reading an HTTP body", 408) from None
 
 

@@ -51,7 +51,7 @@ async def request_voucher(masa_url: str, signed_request: bytes, context: ssl.SSL
     try:
         reader, writer = await asyncio.wait_for(
             _open(host, port, context, namespace, timeout), timeout)
-    except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+    except (TimeoutError, OSError, ssl.SSLError) as exc:
         return text_response(502, f"MASA {host}:{port} unreachable: {exc or type(exc).__name__}")
     connection = HttpConnection(reader, writer, host=f"[{host}]:{port}" if ":" in host
                                 else f"{host}:{port}", timeout=timeout)

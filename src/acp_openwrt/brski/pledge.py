@@ -17,8 +17,9 @@ import binascii
 import datetime as dt
 import enum
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence, Union
+from typing import Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -163,7 +164,7 @@ class PledgeAttempt:
         if registrar_cert is None:
             return self._fail("registrar sent no TLS certificate")
         self.registrar_cert, self.registrar_chain = registrar_cert, tuple(chain[1:])
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         request = Voucher(request=True, assertion="proximity", serial_number=self.identity.serial_number,
                           nonce=self.nonce, created_on=now,
                           proximity_registrar_cert=registrar_cert.public_bytes(
@@ -181,7 +182,7 @@ class PledgeAttempt:
 
     def response(self, response: Response, now: dt.datetime | None = None) -> Action:
         """The answer to the last request."""
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         try:
             if response.status == 202 and self.state in (State.VOUCHER, State.ENROLL):
                 return self._retry(response)

@@ -22,11 +22,17 @@ from .. import netns
 from ..logsafe import logsafe
 from . import wellknown
 from .http import HttpConnection, HttpError
-from .pledge import Enrolled, PledgeAttempt, PledgeIdentity, Refused, SendRequest, Wait, \
-    _status_body
+from .pledge import (
+    Enrolled,
+    PledgeAttempt,
+    PledgeIdentity,
+    Refused,
+    SendRequest,
+    Wait,
+    _status_body,
+)
 from .store import StoredIdentity, StoreError, store_identity
-from .tls import peer_certificate, peer_chain, provisional_client_context, \
-    verified_client_context
+from .tls import peer_certificate, peer_chain, provisional_client_context, verified_client_context
 
 LOG = logging.getLogger("acpd.brski.pledge")
 ATTEMPT_TIMEOUT = 30.0
@@ -94,7 +100,7 @@ class PledgeClient:
         """One full attempt; the identity is stored when the result is Enrolled."""
         try:
             return await asyncio.wait_for(self._attempt(locator), self.attempt_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self._refused(locator, f"attempt took longer than {self.attempt_timeout:.0f} s")
 
     def _refused(self, locator: Locator, reason: str) -> Refused:
@@ -108,7 +114,7 @@ class PledgeClient:
         context = provisional_client_context(self.paths.idevid_cert, self.paths.idevid_key)
         try:
             reader, writer = await _connect(locator, context, self.namespace, self.io_timeout)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             return self._refused(locator, f"cannot reach the registrar: "
                                           f"{exc or type(exc).__name__}")
         connection = HttpConnection(reader, writer, timeout=self.io_timeout)
@@ -124,7 +130,7 @@ class PledgeClient:
                 response = await connection.request(action.method, action.path, action.body,
                                                     action.headers)
                 action = attempt.response(response)
-        except (HttpError, OSError, ssl.SSLError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, HttpError, OSError, ssl.SSLError, ConnectionError) as exc:
             return self._refused(locator, f"registrar connection failed in state "
                                           f"{attempt.state.value}: {exc or type(exc).__name__}")
         finally:
@@ -149,14 +155,14 @@ class PledgeClient:
                                               cert_path=stored.cert_path,
                                               key_path=stored.key_path)
             reader, writer = await _connect(locator, context, self.namespace, self.io_timeout)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             LOG.info("pledge: enrollstatus not sent (%s)", exc or type(exc).__name__)
             return
         connection = HttpConnection(reader, writer, timeout=self.io_timeout)
         try:
             await connection.request("POST", wellknown.ENROLL_STATUS, _status_body(True, None),
                                      {"Content-Type": wellknown.JSON, "Connection": "close"})
-        except (HttpError, OSError, ConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, HttpError, OSError, ConnectionError) as exc:
             LOG.info("pledge: enrollstatus not delivered (%s)", logsafe(exc))
         finally:
             await connection.close()

@@ -21,7 +21,8 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Awaitable, Callable, Sequence, Union
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from . import handover as ho
 from .proxy_registrar import RegistrarLocator, RegistrarTable
@@ -42,7 +43,7 @@ async def tcp_probe(locator: RegistrarLocator, timeout: float = PROBE_TIMEOUT) -
     try:
         _reader, writer = await asyncio.wait_for(
             asyncio.open_connection(locator.address, locator.port), timeout)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     with contextlib.suppress(OSError):
@@ -57,15 +58,15 @@ class ProxyProcess:
                  probe: Probe = tcp_probe) -> None:
         self.channel = channel
         self._probe = probe
-        self._reachable: Union[RegistrarLocator, None] = None
-        self._probing: Union[asyncio.Task[None], None] = None
-        self._probing_for: Union[RegistrarLocator, None] = None
+        self._reachable: RegistrarLocator | None = None
+        self._probing: asyncio.Task[None] | None = None
+        self._probing_for: RegistrarLocator | None = None
         self.probes_failed = 0
         self.registrars = RegistrarTable()
         self.relay = Relay(limits, lambda: self.registrars.candidates(time.monotonic()))
-        self._reported: Union[RegistrarLocator, None] = None
+        self._reported: RegistrarLocator | None = None
         self._reported_once = False
-        self._expiry: Union[asyncio.TimerHandle, None] = None
+        self._expiry: asyncio.TimerHandle | None = None
         self._outbox: asyncio.Queue[ho.Message] = asyncio.Queue()
 
     async def run(self) -> None:

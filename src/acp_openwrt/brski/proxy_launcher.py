@@ -22,11 +22,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from .. import netns
-from ..logsafe import logsafe
 from ..events import IdentityChanged, LinkAdopted, LinkReleased
+from ..logsafe import logsafe
 from ..node_context import NodeContext
 from . import handover as ho
 from .proxy_events import AnProxyStart, AnProxyStop
@@ -46,8 +46,8 @@ PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 @dataclass(frozen=True)
 class ProxySettings:
     """UCI: join_proxy_user, join_proxy_group, join_proxy_port and the RelayLimits options."""
-    user: Union[str, None] = "nobody"
-    group: Union[str, None] = None
+    user: str | None = "nobody"
+    group: str | None = None
     port: int = 0               # 0: the kernel picks one per interface (it is in the flood)
     limits: RelayLimits = field(default_factory=RelayLimits)
     backlog: int = 16
@@ -95,16 +95,16 @@ class JoinProxyService:
         self._confirmed: dict[str, tuple[str, int]] = {}
         self._announced: dict[str, AnProxyStart] = {}
         self._registrars = RegistrarTable()
-        self._state: Union[ho.RegistrarState, None] = None
-        self._channel: Union[ho.HandoverChannel, None] = None
-        self._proc: Union[asyncio.subprocess.Process, None] = None
-        self._supervisor: Union[asyncio.Task[None], None] = None
+        self._state: ho.RegistrarState | None = None
+        self._channel: ho.HandoverChannel | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._seq = itertools.count(1)
         self._unsubscribe: list[Any] = []
         self._started = False
-        self.last_exit: Union[int, None] = None
+        self.last_exit: int | None = None
         ctx.control.register("proxy", self._control)
         # Subscribed when built, not started: the coordinator builds every part first, so we
         # also hear the links adopted while the parts before us start.
@@ -354,7 +354,7 @@ class JoinProxyService:
                 proc.terminate()
             try:
                 await asyncio.wait_for(proc.wait(), STOP_GRACE)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
@@ -403,7 +403,7 @@ class JoinProxyService:
                            for a in self._announced.values()],
         }
 
-    async def proxy_status(self) -> Union[dict[str, Any], None]:
+    async def proxy_status(self) -> dict[str, Any] | None:
         """The proxy process's own view (connections, byte counters); None if it is not up."""
         if self._channel is None:
             return None
@@ -413,7 +413,7 @@ class JoinProxyService:
         self._post(ho.StatusRequest(seq))
         try:
             return await asyncio.wait_for(waiter, STATUS_TIMEOUT)
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             return None
         finally:
             self._waiters.pop(seq, None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 AN_JOIN_REGISTRAR = "AN_join_registrar"
 EST_TLS = "EST-TLS"
@@ -39,7 +39,7 @@ class RegistrarLocator:
         return {"address": self.address, "port": self.port}
 
 
-def registrar_from_flood(name: str, value: Any, locator: Any) -> Union[RegistrarLocator, None]:
+def registrar_from_flood(name: str, value: Any, locator: Any) -> RegistrarLocator | None:
     """The registrar a received flood announces, or None if it is not a usable one.
 
     `locator` is a GRASP Locator (kind, address bytes, protocol, port). Only TCP (the circuit
@@ -64,7 +64,7 @@ class RegistrarTable:
 
     def __init__(self) -> None:
         self._expires: dict[RegistrarLocator, float] = {}
-        self._current: Union[RegistrarLocator, None] = None
+        self._current: RegistrarLocator | None = None
 
     def heard(self, locator: RegistrarLocator, ttl_ms: int, now: float) -> None:
         """A flood (ttl_ms > 0) refreshes the entry; ttl_ms 0 withdraws it."""
@@ -89,11 +89,11 @@ class RegistrarTable:
         rest = sorted(loc for loc in self._expires if loc != self._current)
         return ([self._current] if self._current else []) + rest
 
-    def current(self, now: float) -> Union[RegistrarLocator, None]:
+    def current(self, now: float) -> RegistrarLocator | None:
         found = self.candidates(now)
         return found[0] if found else None
 
-    def next_expiry(self) -> Union[float, None]:
+    def next_expiry(self) -> float | None:
         return min(self._expires.values()) if self._expires else None
 
     def remaining(self, now: float) -> list[tuple[RegistrarLocator, int]]:

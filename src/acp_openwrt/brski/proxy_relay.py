@@ -15,8 +15,9 @@ import socket
 import struct
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Union
+from typing import Any
 
 from .proxy_registrar import RegistrarLocator
 
@@ -50,7 +51,7 @@ class Admission:
     def active(self) -> int:
         return sum(self._per_pledge.values())
 
-    def admit(self, pledge: str) -> Union[str, None]:
+    def admit(self, pledge: str) -> str | None:
         if self.active >= self.limits.max_connections:
             return "limit"
         if self._per_pledge[pledge] >= self.limits.max_per_pledge:
@@ -70,12 +71,12 @@ class Circuit:
     cid: int
     ifname: str
     pledge: str
-    registrar: Union[RegistrarLocator, None] = None
+    registrar: RegistrarLocator | None = None
     started: float = field(default_factory=time.monotonic)
     last_activity: float = field(default_factory=time.monotonic)
     up: int = 0
     down: int = 0
-    task: Union[asyncio.Task[None], None] = None
+    task: asyncio.Task[None] | None = None
     idle_closed: bool = False
 
     def status(self, now: float) -> dict[str, Any]:
@@ -111,7 +112,7 @@ class Relay:
         self._circuits: dict[int, Circuit] = {}
         self._ids = itertools.count(1)
         self.totals: Counter[str] = Counter()
-        self._sweeper: Union[asyncio.Task[None], None] = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def add_listener(self, ifname: str, sock: socket.socket) -> tuple[str, int]:
         """Serve a listening socket (replacing the interface's old one); returns its address, port."""
@@ -190,13 +191,13 @@ class Relay:
             writer.close()
 
     async def _connect(self, circuit: Circuit, registrars: list[RegistrarLocator]
-                       ) -> Union[tuple[asyncio.StreamReader, asyncio.StreamWriter], None]:
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         for registrar in registrars:
             try:
                 conn = await asyncio.wait_for(
                     asyncio.open_connection(registrar.address, registrar.port, limit=CHUNK),
                     self.limits.connect_timeout)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 LOG.warning("registrar [%s]:%d unreachable: %s", registrar.address, registrar.port,
                             getattr(exc, "strerror", None) or exc.__class__.__name__)
                 continue

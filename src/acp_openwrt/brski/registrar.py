@@ -26,23 +26,24 @@ import logging
 import os
 import ssl
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ..identity.address import Scheme, address_from_name
+from ..identity.certificate import CertificateError, check_key_strength
+from ..identity.node_name import parse_acp_node_name
+from ..logsafe import logsafe
 from . import cms, csr, idevid, masa_client, wellknown
 from .allocation import AllocationError, Allocator
-from .domain_ca import DomainCA, NODE_LIFETIME
+from .domain_ca import NODE_LIFETIME, DomainCA
 from .http import Request, Response, serve_connection, text_response
 from .pledge import PrivateKey, generate_key
 from .store import load_identity, store_identity
 from .tls import chain_problem, peer_certificate, server_context
 from .voucher import Voucher, VoucherError, parse_voucher
-from ..identity.address import Scheme, address_from_name
-from ..identity.certificate import check_key_strength, CertificateError
-from ..identity.node_name import parse_acp_node_name
-from ..logsafe import logsafe
 
 LOG = logging.getLogger("acpd.brski.registrar")
 VOUCHED_FOR = 600.0  # seconds a voucher authorizes EST enrolment of its serial
@@ -206,7 +207,7 @@ class Registrar:
             return self._refuse(404, who, "IDevID names no MASA and no default MASA is configured")
         registrar_request = Voucher(
             request=True, assertion="proximity", serial_number=serial,
-            nonce=pledge_request.nonce, created_on=dt.datetime.now(dt.timezone.utc),
+            nonce=pledge_request.nonce, created_on=dt.datetime.now(dt.UTC),
             idevid_issuer=_aki(client), prior_signed_voucher_request=request.body)
         body = cms.sign(registrar_request.to_json(), self.cert, self.key, chain=list(self.ca.cacerts))
         answer = await masa_client.request_voucher(url, body, self.masa_context,

@@ -24,8 +24,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ObjectIdentifier
 
 from ..identity.address import AddressError, address_from_name
-from ..identity.certificate import CertificateError, certificate_node_name, load_certificate, \
-    load_certificates, validity
+from ..identity.certificate import (
+    CertificateError,
+    certificate_node_name,
+    load_certificate,
+    load_certificates,
+    validity,
+)
 from .allocation import AllocationError, Allocator
 from .domain_ca import NODE_LIFETIME, DomainCA, DomainCAError, PrivateKey
 from .file_switch import recover_switch
@@ -178,7 +183,7 @@ def check_existing(files: RegistrarFiles, cert_path: Path, key_path: Path,
             raise RegistrarSetupError(
                 f"ldevid_cert {cert_path} holds {name.format()}, an address of this "
                 f"Registrar-ID that {files.allocator.path} does not record (replaced database?)")
-    return cert, reissue_reason(cert, dt.datetime.now(dt.timezone.utc))
+    return cert, reissue_reason(cert, dt.datetime.now(dt.UTC))
 
 
 def issue_own_ldevid(files: RegistrarFiles, cert_path: Path, key_path: Path,

@@ -22,26 +22,32 @@ import os
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .. import netns
+from ..events import IdentityChanged
 from ..grasp import constants as gc
 from ..grasp.errors import GraspApiError
 from ..grasp.messages import Locator, Objective, TaggedObjective
-from ..events import IdentityChanged
+from ..logsafe import logsafe
 from ..node_context import NodeContext
 from .domain_ca import PrivateKey
-from ..logsafe import logsafe
 from .http import Response
 from .proxy_registrar import AN_JOIN_REGISTRAR, EST_TLS
 from .registrar import Registrar
 from .registrar_bootstrap import (  # noqa: F401  (bootstrap_registrar: acpd imports it here)
-    RegistrarFiles, RegistrarSetupError, bootstrap_registrar, has_cmc_ra, issue_own_ldevid,
-    open_registrar_files, reissue_reason,
+    RegistrarFiles,
+    RegistrarSetupError,
+    bootstrap_registrar,
+    has_cmc_ra,
+    issue_own_ldevid,
+    open_registrar_files,
+    reissue_reason,
 )
 from .store import load_identity
 from .tls import chain_problem
@@ -285,7 +291,7 @@ class RegistrarService:
         it at once, and IdentityChanged tells the other parts (the name stays the same)."""
         if self.registrar is None or self.files is None or time.monotonic() < self._renew_after:
             return False
-        reason = reissue_reason(self.registrar.cert, now or dt.datetime.now(dt.timezone.utc))
+        reason = reissue_reason(self.registrar.cert, now or dt.datetime.now(dt.UTC))
         if reason is None:
             return False
         config = self.ctx.config

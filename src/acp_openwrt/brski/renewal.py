@@ -9,7 +9,6 @@ the ACP address), and replaces the old one atomically together with a fresh key.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -99,7 +98,7 @@ async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str |
                                       key_path=stored.key_path)
     try:
         reader, writer = await _connect(locator, context, namespace, timeout)
-    except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+    except (TimeoutError, OSError, ssl.SSLError) as exc:
         raise RenewalError(f"cannot reach EST server {locator}: {exc or type(exc).__name__}") \
             from None
     connection = HttpConnection(reader, writer, timeout=timeout)
@@ -119,7 +118,7 @@ async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str |
             certs = cms.load_certs_only(_b64(response.body))
         except cms.CmsError as exc:
             raise RenewalError(f"/simplereenroll answer rejected: {exc}") from None
-    except (HttpError, OSError, ConnectionError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, HttpError, OSError, ConnectionError) as exc:
         raise RenewalError(f"EST connection to {locator} failed: {exc}") from None
     finally:
         await connection.close()

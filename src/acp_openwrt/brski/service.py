@@ -143,7 +143,7 @@ class PledgeService:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), wait if wait is not None else 60.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 continue
             self.attempts += 1
@@ -173,7 +173,7 @@ class PledgeService:
             from ..identity.certificate import certificate_node_name_text, validity
             self.acp_node_name = certificate_node_name_text(current[0])
             self.state = "enrolled"
-            now = dt.datetime.now(dt.timezone.utc)
+            now = dt.datetime.now(dt.UTC)
             if now >= validity(current[0])[1] and self.renewal_failures:
                 # Expired and the EST server would not renew it: enrol again with the IDevID
                 # (RFC 8994 §6.2.5.5); the old files stay until a new identity is stored.

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from .file_switch import NewFile, SwitchError, committed_view, fsync_dir, pending_path, \
-    recover_switch, switch_files, write_synced
+from .file_switch import (
+    NewFile,
+    SwitchError,
+    committed_view,
+    fsync_dir,
+    pending_path,
+    recover_switch,
+    switch_files,
+    write_synced,
+)
 
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 

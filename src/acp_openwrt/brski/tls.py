@@ -6,11 +6,11 @@ to it (§5.6.2): `chain_problem` is that check. TLS 1.2 is the floor everywhere 
 """
 from __future__ import annotations
 
+import _ssl
 import datetime as dt
 import os
-import _ssl
 import ssl
-from typing import Sequence
+from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -65,7 +65,7 @@ def server_context(cert_path: str | os.PathLike[str], key_path: str | os.PathLik
 
 def peer_certificate(transport_or_writer: object) -> x509.Certificate | None:
     """The TLS peer's end-entity certificate (verified or not, per the context), or None."""
-    get = getattr(transport_or_writer, "get_extra_info")
+    get = transport_or_writer.get_extra_info
     ssl_object = get("ssl_object")
     if ssl_object is None:
         return None
@@ -83,7 +83,7 @@ def peer_chain(transport_or_writer: object) -> list[x509.Certificate]:
     Public since Python 3.13; CPython 3.10 to 3.12 have it on the private _sslobj, used then:
     a registrar under an operator's sub-CA is verified through the chain it sends, and the
     OpenWrt releases ship 3.11."""
-    ssl_object = getattr(transport_or_writer, "get_extra_info")("ssl_object")
+    ssl_object = transport_or_writer.get_extra_info("ssl_object")
     if ssl_object is None:
         return []
     unverified = getattr(ssl_object, "get_unverified_chain", None) or \
@@ -122,7 +122,7 @@ def chain_problem(leaf: x509.Certificate, anchor: x509.Certificate,
     The anchor may be the leaf itself (RFC 8995 Appendix C pins the registrar's own
     certificate) or a CA above it, reached through at most MAX_CHAIN_DEPTH intermediates.
     """
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     current = leaf
     for _ in range(MAX_CHAIN_DEPTH + 1):
         problem = _time_problem(current, now)

@@ -53,7 +53,7 @@ def new_nonce() -> str:
 
 def format_time(value: dt.datetime) -> str:
     """yang:date-and-time in UTC with a Z."""
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _parse_time(name: str, text: object) -> dt.datetime:

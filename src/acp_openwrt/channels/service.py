@@ -26,16 +26,28 @@ from pyroute2.netlink.exceptions import NetlinkError
 from .. import events
 from ..identity.certificate import load_certificates
 from ..netns import namespace_executor
-from . import xfrm_interface as xi
 from . import initiation
+from . import xfrm_interface as xi
 from .attempts import InitiationSlots, Limits, Parking
-from .charon import CharonSupervisor
 from .channel_table import ChannelTable
+from .charon import CharonSupervisor
 from .connection import ChannelTimers, acp_ifname, conn_name, connection, dull_ifname
 from .driver import Credentials, DriverError, IkeDriver, LogLine, SaEvent
 from .ike_identity import local_identity
-from .peer_channel import (INITIAL_RETRY, MAX_RETRY, Activate, Deactivate, Initiate,
-                           PeerChannel, Prepare, Release, Remove, State, Terminate, Verify)
+from .peer_channel import (
+    INITIAL_RETRY,
+    MAX_RETRY,
+    Activate,
+    Deactivate,
+    Initiate,
+    PeerChannel,
+    Prepare,
+    Release,
+    Remove,
+    State,
+    Terminate,
+    Verify,
+)
 from .peer_check import check_peer
 from .reasons import Reason
 from .strongswan_conf import CharonSettings

@@ -8,12 +8,14 @@ directly: tests publish AdjacencyUp themselves (DULL discovery is a separate par
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
 import socket
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,17 @@ class Testbed:
             with contextlib.suppress(Exception):
                 netns.remove_namespace(ns)
         self._namespaces.clear()
+
+
+def run_scenario(scenario: Callable[[Testbed], Awaitable[None]], root: Path) -> None:
+    """Run one async scenario on a fresh testbed; everything is removed afterwards."""
+    async def main() -> None:
+        bed = Testbed(root)
+        try:
+            await scenario(bed)
+        finally:
+            await bed.close()
+    asyncio.run(main())
 
 
 def _lo_up() -> None:

@@ -74,7 +74,7 @@ def show(result: Diagnosis) -> None:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     answers = gather(args)
-    result = diagnose(answers, dt.datetime.now(dt.timezone.utc),
+    result = diagnose(answers, dt.datetime.now(dt.UTC),
                       read_certificate=read_certificate_dates,
                       namespaces_present=local_namespaces(),
                       certificate_path=str(args.cert) if args.cert else None,

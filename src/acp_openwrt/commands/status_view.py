@@ -5,7 +5,8 @@ older or newer acpd with other keys, gives fewer lines or a '?', never an except
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Summary = Callable[[dict[str, Any]], str]
 

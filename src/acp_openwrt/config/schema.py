@@ -10,9 +10,10 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .uci import ConfigError, UciOption, UciPackage, parse_uci, read_uci_file, show
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..config.uci import ConfigError, UciOption, UciPackage, UciSection, show
 

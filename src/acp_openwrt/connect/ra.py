@@ -57,7 +57,7 @@ class RaContent:
     default_router: bool = False
     mtu: int | None = None
 
-    def final(self) -> "RaContent":
+    def final(self) -> RaContent:
         """The last RA when the interface stops advertising (§6.2.5): router lifetime 0, RIOs
         and the prefix's preferred lifetime 0 (hosts keep a valid address at least 2 h anyway)."""
         return RaContent(self.subnet, self.routes, self.source_mac, 0, 0, self.default_router,

@@ -95,7 +95,7 @@ class RaSender:
                 try:
                     await asyncio.wait_for(self._wake.wait(), delay)
                     continue
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             if self.schedule.poll(loop.time()):
                 self._send(build_ra(self.content))

@@ -16,7 +16,8 @@ import ipaddress
 import logging
 import socket
 from collections import Counter
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 LOG = logging.getLogger("acpd.connect.relay")
 SocketFactory = Callable[[int, int], Awaitable[socket.socket]]  # (family, type) -> socket
@@ -110,7 +111,7 @@ class TcpRelay:
                 for t in (*pumps, watchdog):
                     t.cancel()
                 await asyncio.gather(*pumps, watchdog, return_exceptions=True)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             self.counters["device_errors"] += 1
             LOG.info("relay %s -> %s:%d: %s", self.listen[1], *self.target, exc)
         except asyncio.CancelledError:
@@ -167,7 +168,7 @@ class TcpRelay:
 
 
 class _Session(asyncio.DatagramProtocol):
-    def __init__(self, relay: "UdpRelay", client: tuple[Any, ...]) -> None:
+    def __init__(self, relay: UdpRelay, client: tuple[Any, ...]) -> None:
         self.relay = relay
         self.client = client
         self.transport: asyncio.DatagramTransport | None = None

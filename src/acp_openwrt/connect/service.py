@@ -19,8 +19,9 @@ import ipaddress
 import logging
 import os
 import socket
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from .. import netns
 from ..identity.address import AddressError

@@ -37,7 +37,7 @@ def request(path: Path | str, cmd: str, timeout: float = 10.0, **args: Any) -> A
         raise ControlClientError(f"{path}: no control socket (is acpd running?)") from None
     except ConnectionRefusedError:
         raise ControlClientError(f"{path}: acpd is not answering (stale socket?)") from None
-    except socket.timeout:
+    except TimeoutError:
         raise ControlClientError(f"{path}: no answer from acpd within {timeout:g} s") from None
     except OSError as exc:
         raise ControlClientError(f"{path}: {exc.strerror or exc}") from None

@@ -12,15 +12,16 @@ import json
 import logging
 import os
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Union
+from typing import Any
 
 LOG = logging.getLogger("acpd.control")
 MAX_REQUEST = 64 * 1024   # one line; anything longer is a client bug or an attack
 MAX_CLIENTS = 16
 MAX_DEPTH = 32            # acpctl's deepest request is 2; json.loads recurses (RecursionError)
 IDLE_TIMEOUT_S = 10.0     # to send one complete request line (and to take one reply)
-Handler = Callable[[dict[str, Any]], Union[Any, Awaitable[Any]]]
+Handler = Callable[[dict[str, Any]], Any | Awaitable[Any]]
 
 # A JSON string, escapes included: one alternative per character, so linear on any input.
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
@@ -188,7 +189,7 @@ class ControlServer:
             while True:
                 try:  # one deadline for the whole line: a byte a second does not renew it
                     line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     self.counters["timeouts"] += 1
                     await self._send(writer, {"ok": False, "error": (
                         f"timeout: no complete request line within {self.idle_timeout:g} s")})
@@ -213,7 +214,7 @@ class ControlServer:
         try:
             writer.write(encode_reply(reply))
             await asyncio.wait_for(writer.drain(), self.idle_timeout)
-        except asyncio.TimeoutError:  # before OSError: TimeoutError is one since 3.11
+        except TimeoutError:  # before OSError: TimeoutError is one since 3.11
             self.counters["timeouts"] += 1
             return False
         except (ConnectionError, OSError):

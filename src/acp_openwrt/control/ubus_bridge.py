@@ -19,8 +19,9 @@ import collections
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import events
 from ..logsafe import logsafe
@@ -111,7 +112,7 @@ class _Connection:
         self.writer.write(data)
         try:
             await asyncio.wait_for(self.writer.drain(), WRITE_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UbusLost(f"ubusd took no data for {WRITE_TIMEOUT_S:g} s") from None
         except (ConnectionError, OSError) as exc:
             raise UbusLost(f"ubusd connection: {exc}") from None
@@ -122,7 +123,7 @@ class _Connection:
         try:
             await self.write(message)
             return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UbusLost(f"ubusd did not answer within {timeout:g} s") from None
         finally:
             self.waiting.pop(seq, None)
@@ -235,7 +236,7 @@ class UbusBridge:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(str(path), limit=READ_CHUNK), CONNECT_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UbusLost(f"{path}: ubusd does not accept connections") from None
         conn = self._conn = _Connection(reader, writer)
         self.socket_path = path
@@ -353,7 +354,7 @@ class UbusBridge:
         try:
             answer = await asyncio.wait_for(self.ctx.control.call(self.methods[method]),
                                             CALL_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             answer = {"ok": False, "error": f"acpd did not answer within {CALL_TIMEOUT_S:g} s"}
         if not answer.get("ok"):
             self.counters["errors"] += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from ..grasp import constants as c
 from ..grasp.actions import FloodReceived
@@ -45,7 +45,7 @@ def our_flood(link_local: str) -> tuple[Objective, Locator]:
                     IKE_PORT))
 
 
-def read_offer(flood: FloodReceived) -> Union[Offer, Refused]:
+def read_offer(flood: FloodReceived) -> Offer | Refused:
     """The neighbour a heard AN_ACP flood announces.
 
     RFC 8994 §6.4: "The originator MUST be the IPv6 link-local address of the originating ACP

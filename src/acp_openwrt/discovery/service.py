@@ -33,7 +33,13 @@ from ..grasp.service import GraspService
 from ..node_context import NodeContext
 from .adjacency import AdjacencyTable, Confirmed, Limits
 from .an_acp import (
-    AN_ACP, BAD_METHOD, LOCATOR_MISMATCH, UNUSABLE_LOCATOR, Refused, our_flood, read_offer,
+    AN_ACP,
+    BAD_METHOD,
+    LOCATOR_MISMATCH,
+    UNUSABLE_LOCATOR,
+    Refused,
+    our_flood,
+    read_offer,
 )
 from .log_budget import LogBudget, suppressed_note
 
@@ -257,7 +263,7 @@ class DullDiscovery:
             self._expiry.clear()
             try:
                 await asyncio.wait_for(self._expiry.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             now = time.monotonic()
             for down in self.table.expire(now):

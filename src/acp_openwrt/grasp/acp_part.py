@@ -23,7 +23,8 @@ import ipaddress
 import logging
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import events
 from ..node_context import NodeContext

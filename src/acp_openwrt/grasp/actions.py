@@ -24,7 +24,7 @@ class SendMulticast(NamedTuple):
 
 class OpenStream(NamedTuple):
     conn_id: int
-    ifname: Union[str, None]  # needed for link-local addresses
+    ifname: str | None  # needed for link-local addresses
     address: bytes
     port: int
 
@@ -42,7 +42,7 @@ class FloodReceived(NamedTuple):
     ifname: str
     initiator: bytes
     objective: Objective
-    locator: Union[Locator, None]
+    locator: Locator | None
     expires: float
     source: bytes = b""  # the transport source (the neighbour's link-local address)
     ttl_ms: int = 0
@@ -73,14 +73,14 @@ class NegotiationEnded(NamedTuple):
     """accept True/False from the peer's M_END, or False with ``error`` (an RFC 8991 code)."""
     handle: int
     accept: bool
-    reason: Union[str, None]
+    reason: str | None
     error: int
-    objective: Union[Objective, None]
+    objective: Objective | None
 
 
 class SynchronizationDone(NamedTuple):
     handle: int
-    objective: Union[Objective, None]
+    objective: Objective | None
     error: int
 
 

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 
@@ -28,7 +29,7 @@ _log = logging.getLogger(__name__)
 
 
 class _Client(asyncio.Protocol):
-    def __init__(self, server: "ApiServer") -> None:
+    def __init__(self, server: ApiServer) -> None:
         self.server = server
         self.svc = server.service
         self.framer = StreamFramer(w.MAX_MESSAGE)
@@ -239,7 +240,7 @@ async def _get_flood(cl: _Client, args: dict[str, Any]) -> Any:
 
 
 class ApiServer:
-    def __init__(self, service: "GraspService", path: str, mode: int = 0o660, max_clients: int = 16,
+    def __init__(self, service: GraspService, path: str, mode: int = 0o660, max_clients: int = 16,
                  max_inflight: int = 32) -> None:
         self.service = service
         self.path = path

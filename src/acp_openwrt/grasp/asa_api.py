@@ -11,11 +11,16 @@ import asyncio
 import collections
 import itertools
 import random
-from typing import Any, Callable, Iterable, NamedTuple, Union
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, Union
 
 from . import constants as c
 from .actions import (
-    Discovered, FloodReceived, NegotiationEnded, NegotiationRequested, NegotiationStep,
+    Discovered,
+    FloodReceived,
+    NegotiationEnded,
+    NegotiationRequested,
+    NegotiationStep,
     SynchronizationDone,
 )
 from .engine import Engine
@@ -37,12 +42,12 @@ class Asa(NamedTuple):
 class NegotiationReply(NamedTuple):
     """The peer's answer: ``handle`` None means the peer ended the session with O_ACCEPT and
     ``objective`` is the last value on the table; else it is the peer's counter-offer."""
-    handle: Union[int, None]
-    objective: Union[Objective, None]
-    reason: Union[str, None] = None
+    handle: int | None
+    objective: Objective | None
+    reason: str | None = None
 
 
-FloodItem = Union[TaggedObjective, tuple[Objective, Union[Locator, None]]]
+FloodItem = Union[TaggedObjective, tuple[Objective, Locator | None]]
 
 
 class AsaApi:

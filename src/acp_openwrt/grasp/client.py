@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Iterable
+from typing import Any
 
 import cbor2
 
@@ -38,7 +39,7 @@ class GraspClient:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._lost = False
 
-    async def connect(self) -> "GraspClient":
+    async def connect(self) -> GraspClient:
         self._reader, self._writer = await asyncio.open_unix_connection(self.path)
         self._task = asyncio.get_running_loop().create_task(self._read())
         return self
@@ -59,7 +60,7 @@ class GraspClient:
                 pass
             self._task = None
 
-    async def __aenter__(self) -> "GraspClient":
+    async def __aenter__(self) -> GraspClient:
         return await self.connect()
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,

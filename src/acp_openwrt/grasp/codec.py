@@ -24,7 +24,8 @@ a canonical message gives the same bytes (minus any skipped options).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cbor2
 from cbor2 import CBORSimpleValue, CBORTag, undefined
@@ -32,8 +33,22 @@ from cbor2 import CBORSimpleValue, CBORTag, undefined
 from . import constants as c
 from .cbor_reader import CborError, CborIncomplete, read_item
 from .messages import (
-    ABSENT, Discovery, End, Flood, Invalid, Locator, Message, Negotiate, Noop, Objective,
-    RequestNegotiation, RequestSynchronization, Response, Synch, TaggedObjective, Wait,
+    ABSENT,
+    Discovery,
+    End,
+    Flood,
+    Invalid,
+    Locator,
+    Message,
+    Negotiate,
+    Noop,
+    Objective,
+    RequestNegotiation,
+    RequestSynchronization,
+    Response,
+    Synch,
+    TaggedObjective,
+    Wait,
 )
 
 

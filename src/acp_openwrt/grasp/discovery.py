@@ -7,7 +7,7 @@ lifetimes, relayed discoveries waiting for responses, and our own pending discov
 from __future__ import annotations
 
 import heapq
-from typing import TYPE_CHECKING, Any, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import constants as c
 from .actions import Discovered
@@ -23,14 +23,14 @@ _DEFAULT_RESPONSE_TTL_MS = 10 * c.GRASP_DEF_TIMEOUT  # §2.8.5: ttl 0 means "muc
 
 class _CachedLocator(NamedTuple):
     expires: float
-    ifname: Union[str, None]
+    ifname: str | None
     diverted: bool
 
 
 class _Relay(NamedTuple):
     """Where responses to a relayed discovery go back to: a stream, or (ifname, addr, port)."""
-    conn_id: Union[int, None]
-    ifname: Union[str, None]
+    conn_id: int | None
+    ifname: str | None
     address: bytes
     port: int
     name: str
@@ -47,7 +47,7 @@ class _Pending:
 
 
 class DiscoveryRole:
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         self.e = engine
         self.registered: dict[str, tuple[Objective, tuple[Locator, ...], int]] = {}
         self.cache: dict[str, dict[Locator, _CachedLocator]] = {}
@@ -137,7 +137,7 @@ class DiscoveryRole:
         e.send_stream(conn_id, reply)
         e.close_stream(conn_id)
 
-    def on_response(self, msg: Response, conn_id: int, stream: "_Stream", now: float) -> None:
+    def on_response(self, msg: Response, conn_id: int, stream: _Stream, now: float) -> None:
         e = self.e
         e.close_stream(conn_id)  # one response per connection (§2.8.5)
         pending = self._pending.get(msg.session_id) if msg.initiator == e.config.address else None

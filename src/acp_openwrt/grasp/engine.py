@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from . import constants as c
 from .actions import CloseStream, FloodReceived, OpenStream, SendMulticast, SendStream
@@ -43,7 +44,15 @@ from .discovery import DiscoveryRole
 from .errors import GraspApiError, GraspError
 from .flood_cache import FloodCache, FloodEntry
 from .messages import (
-    Discovery, Flood, Locator, Message, Noop, Objective, Response, TaggedObjective, is_link_local,
+    Discovery,
+    Flood,
+    Locator,
+    Message,
+    Noop,
+    Objective,
+    Response,
+    TaggedObjective,
+    is_link_local,
 )
 from .negotiation import SessionRole
 from .rate_limit import TokenBuckets

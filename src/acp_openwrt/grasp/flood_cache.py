@@ -4,14 +4,14 @@ a different tag makes a new entry; an entry is gone once its ttl is over (ttl 0 
 from __future__ import annotations
 
 import heapq
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 from .messages import Locator, Objective
 
 
 class FloodEntry(NamedTuple):
     objective: Objective
-    locator: Union[Locator, None]
+    locator: Locator | None
     initiator: bytes
     ifname: str
     expires: float  # local time in s; inf for ttl 0
@@ -27,7 +27,7 @@ class FloodCache:
 
     def __init__(self, max_entries: int = 1024) -> None:
         self.max_entries = max_entries
-        self._entries: dict[tuple[str, Union[Locator, None]], FloodEntry] = {}
+        self._entries: dict[tuple[str, Locator | None], FloodEntry] = {}
 
     def put(self, objective: Objective, locator: Locator | None, initiator: bytes, ifname: str,
             ttl_ms: int, now: float) -> FloodEntry:

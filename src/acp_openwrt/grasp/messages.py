@@ -69,10 +69,10 @@ class Objective(NamedTuple):
     def dry(self) -> bool:
         return bool(self.flags & c.F_NEG_DRY)
 
-    def with_loop_count(self, loop_count: int) -> "Objective":
+    def with_loop_count(self, loop_count: int) -> Objective:
         return Objective(self.name, self.flags, loop_count, self.value)
 
-    def with_value(self, value: Any) -> "Objective":
+    def with_value(self, value: Any) -> Objective:
         return Objective(self.name, self.flags, self.loop_count, value)
 
 
@@ -84,9 +84,9 @@ class Locator(NamedTuple):
     """
 
     kind: int
-    address: Union[bytes, str]
-    protocol: Union[int, None]
-    port: Union[int, None]
+    address: bytes | str
+    protocol: int | None
+    port: int | None
 
     def ip_address(self) -> Any:
         """The address as an ``ipaddress`` object (IP locators only), imported on demand."""
@@ -99,7 +99,7 @@ class TaggedObjective(NamedTuple):
     """One ``[objective, locator-option / []]`` pair of an M_FLOOD; locator None is ``[]``."""
 
     objective: Objective
-    locator: Union[Locator, None] = None
+    locator: Locator | None = None
 
 
 class Noop(NamedTuple):
@@ -128,7 +128,7 @@ class Response(NamedTuple):
     ttl: int
     locators: tuple[Locator, ...]
     diverted: bool = False
-    objective: Union[Objective, None] = None
+    objective: Objective | None = None
     MTYPE = c.M_RESPONSE
 
 
@@ -161,7 +161,7 @@ class End(NamedTuple):
 
     session_id: int
     accept: bool
-    reason: Union[str, None] = None
+    reason: str | None = None
     MTYPE = c.M_END
 
 

@@ -11,12 +11,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .actions import NegotiationEnded, NegotiationRequested, NegotiationStep, SynchronizationDone
 from . import constants as c
+from .actions import NegotiationEnded, NegotiationRequested, NegotiationStep, SynchronizationDone
 from .errors import GraspApiError, GraspError
 from .messages import (
-    End, Invalid, Locator, Message, Negotiate, Objective, RequestNegotiation,
-    RequestSynchronization, Synch, Wait,
+    End,
+    Invalid,
+    Locator,
+    Message,
+    Negotiate,
+    Objective,
+    RequestNegotiation,
+    RequestSynchronization,
+    Synch,
+    Wait,
 )
 
 if TYPE_CHECKING:
@@ -42,7 +50,7 @@ class _Session:
 
 
 class SessionRole:
-    def __init__(self, engine: "Engine") -> None:
+    def __init__(self, engine: Engine) -> None:
         self.e = engine
         self.neg_listeners: dict[str, Objective] = {}
         self.syn_listeners: dict[str, Objective] = {}
@@ -138,7 +146,7 @@ class SessionRole:
         self.e.close_stream(session.conn_id)
 
     # -- receiving ----------------------------------------------------------------------------
-    def on_message(self, msg: Message, conn_id: int, stream: "_Stream", now: float) -> None:
+    def on_message(self, msg: Message, conn_id: int, stream: _Stream, now: float) -> None:
         e = self.e
         kind = type(msg)
         session = self._by_conn.get(conn_id)
@@ -174,7 +182,7 @@ class SessionRole:
             return self._fail(session, "peer sent M_INVALID", GraspError.invalidNeg)
         return self._fail(session, f"unexpected {c.MESSAGE_NAMES[msg.MTYPE]}", GraspError.noValidStep)
 
-    def _on_request(self, msg: Message, conn_id: int, stream: "_Stream", now: float) -> None:
+    def _on_request(self, msg: Message, conn_id: int, stream: _Stream, now: float) -> None:
         e = self.e
         synch = type(msg) is RequestSynchronization
         listeners = self.syn_listeners if synch else self.neg_listeners

@@ -2,7 +2,7 @@
 garbage, without touching anybody else's budget."""
 from __future__ import annotations
 
-from typing import Hashable
+from collections.abc import Hashable
 
 
 class TokenBuckets:

@@ -2,7 +2,8 @@
 floods and discoveries (RFC 8990 §2.5.4.4, §2.5.6.2)."""
 from __future__ import annotations
 
-from typing import Any, Hashable
+from collections.abc import Hashable
+from typing import Any
 
 
 class SeenCache:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
-import os
 import logging
+import os
 import socket
 from typing import Any
 
@@ -30,8 +30,14 @@ from .asa_api import AsaApi
 from .engine import Engine, EngineConfig
 from .messages import is_link_local
 from .transport import (
-    MulticastSocket, SocketFactory, StreamConnection, in_namespace, interface_facts, open_listener,
-    open_multicast, open_peer_socket,
+    MulticastSocket,
+    SocketFactory,
+    StreamConnection,
+    in_namespace,
+    interface_facts,
+    open_listener,
+    open_multicast,
+    open_peer_socket,
 )
 
 _log = logging.getLogger(__name__)
@@ -316,7 +322,7 @@ class GraspService(AsaApi):
             if err not in (0, errno.EINPROGRESS):
                 raise OSError(err, os.strerror(err))
             await loop.create_connection(lambda: conn, sock=sock)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             if sock is not None:
                 sock.close()
             self.transport_counters["connect_failed"] = self.transport_counters.get("connect_failed", 0) + 1

@@ -6,7 +6,7 @@ The random source is injected (``random.SystemRandom()`` in production, a seeded
 from __future__ import annotations
 
 import random
-from typing import Container
+from collections.abc import Container
 
 from .seen_cache import SeenCache
 

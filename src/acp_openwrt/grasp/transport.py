@@ -20,7 +20,8 @@ import concurrent.futures
 import logging
 import socket
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import constants as c
 from .codec import GraspDecodeError
@@ -154,7 +155,7 @@ class SocketFactory:
         self._refilling = True
         loop = asyncio.get_running_loop()
 
-        def made(fut: "asyncio.Future[list[socket.socket]]") -> None:
+        def made(fut: asyncio.Future[list[socket.socket]]) -> None:
             self._refilling = False
             if not fut.cancelled() and fut.exception() is None:
                 self._pool.extend(fut.result())
@@ -239,10 +240,10 @@ class StreamConnection(asyncio.Protocol):
     """One GRASP TCP connection: framed messages to ``on_message(conn, data)``; ``on_closed``
     once when it ends for any reason. Data sent before the connection is up is queued."""
 
-    def __init__(self, on_message: Callable[["StreamConnection", bytes], None],
-                 on_closed: Callable[["StreamConnection"], None], counters: dict[str, int],
+    def __init__(self, on_message: Callable[[StreamConnection, bytes], None],
+                 on_closed: Callable[[StreamConnection], None], counters: dict[str, int],
                  max_size: int = c.DEFAULT_TCP_MAX_SIZE,
-                 on_open: Callable[["StreamConnection"], None] | None = None) -> None:
+                 on_open: Callable[[StreamConnection], None] | None = None) -> None:
         self.conn_id = 0
         self._on_open = on_open
         self.transport: asyncio.Transport | None = None

@@ -77,7 +77,7 @@ class AcpAddress:
         return ipaddress.IPv6Network((self.address, 48), strict=False)
 
     @classmethod
-    def decode(cls, address: ipaddress.IPv6Address | str) -> "AcpAddress":
+    def decode(cls, address: ipaddress.IPv6Address | str) -> AcpAddress:
         """Split an address into its sub-scheme fields; only fd00::/8 with type 0 or 1."""
         try:
             addr = ipaddress.IPv6Address(address)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -110,8 +110,8 @@ def validity(cert: x509.Certificate) -> tuple[dt.datetime, dt.datetime]:
     ships 41.0.7, where only the naive ones exist."""
     before = getattr(cert, "not_valid_before_utc", None)
     if before is None:
-        return (cert.not_valid_before.replace(tzinfo=dt.timezone.utc),
-                cert.not_valid_after.replace(tzinfo=dt.timezone.utc))
+        return (cert.not_valid_before.replace(tzinfo=dt.UTC),
+                cert.not_valid_after.replace(tzinfo=dt.UTC))
     return before, cert.not_valid_after_utc
 
 

@@ -22,8 +22,8 @@ critical extensions, key and signature-hash strength.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -56,11 +56,11 @@ class MembershipResult:
 
 
 def _utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
 def _stamp(value: dt.datetime) -> str:
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _label(cert: x509.Certificate) -> str:
@@ -189,7 +189,7 @@ def check_domain_membership(
     leaf = as_certificate(peer_cert)
     intermediates = [as_certificate(c) for c in peer_chain]
     anchors = [as_certificate(c) for c in trust_anchors]
-    moment = _utc(now) if now is not None else dt.datetime.now(dt.timezone.utc)
+    moment = _utc(now) if now is not None else dt.datetime.now(dt.UTC)
 
     def refuse(reason: str, node: AcpNodeName | None = None, carrier: str | None = None,
                ) -> MembershipResult:

@@ -14,13 +14,14 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..channels.testbed import ping
-from ..netns import list_namespaces, remove_namespace, socket_in
 from ..identity.address import name_for_address, zone_address
+from ..netns import list_namespaces, remove_namespace, socket_in
 from .acpd_runner import AcpdNode, wait_for
 from .masa import Masa
 from .pki import TestCA

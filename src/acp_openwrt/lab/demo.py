@@ -26,7 +26,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait as wait_futures
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,8 +334,8 @@ def run_demo(steps: Sequence[Step] = STEPS, say: Callable[[str], None] = _print_
     previous = signal.signal(signal.SIGTERM, _terminate) if on_main_thread else None
     outcomes: list[Outcome] = []
     try:
-        say(f"ACP demo: r (registrar, DODAG root) - a - b - c in a line, one acpd each; "
-            f"a, b, c start with only an IDevID")
+        say("ACP demo: r (registrar, DODAG root) - a - b - c in a line, one acpd each; "
+            "a, b, c start with only an IDevID")
         outcomes = run_steps(demo, steps)
     except KeyboardInterrupt:
         say("interrupted")

@@ -18,9 +18,10 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -30,10 +31,10 @@ from ..brski import cms, idevid, wellknown
 from ..brski.http import Request, Response, serve_connection, text_response
 from ..brski.tls import chain_problem, server_context
 from ..brski.voucher import Voucher, VoucherError, parse_voucher
-from .pki import TestCA, generate_key, _write_pem, _cert_pem, _key_pem
+from .pki import TestCA, _cert_pem, _key_pem, _write_pem, generate_key
 
 LOG = logging.getLogger("acp.lab.masa")
-IDEVID_NOT_AFTER = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.timezone.utc)
+IDEVID_NOT_AFTER = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC)
 NONCELESS_LIFETIME = dt.timedelta(minutes=20)
 
 
@@ -70,7 +71,7 @@ class Masa:
                                common_name=f"{name} IDevID CA", not_after=IDEVID_NOT_AFTER)
         signer = vendor.issue_node(f"{name}-masa")  # voucher-signing key (plain EE cert)
         tls_key = generate_key()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         tls_cert = (x509.CertificateBuilder()
                     .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} MASA")]))
                     .issuer_name(vendor.certificate.subject).public_key(tls_key.public_key())
@@ -110,7 +111,7 @@ class Masa:
                      register: bool = True) -> Idevid:
         """An IDevID for `serial` naming this MASA (register=False: a device it never made)."""
         key = generate_key()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         cert = (x509.CertificateBuilder()
                 .subject_name(x509.Name([x509.NameAttribute(NameOID.SERIAL_NUMBER, serial)]))
                 .issuer_name(self.vendor.certificate.subject).public_key(key.public_key())
@@ -138,7 +139,7 @@ class Masa:
     # --- the voucher decision ----------------------------------------------------------------
 
     def decide(self, body: bytes, now: dt.datetime | None = None) -> Response:
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         try:
             signed = cms.verify(body)
             request = parse_voucher(signed.content, request=True)

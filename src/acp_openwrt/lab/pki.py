@@ -86,7 +86,7 @@ def _key_pem(key: PrivateKey) -> bytes:
 
 def _window(not_before: dt.datetime | None, not_after: dt.datetime | None,
             lifetime: dt.timedelta) -> tuple[dt.datetime, dt.datetime]:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     start = not_before if not_before is not None else now - CLOCK_SKEW
     end = not_after if not_after is not None else max(start, now) + lifetime
     return start, end

@@ -22,12 +22,29 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from acp_openwrt import netns as netns_exec
-from acp_openwrt.netns import cleanup_stale
 from acp_openwrt.lab.topology_spec import (
-    ADDRGENMODES, BUILDERS, IFNAME_MAX, End, Link, NodeSpec, SpecBuilder, TopologyError,
-    TopologySpec, check_ifname, check_prefix, from_edges, ifname_towards, line, mesh, named,
-    random_prefix, ring, segment, star,
+    ADDRGENMODES,
+    BUILDERS,
+    IFNAME_MAX,
+    End,
+    Link,
+    NodeSpec,
+    SpecBuilder,
+    TopologyError,
+    TopologySpec,
+    check_ifname,
+    check_prefix,
+    from_edges,
+    ifname_towards,
+    line,
+    mesh,
+    named,
+    random_prefix,
+    ring,
+    segment,
+    star,
 )
+from acp_openwrt.netns import cleanup_stale
 
 __all__ = [
     "ADDRGENMODES", "BUILDERS", "IFNAME_MAX", "End", "Link", "Node", "NodeSpec", "SpecBuilder",

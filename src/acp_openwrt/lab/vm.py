@@ -22,8 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from acp_openwrt.lab.guest_console import ConsoleFilter, Phase
-from acp_openwrt.lab.guest_init import (HOSTROOT_TAG, MODULES_TAG, RUN_SCRIPT, RUN_TAG,
-                                        STATUS_FILE, GuestCommand, guest_environment, run_script)
+from acp_openwrt.lab.guest_init import (
+    HOSTROOT_TAG,
+    MODULES_TAG,
+    RUN_SCRIPT,
+    RUN_TAG,
+    STATUS_FILE,
+    GuestCommand,
+    guest_environment,
+    run_script,
+)
 from acp_openwrt.lab.guest_kernel import GuestKernel, GuestUnavailable, ensure_guest_kernel
 
 QEMU = "qemu-system-x86_64"

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal, Union
+from typing import Literal, Union
 
 ARPHRD_ETHER = 1
 TWIN_ALIAS = "acp-twin"

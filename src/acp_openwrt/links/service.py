@@ -95,7 +95,7 @@ class LinkService:
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), RESCAN_INTERVAL)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             await asyncio.sleep(DEBOUNCE)  # let a burst of netlink messages settle
             self._wake.clear()

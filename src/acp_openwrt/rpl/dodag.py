@@ -30,14 +30,11 @@ from .downward import DownwardTable, NeighborKey, acceptable_target, read_dao
 from .messages import Dao, DaoAck, Dio, Dis, Message, decode_message
 from .of0 import dag_rank
 from .options import RFC6550_DEFAULTS, DodagConfiguration, RplDecodeError
-from .parents import (Choice, Neighbor, VersionKey, VersionMemory, compare_choices, dodag_order,
-                      pick)
+from .parents import Choice, Neighbor, VersionKey, VersionMemory, compare_choices, dodag_order, pick
 from .profile import RplConfig
 from .routes import DEFAULT_PREFIX, Route, RouteKind
 from .status import describe
 from .trickle import Trickle
-
-
 
 # Counters shown even at zero (`acpctl rpl --json`): what a liberal receiver took in, and refused.
 EVENTS = ("dio_without_configuration", "dio_rank_below_root", "dio_mop_unsupported",

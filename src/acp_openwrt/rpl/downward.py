@@ -6,8 +6,8 @@ uses the entry with the newest Path Sequence, then the most recently refreshed o
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import sequence
 from .constants import MIN_TARGET_PREFIX_LENGTH, NO_PATH_LIFETIME

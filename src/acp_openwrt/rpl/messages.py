@@ -10,8 +10,17 @@ import struct
 from dataclasses import dataclass, field
 
 from . import constants as c
-from .options import (DodagConfiguration, Option, PrefixInformation, RplDecodeError, RplTarget,
-                      SolicitedInformation, TransitInformation, decode_options, encode_options)
+from .options import (
+    DodagConfiguration,
+    Option,
+    PrefixInformation,
+    RplDecodeError,
+    RplTarget,
+    SolicitedInformation,
+    TransitInformation,
+    decode_options,
+    encode_options,
+)
 
 
 @dataclass(frozen=True)

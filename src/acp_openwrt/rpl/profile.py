@@ -39,7 +39,7 @@ class RplConfig:
     @classmethod
     def for_address(cls, address: ipaddress.IPv6Address | str, *, root: bool = False,
                     registrar: bool = False, acp_connect: bool = False,
-                    **kwargs: object) -> "RplConfig":
+                    **kwargs: object) -> RplConfig:
         """Settings from an ACP address: prefix by scheme, preference by role (§6.12.1.12)."""
         acp = AcpAddress.decode(address)
         if root:

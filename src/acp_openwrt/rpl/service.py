@@ -15,8 +15,9 @@ import dataclasses
 import ipaddress
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import events
 from ..connect.events import ConnectSubnetDown, ConnectSubnetUp
@@ -285,7 +286,7 @@ class RplService:
                 try:
                     await asyncio.wait_for(self._wake.wait(), delay)
                     continue  # something happened: look at the timer again
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             self._dispatch(self.node.handle_timer(self._now()))
 

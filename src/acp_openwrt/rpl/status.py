@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from .dodag import RplNode
 
 
-def describe(node: "RplNode") -> dict[str, Any]:
+def describe(node: RplNode) -> dict[str, Any]:
     parents = [{"address": str(key[1]), "ifname": key[0], "preferred": i == 0,
                 "rank": node.parent_rank(key)} for i, key in enumerate(node.parents)]
     children = [{"address": str(key[1]), "ifname": key[0], "targets": sorted(map(str, targets))}

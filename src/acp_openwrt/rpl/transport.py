@@ -16,7 +16,7 @@ import logging
 import socket
 import struct
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from .. import netns
 from . import constants as c

@@ -98,7 +98,7 @@ class SunshineLauncher:
             proc.terminate()
         try:
             await asyncio.wait_for(proc.wait(), STOP_GRACE)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
