@@ -29,11 +29,11 @@ ROLES = ("acpd", "join_proxy", "charon")
 # acpd's imports in the order a running enrolled node makes them (acpd.main, then the parts).
 IMPORT_ORDER = (
     "asyncio", "acp_openwrt.acpd", "cryptography.x509", "acp_openwrt.identity.summary",
-    "pyroute2.iproute.linux", "acp_openwrt.coordinator", "acp_openwrt.links.service",
-    "acp_openwrt.rpl.service", "cbor2", "acp_openwrt.grasp.acp_part", "vici",
-    "acp_openwrt.channels.service", "acp_openwrt.discovery.service",
-    "acp_openwrt.brski.proxy_launcher", "acp_openwrt.brski.service",
-    "acp_openwrt.control.ubus_bridge",
+    "pyroute2.iproute.linux", "acp_openwrt.coordinator", "acp_openwrt.links.part",
+    "acp_openwrt.rpl.part", "cbor2", "acp_openwrt.grasp.part", "vici",
+    "acp_openwrt.channels.part", "acp_openwrt.discovery.part",
+    "acp_openwrt.brski.proxy.part", "acp_openwrt.brski.pledge.part",
+    "acp_openwrt.control.part",
 )
 IMPORT_PROBE = """
 import gc, importlib, json, sys

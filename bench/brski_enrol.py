@@ -17,13 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from acp_openwrt.brski.pledge import Enrolled
-from acp_openwrt.brski.pledge_client import (
+from acp_openwrt.brski.pledge.client import (
     IdentityPaths,
     Locator,
     PledgeClient,
     load_pledge_identity,
 )
+from acp_openwrt.brski.pledge.core import Enrolled
 from acp_openwrt.lab.masa import Masa, start_bench_registrar
 from acp_openwrt.lab.topology import Topology, cleanup_stale, line, random_prefix
 from acp_openwrt.netns import socket_in

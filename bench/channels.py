@@ -1,4 +1,4 @@
-"""Time to the first ping over a secure channel: ChannelService vs a bare `swanctl --initiate`.
+"""Time to the first ping over a secure channel: ChannelPart vs a bare `swanctl --initiate`.
 
 Runs in the guest (the host kernel has no ESP): `acp-lab vm -- python3 bench/channels.py`.
 Both scenarios use two nodes on one veth, certificates from one lab CA, the same proposals,
@@ -28,7 +28,7 @@ from acp_openwrt.channels import xfrm_interface as xi
 from acp_openwrt.channels.charon import CharonSupervisor
 from acp_openwrt.channels.connection import ESP_PROPOSALS, IKE_PROPOSALS
 from acp_openwrt.channels.strongswan_conf import CharonSettings
-from acp_openwrt.channels.testbed import BedNode, Testbed, ping, route_via
+from acp_openwrt.lab.channel_testbed import BedNode, Testbed, ping, route_via
 
 IF_ID = 300
 SETTINGS = CharonSettings(vici_socket="/run/charon.vici")
@@ -169,7 +169,7 @@ async def main(runs: int, json_path: str | None = None) -> int:
             acp.append(await acp_run(Path(tmp) / f"acp{i}"))
     a, b = statistics.median(acp), statistics.median(bare)
     print(f"time to first ping over the channel, median of {runs} (guest, TCG):")
-    print(f"  acp  (ChannelService, both sides start)  {a:6.2f} s   runs: "
+    print(f"  acp  (ChannelPart, both sides start)  {a:6.2f} s   runs: "
           + " ".join(f"{x:.2f}" for x in acp))
     print(f"  bare (swanctl --initiate, one side)      {b:6.2f} s   runs: "
           + " ".join(f"{x:.2f}" for x in bare))

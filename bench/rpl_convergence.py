@@ -2,7 +2,7 @@
 """RPL convergence and memory in namespaces: 10, 25, 50 nodes, one process per node.
 
 Each node is a namespace with its ACP address on loopback, linked by veths into a random
-connected mesh with loops (seeded), and runs RplService in its own Python process (so RSS is
+connected mesh with loops (seeded), and runs RplPart in its own Python process (so RSS is
 per node, as on a router). The first node is the DODAG root. Measured:
 - convergence: from "go" (every process ready, then each publishes ChannelUp for its links) to
   all-pairs reachability (ICMPv6 echo between every pair of ACP addresses, through the kernels);
@@ -37,8 +37,8 @@ from acp_openwrt.identity.address import vlong_address, zone_address
 from acp_openwrt.lab.topology import Topology, TopologySpec, from_edges
 from acp_openwrt.node_context import NodeContext
 from acp_openwrt.rpl.options import DodagConfiguration
+from acp_openwrt.rpl.part import RplPart
 from acp_openwrt.rpl.probe import EchoProber
-from acp_openwrt.rpl.service import RplService
 
 RSUB = "bench.acp.example"
 FAST = DodagConfiguration(dio_interval_min=6, dio_interval_doublings=6)
@@ -76,7 +76,7 @@ async def run_node(args: argparse.Namespace) -> None:
     control = ControlServer(run / "acpd.sock")
     ctx = NodeContext(config, events.EventBus(), control,
                       identity={"acp_address": args.address, "prefix_length": None})
-    service = RplService(ctx, dodag=FAST if args.fast else None)
+    service = RplPart(ctx, dodag=FAST if args.fast else None)
     await control.start()
     await service.start()
     done = asyncio.Event()

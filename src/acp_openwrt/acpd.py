@@ -98,7 +98,7 @@ def check_identity(config: Any) -> tuple[dict[str, Any] | None, list[str], bool]
 
 def _bootstrap_registrar(config: Any) -> dict[str, Any] | None:
     """A registrar without an LDevID makes its domain CA and issues its own (then loads it)."""
-    from .brski.registrar_service import bootstrap_registrar
+    from .brski.registrar.part import bootstrap_registrar
     try:
         if bootstrap_registrar(config, config.ldevid_cert, config.ldevid_key,
                                config.trust_anchors):

@@ -48,21 +48,21 @@ def part_names(config: AcpConfig, identity: dict[str, Any] | None) -> list[str]:
     A part whose module is not installed (a trimmed OpenWrt build) is skipped with a log line
     rather than stopping the node.
     """
-    parts = ["links.service:LinkService"]
+    parts = ["links.part:LinkPart"]
     if config.join_proxy:
-        parts.append("brski.proxy_launcher:JoinProxyService")  # switches on with an LDevID
+        parts.append("brski.proxy.part:JoinProxyPart")  # switches on with an LDevID
     if identity is not None:
-        parts.append("rpl.service:RplService")
+        parts.append("rpl.part:RplPart")
         if config.connect:
-            parts.append("connect.service:ConnectService")
-        parts += ["grasp.acp_part:AcpGrasp", "channels.service:ChannelService"]
-    parts.append("discovery.service:DullDiscovery")
+            parts.append("connect.part:ConnectPart")
+        parts += ["grasp.part:AcpGraspPart", "channels.part:ChannelPart"]
+    parts.append("discovery.part:DiscoveryPart")
     if config.registrar:
         if identity is not None:
-            parts.append("brski.registrar_service:RegistrarService")
+            parts.append("brski.registrar.part:RegistrarPart")
     else:
-        parts.append("brski.service:PledgeService")  # enrols, then renews the LDevID
-    parts.append("control.ubus_bridge:UbusBridge")
+        parts.append("brski.pledge.part:PledgePart")  # enrols, then renews the LDevID
+    parts.append("control.part:UbusPart")
     return parts
 
 

@@ -22,17 +22,17 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from acp_openwrt.brski import wellknown
-from acp_openwrt.brski.allocation import Allocator
 from acp_openwrt.brski.http import HttpConnection, HttpError
-from acp_openwrt.brski.pledge import Enrolled, Refused
-from acp_openwrt.brski.pledge_client import (
+from acp_openwrt.brski.pledge.client import (
     IdentityPaths,
     Locator,
     PledgeClient,
     _connect,
     load_pledge_identity,
 )
-from acp_openwrt.brski.renewal import reenroll
+from acp_openwrt.brski.pledge.core import Enrolled, Refused
+from acp_openwrt.brski.pledge.renewal import reenroll
+from acp_openwrt.brski.registrar.allocation import Allocator
 from acp_openwrt.brski.store import StoredIdentity
 from acp_openwrt.brski.tls import provisional_client_context, server_context
 from acp_openwrt.brski.voucher import new_nonce

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 
 from acp_openwrt import netns
-from acp_openwrt.brski.proxy_launcher import (
+from acp_openwrt.brski.proxy.part import (
     AnProxyStart,
     AnProxyStop,
-    JoinProxyService,
+    JoinProxyPart,
     ProxySettings,
 )
-from acp_openwrt.brski.proxy_relay import RelayLimits
+from acp_openwrt.brski.proxy.relay import RelayLimits
 from acp_openwrt.config.schema import AcpConfig
 from acp_openwrt.control.server import ControlServer
 from acp_openwrt.events import EventBus, LinkAdopted, LinkReleased
@@ -44,7 +44,7 @@ def topo() -> Iterator[Topology]:
 
 
 class Bench:
-    """One node's worth of acpd context around a JoinProxyService, plus the pledge's view.
+    """One node's worth of acpd context around a JoinProxyPart, plus the pledge's view.
 
     Built before asyncio.run(): pyroute2's synchronous IPRoute cannot run inside a running loop.
     """
@@ -59,7 +59,7 @@ class Bench:
         self.events: list[object] = []
         self.bus.subscribe(AnProxyStart, self.events.append)
         self.bus.subscribe(AnProxyStop, self.events.append)
-        self.service = JoinProxyService(self.ctx, ProxySettings(**settings))
+        self.service = JoinProxyPart(self.ctx, ProxySettings(**settings))
         dull, pledge = topo["dull"], topo["pledge"]
         self.dull_if = dull.ifname("pledge")
         self.pledge_if = pledge.ifname("dull")

@@ -1,6 +1,6 @@
 """acpd's BRSKI part: proxies come in through add_proxy(), IdentityChanged comes out.
 
-Registrar + MASA in n1, the PledgeService's DULL namespace is n2. The first proxy offered is
+Registrar + MASA in n1, the PledgePart's DULL namespace is n2. The first proxy offered is
 dead (nothing listens), so the service must back off from it and enrol through the second.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from cryptography import x509
 
-from acp_openwrt.brski.service import PledgeService
+from acp_openwrt.brski.pledge.part import PledgePart
 from acp_openwrt.config import AcpConfig
 from acp_openwrt.control.server import ControlServer
 from acp_openwrt.events import EventBus, IdentityChanged
@@ -63,7 +63,7 @@ def test_service_enrols_via_the_working_proxy_and_publishes(link, tmp_path) -> N
         seen: list[IdentityChanged] = []
         done = asyncio.Event()
         ctx.bus.subscribe(IdentityChanged, lambda e: (seen.append(e), done.set()))
-        service = PledgeService(ctx, initial_backoff=0.2)
+        service = PledgePart(ctx, initial_backoff=0.2)
         await service.start()
         try:
             dead = listener(registrar_node.netns, "::")

@@ -1,7 +1,7 @@
 """ACP connect end to end: devices behind a connect interface, reached from another ACP node.
 
 Namespaces: `a` and `b` play the ACP namespaces of two nodes, joined by a plain veth standing in
-for the secure channel (RplService on both, b is the DODAG root); `h` plays a's host namespace,
+for the secure channel (RplPart on both, b is the DODAG root); `h` plays a's host namespace,
 where the connect devices `conn6` and `conn4` start; `d6` is an IPv6 device that autoconfigures
 from a's RAs (an RFC 4191 "type C" host); `d4` an IPv4-only device with TCP and UDP echo
 services. A packet capture runs on both device links for the whole test.
@@ -25,15 +25,15 @@ from acp_openwrt.config import AcpConfig
 from acp_openwrt.connect import interface
 from acp_openwrt.connect.addressing import manual_prefix
 from acp_openwrt.connect.config import ConnectConfig, Forward
-from acp_openwrt.connect.service import ConnectService
+from acp_openwrt.connect.part import ConnectPart
 from acp_openwrt.control.server import ControlServer
 from acp_openwrt.identity.address import zone_address
 from acp_openwrt.lab.topology import SpecBuilder, Topology
 from acp_openwrt.node_context import NodeContext
 from acp_openwrt.rpl import constants as rplc
 from acp_openwrt.rpl.options import DodagConfiguration
+from acp_openwrt.rpl.part import RplPart
 from acp_openwrt.rpl.probe import EchoProber
-from acp_openwrt.rpl.service import RplService
 
 RSUB = "acp.example.com"
 FAST = DodagConfiguration(dio_interval_min=6, dio_interval_doublings=6)
@@ -271,9 +271,9 @@ async def scenario(topo: Topology, tmp: Path, connects: list[ConnectConfig],
     a, b, d6 = topo["a"], topo["b"], topo["d6"]
     ctx_a = context(a.netns, ADDR_A, tmp / "a", root=False)
     ctx_b = context(b.netns, ADDR_B, tmp / "b", root=True)
-    rpl_a = RplService(ctx_a, dodag=FAST, acp_connect=True)
-    rpl_b = RplService(ctx_b, dodag=FAST)
-    conn = ConnectService(ctx_a, connects, host_namespace=topo["h"].netns, ra_min_delay=0.2)
+    rpl_a = RplPart(ctx_a, dodag=FAST, acp_connect=True)
+    rpl_b = RplPart(ctx_b, dodag=FAST)
+    conn = ConnectPart(ctx_a, connects, host_namespace=topo["h"].netns, ra_min_delay=0.2)
     started: list[Any] = []
     try:
         for service in (rpl_b, rpl_a, conn):
@@ -394,7 +394,7 @@ def test_late_device_and_restart_adoption(tmp_path: Path) -> None:
         async def main() -> None:
             ctx = context(a.netns, ADDR_A, tmp_path, root=False)
             connects = [ConnectConfig("nms", "conn6", subnet_id=1)]
-            first = ConnectService(ctx, connects, host_namespace=h.netns, retry_interval=0.2)
+            first = ConnectPart(ctx, connects, host_namespace=h.netns, retry_interval=0.2)
             await first.start()
             assert first.status()["connects"][0]["state"] == "missing"
             await asyncio.to_thread(topo.add_link, "h", "d6", "conn6", "eth0")
@@ -403,7 +403,7 @@ def test_late_device_and_restart_adoption(tmp_path: Path) -> None:
             await first.stop()
             assert await asyncio.to_thread(has_link, a, "conn6")        # left in place
             ctx2 = context(a.netns, ADDR_A, tmp_path, root=False)
-            second = ConnectService(ctx2, connects, host_namespace=h.netns)
+            second = ConnectPart(ctx2, connects, host_namespace=h.netns)
             await second.start()
             try:
                 assert second.status()["connects"][0]["state"] == "up"

@@ -6,7 +6,7 @@ secure channel and runs its own ACP GRASP, which must hear the AN_join_registrar
 bench MASA listens on ::1 of the test's own namespace, where acpd's data plane is, and the
 registrar reaches it from there (its default). The pledge enrols the real way: TCP to the
 join proxy's link-local port on `dull`, relayed by the unprivileged proxy process to the
-registrar's ACP address, which the proxy learned only from RegistrarService.
+registrar's ACP address, which the proxy learned only from RegistrarPart.
 """
 from __future__ import annotations
 
@@ -17,18 +17,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from acp_openwrt.brski.pledge import Enrolled, Refused
-from acp_openwrt.brski.pledge_client import (
+from acp_openwrt.brski.pledge.client import (
     IdentityPaths,
     Locator,
     PledgeClient,
     load_pledge_identity,
 )
-from acp_openwrt.brski.proxy_events import AnProxyStart, AnProxyStop
-from acp_openwrt.brski.proxy_launcher import JoinProxyService, ProxySettings
-from acp_openwrt.brski.proxy_registrar import registrar_from_flood
-from acp_openwrt.brski.registrar_bootstrap import CA_CERT_NAME
-from acp_openwrt.brski.registrar_service import RegistrarService, bootstrap_registrar
+from acp_openwrt.brski.pledge.core import Enrolled, Refused
+from acp_openwrt.brski.proxy.events import AnProxyStart, AnProxyStop
+from acp_openwrt.brski.proxy.part import JoinProxyPart, ProxySettings
+from acp_openwrt.brski.proxy.registrars import registrar_from_flood
+from acp_openwrt.brski.registrar.bootstrap import CA_CERT_NAME
+from acp_openwrt.brski.registrar.part import RegistrarPart, bootstrap_registrar
 from acp_openwrt.config import AcpConfig
 from acp_openwrt.control.server import ControlServer
 from acp_openwrt.events import EventBus, LinkAdopted
@@ -90,9 +90,9 @@ def test_pledge_enrols_through_the_local_join_proxy_and_the_flood_is_heard(topol
     proxy_events: list[object] = []
     bus.subscribe(AnProxyStart, proxy_events.append)
     bus.subscribe(AnProxyStop, proxy_events.append)
-    proxy = JoinProxyService(ctx, ProxySettings())
+    proxy = JoinProxyPart(ctx, ProxySettings())
     ctx.extras["join_proxy"] = proxy
-    registrar = RegistrarService(ctx)
+    registrar = RegistrarPart(ctx)
     pledge_dir = tmp_path / "pledge"
 
     def pledge(idevid: Any, where: Path) -> PledgeClient:
@@ -212,7 +212,7 @@ def test_port_in_use_is_reported_and_the_node_keeps_running(topology, tmp_path: 
     squatter = topo["acp"].socket(socket.AF_INET6, socket.SOCK_STREAM)
     squatter.bind(("::", config.registrar_port))
     squatter.listen(1)
-    service = RegistrarService(ctx)
+    service = RegistrarPart(ctx)
 
     async def main() -> dict[str, Any]:
         await service.start()

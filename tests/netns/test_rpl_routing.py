@@ -1,4 +1,4 @@
-"""RPL over plain veth links between namespaces: one RplService per node, one event loop.
+"""RPL over plain veth links between namespaces: one RplPart per node, one event loop.
 
 The veths stand in for the secure channels (the engine does not care what carries a link): each
 node's namespace plays its ACP namespace, with the ACP address /128 on loopback, and a ChannelUp
@@ -25,8 +25,8 @@ from acp_openwrt.lab.topology import Topology, TopologySpec, from_edges, line
 from acp_openwrt.node_context import NodeContext
 from acp_openwrt.rpl.installer import RTPROT_ACP_RPL
 from acp_openwrt.rpl.options import DodagConfiguration
+from acp_openwrt.rpl.part import RplPart
 from acp_openwrt.rpl.probe import EchoProber
-from acp_openwrt.rpl.service import RplService
 
 RSUB = "area51.research.acp.example"
 # Fast but in-profile: Imin 64 ms, Imax ~4 s (the default profile has Imin 128 ms, Imax ~65 s).
@@ -55,14 +55,14 @@ def tagged_routes(netns: str) -> list[str]:
 
 
 class RplLab:
-    """A topology with an RplService per node; the first node is the DODAG root."""
+    """A topology with an RplPart per node; the first node is the DODAG root."""
 
     def __init__(self, spec: TopologySpec, tmp: Path) -> None:
         self.topo = Topology(spec)
         self.tmp = tmp
         self.names = [n.name for n in spec.nodes]
         self.address = {name: acp_address(i) for i, name in enumerate(self.names)}
-        self.services: dict[str, RplService] = {}
+        self.services: dict[str, RplPart] = {}
         self.probers: dict[str, EchoProber] = {}
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(self.names))
 
@@ -90,7 +90,7 @@ class RplLab:
             ctx = NodeContext(config, events.EventBus(), ControlServer(self.tmp / f"{name}.sock"),
                               identity={"acp_address": str(self.address[name]),
                                         "prefix_length": None})
-            service = RplService(ctx, dodag=FAST)
+            service = RplPart(ctx, dodag=FAST)
             self.services[name] = service
             await service.start()
         for name, service in self.services.items():
@@ -291,7 +291,7 @@ def test_external_sunshine_is_launched_in_the_namespace(tmp_path: Path) -> None:
                               events.EventBus(), ControlServer(tmp_path / "x.sock"),
                               identity={"acp_address": str(lab.address["n1"]),
                                         "prefix_length": None})
-            service = RplService(ctx, external=True, sunshine=str(fake))
+            service = RplPart(ctx, external=True, sunshine=str(fake))
             await service.start()
             try:
                 ctx.bus.publish(events.ChannelUp("", "eth0", "eth0", ""))

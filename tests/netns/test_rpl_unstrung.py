@@ -27,8 +27,8 @@ from acp_openwrt.lab.topology import Node, line
 from acp_openwrt.node_context import NodeContext
 from acp_openwrt.rpl.installer import RTPROT_ACP_RPL
 from acp_openwrt.rpl.options import DodagConfiguration
+from acp_openwrt.rpl.part import RplPart
 from acp_openwrt.rpl.probe import EchoProber
-from acp_openwrt.rpl.service import RplService
 from acp_openwrt.rpl.transport import ICMP6_FILTER, icmp6_filter
 
 # rpl-vectors-unstrung.md, verbatim (the kernel rewrites the checksum for these addresses).
@@ -131,12 +131,12 @@ def kernel_routes(node: Node) -> dict[str, str | None]:
                 if m["proto"] == RTPROT_ACP_RPL}
 
 
-def service(node: Node, tmp: Path, address: ipaddress.IPv6Address, root: bool) -> RplService:
+def service(node: Node, tmp: Path, address: ipaddress.IPv6Address, root: bool) -> RplPart:
     config = AcpConfig(dodag_root=root, namespace_acp=node.netns, run_dir=tmp / node.name,
                        log_dir=tmp / node.name)
     ctx = NodeContext(config, events.EventBus(), ControlServer(tmp / f"{node.name}.sock"),
                       identity={"acp_address": str(address), "prefix_length": None})
-    return RplService(ctx, dodag=FAST if root else None)
+    return RplPart(ctx, dodag=FAST if root else None)
 
 
 async def eventually(check, timeout: float, what: str):  # type: ignore[no-untyped-def]

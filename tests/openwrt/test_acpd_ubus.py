@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from acp_openwrt.control.ubus_bridge import to_reply
+from acp_openwrt.control.part import to_reply
 from acp_openwrt.lab.acpd_lab import AcpdLab
 from acp_openwrt.lab.topology import line
 from acp_openwrt.netns import list_namespaces

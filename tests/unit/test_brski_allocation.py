@@ -5,7 +5,7 @@ import sqlite3
 
 import pytest
 
-from acp_openwrt.brski.allocation import AllocationError, Allocator
+from acp_openwrt.brski.registrar.allocation import AllocationError, Allocator
 from acp_openwrt.identity.address import AcpAddress, Scheme, address_from_name, zone_address
 from acp_openwrt.identity.node_name import parse_acp_node_name
 

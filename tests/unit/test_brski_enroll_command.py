@@ -6,21 +6,21 @@ import json
 import time
 from pathlib import Path
 
-from acp_openwrt.brski.pledge_client import Locator
-from acp_openwrt.brski.service import PledgeService
+from acp_openwrt.brski.pledge.client import Locator
+from acp_openwrt.brski.pledge.part import PledgePart
 from acp_openwrt.config import AcpConfig
 from acp_openwrt.control import ControlServer
 from acp_openwrt.events import EventBus
 from acp_openwrt.node_context import NodeContext
 
 
-def service(tmp_path: Path) -> PledgeService:
+def service(tmp_path: Path) -> PledgePart:
     ctx = NodeContext(config=AcpConfig(run_dir=tmp_path), bus=EventBus(),
                       control=ControlServer(tmp_path / "acpd.sock"), identity=None)
-    return PledgeService(ctx, state_dir=tmp_path)
+    return PledgePart(ctx, state_dir=tmp_path)
 
 
-def dispatch(svc: PledgeService) -> dict:
+def dispatch(svc: PledgePart) -> dict:
     return asyncio.run(svc.ctx.control.dispatch(json.dumps({"cmd": "enroll"}).encode()))
 
 
@@ -67,7 +67,7 @@ def test_renewal_asks_acp_grasp_for_an_est_server_heard_before_it_started(tmp_pa
     async def reenroll(target, stored, namespace=None) -> None:
         targets.append((target, namespace))
 
-    monkeypatch.setattr("acp_openwrt.brski.service.reenroll", reenroll)
+    monkeypatch.setattr("acp_openwrt.brski.pledge.part.reenroll", reenroll)
     monkeypatch.setattr(svc, "_publish", lambda: None)
     svc.ctx.extras["grasp"] = HeardIt()
     reply = dispatch(svc)

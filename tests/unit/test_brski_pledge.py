@@ -7,7 +7,8 @@ import pytest
 
 from acp_openwrt.brski import wellknown
 from acp_openwrt.brski.http import Response
-from acp_openwrt.brski.pledge import (
+from acp_openwrt.brski.pledge.client import Locator
+from acp_openwrt.brski.pledge.core import (
     MAX_RETRY_AFTER,
     PledgeAttempt,
     Refused,
@@ -15,9 +16,8 @@ from acp_openwrt.brski.pledge import (
     State,
     Wait,
 )
-from acp_openwrt.brski.pledge_client import Locator
-from acp_openwrt.brski.pledge_proxies import ProxyBook
-from acp_openwrt.brski.renewal import renewal_time
+from acp_openwrt.brski.pledge.proxies import ProxyBook
+from acp_openwrt.brski.pledge.renewal import renewal_time
 from acp_openwrt.lab.masa import Masa
 from acp_openwrt.lab.pki import TestCA
 
@@ -76,7 +76,7 @@ def test_proxy_book_backs_off_per_proxy_and_forgets_silent_ones() -> None:
 
 @pytest.fixture(scope="module")
 def identity(tmp_path_factory):
-    from acp_openwrt.brski.pledge_client import load_pledge_identity
+    from acp_openwrt.brski.pledge.client import load_pledge_identity
     masa = Masa.create(tmp_path_factory.mktemp("vendor"))
     device = masa.issue_idevid("SN-5")
     registrar = TestCA.create(tmp_path_factory.mktemp("dom")).issue_node("reg").certificate

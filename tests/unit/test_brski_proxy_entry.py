@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import acp_openwrt
-from acp_openwrt.brski.proxy_launcher import JoinProxyService
+from acp_openwrt.brski.proxy.part import JoinProxyPart
 from acp_openwrt.config import AcpConfig
 from acp_openwrt.control import ControlServer
 from acp_openwrt.events import EventBus
@@ -18,7 +18,7 @@ SRC = str(Path(acp_openwrt.__file__).resolve().parents[1])
 
 def test_entry_keeps_ssl_and_site_out() -> None:
     probe = ("import sys, runpy; sys.argv = ['proxy', '--help'];\n"
-             "try:\n    runpy.run_module('acp_openwrt.brski.proxy_entry', run_name='__main__')\n"
+             "try:\n    runpy.run_module('acp_openwrt.brski.proxy.entry', run_name='__main__')\n"
              "except SystemExit:\n    pass\n"
              "import asyncio; print(sys.modules.get('ssl') is None, 'site' in sys.modules,"
              " asyncio.sslproto.ssl is None)")
@@ -31,6 +31,6 @@ def test_entry_keeps_ssl_and_site_out() -> None:
 def test_launcher_starts_the_entry_without_site(tmp_path: Path) -> None:
     ctx = NodeContext(config=AcpConfig(run_dir=tmp_path), bus=EventBus(),
                       control=ControlServer(tmp_path / "acpd.sock"), identity=None)
-    argv = JoinProxyService(ctx)._argv(7)
-    assert argv[1:4] == ["-S", "-m", "acp_openwrt.brski.proxy_entry"]
+    argv = JoinProxyPart(ctx)._argv(7)
+    assert argv[1:4] == ["-S", "-m", "acp_openwrt.brski.proxy.entry"]
     assert argv[argv.index("--handover-fd") + 1] == "7"

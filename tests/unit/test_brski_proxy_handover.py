@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from acp_openwrt.brski import handover as ho
+from acp_openwrt.brski.proxy import handover as ho
 
 MESSAGES = [
     ho.Listen("eth0", "fe80::1", 4443),

@@ -5,7 +5,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from acp_openwrt.brski.proxy_launcher import JoinProxyService
+from acp_openwrt.brski.proxy.part import JoinProxyPart
 from acp_openwrt.config.schema import AcpConfig
 from acp_openwrt.control.server import ControlServer
 from acp_openwrt.events import EventBus, LinkAdopted
@@ -16,9 +16,9 @@ from acp_openwrt.node_context import NodeContext
 ADDR = bytes.fromhex("fda379a6f6ee00000200000064000001")
 
 
-def service(tmp_path: Path) -> JoinProxyService:
+def service(tmp_path: Path) -> JoinProxyPart:
     ctx = NodeContext(AcpConfig(run_dir=tmp_path), EventBus(), ControlServer(tmp_path / "s"))
-    return JoinProxyService(ctx)
+    return JoinProxyPart(ctx)
 
 
 def flood(name: str, value: object, locator: Locator | None, expires: float) -> FloodReceived:

@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from acp_openwrt.brski import handover as ho
-from acp_openwrt.brski.proxy import ProxyProcess
-from acp_openwrt.brski.proxy_relay import RelayLimits
-from acp_openwrt.brski.proxy_sandbox import SandboxError, resolve_user
+from acp_openwrt.brski.proxy import handover as ho
+from acp_openwrt.brski.proxy.process import ProxyProcess
+from acp_openwrt.brski.proxy.relay import RelayLimits
+from acp_openwrt.brski.proxy.sandbox import SandboxError, resolve_user
 
 
 async def expect(chan: ho.HandoverChannel, timeout: float = 2.0) -> ho.Message:
@@ -72,7 +72,7 @@ def test_proxy_reports_listeners_registrar_known_lost_and_status() -> None:
 
 def test_registrar_is_known_only_once_it_answers(monkeypatch) -> None:
     """Heard before the ACP routes to it exist: no AN_Proxy yet (pledges would fail and back off)."""
-    monkeypatch.setattr("acp_openwrt.brski.proxy.PROBE_RETRY", 0.05)
+    monkeypatch.setattr("acp_openwrt.brski.proxy.process.PROBE_RETRY", 0.05)
     probed = []
 
     async def third_time_lucky(locator) -> bool:
@@ -99,8 +99,8 @@ def test_registrar_is_known_only_once_it_answers(monkeypatch) -> None:
 
 
 def test_tcp_probe_tells_a_listening_registrar_from_a_closed_port() -> None:
-    from acp_openwrt.brski.proxy import tcp_probe
-    from acp_openwrt.brski.proxy_registrar import RegistrarLocator
+    from acp_openwrt.brski.proxy.process import tcp_probe
+    from acp_openwrt.brski.proxy.registrars import RegistrarLocator
 
     async def scenario() -> None:
         with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as lsock:
@@ -135,7 +135,7 @@ def test_root_is_never_a_proxy_user() -> None:
 
 
 def proxy_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "acp_openwrt.brski.proxy", *args],
+    return subprocess.run([sys.executable, "-m", "acp_openwrt.brski.proxy.process", *args],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20)
 
 

@@ -8,12 +8,12 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from acp_openwrt.brski.proxy_registrar import (
+from acp_openwrt.brski.proxy.registrars import (
     RegistrarLocator,
     RegistrarTable,
     registrar_from_flood,
 )
-from acp_openwrt.brski.proxy_relay import Admission, Relay, RelayLimits
+from acp_openwrt.brski.proxy.relay import Admission, Relay, RelayLimits
 from acp_openwrt.grasp.messages import Locator
 
 # -- sans-I/O ------------------------------------------------------------------------------

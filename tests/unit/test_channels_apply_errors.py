@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from acp_openwrt.channels.part import Channel, ChannelPart
 from acp_openwrt.channels.peer_channel import Prepare
-from acp_openwrt.channels.service import Channel, ChannelService
 from acp_openwrt.config import AcpConfig
 from acp_openwrt.control import ControlServer
 from acp_openwrt.events import EventBus
@@ -19,7 +19,7 @@ from acp_openwrt.node_context import NodeContext
 def test_netlink_error_becomes_the_channels_last_error(tmp_path: Path) -> None:
     ctx = NodeContext(config=AcpConfig(run_dir=tmp_path), bus=EventBus(),
                       control=ControlServer(tmp_path / "acpd.sock"), identity=None)
-    service = ChannelService(ctx)
+    service = ChannelPart(ctx)
     failed: list[str] = []
     fsm = SimpleNamespace(last_error=None,
                           initiate_failed=lambda now, why: failed.append(why) or [])

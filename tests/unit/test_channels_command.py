@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from acp_openwrt.channels.service import ChannelService
+from acp_openwrt.channels.part import ChannelPart
 from acp_openwrt.commands import CommandError
 from acp_openwrt.commands.channels import register
 from acp_openwrt.config import AcpConfig
@@ -66,7 +66,7 @@ def test_service_without_ldevid_answers_empty(tmp_path: Path,
 
     async def main() -> Any:
         ctx = NodeContext(config, EventBus(), ControlServer(config.control_socket))
-        service = ChannelService(ctx)
+        service = ChannelPart(ctx)
         await service.start()
         reply = await ctx.control.dispatch(b'{"cmd": "channels"}')
         await service.stop()

@@ -19,9 +19,9 @@ def short(parts: list[str]) -> list[str]:
 
 def test_enrolled_node_order() -> None:
     parts = short(part_names(AcpConfig(), IDENTITY))
-    assert parts == ["links.service", "brski.proxy_launcher", "rpl.service", "grasp.acp_part",
-                     "channels.service", "discovery.service", "brski.service",
-                     "control.ubus_bridge"]
+    assert parts == ["links.part", "brski.proxy.part", "rpl.part", "grasp.part",
+                     "channels.part", "discovery.part", "brski.pledge.part",
+                     "control.part"]
 
 
 def test_order_constraints() -> None:
@@ -30,23 +30,23 @@ def test_order_constraints() -> None:
                              IDENTITY))
     index = {p: i for i, p in enumerate(parts)}
     # RPL and ACP GRASP subscribe to ChannelUp when started: before channels
-    assert index["rpl.service"] < index["channels.service"]
-    assert index["grasp.acp_part"] < index["channels.service"]
+    assert index["rpl.part"] < index["channels.part"]
+    assert index["grasp.part"] < index["channels.part"]
     # channels subscribe to AdjacencyUp when started: before discovery publishes any
-    assert index["channels.service"] < index["discovery.service"]
+    assert index["channels.part"] < index["discovery.part"]
     # the registrar floods through the ACP GRASP and tells the local join proxy
-    assert index["grasp.acp_part"] < index["brski.registrar_service"]
-    assert index["brski.proxy_launcher"] < index["brski.registrar_service"]
-    assert "connect.service" in index and "brski.service" not in index  # registrar: no pledge
+    assert index["grasp.part"] < index["brski.registrar.part"]
+    assert index["brski.proxy.part"] < index["brski.registrar.part"]
+    assert "connect.part" in index and "brski.pledge.part" not in index  # registrar: no pledge
     # the join proxy's process starts early (its Python start-up overlaps charon's)
-    assert index["brski.proxy_launcher"] < index["channels.service"]
+    assert index["brski.proxy.part"] < index["channels.part"]
 
 
 def test_not_enrolled_node_runs_no_acp_parts() -> None:
     parts = short(part_names(AcpConfig(join_proxy=False), None))
-    assert parts == ["links.service", "discovery.service", "brski.service", "control.ubus_bridge"]
+    assert parts == ["links.part", "discovery.part", "brski.pledge.part", "control.part"]
     registrar = short(part_names(AcpConfig(registrar=True, registrar_domain="x.example"), None))
-    assert "brski.registrar_service" not in registrar and "brski.service" not in registrar
+    assert "brski.registrar.part" not in registrar and "brski.pledge.part" not in registrar
 
 
 @pytest.mark.parametrize("identity", [None, IDENTITY])

@@ -23,7 +23,7 @@ from acp_openwrt.discovery.an_acp import (
     read_offer,
 )
 from acp_openwrt.discovery.log_budget import LogBudget
-from acp_openwrt.discovery.service import DullDiscovery
+from acp_openwrt.discovery.part import DiscoveryPart
 from acp_openwrt.events import EventBus
 from acp_openwrt.grasp import constants as c
 from acp_openwrt.grasp.actions import FloodReceived
@@ -102,13 +102,13 @@ def test_log_budget() -> None:
 
 
 @pytest.fixture
-def discovery(tmp_path: Path) -> tuple[DullDiscovery, list]:
+def discovery(tmp_path: Path) -> tuple[DiscoveryPart, list]:
     config = AcpConfig(run_dir=tmp_path)
     ctx = NodeContext(config, EventBus(), ControlServer(config.control_socket))
     seen: list = []
     for kind in (events.AdjacencyUp, events.AdjacencyDown):
         ctx.bus.subscribe(kind, seen.append)
-    return DullDiscovery(ctx, limits=Limits(per_interface=16)), seen
+    return DiscoveryPart(ctx, limits=Limits(per_interface=16)), seen
 
 
 def test_hostile_floods_are_counted_and_logged_within_budget(discovery, caplog) -> None:
@@ -155,6 +155,6 @@ def test_a_spoofed_flood_fills_only_its_link_and_is_counted(discovery, caplog) -
 
 def test_the_period_comes_from_the_config(tmp_path: Path) -> None:
     config = AcpConfig(run_dir=tmp_path, discovery_interval=2)
-    disc = DullDiscovery(NodeContext(config, EventBus(), ControlServer(config.control_socket)))
+    disc = DiscoveryPart(NodeContext(config, EventBus(), ControlServer(config.control_socket)))
     assert disc.interval == 2.0 and disc.ttl_ms == 7000
     assert disc.table.limits.max_ttl_s == 7.0 and disc.table.limits.confirm_span_s == 1.6

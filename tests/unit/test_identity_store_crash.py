@@ -249,7 +249,7 @@ def test_a_damaged_pending_file_is_not_switched_in(tmp_path: Path,
 def test_domain_ca_first_start_crashed_at_every_step_is_nothing_or_whole(tmp_path: Path) -> None:
     """The registrar's CA key and certificate are one switch too: a crash on first start
     never leaves a key without its certificate (which the next start would refuse)."""
-    from acp_openwrt.brski.domain_ca import DomainCA
+    from acp_openwrt.brski.registrar.domain_ca import DomainCA
     outcomes = []
     for step in range(1, MAX_STEPS):
         directory = tmp_path / f"step{step:03d}"

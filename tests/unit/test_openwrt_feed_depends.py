@@ -66,7 +66,7 @@ STDLIB_SUBPACKAGES = {
     "readline": "python3-readline", "venv": "python3-venv",
 }
 # what python3-package.mk installs into the router package of acp (Py3Package/acp/filespec)
-ACP_EXCLUDED = ("lab", "channels/testbed.py")
+ACP_EXCLUDED = ("lab",)
 
 
 def tsv_names() -> dict[str, dict[str, str]]:

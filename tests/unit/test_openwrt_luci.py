@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from acp_openwrt.control.ubus_bridge import METHODS, OBJECT, to_reply
+from acp_openwrt.control.part import METHODS, OBJECT, to_reply
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "luci" / "luci-app-acp"

@@ -11,14 +11,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from acp_openwrt.brski.domain_ca import DomainCA, DomainCAError
-from acp_openwrt.brski.pledge import generate_key
-from acp_openwrt.brski.registrar_backup import restore_backup, write_backup
-from acp_openwrt.brski.registrar_bootstrap import (
+from acp_openwrt.brski.pledge.core import generate_key
+from acp_openwrt.brski.registrar.backup import restore_backup, write_backup
+from acp_openwrt.brski.registrar.bootstrap import (
     RegistrarSetupError,
     bootstrap_registrar,
     open_registrar_files,
 )
+from acp_openwrt.brski.registrar.domain_ca import DomainCA, DomainCAError
 from acp_openwrt.channels.peer_check import check_peer
 from acp_openwrt.config import AcpConfig
 from acp_openwrt.identity.certificate import load_certificate, load_certificates
@@ -195,7 +195,7 @@ def test_pledge_keeps_the_root_and_the_cas_below_it_from_cacerts(pki) -> None:
 
     from acp_openwrt.brski import cms
     from acp_openwrt.brski.http import Response
-    from acp_openwrt.brski.pledge import PledgeAttempt
+    from acp_openwrt.brski.pledge.core import PledgeAttempt
     (root, _), (sub, _) = pki["root"], pki["sub"]
     stray = make_ca("a CA of another root", make_ca("Another Root"))[0]
     attempt = PledgeAttempt(identity=None)  # type: ignore[arg-type]  # unused by this step

@@ -11,13 +11,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from acp_openwrt.acpctl import main as acpctl
-from acp_openwrt.brski.registrar_backup import (
+from acp_openwrt.brski.registrar.backup import (
     BackupError,
     read_backup,
     restore_backup,
     write_backup,
 )
-from acp_openwrt.brski.registrar_bootstrap import (
+from acp_openwrt.brski.registrar.bootstrap import (
     ALLOCATIONS_NAME,
     CA_CERT_NAME,
     CA_KEY_NAME,

@@ -17,16 +17,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from acp_openwrt.brski.pledge import generate_key
-from acp_openwrt.brski.proxy_registrar import registrar_from_flood
-from acp_openwrt.brski.registrar_bootstrap import (
+from acp_openwrt.brski.pledge.core import generate_key
+from acp_openwrt.brski.proxy.registrars import registrar_from_flood
+from acp_openwrt.brski.registrar.bootstrap import (
     ALLOCATIONS_NAME,
     CA_KEY_NAME,
     open_registrar_files,
 )
-from acp_openwrt.brski.registrar_service import (
+from acp_openwrt.brski.registrar.part import (
     FLOOD_TTL_MS,
-    RegistrarService,
+    RegistrarPart,
     RegistrarSetupError,
     bootstrap_registrar,
     flood_items,
@@ -271,7 +271,7 @@ def test_announce_floods_and_tells_the_local_join_proxy(tmp_path) -> None:
     ctx = NodeContext(make_config(tmp_path), EventBus(), ControlServer(tmp_path / "s"))
     grasp, proxy = FakeGrasp(), FakeProxy()
     ctx.extras.update(grasp_acp=grasp, join_proxy=proxy)
-    service = RegistrarService(ctx)
+    service = RegistrarPart(ctx)
     service.address, service.port = "fd00::1:2", 8443
     service._start_flooding()
     service.announce()
@@ -290,7 +290,7 @@ def test_without_grasp_only_the_local_proxy_hears(tmp_path, caplog) -> None:
     ctx = NodeContext(make_config(tmp_path), EventBus(), ControlServer(tmp_path / "s"))
     proxy = FakeProxy()
     ctx.extras["join_proxy"] = proxy
-    service = RegistrarService(ctx)
+    service = RegistrarPart(ctx)
     service.address, service.port = "fd00::1:2", 8443
     service._start_flooding()
     service._start_flooding()
@@ -303,7 +303,7 @@ def test_without_grasp_only_the_local_proxy_hears(tmp_path, caplog) -> None:
 def test_start_without_identity_reports_the_problem(tmp_path) -> None:
     config = make_config(tmp_path)
     ctx = NodeContext(config, EventBus(), ControlServer(tmp_path / "s"))
-    service = RegistrarService(ctx)
+    service = RegistrarPart(ctx)
 
     async def main() -> dict[str, Any]:
         await service.start()
@@ -357,7 +357,7 @@ def test_running_registrar_renews_its_own_ldevid_when_due(tmp_path) -> None:
                       identity=load_identity_summary(config.ldevid_cert))
     seen: list[IdentityChanged] = []
     ctx.bus.subscribe(IdentityChanged, seen.append)
-    service = RegistrarService(ctx)
+    service = RegistrarPart(ctx)
     service._open()
     try:
         old = service.registrar.cert

@@ -20,14 +20,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from acp_openwrt.brski import masa_client, wellknown
-from acp_openwrt.brski.allocation import Allocator
-from acp_openwrt.brski.domain_ca import DomainCA
+from acp_openwrt.brski import wellknown
 from acp_openwrt.brski.http import Request, Response
-from acp_openwrt.brski.pledge import Enrolled, PledgeAttempt, SendRequest
-from acp_openwrt.brski.pledge_client import load_pledge_identity
-from acp_openwrt.brski.registrar import ensure_registrar_identity
-from acp_openwrt.brski.registrar_service import RecordingRegistrar
+from acp_openwrt.brski.pledge.client import load_pledge_identity
+from acp_openwrt.brski.pledge.core import Enrolled, PledgeAttempt, SendRequest
+from acp_openwrt.brski.registrar import masa_client
+from acp_openwrt.brski.registrar.allocation import Allocator
+from acp_openwrt.brski.registrar.core import ensure_registrar_identity
+from acp_openwrt.brski.registrar.domain_ca import DomainCA
+from acp_openwrt.brski.registrar.part import RecordingRegistrar
 from acp_openwrt.lab.masa import Masa
 
 FORGED = "ok\nacpd: INFO acpd.brski.registrar: registrar issued root@evil\x1b[2J"

@@ -23,7 +23,7 @@ from acp_openwrt.node_context import NodeContext
 from acp_openwrt.rpl import constants as c
 from acp_openwrt.rpl.installer import RTPROT_ACP_RPL, RouteInstaller
 from acp_openwrt.rpl.linkstate import usable
-from acp_openwrt.rpl.service import RplService
+from acp_openwrt.rpl.part import RplPart
 from acp_openwrt.rpl.transport import RplTransport, group_request, icmp6_filter, pktinfo
 from acp_openwrt.rpl.unstrung import RplLaunchError, SunshineLauncher, sunshine_argv
 
@@ -124,7 +124,7 @@ def _ctx(tmp_path: Path, identity: dict | None, **config) -> NodeContext:
 def test_external_mode_without_sunshine_fails_start(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     ctx = _ctx(tmp_path, {"acp_address": str(ZONE.address), "prefix_length": 127})
-    service = RplService(ctx, external=True)
+    service = RplPart(ctx, external=True)
 
     async def main() -> None:
         with pytest.raises(RplLaunchError, match="not installed"):
@@ -137,13 +137,13 @@ def test_service_settings_from_config_and_identity(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, {"acp_address": str(VLONG.address), "prefix_length": 120},
                dodag_root=True, registrar=True,
                prefix=ipaddress.IPv6Network("fd00:1234::/32"))
-    service = RplService(ctx)
+    service = RplPart(ctx)
     config = service.rpl_config()
     assert config is not None and config.root and config.prefix == VLONG.prefix
     assert config.preference == c.PRF_ROOT
     assert service.root_range() == ipaddress.IPv6Network("fd00:1234::/32")
     # An ACP-Manual style /64 from the identity wins over the scheme's length.
-    member = RplService(_ctx(tmp_path, {"acp_address": str(VLONG.address), "prefix_length": 64},
+    member = RplPart(_ctx(tmp_path, {"acp_address": str(VLONG.address), "prefix_length": 64},
                              registrar=True), namespace="other")
     config = member.rpl_config()
     assert config is not None and not config.root and config.prefix.prefixlen == 64
@@ -153,7 +153,7 @@ def test_service_settings_from_config_and_identity(tmp_path: Path) -> None:
 
 def test_service_without_identity_stays_inactive(tmp_path: Path) -> None:
     ctx = _ctx(tmp_path, None)
-    service = RplService(ctx)
+    service = RplPart(ctx)
 
     async def main() -> dict:
         await service.start()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from acp_openwrt import events
-from acp_openwrt.control.ubus_bridge import event_message, to_reply
+from acp_openwrt.control.part import event_message, to_reply
 
 pytestmark = pytest.mark.unit
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from acp_openwrt import netns
 from acp_openwrt.channels.attempts import Limits
-from acp_openwrt.channels.testbed import BedNode, Testbed
-from acp_openwrt.channels.testbed import run_scenario as run
 from acp_openwrt.channels.xfrm_interface import list_xfrm
 from acp_openwrt.events import AdjacencyUp
+from acp_openwrt.lab.channel_testbed import BedNode, Testbed
+from acp_openwrt.lab.channel_testbed import run_scenario as run
 
 FAKES = 300
 LIMITS = Limits()   # the shipped caps

@@ -1,4 +1,4 @@
-"""Secure channels between nodes in one guest: ChannelService driven by AdjacencyUp events.
+"""Secure channels between nodes in one guest: ChannelPart driven by AdjacencyUp events.
 
 Each node is a DULL + ACP namespace pair with its own charon; the nodes' DULL namespaces are
 joined by veths. Short DPD timers keep the whole file fast.
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from acp_openwrt import netns
-from acp_openwrt.channels.testbed import BedNode, Testbed, route_via
-from acp_openwrt.channels.testbed import ping as echo
-from acp_openwrt.channels.testbed import run_scenario as run
 from acp_openwrt.events import ChannelDown, ChannelUp
+from acp_openwrt.lab.channel_testbed import BedNode, Testbed, route_via
+from acp_openwrt.lab.channel_testbed import ping as echo
+from acp_openwrt.lab.channel_testbed import run_scenario as run
 
 
 async def channels(node: BedNode) -> list[dict[str, Any]]:

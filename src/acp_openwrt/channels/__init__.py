@@ -10,5 +10,5 @@ Layers, each its own module:
   strongswan_conf.py the private strongswan.conf of one node's charon
   charon.py          starts, watches and restarts charon inside the DULL namespace
   xfrm_interface.py  the per-peer xfrm interfaces, routes and the ACP loopback address
-  service.py         ChannelService: adjacency events in, channels and ChannelUp/Down out
+  service.py         ChannelPart: adjacency events in, channels and ChannelUp/Down out
 """

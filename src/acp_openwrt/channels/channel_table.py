@@ -10,7 +10,7 @@ from .driver import IkeSa
 from .peer_channel import State
 
 if TYPE_CHECKING:
-    from .service import Channel
+    from .part import Channel
 
 IF_ID_MAX = 0xFFFFFFFE
 

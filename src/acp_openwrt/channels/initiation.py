@@ -27,7 +27,7 @@ from .reasons import NOT_ANSWERING, better, knock, reason_from_log
 from .xfrm_interface import link_of_address
 
 if TYPE_CHECKING:
-    from .service import Channel, ChannelService
+    from .part import Channel, ChannelPart
 
 LOG = logging.getLogger("acpd.channels")
 ANSWERED = ("parsed IKE_SA_INIT response", "parsed IKE_AUTH response")
@@ -37,7 +37,7 @@ RELEASE_WAIT = 5.0   # charon ends the initiate call once the terminated SA is g
 
 # --- candidates ----------------------------------------------------------------------------
 
-def _waiting(svc: ChannelService) -> tuple[dict[str, int], int]:
+def _waiting(svc: ChannelPart) -> tuple[dict[str, int], int]:
     """Channels not up, per link and in all: what the candidate caps count."""
     per_link: dict[str, int] = {}
     for ch in svc.table:
@@ -46,7 +46,7 @@ def _waiting(svc: ChannelService) -> tuple[dict[str, int], int]:
     return per_link, sum(per_link.values())
 
 
-def _candidates(svc: ChannelService, link: str | None) -> list[Candidate]:
+def _candidates(svc: ChannelPart, link: str | None) -> list[Candidate]:
     return [Candidate(ch.key, evictable=(not svc.slots.in_flight(ch.key) and not ch.fsm.sas
                                          and not ch.fsm.verified_once
                                          and ch.fsm.state is State.CONNECTING
@@ -55,7 +55,7 @@ def _candidates(svc: ChannelService, link: str | None) -> list[Candidate]:
             for ch in svc.table if link is None or ch.dull_ifname == link]
 
 
-def admit(svc: ChannelService, key: Key) -> Channel | None:
+def admit(svc: ChannelPart, key: Key) -> Channel | None:
     """A channel for a new candidate, or None: it waits parked, at the end of the line. Past
     a cap a kept candidate that has failed steps back behind it, and the oldest parked one
     (maybe this one) takes its place: first come, first tried."""
@@ -70,17 +70,17 @@ def admit(svc: ChannelService, key: Key) -> Channel | None:
     return None
 
 
-def _has_room(svc: ChannelService, link: str) -> bool:
+def _has_room(svc: ChannelPart, link: str) -> bool:
     per_link, total = _waiting(svc)
     return (per_link.get(link, 0) < svc.limits.candidates_per_interface
             and total < svc.limits.candidates_per_node)
 
 
-def _link_full(svc: ChannelService, link: str) -> bool:
+def _link_full(svc: ChannelPart, link: str) -> bool:
     return _waiting(svc)[0].get(link, 0) >= svc.limits.candidates_per_interface
 
 
-def _park(svc: ChannelService, ch: Channel) -> None:
+def _park(svc: ChannelPart, ch: Channel) -> None:
     """Step back: keep only the key (a candidate only a knock announced is dropped)."""
     svc.slots.cancel(ch.key)
     svc.table.remove(ch)   # now: the next one takes its place before the cleanup runs
@@ -90,7 +90,7 @@ def _park(svc: ChannelService, ch: Channel) -> None:
         svc._dispatch(ch, ch.fsm.adjacency_down(time.monotonic()))
 
 
-def unpark(svc: ChannelService) -> None:
+def unpark(svc: ChannelPart) -> None:
     """Parked candidates come back while there is room, oldest first."""
     if not len(svc.parking):
         return
@@ -110,7 +110,7 @@ def unpark(svc: ChannelService) -> None:
 
 # --- slots ---------------------------------------------------------------------------------
 
-def pump(svc: ChannelService) -> None:
+def pump(svc: ChannelPart) -> None:
     """Start every initiation a slot is free for."""
     if not svc.running:
         return
@@ -128,7 +128,7 @@ def pump(svc: ChannelService) -> None:
             svc.spawn(_attempt(svc, ch))
 
 
-async def _attempt(svc: ChannelService, ch: Channel) -> None:
+async def _attempt(svc: ChannelPart, ch: Channel) -> None:
     """One attempt in its slot; what its failure releases is gone before the slot frees."""
     key = ch.key
     try:
@@ -144,7 +144,7 @@ async def _attempt(svc: ChannelService, ch: Channel) -> None:
         pump(svc)
 
 
-async def _run(svc: ChannelService, ch: Channel) -> list[Any]:
+async def _run(svc: ChannelPart, ch: Channel) -> list[Any]:
     ch.answered, ch.attempt_reason = False, None
     try:
         async with ch.lock:
@@ -196,7 +196,7 @@ def _failed(ch: Channel, error: str) -> list[Any]:
 
 # --- charon's log --------------------------------------------------------------------------
 
-def heard_log(svc: ChannelService, line: LogLine) -> None:
+def heard_log(svc: ChannelPart, line: LogLine) -> None:
     """Attribute a charon log line: an answer, a cause of failure, or a knock."""
     ch = svc.table.by_conn(line.conn) if line.conn else None
     if ch is not None:
@@ -216,7 +216,7 @@ def heard_log(svc: ChannelService, line: LogLine) -> None:
         _knocked(svc, *ends)
 
 
-def _knocked(svc: ChannelService, me: str, peer: str) -> None:
+def _knocked(svc: ChannelPart, me: str, peer: str) -> None:
     """A peer sent IKE_SA_INIT and found no connection: it is alive. Its channel is tried now,
     ahead of the line: taken out of parking (an untried candidate steps back for it if need
     be), or made from the knock alone when discovery never handed it over (its AN_ACP lost in
@@ -236,7 +236,7 @@ def _knocked(svc: ChannelService, me: str, peer: str) -> None:
         svc.spawn(_knocked_unknown(svc, me, peer))
 
 
-async def _knocked_unknown(svc: ChannelService, me: str, peer: str) -> None:
+async def _knocked_unknown(svc: ChannelPart, me: str, peer: str) -> None:
     link = svc.link_of.get(me)
     if link is None:
         with contextlib.suppress(OSError, NetlinkError):
@@ -248,7 +248,7 @@ async def _knocked_unknown(svc: ChannelService, me: str, peer: str) -> None:
         _let_in(svc, (link, peer), heard=False, now=time.monotonic())
 
 
-def _let_in(svc: ChannelService, key: Key, *, heard: bool, now: float) -> None:
+def _let_in(svc: ChannelPart, key: Key, *, heard: bool, now: float) -> None:
     if not _has_room(svc, key[0]):
         out = victim(_candidates(svc, key[0] if _link_full(svc, key[0]) else None),
                      for_knock=True)

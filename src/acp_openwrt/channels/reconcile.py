@@ -20,11 +20,11 @@ from .connection import ACP_IFNAME_PREFIX, DULL_IFNAME_PREFIX, parse_conn_name
 from .driver import DriverError
 
 if TYPE_CHECKING:
-    from .service import ChannelService
+    from .part import ChannelPart
 
 
-async def reconcile(svc: ChannelService) -> None:
-    from .service import Channel
+async def reconcile(svc: ChannelPart) -> None:
+    from .part import Channel
 
     conns = await svc._vici("list_connections")
     sas = await svc._vici("list_sas")

@@ -1,5 +1,5 @@
 """`acpctl registrar`: the node's registrar (domain, port, enrolled nodes, recent refusals),
-and its state as one file (`backup FILE`, `restore FILE`; brski/registrar_backup.py).
+and its state as one file (`backup FILE`, `restore FILE`; brski/registrar/backup.py).
 
 Backup and restore work on the files, not through acpd: a backup must be possible while the
 registrar runs (SQLite's online backup is consistent against a concurrent writer), and a
@@ -85,7 +85,7 @@ def _show(info: object, what: str, target: Path, json_out: bool) -> None:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from ..brski.registrar_backup import BackupError, write_backup
+    from ..brski.registrar.backup import BackupError, write_backup
     config = _config(args)
     ca_cert = getattr(config, "registrar_ca_cert", None)
     ca_key = getattr(config, "registrar_ca_key", None)
@@ -99,7 +99,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from ..brski.registrar_backup import BackupError, restore_backup
+    from ..brski.registrar.backup import BackupError, restore_backup
     from ..config import CONTROL_SOCKET_NAME
     config = _config(args)
     sockets = {Path(args.socket), Path(config.run_dir) / CONTROL_SOCKET_NAME}  # type: ignore

@@ -8,5 +8,5 @@
   interface.py   netlink: move the device into ACP and back, addresses, sysctls, RPF rules
   relay.py       TCP/UDP relays from an ACP address to the IPv4 device (bounded, idle timeouts)
   events.py      ConnectSubnetUp / ConnectSubnetDown (RPL adds the subnet as a DAO target)
-  service.py     ConnectService, the acpd part
+  service.py     ConnectPart, the acpd part
 """

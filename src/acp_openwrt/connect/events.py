@@ -1,6 +1,6 @@
 """Events of the ACP connect part, on the node's EventBus (acp_openwrt.events style).
 
-RplService listens: a subnet with `dao_target` becomes an extra DAO target (RFC 8994 §8.1.1:
+RplPart listens: a subnet with `dao_target` becomes an extra DAO target (RFC 8994 §8.1.1:
 the prefix of an ACP connect subnet MUST be distributed into RPL), and goes again when down.
 """
 from __future__ import annotations

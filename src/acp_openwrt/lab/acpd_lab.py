@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..channels.testbed import ping
 from ..identity.address import name_for_address, zone_address
 from ..netns import list_namespaces, remove_namespace, socket_in
 from .acpd_runner import AcpdNode, wait_for
+from .channel_testbed import ping
 from .masa import Masa
 from .pki import TestCA
 from .topology import Topology, TopologySpec
@@ -193,7 +193,7 @@ class AcpdLab:
 
 
 # What a process is, from its command line: the first marker found names its role.
-PROCESS_ROLES = {"acp_openwrt.acpd": "acpd", "acp_openwrt.brski.proxy_entry": "join_proxy",
+PROCESS_ROLES = {"acp_openwrt.acpd": "acpd", "acp_openwrt.brski.proxy.entry": "join_proxy",
                  "charon": "charon"}
 
 

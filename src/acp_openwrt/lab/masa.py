@@ -263,9 +263,9 @@ async def start_bench_registrar(directory: str | os.PathLike[str], masa: Masa, *
                                 trust: bool = True, **options: Any) -> BenchRegistrar:
     """Domain CA + allocator + registrar identity in `directory`, trusted by `masa` (unless
     trust=False), trusting the MASA's IDevIDs, listening with TLS on `sock` or host:port."""
-    from ..brski.allocation import Allocator
-    from ..brski.domain_ca import DomainCA
-    from ..brski.registrar import Registrar, ensure_registrar_identity
+    from ..brski.registrar.allocation import Allocator
+    from ..brski.registrar.core import Registrar, ensure_registrar_identity
+    from ..brski.registrar.domain_ca import DomainCA
     from ..brski.tls import verified_client_context
     folder = Path(directory)
     ca = DomainCA.load_or_create(folder / "domain-ca.crt", folder / "domain-ca.key", domain=domain)

@@ -10,10 +10,10 @@ import asyncio
 import socket
 import ssl
 
-from ..netns import socket_in
-from .http import HttpConnection, HttpError, Response, text_response
-from .idevid import IdevidError, masa_endpoint
-from .wellknown import VOUCHER_CMS_JSON
+from ...netns import socket_in
+from ..http import HttpConnection, HttpError, Response, text_response
+from ..idevid import IdevidError, masa_endpoint
+from ..wellknown import VOUCHER_CMS_JSON
 
 CONNECT_TIMEOUT = 5.0
 

@@ -25,10 +25,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from . import idevid, wellknown
-from .http import Response
-from .tls import chain_problem
-from .voucher import Voucher, VoucherError, new_nonce, parse_voucher
+from .. import idevid, wellknown
+from ..http import Response
+from ..tls import chain_problem
+from ..voucher import Voucher, VoucherError, new_nonce, parse_voucher
 
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 MAX_RETRY_AFTER = 60.0  # §5.6: the pledge caps Retry-After at 60 s
@@ -158,7 +158,7 @@ class PledgeAttempt:
                   chain: Sequence[x509.Certificate] = (),
                   now: dt.datetime | None = None) -> Action:
         """TLS is up (provisionally); build and send the signed voucher-request."""
-        from . import cms  # asn1crypto: 2.5 MB, only while enrolling
+        from .. import cms  # asn1crypto: 2.5 MB, only while enrolling
         if self.state is not State.CONNECTING:
             return self._fail(f"connected() in state {self.state.value}")
         if registrar_cert is None:
@@ -216,7 +216,7 @@ class PledgeAttempt:
                           {"Content-Type": wellknown.JSON})
 
     def _check_voucher(self, body: bytes, now: dt.datetime) -> tuple[Voucher, x509.Certificate]:
-        from . import cms
+        from .. import cms
         try:
             signed = cms.verify(body)
         except cms.CmsError as exc:
@@ -254,7 +254,7 @@ class PledgeAttempt:
         return self._send("GET", wellknown.CACERTS)
 
     def _on_cacerts(self, response: Response, now: dt.datetime) -> Action:
-        from . import cms
+        from .. import cms
         anchors: list[x509.Certificate] = []
         below: list[x509.Certificate] = []
         if response.status == 200:
@@ -281,7 +281,7 @@ class PledgeAttempt:
         return self._send("GET", wellknown.CSRATTRS)
 
     def _on_csrattrs(self, response: Response, now: dt.datetime) -> Action:
-        from . import csr
+        from .. import csr
         if response.status != 200:
             raise _Refusal(f"/csrattrs answered HTTP {response.status} {response.text()}")
         try:
@@ -290,7 +290,7 @@ class PledgeAttempt:
             raise _Refusal(f"/csrattrs rejected: {exc}") from None
         if name is None:
             raise _Refusal("/csrattrs names no acp-node-name")
-        from ..identity.node_name import NodeNameError, parse_acp_node_name
+        from ...identity.node_name import NodeNameError, parse_acp_node_name
         try:
             parsed = parse_acp_node_name(name)
         except NodeNameError as exc:
@@ -306,7 +306,7 @@ class PledgeAttempt:
                           {"Content-Type": wellknown.PKCS10})
 
     def _on_enroll(self, response: Response, now: dt.datetime) -> Action:
-        from . import cms, csr
+        from .. import cms, csr
         if response.status != 200:
             raise _Refusal(f"/simpleenroll answered HTTP {response.status} {response.text()}")
         try:

@@ -1,4 +1,4 @@
-"""ChannelService: adjacencies in, secure channels and ChannelUp/ChannelDown out.
+"""ChannelPart: adjacencies in, secure channels and ChannelUp/ChannelDown out.
 
 The asyncio edge around the sans-I/O PeerChannel: it carries out its actions through the IKE
 driver (VICI, on a one-thread executor; initiations each on a pool thread since they block until
@@ -83,7 +83,7 @@ class Channel:
         return conn_name(self.if_id, self.dull_ifname)
 
 
-class ChannelService:
+class ChannelPart:
     name = "channels"
 
     def __init__(self, ctx: Any, *, timers: ChannelTimers = ChannelTimers(),
@@ -494,4 +494,4 @@ class ChannelService:
                 "acp_address": str(self._acp_address) if self._acp_address else None}
 
 
-__all__ = ["ChannelService", "Channel", "State"]
+__all__ = ["ChannelPart", "Channel", "State"]

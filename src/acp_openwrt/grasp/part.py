@@ -53,7 +53,7 @@ def tcp_locator(loc: Locator | None) -> tuple[str, int] | None:
     return str(ipaddress.IPv6Address(address)), port
 
 
-class AcpGrasp:
+class AcpGraspPart:
     """The ACP GRASP part; `grasp` is the running GraspService (None before start)."""
     name = "grasp"
 

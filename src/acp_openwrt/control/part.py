@@ -140,7 +140,7 @@ class _Connection:
         self.writer.close()
 
 
-class UbusBridge:
+class UbusPart:
     """acpd part: keeps ubus object `acp` registered at ubusd for as long as acpd runs."""
     name = "ubus"
 
@@ -367,4 +367,4 @@ class UbusBridge:
             return {"error": f"internal error: {exc}"}
 
 
-__all__ = ["METHODS", "OBJECT", "UbusBridge", "event_message", "to_reply"]
+__all__ = ["METHODS", "OBJECT", "UbusPart", "event_message", "to_reply"]

@@ -23,16 +23,16 @@ from typing import Any
 from pyroute2 import IPRoute
 
 from .. import netns
+from ..channels.connection import ChannelTimers
+from ..channels.part import ChannelPart
+from ..channels.strongswan_conf import CharonSettings
 from ..config import AcpConfig
 from ..control.server import ControlServer
 from ..events import AdjacencyUp, EventBus
 from ..identity.address import name_for_address, zone_address
 from ..identity.summary import identity_summary
-from ..lab.pki import NodeCredentials, TestCA
 from ..node_context import NodeContext
-from .connection import ChannelTimers
-from .service import ChannelService
-from .strongswan_conf import CharonSettings
+from .pki import NodeCredentials, TestCA
 
 IFA_F_NODAD = 0x02
 ADDRGENMODE_NONE = 1
@@ -49,17 +49,17 @@ class BedNode:
     ctx: NodeContext
     creds: NodeCredentials
     address: str
-    service: ChannelService | None = None
+    service: ChannelPart | None = None
     links: dict[str, str] = field(default_factory=dict)   # our DULL ifname -> peer's LL
 
-    def new_service(self, **kwargs: Any) -> ChannelService:
+    def new_service(self, **kwargs: Any) -> ChannelPart:
         kwargs.setdefault("timers", FAST_TIMERS)
         kwargs.setdefault("charon_settings",
                           CharonSettings(vici_socket="/run/charon.vici", **FAST_CHARON))
         kwargs.setdefault("initial_retry", 2.0)
         kwargs.setdefault("adoption_grace", 20.0)
         self.ctx.control = ControlServer(self.ctx.config.control_socket)
-        self.service = ChannelService(self.ctx, **kwargs)
+        self.service = ChannelPart(self.ctx, **kwargs)
         return self.service
 
     def adjacency_up(self, dull_ifname: str) -> None:

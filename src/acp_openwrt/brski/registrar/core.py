@@ -32,18 +32,19 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..identity.address import Scheme, address_from_name
-from ..identity.certificate import CertificateError, check_key_strength
-from ..identity.node_name import parse_acp_node_name
-from ..logsafe import logsafe
-from . import cms, csr, idevid, masa_client, wellknown
+from ...identity.address import Scheme, address_from_name
+from ...identity.certificate import CertificateError, check_key_strength
+from ...identity.node_name import parse_acp_node_name
+from ...logsafe import logsafe
+from .. import cms, csr, idevid, wellknown
+from ..http import Request, Response, serve_connection, text_response
+from ..pledge.core import PrivateKey, generate_key
+from ..store import load_identity, store_identity
+from ..tls import chain_problem, peer_certificate, server_context
+from ..voucher import Voucher, VoucherError, parse_voucher
+from . import masa_client
 from .allocation import AllocationError, Allocator
 from .domain_ca import NODE_LIFETIME, DomainCA
-from .http import Request, Response, serve_connection, text_response
-from .pledge import PrivateKey, generate_key
-from .store import load_identity, store_identity
-from .tls import chain_problem, peer_certificate, server_context
-from .voucher import Voucher, VoucherError, parse_voucher
 
 LOG = logging.getLogger("acpd.brski.registrar")
 VOUCHED_FOR = 600.0  # seconds a voucher authorizes EST enrolment of its serial

@@ -18,11 +18,13 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from .. import netns
-from ..logsafe import logsafe
-from . import wellknown
-from .http import HttpConnection, HttpError
-from .pledge import (
+from ... import netns
+from ...logsafe import logsafe
+from .. import wellknown
+from ..http import HttpConnection, HttpError
+from ..store import StoredIdentity, StoreError, store_identity
+from ..tls import peer_certificate, peer_chain, provisional_client_context, verified_client_context
+from .core import (
     Enrolled,
     PledgeAttempt,
     PledgeIdentity,
@@ -31,8 +33,6 @@ from .pledge import (
     Wait,
     _status_body,
 )
-from .store import StoredIdentity, StoreError, store_identity
-from .tls import peer_certificate, peer_chain, provisional_client_context, verified_client_context
 
 LOG = logging.getLogger("acpd.brski.pledge")
 ATTEMPT_TIMEOUT = 30.0
@@ -171,7 +171,7 @@ class PledgeClient:
 def load_pledge_identity(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
                          anchors_path: str | os.PathLike[str]) -> PledgeIdentity:
     """The IDevID, its key and the MASA anchors from PEM files (ValueError when unusable)."""
-    from ..identity.certificate import load_certificate, load_certificates
+    from ...identity.certificate import load_certificate, load_certificates
     cert = load_certificate(cert_path)
     try:
         key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)

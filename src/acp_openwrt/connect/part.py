@@ -1,4 +1,4 @@
-"""ConnectService, the acpd part for ACP connect interfaces (RFC 8994 §8.1).
+"""ConnectPart, the acpd part for ACP connect interfaces (RFC 8994 §8.1).
 
 Per enabled `config connect` section: move the device into the ACP namespace (interface.py),
 give it the connect subnet's router address, the IPv4 address if configured, RPF rules; send RAs
@@ -53,7 +53,7 @@ class _Entry:
     retry: asyncio.Task[None] | None = None
 
 
-class ConnectService:
+class ConnectPart:
     name = "connect"
 
     def __init__(self, ctx: NodeContext, connects: Iterable[ConnectConfig] | None = None, *,

@@ -1,8 +1,8 @@
 """acpd's side of the join proxy: DULL listening sockets, the unprivileged process, AN_Proxy events.
 
-`JoinProxyService(ctx)` is active only while the node has an LDevID. Per adopted DULL link it
+`JoinProxyPart(ctx)` is active only while the node has an LDevID. Per adopted DULL link it
 binds a TCP listener to the link-local address (made in DULL, where the unprivileged proxy can
-never open anything), starts `acp_openwrt.brski.proxy` (through proxy_entry) in the ACP
+never open anything), starts `acp_openwrt.brski.proxy.process` (through proxy_entry) in the ACP
 namespace as an unprivileged user, and hands the sockets over (handover.py). acpd keeps its own copy of every listener, so a
 proxy that dies is restarted (with backoff) on the same ports and pledges' queued connections
 survive. Registrars come in through `registrar_heard()` (fed from AN_join_registrar floods in
@@ -24,16 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import netns
-from ..events import IdentityChanged, LinkAdopted, LinkReleased
-from ..logsafe import logsafe
-from ..node_context import NodeContext
+from ... import netns
+from ...events import IdentityChanged, LinkAdopted, LinkReleased
+from ...logsafe import logsafe
+from ...node_context import NodeContext
 from . import handover as ho
-from .proxy_events import AnProxyStart, AnProxyStop
-from .proxy_registrar import RegistrarLocator, RegistrarTable, registrar_from_flood
-from .proxy_relay import RelayLimits
+from .events import AnProxyStart, AnProxyStop
+from .registrars import RegistrarLocator, RegistrarTable, registrar_from_flood
+from .relay import RelayLimits
 
-__all__ = ["AnProxyStart", "AnProxyStop", "JoinProxyService", "ProxySettings"]
+__all__ = ["AnProxyStart", "AnProxyStop", "JoinProxyPart", "ProxySettings"]
 
 LOG = logging.getLogger("acpd.join_proxy")
 HELLO_TIMEOUT = 60.0  # a Python start on a loaded small box (or a TCG guest) can take 15 s
@@ -80,7 +80,7 @@ def _make_listener(dull_ns: str, link: LinkAdopted, port: int, backlog: int) -> 
     return sock
 
 
-class JoinProxyService:
+class JoinProxyPart:
     name = "join_proxy"
 
     def __init__(self, ctx: NodeContext, settings: ProxySettings | None = None) -> None:
@@ -261,7 +261,7 @@ class JoinProxyService:
         # (PYTHONPATH), so the unprivileged relay runs no site-packages .pth hooks, and
         # what they import (MBs on some systems) stays out of its memory; proxy_entry keeps
         # ssl out too.
-        argv = [s.python, "-S", "-m", "acp_openwrt.brski.proxy_entry", "--handover-fd", str(fd),
+        argv = [s.python, "-S", "-m", "acp_openwrt.brski.proxy.entry", "--handover-fd", str(fd),
                 "--max-connections", str(lim.max_connections),
                 "--max-per-pledge", str(lim.max_per_pledge),
                 "--idle-timeout", str(lim.idle_timeout),

@@ -15,22 +15,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config.identity_files import STATE_DIR, with_identity_files
-from ..control.server import RequestError
-from ..events import IdentityChanged, ProxyHeard
-from ..logsafe import logsafe
-from ..node_context import NodeContext
-from .pledge import Enrolled
-from .pledge_client import IdentityPaths, Locator, PledgeClient, load_pledge_identity
-from .pledge_proxies import INITIAL_BACKOFF, MAX_BACKOFF, ProxyBook
+from ...config.identity_files import STATE_DIR, with_identity_files
+from ...control.server import RequestError
+from ...events import IdentityChanged, ProxyHeard
+from ...logsafe import logsafe
+from ...node_context import NodeContext
+from ..store import StoredIdentity, load_identity
+from .client import IdentityPaths, Locator, PledgeClient, load_pledge_identity
+from .core import Enrolled
+from .proxies import INITIAL_BACKOFF, MAX_BACKOFF, ProxyBook
 from .renewal import RENEW_FRACTION, RenewalError, reenroll, renewal_time
-from .store import StoredIdentity, load_identity
 
 LOG = logging.getLogger("acpd.brski")
 DEFAULT_STATE_DIR = STATE_DIR
 
 
-class PledgeService:
+class PledgePart:
     name = "brski"
 
     def __init__(self, ctx: NodeContext, *, state_dir: Path = DEFAULT_STATE_DIR,
@@ -170,7 +170,7 @@ class PledgeService:
             if current is None:
                 self.state = "no-ldevid"
                 return
-            from ..identity.certificate import certificate_node_name_text, validity
+            from ...identity.certificate import certificate_node_name_text, validity
             self.acp_node_name = certificate_node_name_text(current[0])
             self.state = "enrolled"
             now = dt.datetime.now(dt.UTC)

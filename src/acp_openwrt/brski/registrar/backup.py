@@ -25,8 +25,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .file_switch import NewFile, SwitchError, switch_files
-from .registrar_bootstrap import ALLOCATIONS_NAME, CA_CERT_NAME, CA_KEY_NAME, RESTORE_MARKER
+from ..file_switch import NewFile, SwitchError, switch_files
+from .bootstrap import ALLOCATIONS_NAME, CA_CERT_NAME, CA_KEY_NAME, RESTORE_MARKER
 
 BACKUP_FORMAT = "acp-registrar-backup"
 BACKUP_VERSION = 1

@@ -42,7 +42,7 @@ class AdoptedLink:
                 "up_for_s": round(time.monotonic() - self.since, 1)}
 
 
-class LinkService:
+class LinkPart:
     """Adopt host links into DULL; publish LinkAdopted / LinkReleased; answer `interfaces`."""
     name = "links"
 

@@ -1,9 +1,9 @@
-"""How acpd starts the join proxy process: `python3 -S -m acp_openwrt.brski.proxy_entry ARGS`.
+"""How acpd starts the join proxy process: `python3 -S -m acp_openwrt.brski.proxy.entry ARGS`.
 
 The relay is protocol-blind and never speaks TLS, so it runs without the ssl module: asyncio
 then works as on a Python built without ssl, and the proxy carries no OpenSSL (about 4.5 MB of
 RSS per node, measured with bench/acpd_memory.py). Only this entry point does it; importing
-`acp_openwrt.brski.proxy` elsewhere (tests, acpd) leaves ssl alone.
+`acp_openwrt.brski.proxy.process` elsewhere (tests, acpd) leaves ssl alone.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 def run() -> int:
     if "asyncio" not in sys.modules:
         sys.modules.setdefault("ssl", None)  # type: ignore[assignment]  # import ssl -> ImportError
-    from .proxy import main
+    from .process import main
     return main()
 
 

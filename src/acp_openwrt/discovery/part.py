@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from .. import events
-from ..brski.proxy_events import AnProxyStart, AnProxyStop
+from ..brski.proxy.events import AnProxyStart, AnProxyStop
 from ..grasp import constants as c
 from ..grasp.actions import FloodReceived
 from ..grasp.engine import EngineConfig
@@ -56,7 +56,7 @@ PROXY_INTERVAL = 10.0
 JITTER = 0.1          # ±10 % on every periodic flood, so neighbours do not synchronise
 
 
-class DullDiscovery:
+class DiscoveryPart:
     name = "discovery"
 
     def __init__(self, ctx: NodeContext, interval: float | None = None,

@@ -36,7 +36,7 @@ LOG = logging.getLogger("acpd.rpl")
 RESTART_DELAY = 0.5  # let a burst of channel events settle before restarting sunshine
 
 
-class RplService:
+class RplPart:
     name = "rpl"
 
     def __init__(self, ctx: NodeContext, *, namespace: str | None = None,

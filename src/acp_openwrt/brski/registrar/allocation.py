@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..identity.address import AcpAddress, Scheme, name_for_address, vlong_address, zone_address
-from ..identity.node_name import parse_acp_node_name
+from ...identity.address import AcpAddress, Scheme, name_for_address, vlong_address, zone_address
+from ...identity.node_name import parse_acp_node_name
 
 REGISTRAR_ID_BITS = 46
 NODE_NUMBER_LIMIT = {Scheme.ZONE: 1 << 15, Scheme.VLONG8: 1 << 23, Scheme.VLONG16: 1 << 15}

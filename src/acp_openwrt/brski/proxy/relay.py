@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .proxy_registrar import RegistrarLocator
+from .registrars import RegistrarLocator
 
 LOG = logging.getLogger("acp-join-proxy.relay")
 CHUNK = 16 * 1024

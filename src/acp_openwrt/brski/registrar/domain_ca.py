@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from ..identity.certificate import acp_node_name_general_name, validity
-from .file_switch import NewFile, SwitchError, recover_switch, switch_files
-from .wellknown import ID_KP_CMC_RA
+from ...identity.certificate import acp_node_name_general_name, validity
+from ..file_switch import NewFile, SwitchError, recover_switch, switch_files
+from ..wellknown import ID_KP_CMC_RA
 
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 CA_LIFETIME = dt.timedelta(days=3650)

@@ -1,5 +1,5 @@
 """The BRSKI join proxy process (RFC 8995 §4), which acpd starts as
-`python3 -S -m acp_openwrt.brski.proxy_entry --handover-fd N` (proxy_entry.py keeps ssl out).
+`python3 -S -m acp_openwrt.brski.proxy.entry --handover-fd N` (proxy_entry.py keeps ssl out).
 
 Started by acpd (proxy_launcher.py) in the ACP namespace; confines itself at once (namespace,
 unprivileged user: proxy_sandbox.py), then serves whatever acpd hands over on the handover
@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import handover as ho
-from .proxy_registrar import RegistrarLocator, RegistrarTable
-from .proxy_relay import Relay, RelayLimits
-from .proxy_sandbox import SandboxError, confine
+from .registrars import RegistrarLocator, RegistrarTable
+from .relay import Relay, RelayLimits
+from .sandbox import SandboxError, confine
 
 LOG = logging.getLogger("acp-join-proxy")
 EXIT_USAGE = 2

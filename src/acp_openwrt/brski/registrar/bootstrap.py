@@ -23,20 +23,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ObjectIdentifier
 
-from ..identity.address import AddressError, address_from_name
-from ..identity.certificate import (
+from ...identity.address import AddressError, address_from_name
+from ...identity.certificate import (
     CertificateError,
     certificate_node_name,
     load_certificate,
     load_certificates,
     validity,
 )
+from ..file_switch import recover_switch
+from ..pledge.core import generate_key
+from ..store import StoreError, load_identity, store_identity, write_atomic
+from ..wellknown import ID_KP_CMC_RA
 from .allocation import AllocationError, Allocator
 from .domain_ca import NODE_LIFETIME, DomainCA, DomainCAError, PrivateKey
-from .file_switch import recover_switch
-from .pledge import generate_key
-from .store import StoreError, load_identity, store_identity, write_atomic
-from .wellknown import ID_KP_CMC_RA
 
 LOG = logging.getLogger("acpd.brski.registrar")
 CA_CERT_NAME = "domain-ca.crt"
@@ -46,7 +46,7 @@ ALLOCATIONS_NAME = "allocations.db"
 RESTORE_MARKER = ".restore.switch"
 # Re-issue our own LDevID once this share of its lifetime is left (the pledge's renewal point
 # is at 40 % used); a registrar node runs no pledge part, so it renews itself (at start here,
-# and while running in RegistrarService).
+# and while running in RegistrarPart).
 REISSUE_REMAINING = 0.6
 
 

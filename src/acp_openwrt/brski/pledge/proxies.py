@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .pledge_client import Locator
+from .client import Locator
 
 INITIAL_BACKOFF = 2.0
 MAX_BACKOFF = 3600.0

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..identity.certificate import validity
-from . import wellknown
-from .http import HttpConnection, HttpError
-from .pledge import generate_key
-from .pledge_client import IO_TIMEOUT, Locator, _connect
-from .store import StoredIdentity, load_identity, store_identity
-from .tls import chain_problem, peer_certificate, verified_client_context
+from ...identity.certificate import validity
+from .. import wellknown
+from ..http import HttpConnection, HttpError
+from ..store import StoredIdentity, load_identity, store_identity
+from ..tls import chain_problem, peer_certificate, verified_client_context
+from .client import IO_TIMEOUT, Locator, _connect
+from .core import generate_key
 
 LOG = logging.getLogger("acpd.brski.renewal")
 RENEW_FRACTION = 0.4
@@ -84,7 +84,7 @@ def _b64(data: bytes) -> bytes:
 async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str | None = None,
                    timeout: float = IO_TIMEOUT) -> x509.Certificate:
     """Renew the stored LDevID at the EST server `locator`; returns the new certificate."""
-    from . import cms, csr  # asn1crypto: 2.5 MB, only while renewing (the LDevID's life is long)
+    from .. import cms, csr  # asn1crypto: 2.5 MB, only while renewing (the LDevID's life is long)
     current = load_identity(stored.cert_path, stored.key_path)
     if current is None:
         raise RenewalError(f"no usable LDevID at {stored.cert_path}")
@@ -92,7 +92,7 @@ async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str |
     name = csr.certificate_node_name_text(old_cert)
     if name is None:
         raise RenewalError("current LDevID carries no acp-node-name otherName")
-    from ..identity.certificate import load_certificates
+    from ...identity.certificate import load_certificates
     anchors = load_certificates(stored.trust_anchors_path)
     context = verified_client_context(stored.trust_anchors_path, cert_path=stored.cert_path,
                                       key_path=stored.key_path)

@@ -29,18 +29,18 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .. import netns
-from ..events import IdentityChanged
-from ..grasp import constants as gc
-from ..grasp.errors import GraspApiError
-from ..grasp.messages import Locator, Objective, TaggedObjective
-from ..logsafe import logsafe
-from ..node_context import NodeContext
-from .domain_ca import PrivateKey
-from .http import Response
-from .proxy_registrar import AN_JOIN_REGISTRAR, EST_TLS
-from .registrar import Registrar
-from .registrar_bootstrap import (  # noqa: F401  (bootstrap_registrar: acpd imports it here)
+from ... import netns
+from ...events import IdentityChanged
+from ...grasp import constants as gc
+from ...grasp.errors import GraspApiError
+from ...grasp.messages import Locator, Objective, TaggedObjective
+from ...logsafe import logsafe
+from ...node_context import NodeContext
+from ..http import Response
+from ..proxy.registrars import AN_JOIN_REGISTRAR, EST_TLS
+from ..store import load_identity
+from ..tls import chain_problem
+from .bootstrap import (  # noqa: F401  (bootstrap_registrar: acpd imports it here)
     RegistrarFiles,
     RegistrarSetupError,
     bootstrap_registrar,
@@ -49,8 +49,8 @@ from .registrar_bootstrap import (  # noqa: F401  (bootstrap_registrar: acpd imp
     open_registrar_files,
     reissue_reason,
 )
-from .store import load_identity
-from .tls import chain_problem
+from .core import Registrar
+from .domain_ca import PrivateKey
 
 LOG = logging.getLogger("acpd.brski.registrar")
 FLOOD_INTERVAL = 60.0     # s; RFC 8995 §4.3 default (and minimum)
@@ -107,7 +107,7 @@ def masa_client_context(cert_path: Path, key_path: Path,
     return context
 
 
-class RegistrarService:
+class RegistrarPart:
     """The acpd part; `ctx.extras["registrar"]` is this service while it runs."""
     name = "registrar"
 
@@ -343,6 +343,6 @@ class RegistrarService:
 
 
 def _node_name(cert: x509.Certificate) -> str | None:
-    from ..identity.certificate import find_acp_node_name
+    from ...identity.certificate import find_acp_node_name
     found = find_acp_node_name(cert)
     return found.text if found else None
