@@ -166,7 +166,7 @@ def _indefinite(data: bytes, pos: int, major: int, depth: int) -> tuple[Any, int
             chunks.append(chunk)
         return (b"".join(chunks) if major == 2 else "".join(chunks)), pos
     if major == 4:
-        items = []
+        items: list[Any] = []
         while True:
             value, pos = _item(data, pos, depth - 1)
             if value is _BREAK:

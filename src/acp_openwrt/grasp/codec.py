@@ -39,6 +39,7 @@ from .messages import (
     Flood,
     Invalid,
     Locator,
+    MTYPE,
     Message,
     Negotiate,
     Noop,
@@ -477,37 +478,37 @@ def locator_to_cbor(loc: Locator | None) -> list[Any]:
 
 def to_cbor(msg: Message) -> list[Any]:
     """The message as the CBOR data model (lists, ints, bytes …), ready for cbor2.dumps."""
-    t = type(msg)
-    if t is Flood:
+    # isinstance, not type(msg) is X: as cheap on CPython 3.11+, and type checkers narrow it
+    if isinstance(msg, Flood):
         out: list[Any] = [c.M_FLOOD, msg.session_id, msg.initiator, msg.ttl]
         for tagged in msg.objectives:
             out.append([objective_to_cbor(tagged.objective), locator_to_cbor(tagged.locator)])
         return out
-    if t is Noop:
+    if isinstance(msg, Noop):
         return [c.M_NOOP]
-    if t is Discovery:
+    if isinstance(msg, Discovery):
         return [c.M_DISCOVERY, msg.session_id, msg.initiator, objective_to_cbor(msg.objective)]
-    if t is Response:
+    if isinstance(msg, Response):
         locs = [locator_to_cbor(loc) for loc in msg.locators]
         out = [c.M_RESPONSE, msg.session_id, msg.initiator, msg.ttl]
         out.extend([[c.O_DIVERT, *locs]] if msg.diverted else locs)
         if msg.objective is not None:
             out.append(objective_to_cbor(msg.objective))
         return out
-    if t is End:
+    if isinstance(msg, End):
         if msg.accept:
             return [c.M_END, msg.session_id, [c.O_ACCEPT]]
         opt = [c.O_DECLINE] if msg.reason is None else [c.O_DECLINE, msg.reason]
         return [c.M_END, msg.session_id, opt]
-    if t is Wait:
+    if isinstance(msg, Wait):
         return [c.M_WAIT, msg.session_id, msg.waiting_time]
-    if t is Invalid:
+    if isinstance(msg, Invalid):
         if msg.content is ABSENT:
             return [c.M_INVALID, msg.session_id]
         return [c.M_INVALID, msg.session_id, msg.content]
-    if t in (RequestNegotiation, RequestSynchronization, Negotiate, Synch):
-        return [t.MTYPE, msg.session_id, objective_to_cbor(msg.objective)]
-    raise TypeError(f"not a GRASP message: {t.__name__}")
+    if isinstance(msg, (RequestNegotiation, RequestSynchronization, Negotiate, Synch)):
+        return [MTYPE[type(msg)], msg.session_id, objective_to_cbor(msg.objective)]
+    raise TypeError(f"not a GRASP message: {type(msg).__name__}")
 
 
 def encode(msg: Message) -> bytes:

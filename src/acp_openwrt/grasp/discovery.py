@@ -103,6 +103,7 @@ class DiscoveryRole:
             return e.drop("duplicate_discovery")
         name = msg.objective.name
         own = self.registered.get(name)
+        reply: Response | None
         if own is not None:
             reply = Response(msg.session_id, msg.initiator, own[2], own[1])
         else:
@@ -110,11 +111,12 @@ class DiscoveryRole:
             # (§2.9.2: a divert never carries a link-local locator)
             found = tuple(loc for loc, entry in self.cache.get(name, {}).items()
                           if entry.expires > now and entry.ifname != ifname
-                          and not (loc.kind == c.O_IPv6_LOCATOR and is_link_local(loc.address)))
+                          and not (loc.kind == c.O_IPv6_LOCATOR and isinstance(loc.address, bytes)
+                                   and is_link_local(loc.address)))
             remaining = min((entry.expires for loc, entry in self.cache.get(name, {}).items()
                              if loc in found), default=now)
-            reply = (Response(msg.session_id, msg.initiator, max(1, int((remaining - now) * 1000)), found, True)
-                     if found else None)
+            ttl = max(1, int((remaining - now) * 1000))
+            reply = Response(msg.session_id, msg.initiator, ttl, found, True) if found else None
         if reply is not None:
             e.count("discovery_answered")
             return self._reply(reply, ifname, src, src_port, conn_id)

@@ -9,7 +9,7 @@ from cbor2 import CBORSimpleValue, CBORTag, undefined
 
 from . import constants as c
 from .codec import GraspDecodeError, decode
-from .messages import ABSENT, Locator, Message, Objective, ip_address
+from .messages import ABSENT, Locator, Message, Objective, ip_address, message_name
 
 _FLAG_NAMES = ((c.F_DISC, "F_DISC"), (c.F_NEG, "F_NEG"), (c.F_SYNCH, "F_SYNCH"),
                (c.F_NEG_DRY, "F_NEG_DRY"))
@@ -64,7 +64,7 @@ def locator_to_json(loc: Locator) -> dict[str, Any]:
 
 def message_to_json(msg: Message) -> dict[str, Any]:
     """A JSON-ready dict of one message."""
-    out: dict[str, Any] = {"type": c.MESSAGE_NAMES[msg.MTYPE]}
+    out: dict[str, Any] = {"type": message_name(msg)}
     for field in msg._fields:
         v = getattr(msg, field)
         if field == "initiator":

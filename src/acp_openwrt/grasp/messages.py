@@ -90,9 +90,10 @@ class Locator(NamedTuple):
 
     def ip_address(self) -> Any:
         """The address as an ``ipaddress`` object (IP locators only), imported on demand."""
-        if self.kind != c.O_IPv6_LOCATOR and self.kind != c.O_IPv4_LOCATOR:
+        address = self.address
+        if self.kind not in (c.O_IPv6_LOCATOR, c.O_IPv4_LOCATOR) or not isinstance(address, bytes):
             raise ValueError("not an IP locator")
-        return ip_address(self.address)
+        return ip_address(address)
 
 
 class TaggedObjective(NamedTuple):
@@ -105,8 +106,6 @@ class TaggedObjective(NamedTuple):
 class Noop(NamedTuple):
     """``[M_NOOP]``."""
 
-    MTYPE = c.M_NOOP
-
 
 class Discovery(NamedTuple):
     """``[M_DISCOVERY, session-id, initiator, objective]``."""
@@ -114,7 +113,6 @@ class Discovery(NamedTuple):
     session_id: int
     initiator: bytes
     objective: Objective
-    MTYPE = c.M_DISCOVERY
 
 
 class Response(NamedTuple):
@@ -129,7 +127,6 @@ class Response(NamedTuple):
     locators: tuple[Locator, ...]
     diverted: bool = False
     objective: Objective | None = None
-    MTYPE = c.M_RESPONSE
 
 
 class RequestNegotiation(NamedTuple):
@@ -137,7 +134,6 @@ class RequestNegotiation(NamedTuple):
 
     session_id: int
     objective: Objective
-    MTYPE = c.M_REQ_NEG
 
 
 class RequestSynchronization(NamedTuple):
@@ -145,7 +141,6 @@ class RequestSynchronization(NamedTuple):
 
     session_id: int
     objective: Objective
-    MTYPE = c.M_REQ_SYN
 
 
 class Negotiate(NamedTuple):
@@ -153,7 +148,6 @@ class Negotiate(NamedTuple):
 
     session_id: int
     objective: Objective
-    MTYPE = c.M_NEGOTIATE
 
 
 class End(NamedTuple):
@@ -162,7 +156,6 @@ class End(NamedTuple):
     session_id: int
     accept: bool
     reason: str | None = None
-    MTYPE = c.M_END
 
 
 class Wait(NamedTuple):
@@ -170,7 +163,6 @@ class Wait(NamedTuple):
 
     session_id: int
     waiting_time: int
-    MTYPE = c.M_WAIT
 
 
 class Synch(NamedTuple):
@@ -178,7 +170,6 @@ class Synch(NamedTuple):
 
     session_id: int
     objective: Objective
-    MTYPE = c.M_SYNCH
 
 
 class Flood(NamedTuple):
@@ -188,7 +179,6 @@ class Flood(NamedTuple):
     initiator: bytes
     ttl: int
     objectives: tuple[TaggedObjective, ...]
-    MTYPE = c.M_FLOOD
 
 
 class Invalid(NamedTuple):
@@ -196,8 +186,22 @@ class Invalid(NamedTuple):
 
     session_id: int
     content: Any = ABSENT
-    MTYPE = c.M_INVALID
 
 
 Message = Union[Noop, Discovery, Response, RequestNegotiation, RequestSynchronization,
                 Negotiate, End, Wait, Synch, Flood, Invalid]
+
+# The message type of each class. A module-level table rather than a class attribute: a
+# NamedTuple cannot carry a ClassVar that type checkers accept, and the codec dispatches on
+# the class itself (type(msg) is X), so the number is needed only for encoding and names.
+MTYPE: dict[type[Message], int] = {
+    Noop: c.M_NOOP, Discovery: c.M_DISCOVERY, Response: c.M_RESPONSE,
+    RequestNegotiation: c.M_REQ_NEG, RequestSynchronization: c.M_REQ_SYN,
+    Negotiate: c.M_NEGOTIATE, End: c.M_END, Wait: c.M_WAIT, Synch: c.M_SYNCH,
+    Flood: c.M_FLOOD, Invalid: c.M_INVALID,
+}
+
+
+def message_name(msg: Message) -> str:
+    """``M_FLOOD`` etc. (for logs, counters and the JSON view)."""
+    return c.MESSAGE_NAMES[MTYPE[type(msg)]]
