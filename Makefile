@@ -10,11 +10,12 @@ PYTHON ?= python3
 PYTEST ?= $(PYTHON) -m pytest
 DEPS_STAMP := .deps-stamp
 
-.PHONY: help deps test test-unit test-netns test-vm test-openwrt test-versions demo bench bench-grasp clean
+.PHONY: help deps lint test test-unit test-netns test-vm test-openwrt test-versions demo bench bench-grasp clean
 
 help:
 	@echo "make demo       form a real 4-node ACP (BRSKI, secure channels, RPL) in a QEMU guest"
-	@echo "make test       all test tiers: unit, netns (root), vm (root, QEMU guest), openwrt (root),"
+	@echo "make lint       ruff and mypy (configured in pyproject.toml): zero findings or it fails"
+	@echo "make test       lint, then all test tiers: unit, netns (root), vm (root, QEMU guest), openwrt (root),"
 	@echo "                then test-versions (what CI runs)"
 	@echo "make test-unit | test-netns | test-vm   one tier"
 	@echo "make test-openwrt  OpenWrt's real ubusd/uci/rpcd/uhttpd (root; builds them once)"
@@ -29,9 +30,13 @@ deps: $(DEPS_STAMP)
 
 # What CI runs (.ci/run): every tier with this machine's libraries, then unit + netns again with
 # the library versions OpenWrt releases ship.
-test: deps
+test: deps lint
 	$(PYTEST) tests
 	sh scripts/test-versions
+
+lint: deps
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
 
 test-unit: deps
 	$(PYTEST) -m unit tests
