@@ -26,8 +26,10 @@ from acp_openwrt.grasp.messages import (
 # RFC 8990 Appendix A (digest B.11) and the RFC 8994 §6.4 AN_ACP example (digest A.9, derived).
 VECTORS = {
     "A.1 discovery": "84011a00d4d7485020010db8f000baaa28ccdc4c970367818463455831050200",
-    "A.1 response": "85021a00d4d7485020010db8f000baaa28ccdc4c9703678119ea608418675020010db8f000baaaf000baaaf000baaa0619c123",
-    "A.2 flood": "85091a00357b4e5020010db8f000baaa28ccdc4c97036781192710828463455831050282704578616d706c6520312076616c75653d186480",
+    "A.1 response": ("85021a00d4d7485020010db8f000baaa28ccdc4c9703678119ea608418675020010db8"
+                     "f000baaaf000baaaf000baaa0619c123"),
+    "A.2 flood": ("85091a00357b4e5020010db8f000baaa28ccdc4c97036781192710828463455831050282"
+                  "704578616d706c6520312076616c75653d186480"),
     "A.3 req_syn": "83041a003da10e8463455832050500",
     "A.3 synch": "83081a003da10e8463455832050582704578616d706c6520322076616c75653d18c8",
     "A.4 req_neg": "83031a000c3ffd8463455833030682634e5a44182f",
@@ -39,7 +41,10 @@ VECTORS = {
     "A.5 negotiate 3": "83051a00d214628463455833030482634e5a441878",
     "A.5 negotiate 4": "83051a00d214628463455833030382634e5a4418f6",
     "A.5 end decline": "83061a00d2146282186672496e73756666696369656e742066756e6473",
-    "RFC 8994 AN_ACP": "86091a00bc4e4f50fe80000000000000c0011001feef00001a00033450828466414e5f414350040165494b45763284186750fe80000000000000c0011001feef000011193a98828466414e5f41435004016444544c5384186750fe80000000000000c0011001feef000011194268",
+    "RFC 8994 AN_ACP": ("86091a00bc4e4f50fe80000000000000c0011001feef00001a000334508284664"
+                        "14e5f414350040165494b45763284186750fe80000000000000c0011001feef0000"
+                        "11193a98828466414e5f41435004016444544c5384186750fe80000000000000c00"
+                        "11001feef000011194268"),
 }
 INIT = bytes.fromhex("20010db8f000baaa28ccdc4c97036781")
 
@@ -62,7 +67,8 @@ def test_vector_contents() -> None:
     assert isinstance(resp, Response) and resp.ttl == 60000 and not resp.diverted
     assert str(resp.locators[0].ip_address()) == "2001:db8:f000:baaa:f000:baaa:f000:baaa"
     assert resp.locators[0].protocol == c.IPPROTO_TCP and resp.locators[0].port == 49443
-    assert decode(bytes.fromhex(VECTORS["A.5 end decline"])) == End(13767778, False, "Insufficient funds")
+    declined = End(13767778, False, "Insufficient funds")
+    assert decode(bytes.fromhex(VECTORS["A.5 end decline"])) == declined
     assert decode(bytes.fromhex(VECTORS["A.5 wait"])) == Wait(13767778, 34965)
 
 
@@ -71,14 +77,16 @@ def test_every_message_and_option_round_trips() -> None:
     v4 = Locator(c.O_IPv4_LOCATOR, bytes([192, 0, 2, 1]), c.IPPROTO_UDP, 0)
     fqdn = Locator(c.O_FQDN_LOCATOR, "registrar.example", c.IPPROTO_TCP, 443)
     uri = Locator(c.O_URI_LOCATOR, "https://example.com/x", None, None)
-    obj = Objective("example.com:EX1", c.F_NEG | c.F_NEG_DRY, 255, {"k": [1.5, None, True, b"\x00"]})
+    obj = Objective("example.com:EX1", c.F_NEG | c.F_NEG_DRY, 255,
+                    {"k": [1.5, None, True, b"\x00"]})
     msgs = [
         Noop(), Discovery(0, bytes(4), Objective("EX1", c.F_DISC, 1)),
         Response(c.UINT32_MAX, INIT, 0, (v6, v4, fqdn, uri), False, obj),
         Response(1, INIT, 5, (v6,), True), End(2, False), End(3, True),
         Invalid(4), Invalid(5, ["why", b"\x01"]), Wait(6, c.UINT32_MAX),
-        Flood(7, INIT, 0, (TaggedObjective(Objective("EX2", c.F_SYNCH, 6, cbor2.CBORTag(24, b"\x01")), v6),
-                           TaggedObjective(Objective("EX3", c.F_SYNCH, 1), None))),
+        Flood(7, INIT, 0, (
+            TaggedObjective(Objective("EX2", c.F_SYNCH, 6, cbor2.CBORTag(24, b"\x01")), v6),
+            TaggedObjective(Objective("EX3", c.F_SYNCH, 1), None))),
     ]
     for msg in msgs:
         data = encode(msg)
@@ -140,7 +148,8 @@ REFUSALS = {
     "truncated": (bytes.fromhex(VECTORS["A.2 flood"])[:-3], "truncated"),
     "empty input": (b"", "empty message"),
     "bad utf-8": (bytes.fromhex("8304 01 83 62 fffe 04 01"), "UTF-8"),
-    "tag around message": (b"\xd9\xd9\xf7" + bytes.fromhex(VECTORS["A.5 wait"]), "not a CBOR array"),
+    "tag around message": (b"\xd9\xd9\xf7" + bytes.fromhex(VECTORS["A.5 wait"]),
+                           "not a CBOR array"),
     "tag around objective": (bytes.fromhex("8304 01 c1") + _bad(OBJ), "objective is not an array"),
     "reserved ai": (b"\x1c", "reserved"),
     "stray break": (b"\x82\x00\xff", "break"),
@@ -227,11 +236,13 @@ def test_hex_to_json() -> None:
     out = decode_hex_to_json("h'" + VECTORS["A.1 response"] + "'")
     assert out["type"] == "M_RESPONSE"
     assert out["initiator"] == "2001:db8:f000:baaa:28cc:dc4c:9703:6781"
-    assert out["locators"] == [{"type": "O_IPv6_LOCATOR", "address": "2001:db8:f000:baaa:f000:baaa:f000:baaa",
+    assert out["locators"] == [{"type": "O_IPv6_LOCATOR",
+                                "address": "2001:db8:f000:baaa:f000:baaa:f000:baaa",
                                 "protocol": "tcp", "port": 49443}]
     flood = decode_hex_to_json(VECTORS["A.2 flood"])
-    assert flood["objectives"][0]["objective"] == {"name": "EX1", "flags": ["F_DISC", "F_SYNCH"],
-                                                   "loop_count": 2, "value": ["Example 1 value=", 100]}
+    assert flood["objectives"][0]["objective"] == {
+        "name": "EX1", "flags": ["F_DISC", "F_SYNCH"], "loop_count": 2,
+        "value": ["Example 1 value=", 100]}
     assert decode_hex_to_json(encode(Invalid(1, b"\xab")).hex())["content"] == {"hex": "ab"}
     for bad, reason in (("xyz", "not hexadecimal"), ("", "no hex"), ("8301", "truncated")):
         with pytest.raises(GraspDecodeError, match=reason):
@@ -242,7 +253,8 @@ def test_stream_framer_splits_back_to_back_messages() -> None:
     from acp_openwrt.grasp.stream import StreamFramer
 
     framer = StreamFramer(max_size=100)
-    stream = b"".join(bytes.fromhex(VECTORS[k]) for k in ("A.5 req_neg", "A.5 wait", "A.5 end decline"))
+    stream = b"".join(bytes.fromhex(VECTORS[k])
+                      for k in ("A.5 req_neg", "A.5 wait", "A.5 end decline"))
     got: list[bytes] = []
     for i in range(0, len(stream), 7):  # arrives in 7-byte pieces
         got.extend(framer.feed(stream[i:i + 7]))

@@ -12,7 +12,7 @@ Events for ASAs (the API layer routes them by handle):
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 from .messages import Locator, Objective
 
@@ -84,7 +84,7 @@ class SynchronizationDone(NamedTuple):
     error: int
 
 
-Action = Union[SendMulticast, OpenStream, SendStream, CloseStream]
-Event = Union[FloodReceived, Discovered, NegotiationRequested, NegotiationStep, NegotiationEnded,
-              SynchronizationDone]
-Output = Union[Action, Event, Any]
+Action = SendMulticast | OpenStream | SendStream | CloseStream
+Event = (FloodReceived | Discovered | NegotiationRequested | NegotiationStep | NegotiationEnded
+         | SynchronizationDone)
+Output = Action | Event | Any

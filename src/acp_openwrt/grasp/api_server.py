@@ -65,7 +65,8 @@ class _Client(asyncio.Protocol):
                 req = cbor2.loads(raw)
             except Exception:
                 return self._hang_up("undecodable request")
-            if type(req) is not dict or type(req.get("id")) is not int or type(req.get("op")) is not str:
+            if (type(req) is not dict or type(req.get("id")) is not int
+                    or type(req.get("op")) is not str):
                 return self._hang_up("not a request map")
             if len(self.tasks) >= self.server.max_inflight:
                 return self._hang_up("too many requests in flight")
@@ -98,12 +99,14 @@ class _Client(asyncio.Protocol):
         except w.GraspDecodeError as exc:
             return self._send({"id": rid, "error": int(GraspError.CBORfail), "reason": str(exc)})
         except (KeyError, TypeError, ValueError) as exc:
-            return self._send({"id": rid, "error": int(GraspError.unspec), "reason": f"bad arguments: {exc}"})
+            return self._send({"id": rid, "error": int(GraspError.unspec),
+                               "reason": f"bad arguments: {exc}"})
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug must not kill the server; tell the client
             _log.exception("grasp api %s failed", req["op"])
-            return self._send({"id": rid, "error": int(GraspError.unspec), "reason": type(exc).__name__})
+            return self._send({"id": rid, "error": int(GraspError.unspec),
+                               "reason": type(exc).__name__})
         self._send({"id": rid, "result": result})
 
     def asa(self, args: dict[str, Any]) -> Asa:
@@ -179,7 +182,8 @@ async def _request_negotiate(cl: _Client, args: dict[str, Any]) -> Any:
 
 @_op
 async def _negotiate_step(cl: _Client, args: dict[str, Any]) -> Any:
-    reply = await cl.svc.negotiate_step(cl.asa(args), int(args["handle"]), w.objective_in(args["objective"]))
+    reply = await cl.svc.negotiate_step(cl.asa(args), int(args["handle"]),
+                                        w.objective_in(args["objective"]))
     return w.reply_out(reply)
 
 
@@ -197,7 +201,8 @@ async def _end_negotiate(cl: _Client, args: dict[str, Any]) -> Any:
 
 @_op
 async def _listen_negotiate(cl: _Client, args: dict[str, Any]) -> Any:
-    return w.request_out(await cl.svc.listen_negotiate(cl.asa(args), w.objective_in(args["objective"])))
+    request = await cl.svc.listen_negotiate(cl.asa(args), w.objective_in(args["objective"]))
+    return w.request_out(request)
 
 
 @_op
@@ -230,7 +235,8 @@ async def _flood(cl: _Client, args: dict[str, Any]) -> Any:
         raise TypeError("items is not a list of 1 to 64 [objective, locator] pairs")
     pairs = [(w.objective_in(x[0]), w.locator_in(x[1])) for x in items]
     ifname = args.get("ifname")
-    return cl.svc.flood(cl.asa(args), int(args["ttl_ms"]), pairs, ifname if type(ifname) is str else None)
+    return cl.svc.flood(cl.asa(args), int(args["ttl_ms"]), pairs,
+                        ifname if type(ifname) is str else None)
 
 
 @_op

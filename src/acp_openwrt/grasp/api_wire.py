@@ -43,7 +43,8 @@ def reply_out(r: NegotiationReply) -> dict[str, Any]:
 
 def reply_in(x: Any) -> NegotiationReply:
     obj = x.get("objective")
-    return NegotiationReply(x.get("handle"), None if obj is None else objective_in(obj), x.get("reason"))
+    return NegotiationReply(x.get("handle"), None if obj is None else objective_in(obj),
+                            x.get("reason"))
 
 
 def request_out(r: NegotiationRequested) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import collections
 import itertools
 import random
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 from . import constants as c
 from .actions import (
@@ -47,7 +47,7 @@ class NegotiationReply(NamedTuple):
     reason: str | None = None
 
 
-FloodItem = Union[TaggedObjective, tuple[Objective, Locator | None]]
+FloodItem = TaggedObjective | tuple[Objective, Locator | None]
 
 
 class AsaApi:
@@ -188,7 +188,8 @@ class AsaApi:
     # -- discovery ----------------------------------------------------------------------------
     async def discover(self, asa: Asa, objective: Objective, timeout_ms: int | None = None,
                        flush: bool = False) -> list[Locator]:
-        """Locators of ``objective`` (timeout 0: from the cache only; flush: cache emptied first)."""
+        """Locators of ``objective`` (timeout 0: from the cache only; flush: cache emptied
+        first)."""
         self._check(asa)
         if flush:
             self.engine.discovery.cache.pop(objective.name, None)

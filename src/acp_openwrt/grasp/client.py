@@ -81,7 +81,8 @@ class GraspClient:
                     if fut is None or fut.done():
                         continue
                     if "error" in msg:
-                        fut.set_exception(GraspApiError(GraspError(msg["error"]), msg.get("reason") or ""))
+                        fut.set_exception(GraspApiError(GraspError(msg["error"]),
+                                                        msg.get("reason") or ""))
                     else:
                         fut.set_result(msg.get("result"))
         except (OSError, ValueError, AttributeError, cbor2.CBORDecodeError):
@@ -90,7 +91,8 @@ class GraspClient:
             self._lost = True
             for fut in self._pending.values():
                 if not fut.done():
-                    fut.set_exception(GraspApiError(GraspError.noSocket, "GRASP service connection lost"))
+                    fut.set_exception(GraspApiError(GraspError.noSocket,
+                                                    "GRASP service connection lost"))
             self._pending.clear()
 
     async def _call(self, op: str, **args: Any) -> Any:
@@ -142,29 +144,35 @@ class GraspClient:
                                            objective=w.objective_out(objective)))
 
     async def negotiate_wait(self, asa: Asa, handle: int, waiting_time_ms: int) -> None:
-        await self._call("negotiate_wait", asa=asa.nonce, handle=handle, waiting_time_ms=waiting_time_ms)
+        await self._call("negotiate_wait", asa=asa.nonce, handle=handle,
+                         waiting_time_ms=waiting_time_ms)
 
-    async def end_negotiate(self, asa: Asa, handle: int, accept: bool, reason: str | None = None) -> None:
-        await self._call("end_negotiate", asa=asa.nonce, handle=handle, accept=accept, reason=reason)
+    async def end_negotiate(self, asa: Asa, handle: int, accept: bool,
+                            reason: str | None = None) -> None:
+        await self._call("end_negotiate", asa=asa.nonce, handle=handle, accept=accept,
+                         reason=reason)
 
     async def listen_negotiate(self, asa: Asa, objective: Objective) -> NegotiationRequested:
         return w.request_in(await self._call("listen_negotiate", asa=asa.nonce,
                                              objective=w.objective_out(objective)))
 
     async def stop_listen_negotiate(self, asa: Asa, objective: Objective) -> None:
-        await self._call("stop_listen_negotiate", asa=asa.nonce, objective=w.objective_out(objective))
+        await self._call("stop_listen_negotiate", asa=asa.nonce,
+                         objective=w.objective_out(objective))
 
     async def synchronize(self, asa: Asa, objective: Objective, peer: Locator | None = None,
                           timeout_ms: int | None = None, ifname: str | None = None) -> Objective:
         return w.objective_in(await self._call(
             "synchronize", asa=asa.nonce, objective=w.objective_out(objective),
-            peer=None if peer is None else w.locator_out(peer), timeout_ms=timeout_ms, ifname=ifname))
+            peer=None if peer is None else w.locator_out(peer), timeout_ms=timeout_ms,
+            ifname=ifname))
 
     async def listen_synchronize(self, asa: Asa, objective: Objective) -> None:
         await self._call("listen_synchronize", asa=asa.nonce, objective=w.objective_out(objective))
 
     async def stop_listen_synchronize(self, asa: Asa, objective: Objective) -> None:
-        await self._call("stop_listen_synchronize", asa=asa.nonce, objective=w.objective_out(objective))
+        await self._call("stop_listen_synchronize", asa=asa.nonce,
+                         objective=w.objective_out(objective))
 
     async def flood(self, asa: Asa, ttl_ms: int, items: Iterable[FloodItem],
                     ifname: str | None = None) -> int:

@@ -34,12 +34,12 @@ from . import constants as c
 from .cbor_reader import CborError, CborIncomplete, read_item
 from .messages import (
     ABSENT,
+    MTYPE,
     Discovery,
     End,
     Flood,
     Invalid,
     Locator,
-    MTYPE,
     Message,
     Negotiate,
     Noop,
@@ -152,7 +152,8 @@ def validate(obj: Any, sizing: bool = False) -> tuple[Message, int, int]:
         return Noop(), 2, 0
     handler = _HANDLERS.get(mtype)
     if handler is None:
-        raise GraspDecodeError(f"unknown message type {mtype if 0 <= mtype <= 255 else '(out of range)'}")
+        shown = mtype if 0 <= mtype <= 255 else "(out of range)"
+        raise GraspDecodeError(f"unknown message type {shown}")
     if len(obj) < 2:
         raise GraspDecodeError("missing session id")
     sid = obj[1]
@@ -178,7 +179,8 @@ def _is_option(x: Any) -> bool:
     return type(x) is list and len(x) > 0 and type(x[0]) is int and x[0] >= 0
 
 
-def _skip_options(items: list[Any], known: tuple[int, ...], sizing: bool) -> tuple[list[Any], int, int]:
+def _skip_options(items: list[Any], known: tuple[int, ...], sizing: bool
+                  ) -> tuple[list[Any], int, int]:
     """``items`` without the options whose type is not in ``known`` (§2.8.2: silently
     discarded); returns (what is left, how many were skipped, their canonical size)."""
     kept = []
@@ -195,7 +197,8 @@ def _skip_options(items: list[Any], known: tuple[int, ...], sizing: bool) -> tup
 
 def _expect_len(obj: list[Any], allowed: tuple[int, ...], name: str) -> None:
     if len(obj) not in allowed:
-        raise GraspDecodeError(f"{name} has {len(obj)} elements, expected {' or '.join(map(str, allowed))}")
+        expected = " or ".join(map(str, allowed))
+        raise GraspDecodeError(f"{name} has {len(obj)} elements, expected {expected}")
 
 
 def _initiator(x: Any) -> int:
@@ -351,7 +354,8 @@ def _response(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int, int
     return Response(sid, obj[2], obj[3], tuple(locators), diverted, objective), size, skipped
 
 
-def _objective_only(cls: Any, name: str) -> Callable[[list[Any], int, bool], tuple[Message, int, int]]:
+def _objective_only(cls: Any, name: str
+                    ) -> Callable[[list[Any], int, bool], tuple[Message, int, int]]:
     def handler(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int, int]:
         skipped = extra = 0
         if len(obj) != 3:
@@ -373,7 +377,8 @@ def _end(obj: list[Any], sid: int, sizing: bool) -> tuple[Message, int, int]:
         if not rest:
             raise GraspDecodeError("M_END needs O_ACCEPT or O_DECLINE")
         if len(rest) != 1:
-            raise GraspDecodeError(f"M_END has {len(rest)} options besides unknown ones, expected 1")
+            raise GraspDecodeError(
+                f"M_END has {len(rest)} options besides unknown ones, expected 1")
         obj = obj[:2] + rest
     opt = obj[2]
     if type(opt) is not list or not opt or type(opt[0]) is not int:

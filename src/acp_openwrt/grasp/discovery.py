@@ -126,10 +126,12 @@ class DiscoveryRole:
         if not e.relay_budget.take(None, now):
             return e.drop("relay_rate_limited")
         lifetime = e.config.relay_timeout_per_hop * loop
-        self._relays.add(key, now, _Relay(conn_id, ifname, src, src_port or c.GRASP_LISTEN_PORT, name),
+        relay = _Relay(conn_id, ifname, src, src_port or c.GRASP_LISTEN_PORT, name)
+        self._relays.add(key, now, relay,
                          lifetime=max(lifetime, e.config.relay_timeout_per_hop))
         e.count("discovery_relayed")
-        e.multicast(msg._replace(objective=msg.objective.with_loop_count(loop)), except_ifname=ifname)
+        e.multicast(msg._replace(objective=msg.objective.with_loop_count(loop)),
+                    except_ifname=ifname)
 
     def _reply(self, reply: Response, ifname: str | None, address: bytes, port: int | None,
                conn_id: int | None) -> None:

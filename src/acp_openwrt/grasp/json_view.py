@@ -58,7 +58,8 @@ def objective_to_json(o: Objective) -> dict[str, Any]:
 def locator_to_json(loc: Locator) -> dict[str, Any]:
     address = _address_text(loc.address) if isinstance(loc.address, bytes) else loc.address
     return {"type": c.LOCATOR_NAMES[loc.kind], "address": address,
-            "protocol": {6: "tcp", 17: "udp"}.get(loc.protocol) if loc.protocol is not None else None,
+            "protocol": (None if loc.protocol is None
+                         else {6: "tcp", 17: "udp"}.get(loc.protocol)),
             "port": loc.port}
 
 
@@ -100,5 +101,6 @@ def decode_hex_to_json(text: str, max_size: int = c.DEFAULT_TCP_MAX_SIZE) -> dic
     try:
         data = bytes.fromhex(cleaned)
     except ValueError:
-        raise GraspDecodeError("input is not hexadecimal (an even number of 0-9a-f digits)") from None
+        raise GraspDecodeError(
+            "input is not hexadecimal (an even number of 0-9a-f digits)") from None
     return message_to_json(decode(data, max_size=max_size))

@@ -7,7 +7,7 @@ null]``), so decode-then-encode gives the same bytes.
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 from . import constants as c
 
@@ -188,8 +188,8 @@ class Invalid(NamedTuple):
     content: Any = ABSENT
 
 
-Message = Union[Noop, Discovery, Response, RequestNegotiation, RequestSynchronization,
-                Negotiate, End, Wait, Synch, Flood, Invalid]
+Message = (Noop | Discovery | Response | RequestNegotiation | RequestSynchronization
+           | Negotiate | End | Wait | Synch | Flood | Invalid)
 
 # The message type of each class. A module-level table rather than a class attribute: a
 # NamedTuple cannot carry a ClassVar that type checkers accept, and the codec dispatches on

@@ -9,7 +9,7 @@ discarded (§2.8.6); one for an objective nobody listens on closes the connectio
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from . import constants as c
 from .actions import NegotiationEnded, NegotiationRequested, NegotiationStep, SynchronizationDone
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 # what the engine hands to on_message: every message type but M_FLOOD, M_DISCOVERY,
 # M_RESPONSE and M_NOOP, which it handles itself
-SessionMessage = Union[RequestNegotiation, RequestSynchronization, Negotiate, End, Wait, Synch,
-                       Invalid]
+SessionMessage = (RequestNegotiation | RequestSynchronization | Negotiate | End | Wait | Synch
+                  | Invalid)
 
 
 class _Session:
@@ -141,7 +141,8 @@ class SessionRole:
         session = self._own_turn(handle)
         if not 0 <= waiting_time_ms <= c.UINT32_MAX:
             raise GraspApiError(GraspError.unspec, "waiting time out of range")
-        session.deadline = now + waiting_time_ms / 1000.0 + self.e.config.session_timeout_ms / 1000.0
+        session.deadline = (now + waiting_time_ms / 1000.0
+                            + self.e.config.session_timeout_ms / 1000.0)
         self.e.send_stream(session.conn_id, Wait(session.sid, waiting_time_ms))
 
     def end_negotiate(self, handle: int, accept: bool, reason: str | None, now: float) -> None:
@@ -216,8 +217,8 @@ class SessionRole:
     def on_stream_lost(self, conn_id: int, now: float) -> None:
         session = self._by_conn.get(conn_id)
         if session is not None:
-            self._fail(session, "connection closed",
-                       GraspError.noSynchReply if session.synch else GraspError.noNegReply, close=False)
+            error = GraspError.noSynchReply if session.synch else GraspError.noNegReply
+            self._fail(session, "connection closed", error, close=False)
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _add(self, session: _Session) -> None:

@@ -21,7 +21,8 @@ class SeenCache:
         self.max_entries = max_entries
         self._expiry: dict[Hashable, tuple[float, Any]] = {}
 
-    def add(self, key: Hashable, now: float, data: Any = None, lifetime: float | None = None) -> bool:
+    def add(self, key: Hashable, now: float, data: Any = None,
+            lifetime: float | None = None) -> bool:
         """Remember ``key``; False if it was already there (a duplicate)."""
         entry = self._expiry.get(key)
         if entry is not None and entry[0] > now:

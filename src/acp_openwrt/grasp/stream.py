@@ -42,7 +42,8 @@ class StreamFramer:
                 _, end = read_item(buf, pos)
             except CborIncomplete:
                 if len(buf) - pos > self.max_size:
-                    raise GraspDecodeError(f"message exceeds the limit of {self.max_size}") from None
+                    raise GraspDecodeError(
+                        f"message exceeds the limit of {self.max_size}") from None
                 break
             except CborError as exc:
                 raise GraspDecodeError(str(exc)) from None

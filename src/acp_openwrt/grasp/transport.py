@@ -71,7 +71,8 @@ def open_multicast(ifname: str, index: int, port: int = c.GRASP_LISTEN_PORT) -> 
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
         sock.bind(("::", port))
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, _GROUP + struct.pack("@I", index))
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                        _GROUP + struct.pack("@I", index))
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -79,7 +80,8 @@ def open_multicast(ifname: str, index: int, port: int = c.GRASP_LISTEN_PORT) -> 
     return sock
 
 
-def open_peer_socket(ifname: str, index: int, peer: str, port: int = c.GRASP_LISTEN_PORT) -> socket.socket:
+def open_peer_socket(ifname: str, index: int, peer: str,
+                     port: int = c.GRASP_LISTEN_PORT) -> socket.socket:
     """A UDP socket that receives only ``peer``'s datagrams to ff02::13 on one interface (call
     inside the namespace). Bound to the group and connected to the peer (port 0: any source
     port), it has a receive queue of its own, so a flood from other (spoofed) sources that
@@ -269,7 +271,8 @@ class StreamConnection(asyncio.Protocol):
         try:
             messages = self._framer.feed(data)
         except GraspDecodeError as exc:
-            self._counters["stream_framing_error"] = self._counters.get("stream_framing_error", 0) + 1
+            counters = self._counters
+            counters["stream_framing_error"] = counters.get("stream_framing_error", 0) + 1
             _log.debug("grasp stream %d: %s", self.conn_id, exc)
             self.abort()
             return
@@ -298,7 +301,8 @@ class StreamConnection(asyncio.Protocol):
             self._queued.append(data)
             return
         if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            self._counters["stream_write_overflow"] = self._counters.get("stream_write_overflow", 0) + 1
+            counters = self._counters
+            counters["stream_write_overflow"] = counters.get("stream_write_overflow", 0) + 1
             self.abort()
             return
         self.transport.write(data)
