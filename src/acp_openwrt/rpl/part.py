@@ -2,8 +2,10 @@
 
 Interfaces: each ChannelUp's `acp_ifname` becomes an RPL interface, each ChannelDown removes it;
 rtnetlink link state takes a link out of RPL while it is down or without carrier and back when
-it returns. Time is the event loop's monotonic clock. Route changes are coalesced: whenever the
-engine's route plan changes, one reconcile runs (and one more if it changed meanwhile).
+it returns. Time is the event loop's monotonic clock; the engine's own timers run on one loop
+timer at its next_timer() (core.CoreTimer, docs/core-contract.md). Route changes are coalesced:
+whenever the engine's route plan changes, one reconcile runs (and one more if it changed
+meanwhile).
 
 With `external=True` (UCI `rpl_external`) the engine stays off and unstrung's sunshine runs in
 the ACP namespace instead, with the same role and prefix, restarted when the interfaces change.
@@ -15,12 +17,13 @@ import dataclasses
 import ipaddress
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import events
 from ..connect.events import ConnectSubnetDown, ConnectSubnetUp
+from ..core import CoreTimer
 from ..node_context import NodeContext
 from .actions import Send
 from .dodag import RplNode
@@ -85,7 +88,7 @@ class RplPart:
         self._wanted: dict[str, int] = {}       # interfaces from ChannelUp, by index
         self._tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
-        self._wake = asyncio.Event()
+        self._timer: CoreTimer[Send] | None = None
         self._routes_dirty = asyncio.Event()
         self._desired: frozenset[Route] = frozenset()
         self._running = False
@@ -140,7 +143,9 @@ class RplPart:
         self._update_routes()
         self._subscribe()
         self._running = True
-        self._spawn(self._timers())
+        self._timer = CoreTimer(_TimedNode(self.node, self._update_routes), self._execute,
+                                name="rpl")
+        self._timer.rearm()
         self._spawn(self._routes())
         LOG.info("RPL started: %s %s prefix %s", self.node.role, config.address, config.prefix)
 
@@ -155,6 +160,9 @@ class RplPart:
         self._running = False
         if self._restart is not None:
             self._restart.cancel()
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
         tasks, self._tasks = list(self._tasks), set()
         for task in tasks:
             task.cancel()
@@ -263,10 +271,17 @@ class RplPart:
             self._dispatch(self.node.receive(ifname, src, code, body, self._now(), dst))
 
     def _dispatch(self, actions: list[Send]) -> None:
+        """What an input to the engine returned: sent, the route plan looked at, the timer
+        re-armed at the engine's next_timer()."""
+        if self._timer is not None:
+            self._timer.feed(actions)
+        else:
+            self._execute(actions)
+        self._update_routes()
+
+    def _execute(self, actions: Sequence[Send]) -> None:
         for action in actions:
             self.transport.send(action)
-        self._update_routes()
-        self._wake.set()
 
     def _update_routes(self) -> None:
         if self.node is None:
@@ -275,20 +290,6 @@ class RplPart:
         if desired != self._desired:
             self._desired = desired
             self._routes_dirty.set()
-
-    async def _timers(self) -> None:
-        assert self.node is not None
-        while True:
-            when = self.node.next_timer()
-            self._wake.clear()
-            delay = None if when is None else max(0.0, when - self._now())
-            if delay is None or delay > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                    continue  # something happened: look at the timer again
-                except TimeoutError:
-                    pass
-            self._dispatch(self.node.handle_timer(self._now()))
 
     async def _routes(self) -> None:
         while True:
@@ -345,6 +346,23 @@ class RplPart:
 
     def _control(self, _request: dict[str, Any]) -> dict[str, Any]:
         return self.status()
+
+
+class _TimedNode:
+    """The engine as CoreTimer runs it: after its timer work the route plan is looked at
+    too, as after every input (an expired route or neighbour may send nothing)."""
+
+    def __init__(self, node: RplNode, routes_changed: Callable[[], None]) -> None:
+        self.node = node
+        self.routes_changed = routes_changed
+
+    def next_timer(self) -> float | None:
+        return self.node.next_timer()
+
+    def handle_timer(self, now: float) -> list[Send]:
+        sends = self.node.handle_timer(now)
+        self.routes_changed()
+        return sends
 
 
 def _route_order(route: Route) -> tuple[int, int]:
