@@ -52,7 +52,12 @@ def test_connection_follows_rfc8994() -> None:
     child = conn["children"]["acp"]
     assert conn["local_addrs"] == ["fe80::1"] and conn["remote_addrs"] == ["fe80::2"]
     assert conn["version"] == "2" and conn["mobike"] == "no" and conn["encap"] == "no"
-    assert all("aes256gcm16" in p and "ecp256" in p for p in conn["proposals"])
+    # RFC 8994's AES-GCM-16-256 with group 19 first; RFC 8247's MUST set accepted after it
+    assert conn["proposals"][:2] == ["aes256gcm16-prfsha256-ecp256",
+                                     "aes256gcm16-prfsha512-ecp256"]
+    must = conn["proposals"][2].split("-")
+    assert {"aes128", "aes256", "sha256", "prfsha256", "modp2048"} <= set(must)
+    assert len(conn["proposals"]) == 3
     assert child["mode"] == "tunnel" and child["local_ts"] == child["remote_ts"] == ["::/0"]
     assert child["if_id_in"] == child["if_id_out"] == "300"
     assert all(p.startswith("aes256gcm16") for p in child["esp_proposals"])

@@ -2,6 +2,15 @@
 
 RFC 8994 §6.8.3: IKEv2, tunnel mode, IPv6 ::/0 both ways, link-local outer addresses, the ACP
 certificate, AES-GCM-16 with 256-bit keys, DH group 19 (ECP-256). Pure data, no I/O.
+
+IKE SA proposals, most preferred first (charon as responder picks by its own order,
+`prefer_configured_proposals` defaults to yes):
+1. AES-GCM-16-256 with PRF_HMAC_SHA2_256 (then _512) and group 19: RFC 8994's choice.
+2. RFC 8247's MUST set, which §6.8.3.1.2 requires us to accept: ENCR_AES_CBC (256 and 128
+   bit keys) with AUTH_HMAC_SHA2_256_128 and PRF_HMAC_SHA2_256, DH group 14 (MODP-2048); group
+   19 is allowed with it too. A peer that offers only this set gets a channel (vm test
+   tests/vm/test_ike_interop.py).
+ESP stays AES-GCM-16-256 only (§6.8.3.1.1 makes it the only mandatory ESP transform).
 """
 from __future__ import annotations
 
@@ -11,8 +20,11 @@ from typing import Any
 
 CONN_PREFIX = "acp-"
 CHILD_NAME = "acp"
-IKE_PROPOSALS = ["aes256gcm16-prfsha256-ecp256", "aes256gcm16-prfsha512-ecp256"]
-ESP_PROPOSALS = ["aes256gcm16-ecp256", "aes256gcm16"]
+RFC8994_IKE_PROPOSALS = ("aes256gcm16-prfsha256-ecp256", "aes256gcm16-prfsha512-ecp256")
+# RFC 8247 §2.1-§2.4 MUSTs for the IKE SA, accepted after ours (never first).
+RFC8247_MUST_PROPOSAL = "aes256-aes128-sha256-prfsha256-ecp256-modp2048"
+IKE_PROPOSALS = (*RFC8994_IKE_PROPOSALS, RFC8247_MUST_PROPOSAL)
+ESP_PROPOSALS = ("aes256gcm16-ecp256", "aes256gcm16")
 IFNAME_MAX = 15
 ACP_IFNAME_PREFIX = "acp_"
 DULL_IFNAME_PREFIX = "acpx"
@@ -88,7 +100,7 @@ def connection(local_ll: str, peer_ll: str, if_id: int, *, local_id: str | None,
         "remote_addrs": [peer_ll],
         "mobike": "no",
         "encap": "no",
-        "proposals": IKE_PROPOSALS,
+        "proposals": list(IKE_PROPOSALS),
         "send_cert": "always",
         "send_certreq": "yes",
         "unique": "replace" if initial_contact else "no",
@@ -102,7 +114,7 @@ def connection(local_ll: str, peer_ll: str, if_id: int, *, local_id: str | None,
             "mode": "tunnel",
             "local_ts": ["::/0"],
             "remote_ts": ["::/0"],
-            "esp_proposals": ESP_PROPOSALS,
+            "esp_proposals": list(ESP_PROPOSALS),
             "if_id_in": str(if_id),
             "if_id_out": str(if_id),
             "rekey_time": f"{timers.child_rekey_time}s",
