@@ -12,6 +12,9 @@ form, and a key whose value is unknown or does not apply is present with `null` 
 nulls: blobmsg has none). Nested records that belong to one part's internals (GRASP counters,
 the join proxy process's own view) are typed as open mappings; the keys named here are always
 present.
+
+No `from __future__ import annotations` here: on Python 3.11 it hides NotRequired from
+TypedDict's __required_keys__, which `problems` reads.
 """
 
 import types
@@ -104,7 +107,7 @@ class NeighborEntry(TypedDict):
 
 class AdjacencyTableStatus(TypedDict):
     entries: int
-    confirmed: int
+    confirmed: dict[str, int]   # "channel", "reheard": entries confirmed each way
     evicted: int
     ttl_capped: int
     reheard_refused: int
@@ -286,7 +289,7 @@ class ConnectEntry(TypedDict):
     default_router: bool
     relay_max_connections: int
     relay_idle_timeout: int
-    state: str
+    state: Literal["pending", "missing", "up", "error", "disabled"]
     error: str | None
     subnet: str | None
     source: str | None
