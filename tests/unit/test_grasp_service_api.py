@@ -57,8 +57,9 @@ def test_engine_floods_one_interface_and_reports_source_and_ttl() -> None:
     e.add_interface("eth0", LL1)
     e.add_interface("eth1", LL2)
     an_acp = Objective("AN_ACP", c.F_SYNCH, 1, "IKEv2")
-    e.flood([TaggedObjective(an_acp, LOC._replace(address=bytes(16)))], 5000, 0.0, ifname="eth1")
-    (out,) = e.pop_outputs()
+    _, outputs = e.flood([TaggedObjective(an_acp, LOC._replace(address=bytes(16)))], 5000, 0.0,
+                         ifname="eth1")
+    (out,) = outputs
     assert isinstance(out, SendMulticast) and out.ifname == "eth1"
     msg = decode(out.data)
     assert msg.initiator == LL2 and msg.objectives[0].locator.address == LL2
@@ -66,19 +67,21 @@ def test_engine_floods_one_interface_and_reports_source_and_ttl() -> None:
         e.flood([TaggedObjective(an_acp)], 5000, 0.0, ifname="eth9")
     assert err.value.code == GraspError.noSocket
     peer = bytes.fromhex("fe800000000000000000000000000009")
-    e.receive_datagram("eth0", peer, encode(Flood(5, peer, 7000, (TaggedObjective(an_acp),))), 1.0)
-    (rx,) = e.pop_outputs()
+    (rx,) = e.receive_datagram("eth0", peer, encode(Flood(5, peer, 7000,
+                                                          (TaggedObjective(an_acp),))), 1.0)
     assert isinstance(rx, FloodReceived) and (rx.source, rx.ttl_ms, rx.expires) == (peer, 7000, 8.0)
 
 
 def test_engine_deregister_objective_stops_answering() -> None:
-    e = Engine(EngineConfig(address=bytes.fromhex("fd000000000000000000000000000001")), random.Random(1))
+    e = Engine(EngineConfig(address=bytes.fromhex("fd000000000000000000000000000001")),
+               random.Random(1))
     neg = Objective("EX3", c.F_NEG | c.F_SYNCH | c.F_DISC, 6, 1)
     e.register_objective(neg)
     e.listen_negotiate(neg)
     e.listen_synchronize(neg)
     e.deregister_objective("EX3")
-    assert not e.discovery.registered and not e.sessions.neg_listeners and not e.sessions.syn_listeners
+    assert not e.discovery.registered
+    assert not e.sessions.neg_listeners and not e.sessions.syn_listeners
 
 
 def test_local_api_against_a_dull_service(tmp_path) -> None:
@@ -133,13 +136,36 @@ def test_local_api_against_a_dull_service(tmp_path) -> None:
             seen: list[FloodReceived] = []
             unsubscribe = svc.on_flood("AN_ACP", seen.append)
             svc.engine.add_interface("x0", LL1)
-            svc.engine.receive_datagram("x0", LL2, encode(Flood(9, LL2, 100, (TaggedObjective(
-                Objective("AN_ACP", c.F_SYNCH, 1, "IKEv2"), LOC),))), svc._now())
-            svc._pump()
+            svc._execute(svc.engine.receive_datagram("x0", LL2, encode(Flood(9, LL2, 100, (
+                TaggedObjective(Objective("AN_ACP", c.F_SYNCH, 1, "IKEv2"), LOC),))), svc._now()))
             unsubscribe()
             assert len(seen) == 1 and seen[0].source == LL2 and svc._flood_subs == {}
         finally:
             await svc.stop()
         assert svc._api is None
+
+    asyncio.run(scenario())
+
+
+def test_outputs_a_callback_causes_run_after_the_current_ones_once() -> None:
+    """Re-entrancy: an on_flood subscriber that floods while the service executes outputs."""
+    sent: list[bytes] = []
+
+    class FakeUdp:
+        def send(self, data: bytes) -> None:
+            sent.append(data)
+
+    async def scenario() -> None:
+        svc = GraspService(mode="dull")
+        svc.engine.add_interface("x0", LL1)
+        svc._udp["x0"] = FakeUdp()  # type: ignore[assignment]
+        asa = svc.register_asa("relay")
+        an_acp = Objective("AN_ACP", c.F_SYNCH, 1, "IKEv2")
+        svc.on_flood("AN_ACP", lambda event: svc.flood(asa, 1000, [(an_acp, None)]))
+        heard = FloodReceived("x0", LL2, an_acp, None, 1.0, LL2, 1000)
+        svc._execute([heard, SendMulticast("x0", b"outer")])
+        assert len(sent) == 2 and sent[0] == b"outer"  # the callback's flood after, once
+        assert decode(sent[1]).initiator == LL1
+        assert not svc._executing and not svc._backlog
 
     asyncio.run(scenario())

@@ -143,15 +143,18 @@ REFUSED: dict[str, tuple[list[Any], str]] = {
     "flood, malformed known locator beside an unknown option": (
         [9, 5, INIT, 60000, UNKNOWN, [OBJ, [c.O_IPv6_LOCATOR, bytes(4), 6, 80]]], "16 bytes"),
     "flood, nothing but unknown options": ([9, 5, INIT, 60000, UNKNOWN], "objective"),
-    "flood, only a pair with a future locator": ([9, 5, INIT, 60000, [OBJ, LOCATOR_LIKE]], "objective"),
+    "flood, only a pair with a future locator": (
+        [9, 5, INIT, 60000, [OBJ, LOCATOR_LIKE]], "objective"),
     "response, only unknown options": ([2, 5, INIT, 60000, UNKNOWN], "without a locator"),
     "response, malformed known locator": (
         [2, 5, INIT, 60000, UNKNOWN, [c.O_IPv6_LOCATOR, INIT, 41, 80]], "protocol"),
-    "response, divert and locators": ([2, 5, INIT, 60000, [c.O_DIVERT, LOC], UNKNOWN, LOC], "only option"),
+    "response, divert and locators": (
+        [2, 5, INIT, 60000, [c.O_DIVERT, LOC], UNKNOWN, LOC], "only option"),
     "response, divert with only unknown options": (
         [2, 5, INIT, 60000, [c.O_DIVERT, UNKNOWN]], "O_DIVERT without"),
     "end, accept and decline": ([6, 5, [c.O_ACCEPT], [c.O_DECLINE]], "M_END"),
-    "end, malformed accept beside an unknown option": ([6, 5, UNKNOWN, [c.O_ACCEPT, 1]], "O_ACCEPT"),
+    "end, malformed accept beside an unknown option": (
+        [6, 5, UNKNOWN, [c.O_ACCEPT, 1]], "O_ACCEPT"),
     "end, only unknown options": ([6, 5, UNKNOWN], "O_ACCEPT or O_DECLINE"),
     "discovery, two objectives": ([1, 5, INIT, OBJ, UNKNOWN, OBJ], "M_DISCOVERY"),
     "discovery, objective missing": ([1, 5, INIT, UNKNOWN], "objective"),
@@ -192,7 +195,8 @@ def test_fuzzed_options_decode_the_same_on_both_paths() -> None:
 # -- the engine ------------------------------------------------------------------------------
 
 def _acp_engine() -> Engine:
-    engine = Engine(EngineConfig(address=bytes.fromhex("fd00" + "00" * 13 + "02")), random.Random(1))
+    engine = Engine(EngineConfig(address=bytes.fromhex("fd00" + "00" * 13 + "02")),
+                    random.Random(1))
     engine.add_interface("eth0", LL)
     return engine
 
@@ -202,8 +206,9 @@ def test_dull_flood_with_an_unknown_option_is_taken_and_counted() -> None:
     engine.add_interface("eth0", LL)
     peer = bytes.fromhex("fe80000000000000000000000000beef")
     an_acp = [["AN_ACP", 4, 1, "IKEv2"], [c.O_IPv6_LOCATOR, peer, 17, 500]]
-    engine.receive_datagram("eth0", peer, cbor2.dumps([9, 77, peer, 60000, an_acp, UNKNOWN]), 0.0)
-    (received,) = [o for o in engine.pop_outputs() if isinstance(o, FloodReceived)]
+    out = engine.receive_datagram("eth0", peer, cbor2.dumps([9, 77, peer, 60000, an_acp, UNKNOWN]),
+                                  0.0)
+    (received,) = [o for o in out if isinstance(o, FloodReceived)]
     assert received.objective.name == "AN_ACP" and received.locator.port == 500
     assert engine.counters == {"flood_accepted": 1, "unknown_option_skipped": 1}
 
@@ -212,19 +217,17 @@ def test_stream_message_with_an_unknown_option_is_answered_and_the_connection_ke
     engine = _acp_engine()
     value = Objective("EX2", c.F_SYNCH, 5, ["v", 2])
     engine.listen_synchronize(value)
-    conn = engine.stream_accepted(bytes.fromhex("fd00" + "00" * 13 + "01"), None, 0.0)
-    engine.receive_stream_message(conn, cbor2.dumps([4, 42, UNKNOWN, ["EX2", 4, 5]]), 0.0)
-    out = engine.pop_outputs()
+    conn, _ = engine.stream_accepted(bytes.fromhex("fd00" + "00" * 13 + "01"), None, 0.0)
+    out = engine.receive_stream_message(conn, cbor2.dumps([4, 42, UNKNOWN, ["EX2", 4, 5]]), 0.0)
     sent = [decode(o.data) for o in out if isinstance(o, SendStream)]
     assert sent == [Synch(42, value)]
     assert engine.counters == {"synchronization_answered": 1, "unknown_option_skipped": 1}
     # a negotiation session survives a step carrying an unknown option
     engine.listen_negotiate(Objective("EX3", c.F_NEG, 6, 0))
-    conn2 = engine.stream_accepted(bytes.fromhex("fd00" + "00" * 13 + "01"), None, 0.0)
-    engine.receive_stream_message(conn2, encode(RequestNegotiation(43, Objective("EX3", c.F_NEG, 6, 1))), 0.0)
-    engine.pop_outputs()
-    engine.receive_stream_message(conn2, cbor2.dumps([6, 43, [c.O_ACCEPT], UNKNOWN]), 0.1)
-    out = engine.pop_outputs()
+    conn2, _ = engine.stream_accepted(bytes.fromhex("fd00" + "00" * 13 + "01"), None, 0.0)
+    request = RequestNegotiation(43, Objective("EX3", c.F_NEG, 6, 1))
+    engine.receive_stream_message(conn2, encode(request), 0.0)
+    out = engine.receive_stream_message(conn2, cbor2.dumps([6, 43, [c.O_ACCEPT], UNKNOWN]), 0.1)
     assert any(type(o).__name__ == "NegotiationEnded" and o.accept for o in out)
     assert engine.counters["unknown_option_skipped"] == 2 and "decode_error" not in engine.counters
 
@@ -232,9 +235,9 @@ def test_stream_message_with_an_unknown_option_is_answered_and_the_connection_ke
 def test_malformed_known_option_on_a_stream_drops_it_counted() -> None:
     engine = _acp_engine()
     engine.listen_synchronize(Objective("EX2", c.F_SYNCH, 5, 1))
-    conn = engine.stream_accepted(bytes.fromhex("fd00" + "00" * 13 + "01"), None, 0.0)
-    engine.receive_stream_message(conn, cbor2.dumps([6, 42, UNKNOWN, [c.O_DECLINE, 5]]), 0.0)
-    assert CloseStream(conn) in engine.pop_outputs()
+    conn, _ = engine.stream_accepted(bytes.fromhex("fd00" + "00" * 13 + "01"), None, 0.0)
+    out = engine.receive_stream_message(conn, cbor2.dumps([6, 42, UNKNOWN, [c.O_DECLINE, 5]]), 0.0)
+    assert CloseStream(conn) in out
     assert engine.counters == {"decode_error": 1}
 
 

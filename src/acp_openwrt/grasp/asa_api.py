@@ -11,7 +11,7 @@ import asyncio
 import collections
 import itertools
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from . import constants as c
@@ -21,6 +21,7 @@ from .actions import (
     NegotiationEnded,
     NegotiationRequested,
     NegotiationStep,
+    Output,
     SynchronizationDone,
 )
 from .engine import Engine
@@ -51,7 +52,7 @@ FloodItem = TaggedObjective | tuple[Objective, Locator | None]
 
 
 class AsaApi:
-    """RFC 8991 calls; needs ``engine``, ``_pump()``, ``_arm_timer()`` and ``_now()``."""
+    """RFC 8991 calls; needs ``engine``, ``_execute()``, ``_feed()`` and ``_now()``."""
 
     engine: Engine
 
@@ -67,9 +68,16 @@ class AsaApi:
         self._sessions: dict[int, int] = {}              # negotiation handle -> nonce
 
     # -- hooks the service provides -----------------------------------------------------------
-    def _pump(self) -> None: raise NotImplementedError
-    def _arm_timer(self) -> None: raise NotImplementedError
-    def _now(self) -> float: raise NotImplementedError
+    def _execute(self, outputs: Sequence[Output]) -> None:
+        """Carry out what an engine call returned (safe to call from inside an execution)."""
+        raise NotImplementedError
+
+    def _feed(self, outputs: Sequence[Output]) -> None:
+        """``_execute``, then re-arm the engine's timer (what an API call returns)."""
+        raise NotImplementedError
+
+    def _now(self) -> float:
+        raise NotImplementedError
 
     # -- events from the engine ---------------------------------------------------------------
     def _dispatch(self, event: Any) -> None:
@@ -88,7 +96,7 @@ class AsaApi:
             entry = self._neg_queues.get(event.objective.name)
             if entry is None or entry[1].full():
                 self.engine.count("negotiation_refused_busy")
-                self.engine.end_negotiate(event.handle, False, self._now(), "busy")
+                self._execute(self.engine.end_negotiate(event.handle, False, self._now(), "busy"))
             else:
                 self._sessions[event.handle] = entry[0]
                 entry[1].put_nowait(event)
@@ -125,13 +133,24 @@ class AsaApi:
                 fut.set_exception(GraspApiError(GraspError.noSession, "GRASP service stopped"))
         self._waiters.clear()
 
-    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run an engine call, then send what it queued and re-arm the timer."""
+    def _call(self, fn: Callable[..., list[Output]], *args: Any) -> None:
+        """Run an engine call, carry out what it returned and re-arm the timer."""
         try:
-            return fn(*args)
-        finally:
-            self._pump()
-            self._arm_timer()
+            outputs = fn(*args)
+        except GraspApiError as exc:  # refused, perhaps after doing something
+            self._feed(exc.outputs)
+            raise
+        self._feed(outputs)
+
+    def _call_id(self, fn: Callable[..., tuple[int, list[Output]]], *args: Any) -> int:
+        """``_call`` for the engine calls that return ``(handle or session id, outputs)``."""
+        try:
+            handle, outputs = fn(*args)
+        except GraspApiError as exc:
+            self._feed(exc.outputs)
+            raise
+        self._feed(outputs)
+        return handle
 
     def _check(self, asa: Asa) -> None:
         if self._asas.get(asa.nonce) != asa:
@@ -174,7 +193,7 @@ class AsaApi:
         if owner is not None and owner != asa.nonce and not overlap:
             raise GraspApiError(GraspError.objReg, objective.name)
         if discoverable:
-            self._call(self.engine.register_objective, objective, tuple(locators), ttl_ms)
+            self.engine.register_objective(objective, tuple(locators), ttl_ms)
         self._objectives[objective.name] = asa.nonce
 
     def deregister_objective(self, asa: Asa, name: str) -> None:
@@ -193,7 +212,7 @@ class AsaApi:
         self._check(asa)
         if flush:
             self.engine.discovery.cache.pop(objective.name, None)
-        handle = self._call(self.engine.discover, objective, self._now(), timeout_ms)
+        handle = self._call_id(self.engine.discover, objective, self._now(), timeout_ms)
         event = await self._next_event(handle)
         return list(event.locators)
 
@@ -212,7 +231,8 @@ class AsaApi:
                                 ) -> NegotiationReply:
         """M_REQ_NEG to ``peer``; returns the first answer (``ifname`` for a link-local peer)."""
         self._check(asa)
-        handle = self._call(self.engine.request_negotiate, objective, peer, self._now(), timeout_ms, ifname)
+        handle = self._call_id(self.engine.request_negotiate, objective, peer, self._now(),
+                               timeout_ms, ifname)
         self._sessions[handle] = asa.nonce
         return await self._reply(handle, asa)
 
@@ -267,7 +287,8 @@ class AsaApi:
             request = entry[1].get_nowait()
             self._sessions.pop(request.handle, None)
             try:
-                self._call(self.engine.end_negotiate, request.handle, False, self._now(), "not listening")
+                self._call(self.engine.end_negotiate, request.handle, False, self._now(),
+                           "not listening")
             except GraspApiError:
                 pass
 
@@ -276,7 +297,8 @@ class AsaApi:
                           timeout_ms: int | None = None, ifname: str | None = None) -> Objective:
         """The peer's current value (no peer: from the flood cache)."""
         self._check(asa)
-        handle = self._call(self.engine.synchronize, objective, peer, self._now(), timeout_ms, ifname)
+        handle = self._call_id(self.engine.synchronize, objective, peer, self._now(), timeout_ms,
+                               ifname)
         event = await self._next_event(handle)
         if event.error != GraspError.ok or event.objective is None:
             raise GraspApiError(GraspError(event.error or GraspError.noSynchReply), objective.name)
@@ -285,20 +307,21 @@ class AsaApi:
     def listen_synchronize(self, asa: Asa, objective: Objective) -> None:
         """Answer M_REQ_SYN for ``objective`` with this value (call again to change it)."""
         self._check(asa)
-        self._call(self.engine.listen_synchronize, objective)
+        self.engine.listen_synchronize(objective)
         self._objectives.setdefault(objective.name, asa.nonce)
 
     def stop_listen_synchronize(self, asa: Asa, objective: Objective) -> None:
         self._check(asa)
         self.engine.stop_listen_synchronize(objective.name)
 
-    def flood(self, asa: Asa, ttl_ms: int, items: Iterable[FloodItem], ifname: str | None = None) -> int:
+    def flood(self, asa: Asa, ttl_ms: int, items: Iterable[FloodItem],
+              ifname: str | None = None) -> int:
         """M_FLOOD of (objective, locator-or-None) pairs on every interface, or on ``ifname``;
         returns the Session ID. In DULL mode a locator address of ``::`` becomes the
         interface's link-local address."""
         self._check(asa)
         tagged = [t if isinstance(t, TaggedObjective) else TaggedObjective(*t) for t in items]
-        return self._call(self.engine.flood, tagged, ttl_ms, self._now(), ifname)
+        return self._call_id(self.engine.flood, tagged, ttl_ms, self._now(), ifname)
 
     def get_flood(self, asa: Asa, objective: Objective | str) -> list[FloodEntry]:
         """Unexpired cached floods of one objective (one entry per locator)."""

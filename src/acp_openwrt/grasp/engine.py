@@ -4,20 +4,25 @@ Like h11 or aioquic, the engine never touches a socket or a clock. The asyncio e
 GRASP instance: a DULL instance per link, or the ACP instance) feeds it:
 
   add_interface(ifname, link_local) / remove_interface(ifname)
-  receive_datagram(ifname, src, data, now, src_port)   a UDP datagram to ff02::13:7017
-  stream_accepted(peer, ifname, now) -> conn_id         an incoming TCP connection
-  receive_stream_message(conn_id, data, now)            one framed message (stream.StreamFramer)
-  stream_closed(conn_id, now)                           the peer closed, or the connect failed
-  handle_timer(now)                                     at (or after) next_timer()
+  receive_datagram(ifname, src, data, now, src_port) -> outputs   a UDP datagram to ff02::13:7017
+  stream_accepted(peer, ifname, now) -> (conn_id, outputs)         an incoming TCP connection
+  receive_stream_message(conn_id, data, now) -> outputs   one framed message (StreamFramer)
+  stream_closed(conn_id, now) -> outputs                  the peer closed, or the connect failed
+  handle_timer(now) -> outputs                            at (or after) next_timer()
 
-and ASA-facing calls (the RFC 8991 API layer sits on these): flood, get_flood,
-register_objective, discover, listen_negotiate, request_negotiate, negotiate_step,
-negotiate_wait, end_negotiate, listen_synchronize, synchronize. Calls that are refused raise
-``GraspApiError`` (an RFC 8991 code); outcomes that arrive later come as events.
+and ASA-facing calls (the RFC 8991 API layer sits on these): flood, discover,
+request_negotiate and synchronize return ``(handle or session id, outputs)``; negotiate_step,
+negotiate_wait and end_negotiate return the outputs; register_objective, listen_negotiate,
+listen_synchronize, their stop/deregister calls and get_flood cause no output and return none.
+Calls that are refused raise ``GraspApiError`` (an RFC 8991 code) whose ``outputs`` holds what
+the call did before refusing (negotiate_step ends a session whose loop count is exhausted);
+outcomes that arrive later come as events.
 
-Everything the engine wants done, and every event for ASAs, is queued in order; the edge takes
-them with ``pop_outputs()`` (see actions.py for the types). ``now`` is a monotonic time in
-seconds; protocol fields (ttl, timeouts) stay in milliseconds as on the wire.
+Every call returns what it caused, in order (docs/core-contract.md): what the edge must do
+and every event for ASAs (see actions.py for the types). Internally the roles append to one
+list that the public call hands back and replaces, so returning costs no more than queueing
+did. ``now`` is a monotonic time in seconds; protocol fields (ttl, timeouts) stay in
+milliseconds as on the wire.
 
 Every message dropped is counted by reason in ``counters`` (what the status output shows) and
 logged at debug level; nothing a peer sends can raise out of a receive call. Options that are
@@ -35,10 +40,9 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from . import constants as c
-from .actions import CloseStream, FloodReceived, OpenStream, SendMulticast, SendStream
+from .actions import CloseStream, FloodReceived, OpenStream, Output, SendMulticast, SendStream
 from .codec import GraspDecodeError, decode_counted, encode
 from .discovery import DiscoveryRole
 from .errors import GraspApiError, GraspError
@@ -97,11 +101,12 @@ class _Stream:
 class Engine:
     """One GRASP instance."""
 
-    def __init__(self, config: EngineConfig | None = None, rng: random.Random | None = None) -> None:
+    def __init__(self, config: EngineConfig | None = None,
+                 rng: random.Random | None = None) -> None:
         self.config = cfg = config or EngineConfig()
         self.counters: dict[str, int] = {}
         self.flood_cache = FloodCache(cfg.max_flood_entries)
-        self._out: list[Any] = []
+        self._out: list[Output] = []  # what the current call caused; empty between calls
         self._ifaces: dict[str, bytes] = {}
         self._rng = rng or random.SystemRandom()
         self.session_ids = SessionIds(self._rng)
@@ -114,12 +119,13 @@ class Engine:
         self.sessions = SessionRole(self)
 
     # -- plumbing shared by the roles ---------------------------------------------------------
-    def emit(self, item: Any) -> None:
+    def emit(self, item: Output) -> None:
         self._out.append(item)
 
-    def pop_outputs(self) -> list[Any]:
-        """Everything queued since the last call, in order (actions and events)."""
-        out, self._out = self._out, []
+    def _take(self) -> list[Output]:
+        """What the current call caused, in order; the next call starts a fresh list."""
+        out = self._out
+        self._out = []
         return out
 
     def drop(self, reason: str, detail: object = "") -> None:
@@ -170,45 +176,60 @@ class Engine:
 
     # -- input: datagrams ---------------------------------------------------------------------
     def receive_datagram(self, ifname: str, src: bytes, data: bytes, now: float,
-                         src_port: int = c.GRASP_LISTEN_PORT) -> None:
+                         src_port: int = c.GRASP_LISTEN_PORT) -> list[Output]:
         """A link-local multicast (or unicast UDP) message arrived on ``ifname`` from ``src``."""
         if ifname not in self._ifaces:
-            return self.drop("unknown_interface", ifname)
+            self.drop("unknown_interface", ifname)
+            return []
         dull = self.config.dull
         if dull and not is_link_local(src):
-            return self.drop("dull_not_link_local", src.hex())
+            self.drop("dull_not_link_local", src.hex())
+            return []
         key = (ifname, src)
         if not self._neighbours.take(key, now):
-            return self.drop("rate_limited", src.hex())
+            self.drop("rate_limited", src.hex())
+            return []
         try:
             msg, skipped = decode_counted(data, self.config.udp_max_size)
         except GraspDecodeError as exc:
             self._neighbours.penalise(key, self.config.garbage_cost)
-            return self.drop("decode_error", exc)
+            self.drop("decode_error", exc)
+            return []
         if skipped:
             self._skipped(skipped)
         # isinstance rather than type(msg) is X: as cheap on CPython 3.11+, and it narrows
         if isinstance(msg, Flood):
-            return self._on_flood(msg, ifname, src, now)
-        if dull:
-            return self.drop("dull_not_flood", message_name(msg))
-        if isinstance(msg, Discovery):
-            return self.discovery.on_discovery(msg, ifname, src, src_port, None, now)
-        if isinstance(msg, Noop):
-            return self.count("noop")
-        self.drop("not_multicast_type", message_name(msg))
+            self._on_flood(msg, ifname, src, now)
+        elif dull:
+            self.drop("dull_not_flood", message_name(msg))
+        elif isinstance(msg, Discovery):
+            self.discovery.on_discovery(msg, ifname, src, src_port, None, now)
+        elif isinstance(msg, Noop):
+            self.count("noop")
+        else:
+            self.drop("not_multicast_type", message_name(msg))
+        out = self._out
+        self._out = []
+        return out
 
     # -- input: streams -----------------------------------------------------------------------
-    def stream_accepted(self, peer: bytes, ifname: str | None, now: float) -> int:
-        """The edge accepted a TCP connection; returns the conn_id to report its messages with."""
+    def stream_accepted(self, peer: bytes, ifname: str | None,
+                        now: float) -> tuple[int, list[Output]]:
+        """The edge accepted a TCP connection; returns the conn_id to report its messages with
+        (and the outputs: in DULL, closing it at once)."""
         conn_id = self.new_id()
         self.streams[conn_id] = _Stream(peer, ifname)
         if self.config.dull:  # DULL has no unicast: hang up at once
             self.drop("dull_unicast", peer.hex())
             self.close_stream(conn_id)
-        return conn_id
+        return conn_id, self._take()
 
-    def receive_stream_message(self, conn_id: int, data: bytes, now: float) -> None:
+    def receive_stream_message(self, conn_id: int, data: bytes, now: float) -> list[Output]:
+        """One framed message arrived on connection ``conn_id``."""
+        self._stream_message(conn_id, data, now)
+        return self._take()
+
+    def _stream_message(self, conn_id: int, data: bytes, now: float) -> None:
         stream = self.streams.get(conn_id)
         if stream is None:
             return self.drop("unknown_stream", conn_id)
@@ -228,18 +249,20 @@ class Engine:
                 return self.drop("flood_not_link_local_stream")
             return self._on_flood(msg, stream.ifname, stream.peer, now)
         if isinstance(msg, Discovery):
-            return self.discovery.on_discovery(msg, stream.ifname, stream.peer, None, conn_id, now)
+            return self.discovery.on_discovery(msg, stream.ifname, stream.peer, None, conn_id,
+                                               now)
         if isinstance(msg, Response):
             return self.discovery.on_response(msg, conn_id, stream, now)
         if isinstance(msg, Noop):
             return self.count("noop")
         self.sessions.on_message(msg, conn_id, stream, now)
 
-    def stream_closed(self, conn_id: int, now: float) -> None:
+    def stream_closed(self, conn_id: int, now: float) -> list[Output]:
         """The peer closed the connection (or it could not be opened)."""
         if conn_id in self.streams:
             del self.streams[conn_id]
             self.sessions.on_stream_lost(conn_id, now)
+        return self._take()
 
     def _lost_stream(self, conn_id: int, now: float) -> None:
         self.close_stream(conn_id)
@@ -277,7 +300,7 @@ class Engine:
         self.multicast(msg._replace(objectives=relayed), except_ifname=ifname)
 
     def flood(self, objectives: Sequence[TaggedObjective], ttl_ms: int, now: float,
-              ifname: str | None = None) -> int:
+              ifname: str | None = None) -> tuple[int, list[Output]]:
         """Send an M_FLOOD on every interface (or only ``ifname``); returns its Session ID."""
         if not objectives:
             raise GraspApiError(GraspError.notFloodDisc, "nothing to flood")
@@ -296,13 +319,14 @@ class Engine:
                 self.multicast(flood)
             else:
                 self._out.append(SendMulticast(ifname, encode(flood)))
-            return sid
+            return sid, self._take()
         targets = self._ifaces.items() if ifname is None else ((ifname, self._ifaces[ifname]),)
         for out_if, link_local in targets:
-            local = tuple(TaggedObjective(t.objective.with_loop_count(1), _fill_locator(t.locator, link_local))
+            local = tuple(TaggedObjective(t.objective.with_loop_count(1),
+                                          _fill_locator(t.locator, link_local))
                           for t in objectives)
             self._out.append(SendMulticast(out_if, encode(Flood(sid, link_local, ttl_ms, local))))
-        return sid
+        return sid, self._take()
 
     def get_flood(self, name: str, now: float) -> list[FloodEntry]:
         """Unexpired cached floods of one objective (RFC 8991 get_flood)."""
@@ -326,8 +350,11 @@ class Engine:
     def stop_listen_synchronize(self, name: str) -> None:
         self.sessions.syn_listeners.pop(name, None)
 
-    def discover(self, objective: Objective, now: float, timeout_ms: int | None = None) -> int:
-        return self.discovery.discover(objective, now, timeout_ms)
+    def discover(self, objective: Objective, now: float,
+                 timeout_ms: int | None = None) -> tuple[int, list[Output]]:
+        """Start a discovery: (handle, outputs); a Discovered event with that handle follows."""
+        handle = self.discovery.discover(objective, now, timeout_ms)
+        return handle, self._take()
 
     def listen_negotiate(self, objective: Objective) -> None:
         self.sessions.listen_negotiate(objective)
@@ -336,21 +363,33 @@ class Engine:
         self.sessions.listen_synchronize(objective)
 
     def request_negotiate(self, objective: Objective, peer: Locator, now: float,
-                          timeout_ms: int | None = None, ifname: str | None = None) -> int:
-        return self.sessions.request_negotiate(objective, peer, now, timeout_ms, ifname)
+                          timeout_ms: int | None = None,
+                          ifname: str | None = None) -> tuple[int, list[Output]]:
+        handle = self.sessions.request_negotiate(objective, peer, now, timeout_ms, ifname)
+        return handle, self._take()
 
-    def negotiate_step(self, handle: int, objective: Objective, now: float) -> None:
-        self.sessions.negotiate_step(handle, objective, now)
+    def negotiate_step(self, handle: int, objective: Objective, now: float) -> list[Output]:
+        try:
+            self.sessions.negotiate_step(handle, objective, now)
+        except GraspApiError as exc:  # loop count exhausted: the session ended before refusing
+            exc.outputs = self._take()
+            raise
+        return self._take()
 
-    def negotiate_wait(self, handle: int, waiting_time_ms: int, now: float) -> None:
+    def negotiate_wait(self, handle: int, waiting_time_ms: int, now: float) -> list[Output]:
         self.sessions.negotiate_wait(handle, waiting_time_ms, now)
+        return self._take()
 
-    def end_negotiate(self, handle: int, accept: bool, now: float, reason: str | None = None) -> None:
+    def end_negotiate(self, handle: int, accept: bool, now: float,
+                      reason: str | None = None) -> list[Output]:
         self.sessions.end_negotiate(handle, accept, reason, now)
+        return self._take()
 
     def synchronize(self, objective: Objective, peer: Locator | None, now: float,
-                    timeout_ms: int | None = None, ifname: str | None = None) -> int:
-        return self.sessions.synchronize(objective, peer, now, timeout_ms, ifname)
+                    timeout_ms: int | None = None,
+                    ifname: str | None = None) -> tuple[int, list[Output]]:
+        handle = self.sessions.synchronize(objective, peer, now, timeout_ms, ifname)
+        return handle, self._take()
 
     def cache_sizes(self) -> dict[str, int]:
         """Entries held per cache: each has a bound (the config, or a fixed cap), so what a
@@ -370,13 +409,14 @@ class Engine:
         }
 
     # -- time ---------------------------------------------------------------------------------
-    def handle_timer(self, now: float) -> None:
+    def handle_timer(self, now: float) -> list[Output]:
         """Expire caches and fail overdue exchanges; call at next_timer() or periodically."""
         self.flood_cache.expire(now)
         self._flood_seen.expire(now)
         self.session_ids.expire(now)
         self.discovery.handle_timer(now)
         self.sessions.handle_timer(now)
+        return self._take()
 
     def next_timer(self) -> float | None:
         """When handle_timer next has work (None: nothing pending). The seen-pair caches only

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class GraspError(IntEnum):
@@ -47,9 +48,12 @@ class GraspError(IntEnum):
 
 
 class GraspApiError(Exception):
-    """An API call refused; ``code`` is the RFC 8991 error code."""
+    """An API call refused; ``code`` is the RFC 8991 error code. ``outputs`` is what the
+    engine call did before it refused (rare; empty unless the call says otherwise): the edge
+    executes them as it would a return value."""
 
     def __init__(self, code: GraspError, detail: str = "") -> None:
         super().__init__(f"{code.name}" + (f": {detail}" if detail else ""))
         self.code = code
         self.detail = detail
+        self.outputs: list[Any] = []

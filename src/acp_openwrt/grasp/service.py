@@ -22,10 +22,12 @@ import ipaddress
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 
+from ..core import CoreTimer
 from . import constants as c
-from .actions import CloseStream, OpenStream, SendMulticast, SendStream
+from .actions import CloseStream, OpenStream, Output, SendMulticast, SendStream
 from .asa_api import AsaApi
 from .engine import Engine, EngineConfig
 from .messages import is_link_local
@@ -41,7 +43,7 @@ from .transport import (
 )
 
 _log = logging.getLogger(__name__)
-HOUSEKEEPING = 1.0     # s between engine timer runs when nothing is due sooner
+HOUSEKEEPING = 1.0     # s between engine timer runs when nothing is due sooner (the ceiling)
 CONNECT_TIMEOUT = 5.0
 MAX_STREAMS = 256
 _SRC_CACHE_MAX = 4096
@@ -85,9 +87,9 @@ class GraspService(AsaApi):
         self._factory = SocketFactory(namespace)
         self._server: asyncio.AbstractServer | None = None
         self._api: Any = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = 0.0
-        self._pumping = False
+        self._timer: CoreTimer[Output] | None = None  # while started
+        self._executing = False
+        self._backlog: list[Output] = []  # what callbacks caused while outputs were executed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connects: set[asyncio.Task[None]] = set()
         self._api_init()
@@ -108,7 +110,9 @@ class GraspService(AsaApi):
         except BaseException:
             await self.stop()
             raise
-        self._arm_timer()
+        self._timer = CoreTimer(self.engine, self._execute, loop=self._loop,
+                                ceiling=HOUSEKEEPING, name="grasp")
+        self._timer.rearm()
 
     async def stop(self) -> None:
         """Close every socket and connection; pending API calls fail with noSession."""
@@ -116,7 +120,7 @@ class GraspService(AsaApi):
             await self._api.stop()
             self._api = None
         if self._timer is not None:
-            self._timer.cancel()
+            self._timer.close()
             self._timer = None
         for ifname in list(self._udp):
             self.remove_interface(ifname)
@@ -144,7 +148,8 @@ class GraspService(AsaApi):
             sock.close()
             return
         self._udp[ifname] = MulticastSocket(ifname, index, sock, self._on_datagrams,
-                                            self.transport_counters, self.engine.config.udp_max_size)
+                                            self.transport_counters,
+                                            self.engine.config.udp_max_size)
         self._link_local[ifname] = link_local
         self._ifindex[ifname] = index
         self._ifname_of[index] = ifname
@@ -197,64 +202,57 @@ class GraspService(AsaApi):
     def _now(self) -> float:
         return (self._loop or asyncio.get_running_loop()).time()
 
-    def _pump(self) -> None:
-        if self._pumping:
-            return  # the outer pump picks up what a callback queued
-        self._pumping = True
+    def _execute(self, outputs: Sequence[Output]) -> None:
+        """Carry out what the engine returned, in order. A callback that calls into the engine
+        while this runs (an on_flood subscriber flooding, a refused negotiation) gets its
+        outputs appended to the backlog, which the outermost call works off after the
+        current list, so every output runs once and in the order it was caused."""
+        if self._executing:
+            self._backlog.extend(outputs)
+            return
+        self._executing = True
         try:
-            engine = self.engine
+            batch = outputs
+            if self._backlog:  # left by an execution that raised
+                batch, self._backlog = [*self._backlog, *outputs], []
             while True:
-                out = engine.pop_outputs()
-                if not out:
-                    return
-                for item in out:
-                    kind = type(item)
-                    if kind is SendMulticast:
+                for item in batch:
+                    if isinstance(item, SendMulticast):
                         udp = self._udp.get(item.ifname)
                         if udp is not None:
                             udp.send(item.data)
-                    elif kind is SendStream:
+                    elif isinstance(item, SendStream):
                         conn = self._conns.get(item.conn_id)
                         if conn is not None:
                             conn.write(item.data)
-                    elif kind is CloseStream:
+                    elif isinstance(item, CloseStream):
                         conn = self._conns.get(item.conn_id)
                         if conn is not None:
                             conn.close()
-                    elif kind is OpenStream:
+                    elif isinstance(item, OpenStream):
                         self._open_stream(item)
                     else:
                         self._dispatch(item)
+                if not self._backlog:
+                    return
+                batch, self._backlog = self._backlog, []
         finally:
-            self._pumping = False
+            self._executing = False
 
-    def _arm_timer(self) -> None:
-        if self._loop is None:
-            return
-        now = self._loop.time()
-        due = self.engine.next_timer()
-        when = now + HOUSEKEEPING if due is None else min(due, now + HOUSEKEEPING)
+    def _feed(self, outputs: Sequence[Output]) -> None:
+        """What an API call returned: execute it and re-arm the timer at the engine's
+        next_timer() (the call may have set a deadline: a discovery, a session)."""
+        if outputs:
+            self._execute(outputs)
         if self._timer is not None:
-            if self._timer_when <= when + 0.001:
-                return
-            self._timer.cancel()
-        self._timer_when = when
-        self._timer = self._loop.call_at(when, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        try:
-            self.engine.handle_timer(self._loop.time())  # type: ignore[union-attr]
-            self._pump()
-        except Exception:
-            _log.exception("grasp timer failed")
-        self._arm_timer()
+            self._timer.rearm()
 
     # -- datagrams ----------------------------------------------------------------------------
     def _on_datagrams(self, ifname: str, batch: list[tuple[bytes, Any]]) -> None:
-        now = self._loop.time()  # type: ignore[union-attr]
+        now = self._now()
         receive = self.engine.receive_datagram
         cache = self._src_cache
+        outputs: list[Output] = []
         for data, addr in batch:
             host = addr[0]
             src = cache.get(host)
@@ -266,8 +264,11 @@ class GraspService(AsaApi):
                 if len(cache) >= _SRC_CACHE_MAX:
                     cache.clear()
                 cache[host] = src
-            receive(ifname, src, data, now, addr[1])
-        self._pump()
+            out = receive(ifname, src, data, now, addr[1])
+            if out:
+                outputs += out
+        if outputs:  # one execution per batch; see _stream_message for why no re-arm
+            self._execute(outputs)
 
     # -- streams ------------------------------------------------------------------------------
     def _new_conn(self, on_open: Any = None) -> StreamConnection:
@@ -280,7 +281,8 @@ class GraspService(AsaApi):
     def _stream_opened(self, conn: StreamConnection) -> None:
         peer = conn.transport.get_extra_info("peername") if conn.transport else None
         if peer is None or len(self._conns) >= MAX_STREAMS:
-            self.transport_counters["stream_refused"] = self.transport_counters.get("stream_refused", 0) + 1
+            counters = self.transport_counters
+            counters["stream_refused"] = counters.get("stream_refused", 0) + 1
             conn.abort()
             return
         try:
@@ -289,9 +291,10 @@ class GraspService(AsaApi):
             conn.abort()
             return
         ifname = self._ifname_of.get(peer[3]) if is_link_local(src) else None
-        conn.conn_id = self.engine.stream_accepted(src, ifname, self._now())
+        conn.conn_id, outputs = self.engine.stream_accepted(src, ifname, self._now())
         self._conns[conn.conn_id] = conn
-        self._pump()
+        if outputs:
+            self._execute(outputs)
 
     def _open_stream(self, action: OpenStream) -> None:
         conn = self._new_conn()
@@ -325,21 +328,25 @@ class GraspService(AsaApi):
         except (TimeoutError, OSError) as exc:
             if sock is not None:
                 sock.close()
-            self.transport_counters["connect_failed"] = self.transport_counters.get("connect_failed", 0) + 1
+            counters = self.transport_counters
+            counters["connect_failed"] = counters.get("connect_failed", 0) + 1
             _log.debug("grasp connect %d failed: %s", action.conn_id, exc)
             conn.finished()
 
     # Deadlines that received messages set (session timeouts, a peer's M_WAIT) are met by the
-    # housekeeping tick; only API calls re-arm the timer, so a message costs no timer walk.
+    # housekeeping tick (the CoreTimer's ceiling, HOUSEKEEPING); only API calls re-arm the
+    # timer, so a message costs no walk of the engine's timers (next_timer()).
     def _stream_message(self, conn: StreamConnection, data: bytes) -> None:
-        self.engine.receive_stream_message(conn.conn_id, data, self._now())
-        self._pump()
+        outputs = self.engine.receive_stream_message(conn.conn_id, data, self._now())
+        if outputs:
+            self._execute(outputs)
 
     def _stream_closed(self, conn: StreamConnection) -> None:
         if self._conns.get(conn.conn_id) is conn:
             del self._conns[conn.conn_id]
-            self.engine.stream_closed(conn.conn_id, self._now())
-            self._pump()
+            outputs = self.engine.stream_closed(conn.conn_id, self._now())
+            if outputs:
+                self._execute(outputs)
 
     # -- what operators see -------------------------------------------------------------------
     def counters(self) -> dict[str, Any]:
@@ -347,7 +354,8 @@ class GraspService(AsaApi):
         return {
             "engine": dict(self.engine.counters),
             "transport": dict(self.transport_counters),
-            "interfaces": {n: {"received": u.received, "sent": u.sent} for n, u in self._udp.items()},
+            "interfaces": {n: {"received": u.received, "sent": u.sent}
+                           for n, u in self._udp.items()},
         }
 
     def status(self) -> dict[str, Any]:
