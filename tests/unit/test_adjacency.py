@@ -181,3 +181,17 @@ def test_limits_follow_the_flood_period(interval: float) -> None:
     lim = Limits.for_interval(interval)
     assert lim.default_ttl_s == lim.max_ttl_s == 3.5 * interval
     assert lim.confirm_span_s == 0.8 * interval  # met by the next periodic flood, jitter or not
+
+
+def test_the_table_follows_the_core_contract() -> None:
+    """next_timer()/handle_timer(now) are its expiry: early calls do nothing, late ones all
+    that is due (docs/core-contract.md)."""
+    table = AdjacencyTable()
+    assert table.next_timer() is None and table.handle_timer(1000.0) == []
+    table.heard("fe80::1", "eth0", IKE, 500, 5_000, now=0)
+    table.heard("fe80::2", "eth0", IKE, 500, 8_000, now=1)
+    assert table.next_timer() == 5
+    assert table.handle_timer(4.9) == []
+    assert table.handle_timer(20) == [AdjacencyDown("fe80::1", "eth0"),
+                                      AdjacencyDown("fe80::2", "eth0")]
+    assert table.next_timer() is None

@@ -19,6 +19,10 @@ evicts the unconfirmed entry heard least recently (on the interface with the mos
 entries when the node is full). So a newcomer is admitted whenever anything unconfirmed can
 make room, one link's flood never touches another link's entries, and a confirmed entry is
 never evicted, only expired. Every refusal and eviction is counted.
+
+A protocol core (docs/core-contract.md): every input takes ``now`` (monotonic seconds), the
+table never reads a clock; ``next_timer()``/``handle_timer(now)`` are its expiry, which the
+discovery part runs on one loop timer (core.CoreTimer).
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import heapq
 import itertools
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from ..events import AdjacencyDown, AdjacencyUp
 
@@ -87,7 +91,7 @@ class Confirmed:
     how: str
 
 
-TableEvent = Union[AdjacencyUp, AdjacencyDown, Confirmed]
+TableEvent = AdjacencyUp | AdjacencyDown | Confirmed
 COUNTERS = ("evicted", "interface_full_drops", "table_full_drops", "ttl_capped",
             "reheard_refused")
 
@@ -222,6 +226,13 @@ class AdjacencyTable:
         while heap and self.entries.get((heap[0][2].peer, heap[0][2].ifname)) is not heap[0][2]:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
+
+    # the core contract: the table's only timer is expiry
+    def next_timer(self) -> float | None:
+        return self.next_expiry()
+
+    def handle_timer(self, now: float) -> list[AdjacencyDown]:
+        return self.expire(now)
 
     def drop_interface(self, ifname: str) -> list[AdjacencyDown]:
         return [self._remove(key) for key in list(self.entries) if key[1] == ifname]

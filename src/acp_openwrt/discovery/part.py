@@ -11,6 +11,9 @@ counted and dropped (an_acp.py), the table is bounded per link (adjacency.py), a
 neighbour gets a receive socket of its own (GraspService.watch_peer) so that a flood from
 spoofed addresses, which overflows the link's socket, cannot crowd it out. Drops are logged
 through a LogBudget: a flood of floods is a handful of log lines.
+
+The table is a sans-I/O core (docs/core-contract.md): this part gives it the loop's clock with
+every flood and runs its expiry on one loop timer (core.CoreTimer) at its next_timer().
 """
 from __future__ import annotations
 
@@ -20,10 +23,12 @@ import ipaddress
 import logging
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from .. import events
 from ..brski.proxy.events import AnProxyStart, AnProxyStop
+from ..core import CoreTimer
 from ..grasp import constants as c
 from ..grasp.actions import FloodReceived
 from ..grasp.engine import EngineConfig
@@ -51,7 +56,8 @@ PROXY_TTL_MS = 180_000
 DULL_FLOOD_CACHE = 64
 # AN_Proxy has no period in RFC 8995 (ACP-DIGEST D.3 [unspecified]). A pledge sends nothing we
 # could answer, so it waits up to one period to find a proxy: 10 s keeps zero-touch enrolment
-# quick at the price of one small multicast per link every 10 s, and only while a registrar is known.
+# quick at the price of one small multicast per link every 10 s, and only while a registrar is
+# known.
 PROXY_INTERVAL = 10.0
 JITTER = 0.1          # ±10 % on every periodic flood, so neighbours do not synchronise
 
@@ -77,12 +83,11 @@ class DiscoveryPart:
         self.grasp: Any = None
         self._asa: Any = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._expiry = asyncio.Event()
-        self._deadline = float("inf")  # when the expiry task wakes next
+        self._timer: CoreTimer[events.AdjacencyDown] | None = None   # the table's expiry
         ctx.bus.subscribe(events.LinkAdopted, self._link_up)
         ctx.bus.subscribe(events.LinkReleased, self._link_down)
         ctx.bus.subscribe(AnProxyStart, self._proxy_start)
-        ctx.bus.subscribe(AnProxyStop, lambda ev: self.proxies.pop(ev.dull_ifname, None))
+        ctx.bus.subscribe(AnProxyStop, self._proxy_stop)
         ctx.bus.subscribe(events.ChannelUp, self._channel_up)
         ctx.control.register("neighbors", lambda req: self._neighbors())
 
@@ -97,11 +102,11 @@ class DiscoveryPart:
         self._asa = self.grasp.register_asa("acpd")
         self.grasp.on_flood(AN_ACP, self._heard)
         self.grasp.on_flood(AN_PROXY, self._heard_proxy)
+        self._timer = CoreTimer(self.table, self._expired, name="adjacency expiry")
         for ifname in list(self.links):
             await self._add(ifname)
         self._tasks = [asyncio.create_task(self._periodic(), name="an-acp-flood"),
-                       asyncio.create_task(self._periodic_proxy(), name="an-proxy-flood"),
-                       asyncio.create_task(self._expire(), name="adjacency-expiry")]
+                       asyncio.create_task(self._periodic_proxy(), name="an-proxy-flood")]
 
     async def stop(self) -> None:
         for task in [*self._tasks, *self._watching]:
@@ -112,8 +117,12 @@ class DiscoveryPart:
             except asyncio.CancelledError:
                 pass
         self._tasks = []
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        now = _now()
         for event in self.table.clear():
-            self._publish(event, time.monotonic())
+            self._publish(event, now)
         if self.grasp is not None:
             await self.grasp.stop()
             self.grasp = None
@@ -128,8 +137,9 @@ class DiscoveryPart:
         self.links.pop(event.dull_ifname, None)
         if self.grasp is not None:
             self.grasp.remove_interface(event.dull_ifname)
+        now = _now()
         for down in self.table.drop_interface(event.dull_ifname):
-            self._publish(down, time.monotonic())
+            self._publish(down, now)
 
     async def _add(self, ifname: str) -> None:
         try:
@@ -155,6 +165,9 @@ class DiscoveryPart:
     def _proxy_start(self, event: AnProxyStart) -> None:
         self.proxies[event.dull_ifname] = (event.address, event.port)
         self._flood_proxy(event.dull_ifname)
+
+    def _proxy_stop(self, event: AnProxyStop) -> None:
+        self.proxies.pop(event.dull_ifname, None)
 
     def _flood_proxy(self, ifname: str) -> None:
         """AN_Proxy (RFC 8995 §4.1.1) for our join proxy on this link, while it serves it."""
@@ -188,7 +201,7 @@ class DiscoveryPart:
 
     # -- floods in ---------------------------------------------------------------------
     def _heard(self, flood: FloodReceived) -> None:
-        now = time.monotonic()
+        now = _now()
         offer = read_offer(flood)
         if isinstance(offer, Refused):
             self._drop(offer, flood.ifname, now)
@@ -205,9 +218,8 @@ class DiscoveryPart:
                     and now - self._answered.get(flood.ifname, -1.0) >= 1.0):
                 self._answered[flood.ifname] = now
                 self._flood(flood.ifname)
-        due = self.table.next_expiry()
-        if due is not None and due < self._deadline:
-            self._expiry.set()
+        if self._timer is not None:
+            self._timer.rearm()   # a newcomer or a shorter ttl may expire sooner
 
     def _drop(self, refused: Refused, ifname: str, now: float) -> None:
         self.drops[refused.reason] += 1
@@ -219,7 +231,7 @@ class DiscoveryPart:
     def _channel_up(self, event: events.ChannelUp) -> None:
         confirmed = self.table.confirm(event.peer, event.dull_ifname)
         if confirmed is not None:
-            self._publish(confirmed, time.monotonic())
+            self._publish(confirmed, _now())
 
     def _publish(self, event: Any, now: float) -> None:
         """Table events out: bus events published, confirmations and removals also change
@@ -255,22 +267,15 @@ class DiscoveryPart:
         if watched and (peer, ifname) not in self.table.entries:  # gone meanwhile
             grasp.unwatch_peer(ifname, peer)
 
-    async def _expire(self) -> None:
-        while True:
-            due = self.table.next_expiry()
-            self._deadline = float("inf") if due is None else due
-            timeout = None if due is None else max(0.0, due - time.monotonic())
-            self._expiry.clear()
-            try:
-                await asyncio.wait_for(self._expiry.wait(), timeout)
-            except TimeoutError:
-                pass
-            now = time.monotonic()
-            for down in self.table.expire(now):
-                self._publish(down, now)
+    def _expired(self, downs: Sequence[events.AdjacencyDown]) -> None:
+        """The table's timer: neighbours not heard within their ttl."""
+        now = _now()
+        for down in downs:
+            self._publish(down, now)
 
     def _neighbors(self) -> list[dict[str, Any]]:
-        return self.table.to_list(time.monotonic(), time.time() - time.monotonic())
+        now = _now()
+        return self.table.to_list(now, time.time() - now)
 
     def status(self) -> dict[str, Any]:
         table = self.table
@@ -289,6 +294,14 @@ class DiscoveryPart:
                           "reheard_refused": table.counters["reheard_refused"],
                           "limits": dataclasses.asdict(table.limits)},
                 "grasp": self.grasp.status() if self.grasp is not None else None}
+
+
+def _now() -> float:
+    """The table's clock: the running loop's (monotonic) time, as CoreTimer's."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:   # no loop (a status read outside acpd): the same monotonic clock
+        return time.monotonic()
 
 
 def _an_proxy(address: str, port: int) -> tuple[Objective, Locator]:
