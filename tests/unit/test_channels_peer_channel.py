@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 
 from acp_openwrt.channels.peer_channel import (
+    GRACE_OVER,
     Activate,
     Deactivate,
     Initiate,
@@ -135,14 +136,40 @@ def test_adjacency_down_removes_everything_and_resets() -> None:
 
 def test_adopted_channel_waits_for_its_adjacency() -> None:
     ch = PeerChannel(HIGH)
-    ch.adopt()
+    ch.adopt(0.0, grace=150.0)
     assert ch.tick(100.0) == []
+    assert ch.next_timer() == 150.0
     assert ch.adjacency_up(101.0) == [Initiate()]
+    assert ch.adopted_until is None and ch.next_timer() is None   # its attempt is in flight
+
+
+def test_adopted_channel_not_heard_within_the_grace_is_removed() -> None:
+    ch = PeerChannel(HIGH)
+    ch.adopt(10.0, grace=150.0)
+    ch.sa_seen("7", True, "peer")
+    assert ch.next_timer() == 160.0
+    assert ch.handle_timer(159.0) == []                # early: nothing due
+    assert ch.handle_timer(160.0) == [Remove(("7",), GRACE_OVER)]
+    assert ch.state is State.IDLE and ch.next_timer() is None
+
+
+def test_next_timer_is_the_next_attempt_only_when_one_may_start() -> None:
+    ch = PeerChannel(HIGH)
+    assert ch.next_timer() is None
+    assert ch.adjacency_up(0.0) == [Initiate()]
+    ch.sa_seen("1", True, "x")
+    ch.child_up("1", "c1", True, "x")
+    assert ch.peer_rejected("1", "expired", 1.0) == [Terminate("1", "expired")]
+    assert ch.deadline() == 11.0 and ch.next_timer() is None  # our attempt still in flight
+    ch.initiate_succeeded()
+    assert ch.next_timer() == 11.0
+    assert ch.handle_timer(10.0) == [] and ch.handle_timer(11.0) == [Initiate()]
+    assert ch.next_timer() is None
 
 
 def test_adopted_channel_with_an_sa_does_not_initiate() -> None:
     ch = PeerChannel(HIGH)
-    ch.adopt()
+    ch.adopt(0.0, grace=150.0)
     ch.sa_seen("7", True, "peer")
     ch.child_up("7", "c7", True, "peer")
     assert ch.adjacency_up(1.0) == []

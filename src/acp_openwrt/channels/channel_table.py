@@ -1,18 +1,55 @@
-"""The service's channels: lookup by (link, peer) and by connection name, if_id allocation,
-and the operator's view (`acpctl channels`)."""
+"""The part's channels: lookup by (link, peer) and by connection name, if_id allocation, the
+timers of all channels for one loop timer, and the operator's view (`acpctl channels`).
+
+The table is what the part's CoreTimer runs (docs/core-contract.md): `next_timer()` is the
+soonest of its channels' PeerChannel.next_timer(), `handle_timer(now)` asks each channel that is
+due and returns, per channel, the actions it gave.
+"""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from .attempts import InitiationSlots
+from .connection import conn_name
 from .driver import IkeSa
-from .peer_channel import State
-
-if TYPE_CHECKING:
-    from .part import Channel
+from .peer_channel import Action, PeerChannel, State
+from .reasons import Reason
 
 IF_ID_MAX = 0xFFFFFFFE
+
+
+@dataclass
+class Channel:
+    """One channel: its PeerChannel (the protocol) and what the part keeps for it."""
+    peer: str
+    dull_ifname: str
+    if_id: int
+    fsm: PeerChannel
+    acp_ifname: str | None = None
+    local_ll: str | None = None
+    prepared: bool = False
+    heard: bool = True                     # discovery announced it (not only a knock)
+    initial_contact: bool = False          # our charon restarted: say so in the next IKE_AUTH
+    answered: bool = False                 # this attempt: the peer answered IKE_SA_INIT
+    attempt_reason: Reason | None = None   # this attempt: the cause charon logged
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.dull_ifname, self.peer)
+
+    @property
+    def conn(self) -> str:
+        return conn_name(self.if_id, self.dull_ifname)
+
+
+class Due(NamedTuple):
+    """What one channel's timer gave."""
+    channel: Channel
+    actions: list[Action]
 
 
 class ChannelTable:
@@ -55,6 +92,24 @@ class ChannelTable:
     def with_peer(self, peer: str) -> list[Channel]:
         return [ch for ch in self._by_key.values() if ch.peer == peer]
 
+    def keys(self) -> set[tuple[str, str]]:
+        return set(self._by_key)
+
+    # --- the core contract, for all channels at once ---
+    def next_timer(self) -> float | None:
+        times = [t for ch in self._by_key.values() if (t := ch.fsm.next_timer()) is not None]
+        return min(times, default=None)
+
+    def handle_timer(self, now: float) -> list[Due]:
+        out = []
+        for ch in list(self._by_key.values()):
+            due = ch.fsm.next_timer()
+            if due is not None and due <= now:
+                actions = ch.fsm.handle_timer(now)
+                if actions:
+                    out.append(Due(ch, actions))
+        return out
+
     def entries(self, sas: Sequence[IkeSa], now: float | None = None,
                 slots: InitiationSlots | None = None) -> list[dict[str, Any]]:
         """One JSON-ready entry per channel; SA age and bytes from a list-sas answer; with
@@ -89,6 +144,6 @@ class ChannelTable:
                 "retry_in_s": (round(max(0.0, ch.fsm.retry_at - now), 1)
                                if now is not None and ch.fsm.retry_at is not None
                                and ch.fsm.state is State.CONNECTING else None),
-                "adopted": ch.adopted_until is not None,
+                "adopted": ch.fsm.adopted_until is not None,
             })
         return sorted(out, key=lambda e: (e["dull_interface"], e["peer"]))

@@ -8,13 +8,13 @@ charon then initiates (a pool thread waits for the outcome). If no IKE_SA_INIT a
 within `answer_timeout` (charon logs parsing the response; an SA event also counts), the
 attempt is terminated in charon and its connection unloaded (PeerChannel's `Release`); the
 candidate backs off, or steps back behind the parked ones. Its slot is freed either way.
+Times are the part's clock (`svc.now()`, the loop's); nothing here polls.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -27,11 +27,11 @@ from .reasons import NOT_ANSWERING, better, knock, reason_from_log
 from .xfrm_interface import link_of_address
 
 if TYPE_CHECKING:
-    from .part import Channel, ChannelPart
+    from .channel_table import Channel
+    from .part import ChannelPart
 
 LOG = logging.getLogger("acpd.channels")
 ANSWERED = ("parsed IKE_SA_INIT response", "parsed IKE_AUTH response")
-POLL = 0.1
 RELEASE_WAIT = 5.0   # charon ends the initiate call once the terminated SA is gone
 
 
@@ -50,7 +50,7 @@ def _candidates(svc: ChannelPart, link: str | None) -> list[Candidate]:
     return [Candidate(ch.key, evictable=(not svc.slots.in_flight(ch.key) and not ch.fsm.sas
                                          and not ch.fsm.verified_once
                                          and ch.fsm.state is State.CONNECTING
-                                         and ch.adopted_until is None),
+                                         and ch.fsm.adopted_until is None),
                       failures=ch.fsm.failures, due=ch.fsm.retry_at)
             for ch in svc.table if link is None or ch.dull_ifname == link]
 
@@ -87,7 +87,7 @@ def _park(svc: ChannelPart, ch: Channel) -> None:
     if ch.heard:
         svc.parking.park(ch.key)
     if ch.prepared:        # answered refusals keep their connection: drop it
-        svc._dispatch(ch, ch.fsm.adjacency_down(time.monotonic()))
+        svc._dispatch(ch, ch.fsm.adjacency_down(svc.now()))
 
 
 def unpark(svc: ChannelPart) -> None:
@@ -96,7 +96,7 @@ def unpark(svc: ChannelPart) -> None:
         return
     limits = svc.limits
     per_link, total = _waiting(svc)
-    now = time.monotonic()
+    now = svc.now()
     while total < limits.candidates_per_node:
         room = {link: n < limits.candidates_per_interface for link, n in per_link.items()}
         key = svc.parking.next_for(room)
@@ -114,10 +114,7 @@ def pump(svc: ChannelPart) -> None:
     """Start every initiation a slot is free for."""
     if not svc.running:
         return
-    while True:
-        started = svc.slots.take()
-        if not started:
-            return
+    while started := svc.slots.take():
         for key in started:
             ch = svc.table.get(*key)
             if ch is None or not ch.fsm.wants_attempt():
@@ -126,6 +123,7 @@ def pump(svc: ChannelPart) -> None:
                     ch.fsm.attempt_dropped()
                 continue
             svc.spawn(_attempt(svc, ch))
+    svc.rearm()   # an attempt dropped or ended: its channel's next one may be timed again
 
 
 async def _attempt(svc: ChannelPart, ch: Channel) -> None:
@@ -154,36 +152,33 @@ async def _run(svc: ChannelPart, ch: Channel) -> list[Any]:
     except (OSError, NetlinkError, DriverError) as exc:
         LOG.warning("channel %s %s: preparing failed: %s", ch.dull_ifname, ch.peer, exc)
         ch.prepared = False
-        return ch.fsm.initiate_failed(time.monotonic(), f"Prepare: {exc}")
+        return ch.fsm.initiate_failed(svc.now(), f"Prepare: {exc}")
     assert svc.driver is not None
     loop = asyncio.get_running_loop()
     outcome = loop.run_in_executor(svc._init_ex, svc.driver.initiate, ch.conn, CHILD_NAME,
                                    svc.initiate_timeout)
     outcome.add_done_callback(lambda f: f.cancelled() or f.exception())  # seen, if abandoned
-    deadline = time.monotonic() + svc.answer_timeout
-    silent = False
-    while not outcome.done():
-        await asyncio.wait({outcome}, timeout=POLL)
-        if outcome.done() or ch.answered or ch.fsm.sas or time.monotonic() < deadline:
-            continue
-        silent = True   # nothing came back: stop charon retransmitting, free the slot
+    await asyncio.wait({outcome}, timeout=svc.answer_timeout)
+    silent = not outcome.done() and not ch.answered and not ch.fsm.sas
+    if silent:   # nothing came back: stop charon retransmitting, free the slot
         with contextlib.suppress(DriverError):
             await svc._vici("terminate_conn", ch.conn)
         with contextlib.suppress(DriverError, asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(outcome), RELEASE_WAIT)
-        break
+    elif not outcome.done():   # answered: the driver's initiate_timeout bounds the rest
+        await asyncio.wait({outcome})
     try:
         if not silent:
             outcome.result()
     except DriverError as exc:
-        return _failed(ch, str(exc))
+        return _failed(svc, ch, str(exc))
     if silent:
-        return _failed(ch, NOT_ANSWERING)
+        return _failed(svc, ch, NOT_ANSWERING)
     ch.fsm.initiate_succeeded()
     return []
 
 
-def _failed(ch: Channel, error: str) -> list[Any]:
+def _failed(svc: ChannelPart, ch: Channel, error: str) -> list[Any]:
     reason = ch.attempt_reason
     answered = ch.answered or bool(ch.fsm.sas) or (reason is not None and reason.answered)
     if ch.fsm.sas:
@@ -191,7 +186,7 @@ def _failed(ch: Channel, error: str) -> list[Any]:
         return []
     text = reason.text if reason is not None else (error if answered else NOT_ANSWERING)
     LOG.info("channel %s %s: attempt failed: %s", ch.dull_ifname, ch.peer, text)
-    return ch.fsm.initiate_failed(time.monotonic(), text, answered=answered)
+    return ch.fsm.initiate_failed(svc.now(), text, answered=answered)
 
 
 # --- charon's log --------------------------------------------------------------------------
@@ -221,7 +216,7 @@ def _knocked(svc: ChannelPart, me: str, peer: str) -> None:
     ahead of the line: taken out of parking (an untried candidate steps back for it if need
     be), or made from the knock alone when discovery never handed it over (its AN_ACP lost in
     a flood, or dropped when the line was full)."""
-    now = time.monotonic()
+    now = svc.now()
     known = svc.table.with_peer(peer)
     for ch in known:
         actions = ch.fsm.knocked(now)
@@ -245,7 +240,7 @@ async def _knocked_unknown(svc: ChannelPart, me: str, peer: str) -> None:
             return
         svc.link_of[me] = link
     if svc.table.get(link, peer) is None and (link, peer) not in svc.parking:
-        _let_in(svc, (link, peer), heard=False, now=time.monotonic())
+        _let_in(svc, (link, peer), heard=False, now=svc.now())
 
 
 def _let_in(svc: ChannelPart, key: Key, *, heard: bool, now: float) -> None:

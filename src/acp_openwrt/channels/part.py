@@ -6,7 +6,13 @@ the outcome) and through netlink on threads living in the DULL and ACP namespace
 charon arrive on the driver's thread and are handed to the loop. Per channel, actions run in
 order under a lock. Which candidates are kept and when their initiations may start is bounded
 (attempts.py, carried out by initiation.py). On start it adopts what a previous acpd left
-(charon, its established connections and SAs, the xfrm interfaces); stop() removes everything.
+(charon, its established connections and SAs, the xfrm interfaces: reconcile.py plans, this part
+carries the plan out); stop() removes everything.
+
+Time is the loop's monotonic clock, given to the channels with every input. Their own timers
+(the next attempt after a back-off, the end of an adopted channel's grace) are asked for, never
+polled: the channel table is the core that one CoreTimer (docs/core-contract.md) keeps a single
+loop timer armed for, at the soonest of its channels' next_timer(), re-armed after every input.
 """
 from __future__ import annotations
 
@@ -17,26 +23,28 @@ import ipaddress
 import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import events
+from ..core import CoreTimer
 from ..identity.certificate import load_certificates
 from ..netns import namespace_executor
-from . import initiation
+from . import initiation, reconcile
 from . import xfrm_interface as xi
 from .attempts import InitiationSlots, Limits, Parking
-from .channel_table import ChannelTable
+from .channel_table import Channel, ChannelTable, Due
 from .charon import CharonSupervisor
-from .connection import ChannelTimers, acp_ifname, conn_name, connection, dull_ifname
+from .connection import ChannelTimers, acp_ifname, connection, dull_ifname
 from .driver import Credentials, DriverError, IkeDriver, LogLine, SaEvent
 from .ike_identity import local_identity
 from .peer_channel import (
+    ADJACENCY_GONE,
     INITIAL_RETRY,
     MAX_RETRY,
+    Action,
     Activate,
     Deactivate,
     Initiate,
@@ -49,50 +57,25 @@ from .peer_channel import (
     Verify,
 )
 from .peer_check import check_peer
-from .reasons import Reason
 from .strongswan_conf import CharonSettings
 from .vici_driver import ViciDriver, pem_blocks
 
 LOG = logging.getLogger("acpd.channels")
 T = TypeVar("T")
-TICK = 0.5
-
-
-@dataclass
-class Channel:
-    peer: str
-    dull_ifname: str
-    if_id: int
-    fsm: PeerChannel
-    acp_ifname: str | None = None
-    local_ll: str | None = None
-    prepared: bool = False
-    adopted_until: float | None = None
-    heard: bool = True                     # discovery announced it (not only a knock)
-    initial_contact: bool = False          # our charon restarted: say so in the next IKE_AUTH
-    answered: bool = False                 # this attempt: the peer answered IKE_SA_INIT
-    attempt_reason: Reason | None = None   # this attempt: the cause charon logged
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.dull_ifname, self.peer)
-
-    @property
-    def conn(self) -> str:
-        return conn_name(self.if_id, self.dull_ifname)
+DEFAULT_TIMERS = ChannelTimers()
+DEFAULT_LIMITS = Limits()
 
 
 class ChannelPart:
     name = "channels"
 
-    def __init__(self, ctx: Any, *, timers: ChannelTimers = ChannelTimers(),
+    def __init__(self, ctx: Any, *, timers: ChannelTimers = DEFAULT_TIMERS,
                  charon_settings: CharonSettings | None = None,
                  driver_factory: Callable[[Any], IkeDriver] | None = None,
                  initial_retry: float = INITIAL_RETRY, max_retry: float = MAX_RETRY,
                  adoption_grace: float = 150.0, if_id_base: int = 0x100,
                  initiate_timeout: float = 30.0, answer_timeout: float = 5.0,
-                 limits: Limits = Limits(), rng: random.Random | None = None) -> None:
+                 limits: Limits = DEFAULT_LIMITS, rng: random.Random | None = None) -> None:
         """`answer_timeout`: an attempt whose IKE_SA_INIT got no answer by then is given up
         (two sends with the default retransmission); `initiate_timeout` bounds an answered
         one. `adoption_grace`: how long an adopted channel waits for its adjacency, longer
@@ -115,7 +98,7 @@ class ChannelPart:
         self.driver: IkeDriver | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._ticker: asyncio.Task[None] | None = None
+        self._timer: CoreTimer[Due] | None = None   # the channels' timers, on the loop
         self._registered = False
         self._acp_address: ipaddress.IPv6Address | None = None
         self._creds: Credentials | None = None
@@ -123,6 +106,28 @@ class ChannelPart:
         self._anchors: list[Any] = []
         self._domain = ""
         self.running = False
+
+    # --- time ---
+    def now(self) -> float:
+        """The channels' clock: the loop's monotonic time (CoreTimer's)."""
+        try:
+            return asyncio.get_running_loop().time()
+        except RuntimeError:   # no loop (a status read outside acpd): the same clock
+            return time.monotonic()
+
+    def rearm(self) -> None:
+        """After any input to a channel: the loop timer at the soonest channel timer."""
+        if self._timer is not None:
+            self._timer.rearm()
+
+    def _timers_due(self, due: Sequence[Due]) -> None:
+        for ch, actions in due:
+            for action in actions:
+                if isinstance(action, Remove) and action.reason != ADJACENCY_GONE:
+                    LOG.info("channel %s: %s, removing", ch.conn, action.reason)
+            self._dispatch(ch, actions)
+        initiation.unpark(self)
+        initiation.pump(self)
 
     # --- thread hops ---
     async def _in(self, executor: concurrent.futures.Executor, fn: Callable[..., T],
@@ -153,11 +158,12 @@ class ChannelPart:
         await self.charon.start()
         await self._connect_driver()
         self.running = True
+        self._timer = CoreTimer(self.table, self._timers_due, name="channels")
         await self._reconcile()
         bus = self.ctx.bus
         self._unsubscribe = [bus.subscribe(events.AdjacencyUp, self._on_adjacency_up),
                              bus.subscribe(events.AdjacencyDown, self._on_adjacency_down)]
-        self._ticker = asyncio.create_task(self._tick_loop(), name="channels-tick")
+        self.rearm()
 
     def _load_identity(self) -> None:
         config = self.ctx.config
@@ -216,13 +222,15 @@ class ChannelPart:
         self._shutdown_executors()
 
     async def _cancel_tasks(self) -> None:
-        tasks = list(self._tasks) + ([self._ticker] if self._ticker else [])
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._ticker = None
 
     def _shutdown_executors(self) -> None:
         for ex in (self._dull_ex, self._acp_ex, self._vici_ex, self._init_ex):
@@ -237,8 +245,8 @@ class ChannelPart:
             ch = initiation.admit(self, (ev.dull_ifname, ev.peer))
             if ch is None:
                 return  # parked: its turn comes when room frees
-        ch.adopted_until, ch.heard = None, True
-        self._dispatch(ch, ch.fsm.adjacency_up(time.monotonic()))
+        ch.heard = True
+        self._dispatch(ch, ch.fsm.adjacency_up(self.now()))
 
     def _on_adjacency_down(self, ev: events.AdjacencyDown) -> None:
         key = (ev.dull_ifname, ev.peer)
@@ -254,7 +262,7 @@ class ChannelPart:
             self.table.remove(ch)
             initiation.unpark(self)
             return
-        self._dispatch(ch, ch.fsm.adjacency_down(time.monotonic()))
+        self._dispatch(ch, ch.fsm.adjacency_down(self.now()))
 
     def new_channel(self, key: tuple[str, str]) -> Channel:
         ch = Channel(key[1], key[0], self.table.allocate_if_id(), self._new_fsm())
@@ -273,7 +281,7 @@ class ChannelPart:
         ch = self.table.by_conn(ev.sa.conn)
         if ch is None:
             return
-        fsm, sa, now = ch.fsm, ev.sa, time.monotonic()
+        fsm, sa, now = ch.fsm, ev.sa, self.now()
         if ev.kind == "ike":
             actions = fsm.sa_seen(sa.unique_id, sa.initiator, sa.remote_id) if ev.up \
                 else fsm.sa_down(sa.unique_id, now)
@@ -290,34 +298,25 @@ class ChannelPart:
             actions = []
         self._dispatch(ch, actions)
 
-    async def _tick_loop(self) -> None:
-        while True:
-            await asyncio.sleep(TICK)
-            now = time.monotonic()
-            for ch in list(self.table):
-                if ch.adopted_until is not None and now > ch.adopted_until:
-                    LOG.info("adopted channel %s: no adjacency heard, removing", ch.conn)
-                    ch.adopted_until = None
-                    self._dispatch(ch, ch.fsm.adjacency_down(now))
-                else:
-                    self._dispatch(ch, ch.fsm.tick(now))
-            initiation.unpark(self)
-            initiation.pump(self)
-
     # --- actions ---
-    def _dispatch(self, ch: Channel, actions: list[Any]) -> None:
-        if not actions or not self.running:
+    def _dispatch(self, ch: Channel, actions: Sequence[Action]) -> None:
+        """Carry out what an input to the channel returned; its timer may have moved."""
+        if not self.running:
             return  # stopping: stop() itself removes what is left
-        if all(isinstance(a, Initiate) for a in actions):  # no I/O: no task for it
+        if not actions:
+            pass
+        elif all(isinstance(a, Initiate) for a in actions):  # no I/O: no task for it
             for action in actions:
+                assert isinstance(action, Initiate)
                 self.slots.request(ch.key, urgent=action.urgent)
             initiation.pump(self)
-            return
-        task = asyncio.get_running_loop().create_task(self._apply(ch, actions))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        else:
+            task = asyncio.get_running_loop().create_task(self._apply(ch, actions))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self.rearm()
 
-    async def _apply(self, ch: Channel, actions: list[Any]) -> None:
+    async def _apply(self, ch: Channel, actions: Sequence[Action]) -> None:
         async with ch.lock:
             for action in actions:
                 try:
@@ -328,9 +327,10 @@ class ChannelPart:
                     ch.fsm.last_error = f"{type(action).__name__}: {exc}"
                     if isinstance(action, Prepare):
                         ch.prepared = False
-                        self._dispatch(ch, ch.fsm.initiate_failed(time.monotonic(), str(exc)))
+                        self._dispatch(ch, ch.fsm.initiate_failed(self.now(), str(exc)))
+        self.rearm()   # a verdict (Verify) may have set the next attempt
 
-    async def _do(self, ch: Channel, action: Any) -> None:
+    async def _do(self, ch: Channel, action: Action) -> None:
         if isinstance(action, Prepare):
             await self._prepare(ch)
         elif isinstance(action, Initiate):
@@ -394,7 +394,7 @@ class ChannelPart:
     async def _verify(self, ch: Channel, action: Verify) -> None:
         leaves, others = await self._vici("peer_certificates", action.remote_id)
         verdict = check_peer(action.remote_id, leaves, others, self._anchors, self._domain)
-        now = time.monotonic()
+        now = self.now()
         if verdict.ok and verdict.address is not None and verdict.node_name is not None:
             actions = ch.fsm.peer_verified(action.sa_id, int(verdict.address),
                                            verdict.node_name, now)
@@ -425,6 +425,7 @@ class ChannelPart:
                 await self._load_connection(ch)
         self.ctx.bus.publish(events.ChannelUp(ch.peer, ch.dull_ifname, name,
                                               action.peer_node_name))
+        initiation.unpark(self)   # one candidate fewer that is not up: room for a parked one
 
     async def _deactivate(self, ch: Channel, reason: str) -> None:
         await self._in(self._acp_ex, xi.delete_if_id, ch.if_id)
@@ -469,14 +470,50 @@ class ChannelPart:
             with contextlib.suppress(DriverError):
                 await self._in(self._vici_ex, self.driver.close)
         await self._connect_driver()
-        now = time.monotonic()
+        now = self.now()
         for ch in list(self.table):
             ch.prepared, ch.initial_contact = False, True
             self._dispatch(ch, ch.fsm.charon_restarted(now))
 
     async def _reconcile(self) -> None:
-        from .reconcile import reconcile
-        await reconcile(self)
+        """After an acpd restart: adopt what charon and the kernel hold (reconcile.plan)."""
+        conns = await self._vici("list_connections")
+        sas = await self._vici("list_sas")
+        acp_links = await self._in(self._acp_ex, xi.list_xfrm)
+        dull_links = await self._in(self._dull_ex, xi.list_xfrm)
+        todo = reconcile.plan(conns, sas, acp_links, dull_links, self.table.keys())
+        for unload in todo.unload:
+            for step in ("terminate_conn", "unload_connection"):
+                with contextlib.suppress(DriverError):
+                    await self._vici(step, unload.conn)
+        adopted = [await self._adopt(adopt) for adopt in todo.adopt]
+        # SAs deleted between list-sas and the channels' creation sent events nobody heard.
+        by_conn = {ch.conn: ch for ch in adopted}
+        gone = reconcile.vanished({conn: tuple(ch.fsm.sas) for conn, ch in by_conn.items()},
+                                  await self._vici("list_sas"))
+        for conn, sa_ids in gone.items():
+            ch, now = by_conn[conn], self.now()
+            self._dispatch(ch, [a for sa_id in sa_ids for a in ch.fsm.sa_down(sa_id, now)])
+        for stale in todo.delete:
+            ex = self._acp_ex if stale.namespace == "acp" else self._dull_ex
+            await self._in(ex, xi.delete_if_id, stale.if_id)
+
+    async def _adopt(self, adopt: reconcile.Adopt) -> Channel:
+        if adopt.stale_interface:   # no SA behind it any more
+            await self._in(self._acp_ex, xi.delete_if_id, adopt.if_id)
+        ch = Channel(adopt.peer, adopt.dull_ifname, adopt.if_id, self._new_fsm(),
+                     acp_ifname=adopt.acp_ifname, local_ll=adopt.local_ll,
+                     prepared=True)   # its connection is loaded
+        fsm = ch.fsm
+        fsm.adopt(self.now(), self.adoption_grace)
+        self.table.add(ch)
+        actions: list[Action] = []
+        for sa in adopt.sas:
+            actions += fsm.sa_seen(sa.sa_id, sa.initiator, sa.remote_id)
+            for child in sa.children:
+                actions += fsm.child_up(sa.sa_id, child, sa.initiator, sa.remote_id)
+        self._dispatch(ch, actions)
+        return ch
 
     # --- control ---
     async def _cmd_channels(self, _request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -484,11 +521,11 @@ class ChannelPart:
         if self.running and self.driver is not None:
             with contextlib.suppress(DriverError):
                 sas = await self._vici("list_sas")
-        return self.table.entries(sas, time.monotonic(), self.slots)
+        return self.table.entries(sas, self.now(), self.slots)
 
     def status(self) -> dict[str, Any]:
         return {"running": self.running, "charon": self.charon.status(),
-                "channels": self.table.entries([], time.monotonic(), self.slots),
+                "channels": self.table.entries([], self.now(), self.slots),
                 "attempts": self.slots.status(),
                 "parked": {"candidates": len(self.parking), "dropped": self.parking.dropped},
                 "acp_address": str(self._acp_address) if self._acp_address else None}

@@ -1,12 +1,17 @@
 """The life of one secure channel to one neighbour on one link, without I/O (RFC 8994 §6.6-6.7).
 
 Inputs are facts (adjacency up/down, SA up/down, the peer check's verdict, an initiation that
-failed, the clock); outputs are actions for the service to carry out. Rules:
+failed), each with the time `now`; outputs are actions for the service to carry out. It is a
+protocol core (docs/core-contract.md): `next_timer()` says when it next has work of its own (the
+next attempt after a back-off, the end of an adopted channel's grace), `handle_timer(now)` does
+it; the channel table gathers the timers of all channels for the part's one loop timer. Rules:
   * Before the first SA to the peer authenticates, both sides may initiate (§6.6 allows it).
   * Once one does, the node with the higher ACP address is the Decider, the other the
     Follower (A.10: the 128-bit addresses compared as unsigned integers; no address loses).
     The Follower never initiates again while it knows its role; the Decider keeps one IKE SA
     and terminates duplicates (simultaneous starts leave two otherwise: lab-notes §3).
+  * After an acpd restart a channel found in charon is adopted; if its adjacency is not
+    heard again within the grace, it is removed as if the adjacency went down.
   * A failed attempt *as initiator* backs off exponentially, 10 s doubling to 600 s (§6.7),
     each delay jittered by up to ±20 % when a random source is given (many candidates that
     failed together must not come back together); failures as responder never throttle our
@@ -28,13 +33,13 @@ MAX_RETRY = 600.0
 JITTER = 0.2
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     UNKNOWN = "unknown"
     DECIDER = "decider"
     FOLLOWER = "follower"
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     IDLE = "idle"              # no adjacency
     CONNECTING = "connecting"  # adjacency, no verified CHILD SA yet
     UP = "up"                  # a verified SA with a CHILD SA: interface active in ACP
@@ -79,10 +84,15 @@ class Deactivate:
     reason: str
 
 
+ADJACENCY_GONE = "adjacency gone"
+GRACE_OVER = "adopted, its adjacency not heard within the grace"
+
+
 @dataclass(frozen=True)
 class Remove:
     """The adjacency is gone: terminate these SAs, unload the connection, delete it all."""
     sa_ids: tuple[str, ...]
+    reason: str = ADJACENCY_GONE
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,7 @@ class PeerChannel:
         self.last_error: str | None = None
         self.verified_once = False    # a real neighbour: keep its connection loaded
         self.peer_ike_id: str | None = None   # its IKE identity, as last verified
+        self.adopted_until: float | None = None   # adopted: removed then unless heard again
 
     # --- queries ---
     def may_initiate(self) -> bool:
@@ -146,7 +157,22 @@ class PeerChannel:
                 and not self._carrying())
 
     def deadline(self) -> float | None:
+        """When the next attempt is due, for the operator (even if another is in flight)."""
         return self.retry_at if self.state is State.CONNECTING else None
+
+    def next_timer(self) -> float | None:
+        """When handle_timer has work: the end of the adoption grace, or the next attempt if
+        one may start then (an attempt in flight, a Follower's role or a carrying SA change
+        only by an input, after which the edge asks again)."""
+        due = self.retry_at if self.retry_at is not None and self.may_initiate() else None
+        if self.adopted_until is not None and (due is None or self.adopted_until < due):
+            return self.adopted_until
+        return due
+
+    def handle_timer(self, now: float) -> list[Action]:
+        if self.adopted_until is not None and now >= self.adopted_until:
+            return self.adjacency_down(now, GRACE_OVER)
+        return self.tick(now)
 
     def _verified_sas(self) -> list[str]:
         return [k for k, v in self.sas.items() if v.verified]
@@ -163,6 +189,7 @@ class PeerChannel:
     def adjacency_up(self, now: float) -> list[Action]:
         """Also for an adjacency heard again: a channel adopted after a restart, or one waiting
         with nothing scheduled, gets an attempt now."""
+        self.adopted_until = None
         if self.state is not State.IDLE:
             if self.retry_at is None and not self.sas and not self.pending:
                 self.retry_at = now
@@ -171,10 +198,12 @@ class PeerChannel:
         self.retry_at = now
         return self.tick(now)
 
-    def adopt(self) -> None:
-        """A connection found in charon after an acpd restart: known, but no attempt yet."""
+    def adopt(self, now: float, grace: float) -> None:
+        """A connection found in charon after an acpd restart: known, but no attempt yet; if
+        its adjacency is not heard within `grace` seconds, handle_timer removes it."""
         if self.state is State.IDLE:
             self.state, self.retry_at = State.CONNECTING, None
+        self.adopted_until = now + grace
 
     def charon_restarted(self, now: float) -> list[Action]:
         """A new charon holds no SA: start over as before the first SA, roles forgotten, at once.
@@ -191,11 +220,11 @@ class PeerChannel:
         self.state, self.retry_at = State.CONNECTING, now
         return ([Deactivate("charon restarted")] if was_active else []) + self.tick(now)
 
-    def adjacency_down(self, now: float) -> list[Action]:
+    def adjacency_down(self, now: float, reason: str = ADJACENCY_GONE) -> list[Action]:
         ids = tuple(self.sas)
         self.__init__(self.my_address, initial_retry=self.initial_retry,  # type: ignore[misc]
                       max_retry=self.max_retry, rng=self.rng)
-        return [Remove(ids)]
+        return [Remove(ids, reason)]
 
     def knocked(self, now: float) -> list[Action]:
         """The peer sent us IKE_SA_INIT while we had no connection for it (charon answered
