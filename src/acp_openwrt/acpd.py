@@ -1,8 +1,9 @@
 """acpd: the ACP node's coordinator daemon (runs in the foreground; procd/systemd supervise it).
 
 It validates its configuration and identity, then runs the node (coordinator.Node) until
-SIGTERM/SIGINT, and removes what it created on the way out. Everything that could be wrong with the configuration is found before any system state is
-touched: a bad value stops acpd with one line naming the file, line and option.
+SIGTERM/SIGINT, and removes what it created on the way out. Everything that could be wrong
+with the configuration is found before any system state is touched: a bad value stops acpd
+with one line naming the file, line and option.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ EXPIRY_WARN_DAYS = 14
 CLOCK_FLOOR = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)  # older than this software
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     OK = "ok"
     WARN = "warn"
     FAIL = "fail"
@@ -267,7 +267,8 @@ def _neighbours(f: NodeAnswers) -> Check:
     by_if: dict[str, int] = {}
     for n in f.neighbours:
         by_if[str(n.get("interface"))] = by_if.get(str(n.get("interface")), 0) + 1
-    text = f"{len(f.neighbours)} heard: " + ", ".join(f"{n} on {i}" for i, n in sorted(by_if.items()))
+    text = f"{len(f.neighbours)} heard: " + ", ".join(f"{n} on {i}"
+                                                      for i, n in sorted(by_if.items()))
     if not f.enrolled:
         return Check("neighbours", Verdict.OK, text + " (we flood nothing until enrolled)")
     return Check("neighbours", Verdict.OK, text)

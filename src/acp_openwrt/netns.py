@@ -95,7 +95,8 @@ def entered(name: str) -> Iterator[None]:
 
 
 def call_in(name: str, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-    """Run fn(*args, **kwargs) on a fresh thread inside namespace `name`; return or raise its outcome."""
+    """Run fn(*args, **kwargs) on a fresh thread inside namespace `name`; return or raise its
+    outcome."""
     outcome: dict[str, object] = {}
 
     def worker() -> None:
@@ -297,7 +298,8 @@ def remove_namespace(name: str) -> None:
 
 
 def cleanup_stale(prefix: str) -> list[str]:
-    """Remove every namespace named `<prefix>-...` (leftovers of a crashed run); return their names."""
+    """Remove every namespace named `<prefix>-...` (leftovers of a crashed run); return their
+    names."""
     if not prefix or "-" in prefix or "/" in prefix:
         raise ValueError(f"bad prefix {prefix!r}: letters and digits only")
     stale = [name for name in list_namespaces() if name.startswith(prefix + "-")]

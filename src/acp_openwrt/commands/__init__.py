@@ -36,7 +36,8 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
             for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(headers)]
     for row in [list(headers)] + text:
-        sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+        cells = (c.ljust(w) for c, w in zip(row, widths, strict=True))
+        sys.stdout.write("  ".join(cells).rstrip() + "\n")
 
 
 def node_request(args: argparse.Namespace, cmd: str, **params: Any) -> Any:

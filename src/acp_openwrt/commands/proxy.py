@@ -14,9 +14,11 @@ def cmd_proxy(args: argparse.Namespace) -> int:
     registrar = data.get("registrar")
     print(f"active    {data.get('active')} (user {data.get('user')}, pid {data.get('pid')}, "
           f"restarts {data.get('restarts')})")
-    print("registrar " + (f"[{registrar['address']}]:{registrar['port']}" if registrar else "none known"))
+    print("registrar " + (f"[{registrar['address']}]:{registrar['port']}" if registrar
+                          else "none known"))
     print_table(("INTERFACE", "ADDRESS", "PORT", "SERVING"),
-                [(l["ifname"], l["address"], l["port"], l["serving"]) for l in data.get("listeners", [])])
+                [(listener["ifname"], listener["address"], listener["port"], listener["serving"])
+                 for listener in data.get("listeners", [])])
     conns = data.get("connections") or []
     if conns:
         print()

@@ -48,7 +48,8 @@ def _rpl(st: dict[str, Any]) -> str:
 def _grasp(st: dict[str, Any]) -> str:
     if not st.get("running"):
         return "off"
-    return f"on {len(st.get('interfaces') or {})} channel interfaces, {len(st.get('asas') or [])} ASAs"
+    interfaces, asas = len(st.get("interfaces") or {}), len(st.get("asas") or [])
+    return f"on {interfaces} channel interfaces, {asas} ASAs"
 
 
 def _brski(st: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ LOG_LEVELS = ("debug", "info", "notice", "warning", "error")
 # The spellings OpenWrt's shell helpers (config_get_bool in /lib/functions.sh) accept; exact case.
 TRUE_WORDS = ("1", "yes", "on", "true", "enabled")
 FALSE_WORDS = ("0", "no", "off", "false", "disabled")
-_BOOL_WORDS = ", ".join(word for pair in zip(TRUE_WORDS, FALSE_WORDS) for word in pair)
+_BOOL_WORDS = ", ".join(word for pair in zip(TRUE_WORDS, FALSE_WORDS, strict=True) for word in pair)
 ULA_L1 = ipaddress.IPv6Network("fd00::/8")  # ACP addresses are locally assigned ULAs (§6.11)
 PATH_MAX = 4095  # bytes, without the terminating NUL
 SUN_PATH_MAX = 107  # a Unix socket path: sizeof(sun_path) - 1
@@ -147,7 +147,8 @@ def _pattern(text: str) -> str:
     return text
 
 
-_DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_DOMAIN = re.compile(rf"(?=.{{1,253}}$)({_LABEL})(\.{_LABEL})*")
 
 
 def _domain(text: str) -> str:

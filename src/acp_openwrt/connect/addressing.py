@@ -50,7 +50,8 @@ class ConnectSubnet:
         return self.network.prefixlen == 64
 
 
-def manual_prefix(acp_address: ipaddress.IPv6Address | str, subnet_id: int) -> ipaddress.IPv6Network:
+def manual_prefix(acp_address: ipaddress.IPv6Address | str,
+                  subnet_id: int) -> ipaddress.IPv6Network:
     """The ACP-Manual /64 with this Subnet-ID in the ULA /48 of `acp_address` (§6.11.4)."""
     if not 0 <= subnet_id < 1 << 13:
         raise AddressError(f"Subnet-ID {subnet_id} does not fit in 13 bits")

@@ -110,7 +110,8 @@ class ControlServer:
         return set(self._handlers)
 
     def keep_only(self, names: set[str]) -> None:
-        """Forget every command not in `names` (the node rebuilds its parts, which register anew)."""
+        """Forget every command not in `names` (the node rebuilds its parts, which register
+        anew)."""
         for cmd in set(self._handlers) - names - {"help"}:
             del self._handlers[cmd]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from . import blobmsg
 from .blobmsg import BlobError
@@ -72,7 +72,7 @@ class Malformed:
     reason: str
 
 
-UbusEvent = Union[Hello, Invoke, RequestDone, Malformed]
+UbusEvent = Hello | Invoke | RequestDone | Malformed
 
 
 def _parse_attrs(payload: memoryview) -> dict[int, Any]:

@@ -21,7 +21,7 @@ class AddressError(ValueError):
     """A value that is not a valid ACP address or address component."""
 
 
-class Scheme(str, enum.Enum):
+class Scheme(enum.StrEnum):
     ZONE = "zone"
     MANUAL = "manual"
     VLONG8 = "vlong8"

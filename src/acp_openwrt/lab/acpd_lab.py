@@ -46,7 +46,7 @@ class AcpdLab:
     def up(self) -> AcpdLab:
         self.topology = Topology(self.spec).up()
         self.ca = TestCA.create(self.workdir / "ca", domain=self.domain)
-        for number, name in enumerate(self.topology.nodes, start=1):
+        for name in self.topology.nodes:
             work = self.workdir / name
             work.mkdir(parents=True, exist_ok=True)
             host = self.topology[name].netns
@@ -169,7 +169,8 @@ class AcpdLab:
             loop.call_soon_threadsafe(loop.stop)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {name} acpd ---\n{node.stderr()}" for name, node in self.nodes.items())
+        return "\n".join(f"--- {name} acpd ---\n{node.stderr()}"
+                         for name, node in self.nodes.items())
 
     def pids(self, name: str, role: str) -> list[int]:
         """Node `name`'s processes of one role (acpd, join proxy, charon): acpd and its

@@ -50,13 +50,15 @@ class AcpdNode:
         config = self.write_config()
         log = open(self.workdir / "acpd.stderr", "ab")
         self.proc = subprocess.Popen(
-            nsenter_argv(self.host_ns, [sys.executable, "-m", "acp_openwrt.acpd", "-c", str(config), *args]),
+            nsenter_argv(self.host_ns, [sys.executable, "-m", "acp_openwrt.acpd",
+                                        "-c", str(config), *args]),
             stdout=log, stderr=log, env={**os.environ, "ACPD_LOG_TIME": "1"})
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"acpd {self.name} exited {self.proc.returncode}: {self.stderr()}")
+                raise RuntimeError(f"acpd {self.name} exited {self.proc.returncode}: "
+                                   f"{self.stderr()}")
             try:
                 request(self.socket, "help", timeout=1)
                 return

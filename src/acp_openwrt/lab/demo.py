@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,8 @@ class Demo:
         text = [[str(c) for c in row] for row in rows]
         widths = [max([len(h)] + [len(r[i]) for r in text]) for i, h in enumerate(headers)]
         for row in [list(headers), *text]:
-            self.say("    " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+            cells = (c.ljust(w) for c, w in zip(row, widths, strict=True))
+            self.say("    " + "  ".join(cells).rstrip())
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,7 @@ class Step:
 
 def demo_spec() -> TopologySpec:
     """r - a - b - c, DAD off so link-locals are usable at once."""
-    return from_edges(zip(NODES, NODES[1:]), NODES)
+    return from_edges(pairwise(NODES), NODES)
 
 
 def wait(demo: Demo, what: str, check: Callable[[], Any], timeout: float) -> float:
@@ -138,7 +140,8 @@ def start_pledges(demo: Demo) -> str:
     up and enrol (an acpd takes seconds to start under the guest's emulated CPU)."""
     lab = demo.need_lab()
     demo.mark("pledges started")
-    demo.starting = [(name, demo.pool.submit(lab.nodes[name].start, timeout=60)) for name in PLEDGES]
+    demo.starting = [(name, demo.pool.submit(lab.nodes[name].start, timeout=60))
+                     for name in PLEDGES]
     demo.progress(f"acpd starting on {', '.join(PLEDGES)}: IDevID only, no LDevID")
     return f"{len(PLEDGES)} pledges starting"
 
@@ -161,7 +164,8 @@ def reach_all_pairs(demo: Demo) -> str:
     lab = demo.need_lab()
     pairs = [(src, dst) for src in NODES for dst in NODES if src != dst]
     for src, dst in pairs:
-        wait(demo, f"{src} reaches {dst}'s ACP address", lambda: lab.ping(src, dst) == 1, timeout=30)
+        wait(demo, f"{src} reaches {dst}'s ACP address",
+             lambda src=src, dst=dst: lab.ping(src, dst) == 1, timeout=30)
     demo.mark("full ACP")
     demo.progress(f"all {len(pairs)} ordered pairs of nodes reach each other's ACP addresses")
     return f"{len(pairs)} of {len(pairs)} pairs answer"
@@ -312,7 +316,8 @@ def summary(demo: Demo, outcomes: Sequence[Outcome], steps: Sequence[Step]) -> b
     if demo.memory:
         say("  memory (RSS; charon is strongSwan's IKE daemon, one per node):")
         demo.table(["NODE", "ACPD", "JOIN PROXY", "CHARON"],
-                   [[name, *(f"{rss[role] / 1024:.1f} MB" for role in ("acpd", "join_proxy", "charon"))]
+                   [[name, *(f"{rss[role] / 1024:.1f} MB"
+                             for role in ("acpd", "join_proxy", "charon"))]
                     for name, rss in demo.memory.items()])
     say(f"demo {'passed: the ACP formed' if passed else 'FAILED'}: "
         f"{sum(o.passed for o in outcomes)}/{len(steps)} steps")

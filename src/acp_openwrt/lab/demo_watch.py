@@ -45,7 +45,8 @@ class FormationWatch:
             if name not in self.answering:
                 self.answering.add(name)
                 if not status.get("identity"):
-                    self.report(f"{name}: acpd up, no LDevID: a BRSKI pledge, looking for a join proxy")
+                    self.report(f"{name}: acpd up, no LDevID: a BRSKI pledge, "
+                                "looking for a join proxy")
             self._identity(name, status.get("identity"))
             if name in self.addresses:
                 self._channels(name, status.get("channels") or {})

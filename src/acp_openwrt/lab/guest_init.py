@@ -60,7 +60,8 @@ exec switch_root /newroot /bin/sh {GUEST_SHARE}/{RUN_SCRIPT}
 """
 
 
-def guest_environment(host_env: Mapping[str, str], extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def guest_environment(host_env: Mapping[str, str],
+                      extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The command's environment: selected host variables, the guest marker, the output dir."""
     env = {k: v for k, v in host_env.items()
            if k in PASSED_ENV or k.startswith(PASSED_PREFIXES)}
@@ -99,7 +100,8 @@ class GuestCommand:
 def run_script(cmd: GuestCommand) -> str:
     """Stage 2, for the host's /bin/sh running as PID 1 in the guest."""
     q = shlex.quote
-    tmp = "" if shadows(cmd.cwd, "/tmp") else "mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp\n"
+    tmp = ("" if shadows(cmd.cwd, "/tmp")
+           else "mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp\n")
     env = " ".join(q(f"{k}={v}") for k, v in sorted(cmd.env.items()))
     argv = " ".join(q(a) for a in cmd.argv)
     return f"""#!/bin/sh

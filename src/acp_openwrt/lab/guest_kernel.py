@@ -52,7 +52,8 @@ def kernel_package_from_depends(text: str) -> str:
         m = re.match(r"\s*\|?Depends:\s*(linux-image-\d\S*)", line)
         if m:
             return m.group(1)
-    raise GuestUnavailable(f"no versioned linux-image package in `apt-cache depends {META_PACKAGE}`")
+    raise GuestUnavailable(
+        f"no versioned linux-image package in `apt-cache depends {META_PACKAGE}`")
 
 
 def version_of_package(package: str) -> str:
@@ -122,9 +123,10 @@ def _run(argv: list[str], cwd: Path | None = None) -> str:
     try:
         done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
     except FileNotFoundError:
-        raise GuestUnavailable(f"{argv[0]} not found (apt-get install kmod cpio dpkg apt)") from None
+        raise GuestUnavailable(
+            f"{argv[0]} not found (apt-get install kmod cpio dpkg apt)") from None
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["exit status %d" % done.returncode])[-1]
+        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise GuestUnavailable(f"{' '.join(argv[:2])} failed: {last}")
     return done.stdout
 
@@ -132,9 +134,11 @@ def _run(argv: list[str], cwd: Path | None = None) -> str:
 def resolve_version(root: Path) -> str:
     """The kernel version apt would install now; offline, the newest one already cached."""
     try:
-        return version_of_package(kernel_package_from_depends(_run(["apt-cache", "depends", META_PACKAGE])))
+        depends = _run(["apt-cache", "depends", META_PACKAGE])
+        return version_of_package(kernel_package_from_depends(depends))
     except GuestUnavailable as apt_error:
-        cached = sorted((p for p in root.glob("*") if _complete(p)), key=lambda p: p.stat().st_mtime)
+        cached = sorted((p for p in root.glob("*") if _complete(p)),
+                        key=lambda p: p.stat().st_mtime)
         if cached:
             return cached[-1].name
         raise apt_error
@@ -158,7 +162,8 @@ def ensure_guest_kernel(root: Path | None = None) -> GuestKernel:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise GuestUnavailable(f"cannot create cache {root}: {e.strerror} (set ACP_LAB_CACHE)") from None
+        raise GuestUnavailable(
+            f"cannot create cache {root}: {e.strerror} (set ACP_LAB_CACHE)") from None
     build = Path(tempfile.mkdtemp(prefix=f".build-{version}-", dir=root))
     try:
         _build(build, version)
@@ -244,5 +249,6 @@ def _build_initramfs(moddir: Path, out: Path) -> None:
                               input="\n".join(names).encode(), stdout=sink, stderr=subprocess.PIPE,
                               check=False)
     if done.returncode != 0 or out.stat().st_size < len(busybox):
-        raise GuestUnavailable(f"cpio failed to write the initramfs: {done.stderr.decode().strip()}")
+        raise GuestUnavailable(
+            f"cpio failed to write the initramfs: {done.stderr.decode().strip()}")
     shutil.rmtree(stage)

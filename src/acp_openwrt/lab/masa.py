@@ -73,7 +73,8 @@ class Masa:
         tls_key = generate_key()
         now = dt.datetime.now(dt.UTC)
         tls_cert = (x509.CertificateBuilder()
-                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} MASA")]))
+                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                                f"{name} MASA")]))
                     .issuer_name(vendor.certificate.subject).public_key(tls_key.public_key())
                     .serial_number(x509.random_serial_number())
                     .not_valid_before(now - dt.timedelta(hours=1))
@@ -90,7 +91,8 @@ class Masa:
                     .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                         vendor.private_key.public_key()), critical=False)
                     .sign(vendor.private_key, _sha256()))
-        tls_cert_path, tls_key_path = folder / f"{name}-masa-tls.crt", folder / f"{name}-masa-tls.key"
+        tls_cert_path = folder / f"{name}-masa-tls.crt"
+        tls_key_path = folder / f"{name}-masa-tls.key"
         _write_pem(tls_cert_path, _cert_pem(tls_cert, vendor.certificate), 0o644)
         _write_pem(tls_key_path, _key_pem(tls_key), 0o600)
         return cls(folder, vendor, signer.certificate, signer.private_key, tls_cert_path,
@@ -170,7 +172,8 @@ class Masa:
             return self._refuse(403, "pledge voucher-request has no proximity-registrar-cert")
         if prior_signed.signer != device or prior.serial_number != request.serial_number \
                 or prior.nonce != request.nonce or \
-                proximity.public_key().public_bytes(serialization.Encoding.DER, spki) != registrar_spki:
+                proximity.public_key().public_bytes(serialization.Encoding.DER, spki) \
+                != registrar_spki:
             return self._refuse(403, "pledge and registrar voucher-requests do not agree "
                                      "(signer, serial-number, nonce or registrar key)")
         leaves: dict[str, Any] = {

@@ -18,7 +18,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,7 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from ..identity.certificate import ID_ON_ACP_NODE_NAME, acp_node_name_general_name
 
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 DEFAULT_KEY_TYPE = "ec-p256"
 NODE_LIFETIME = dt.timedelta(days=365)

@@ -28,7 +28,8 @@ DEFAULT_TIMEOUT = 900.0
 GUEST_PYTEST_ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
 
 
-def record(results: dict[str, dict[str, str]], nodeid: str, when: str, outcome: str, text: str) -> None:
+def record(results: dict[str, dict[str, str]], nodeid: str, when: str, outcome: str,
+           text: str) -> None:
     """Fold one phase report (setup/call/teardown) into the test's single outcome.
 
     outcome is pytest's (passed/failed/skipped) or xfailed/xpassed. A failure in any phase wins
@@ -78,7 +79,8 @@ class ResultCollector:
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:  # an import error in the guest fails the tests it would have held
-            record(self.results, f"collect:{report.nodeid}", "collect", "failed", report.longreprtext)
+            record(self.results, f"collect:{report.nodeid}", "collect", "failed",
+                   report.longreprtext)
 
     def pytest_sessionfinish(self) -> None:
         self.path.write_text(json.dumps(self.results, indent=1))
@@ -97,7 +99,8 @@ class GuestVerdict:
     text: str
 
 
-def verdict_for(nodeid: str, results: Mapping[str, Mapping[str, str]] | None, problem: str) -> GuestVerdict:
+def verdict_for(nodeid: str, results: Mapping[str, Mapping[str, str]] | None,
+                problem: str) -> GuestVerdict:
     """What a host stand-in should report, given the guest's results (None: no results at all)."""
     if results is None:
         return GuestVerdict("failed", problem)
@@ -139,8 +142,9 @@ class GuestSession:
         except GuestUnavailable as e:
             self.problem = self.summary = f"guest unavailable: {e}"
             return
-        self.summary = (f"one guest for {len(self.nodeids)} vm test(s): boot {result.boot_seconds:.1f} s,"
-                        f" total {result.total_seconds:.1f} s, guest pytest exit {result.status}")
+        self.summary = (f"one guest for {len(self.nodeids)} vm test(s): "
+                        f"boot {result.boot_seconds:.1f} s, total {result.total_seconds:.1f} s, "
+                        f"guest pytest exit {result.status}")
         tail = "\n".join(self.output.decode("utf-8", "replace").splitlines()[-40:])
         self.problem = f"guest pytest exited {result.status} without results; its output:\n{tail}"
         raw = result.outputs.get(RESULTS_FILE)

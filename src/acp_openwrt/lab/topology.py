@@ -55,7 +55,8 @@ __all__ = [
 
 IFA_F_NODAD = 0x02
 NETLINK_ROUTE = 0
-_IPROUTE_TAKES_SOCKET = "use_socket" in inspect.signature(IPRoute.__init__).parameters  # pyroute2 >= 0.9
+# pyroute2 >= 0.9
+_IPROUTE_TAKES_SOCKET = "use_socket" in inspect.signature(IPRoute.__init__).parameters
 
 
 @dataclass
@@ -76,13 +77,16 @@ class Node:
 
     def run(self, argv: Sequence[str], *, timeout: float = 30, check: bool = False,
             **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        """Run a command inside the node and wait (output captured as text unless told otherwise)."""
+        """Run a command inside the node and wait (output captured as text unless told
+        otherwise)."""
         kwargs.setdefault("capture_output", True)
         kwargs.setdefault("text", True)
-        return subprocess.run(netns_exec.netns_argv(self.netns, argv), timeout=timeout, check=check, **kwargs)
+        return subprocess.run(netns_exec.netns_argv(self.netns, argv), timeout=timeout,
+                              check=check, **kwargs)
 
     def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
-        """Start a daemon inside the node, in its own session; `down()` ends it, and whatever it left inside."""
+        """Start a daemon inside the node, in its own session; `down()` ends it, and whatever
+        it left inside."""
         kwargs.setdefault("start_new_session", True)
         proc = subprocess.Popen(netns_exec.netns_argv(self.netns, argv), **kwargs)
         self.topology._processes.append(proc)
@@ -98,14 +102,15 @@ class Node:
         """
         if not _IPROUTE_TAKES_SOCKET:
             return netns_exec.call_in(self.netns, IPRoute)
-        return IPRoute(use_socket=netns_exec.socket_in(self.netns, socket.AF_NETLINK, socket.SOCK_DGRAM,
-                                                        NETLINK_ROUTE))
+        return IPRoute(use_socket=netns_exec.socket_in(self.netns, socket.AF_NETLINK,
+                                                        socket.SOCK_DGRAM, NETLINK_ROUTE))
 
     def entered(self) -> contextlib.AbstractContextManager[None]:
         """Move the calling thread into this node for a block (see netns_exec.entered)."""
         return netns_exec.entered(self.netns)
 
-    def socket(self, family: int = socket.AF_INET6, type: int = socket.SOCK_DGRAM, proto: int = 0) -> socket.socket:
+    def socket(self, family: int = socket.AF_INET6, type: int = socket.SOCK_DGRAM,
+               proto: int = 0) -> socket.socket:
         """A socket that lives in this node's namespace."""
         return netns_exec.socket_in(self.netns, family, type, proto)
 
@@ -127,8 +132,10 @@ class Node:
             except (TimeoutError, OSError) as exc:
                 raise type(exc)(f"{self.name}/{ifname}: {exc}") from None
 
-    def add_address(self, ifname: str, address: str, prefixlen: int = 64, dad: bool = False) -> None:
-        """Give an interface a fixed address (e.g. fe80::1 with addrgenmode none), DAD skipped by default."""
+    def add_address(self, ifname: str, address: str, prefixlen: int = 64,
+                    dad: bool = False) -> None:
+        """Give an interface a fixed address (e.g. fe80::1 with addrgenmode none), DAD skipped
+        by default."""
         with self.iproute() as ipr:
             ipr.addr("add", index=self.index(ifname), address=address, prefixlen=prefixlen,
                      IFA_FLAGS=0 if dad else IFA_F_NODAD)
@@ -193,7 +200,8 @@ class Topology:
             raise TopologyError(f"no node {name!r} in topology {self.prefix}") from None
 
     def up(self) -> Topology:
-        """Create namespaces, bridges and links; on any failure remove what was made, then re-raise."""
+        """Create namespaces, bridges and links; on any failure remove what was made, then
+        re-raise."""
         if self._created:
             raise TopologyError(f"topology {self.prefix} is already up")
         try:
@@ -232,13 +240,15 @@ class Topology:
     def remove_link(self, link: Link) -> None:
         """Unplug a link (deleting one veth end removes its peer too)."""
         if link not in self.links:
-            raise TopologyError(f"link {link.a.node}/{link.a.ifname}-{link.b.node}/{link.b.ifname} is not in {self.prefix}")
+            raise TopologyError(f"link {link.a.node}/{link.a.ifname}-{link.b.node}/"
+                                f"{link.b.ifname} is not in {self.prefix}")
         with self[link.a.node].iproute() as ipr:
             ipr.link("del", index=self[link.a.node].index(link.a.ifname))
         self.links.remove(link)
 
     def down(self) -> None:
-        """End our processes, then remove our namespaces (their links go with them), newest first."""
+        """End our processes, then remove our namespaces (their links go with them), newest
+        first."""
         procs, self._processes = self._processes, []
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):

@@ -10,6 +10,7 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 IFNAME_MAX = 15  # IFNAMSIZ - 1
@@ -25,13 +26,16 @@ class TopologyError(ValueError):
 
 def check_ifname(name: str) -> str:
     """Kernel rules for an interface name: 1-15 bytes, no whitespace, '/', ':' or '%'."""
-    if not name or len(name.encode()) > IFNAME_MAX or name in (".", "..") or _IFNAME_BAD.search(name):
-        raise TopologyError(f"interface name {name!r} is invalid (1-{IFNAME_MAX} chars, no space / : %)")
+    if (not name or len(name.encode()) > IFNAME_MAX or name in (".", "..")
+            or _IFNAME_BAD.search(name)):
+        raise TopologyError(
+            f"interface name {name!r} is invalid (1-{IFNAME_MAX} chars, no space / : %)")
     return name
 
 
 def check_prefix(prefix: str) -> str:
-    """Lower-case letter then letters/digits, at most 10: no '-' so `<prefix>-` never matches a longer prefix."""
+    """Lower-case letter then letters/digits, at most 10: no '-' so `<prefix>-` never matches
+    a longer prefix."""
     if not _PREFIX_RE.match(prefix):
         raise TopologyError(f"prefix {prefix!r} is invalid (a-z then a-z0-9, at most 10 chars)")
     return prefix
@@ -76,7 +80,8 @@ class NodeSpec:
 
 @dataclass(frozen=True)
 class TopologySpec:
-    """Validated on construction. `dad=False` sets accept_dad=0 so link-locals are usable at once."""
+    """Validated on construction. `dad=False` sets accept_dad=0 so link-locals are usable at
+    once."""
 
     nodes: tuple[NodeSpec, ...]
     links: tuple[Link, ...] = ()
@@ -87,18 +92,21 @@ class TopologySpec:
         names: set[str] = set()
         for node in self.nodes:
             if not _NODE_RE.match(node.name):
-                raise TopologyError(f"node name {node.name!r} is invalid (a-z0-9_, at most 12 chars)")
+                raise TopologyError(
+                    f"node name {node.name!r} is invalid (a-z0-9_, at most 12 chars)")
             if node.name in names:
                 raise TopologyError(f"duplicate node name {node.name!r}")
             names.add(node.name)
         if self.addrgenmode not in ADDRGENMODES:
-            raise TopologyError(f"addrgenmode {self.addrgenmode!r} is not one of {sorted(ADDRGENMODES)}")
+            raise TopologyError(
+                f"addrgenmode {self.addrgenmode!r} is not one of {sorted(ADDRGENMODES)}")
         taken = {(n.name, check_ifname(b)) for n in self.nodes for b in n.bridges}
         if len(taken) != sum(len(n.bridges) for n in self.nodes):
             raise TopologyError("duplicate bridge name in a node")
         for link in self.links:
             if link.a.node == link.b.node:
-                raise TopologyError(f"link {link.a.ifname}-{link.b.ifname} loops back to node {link.a.node!r}")
+                raise TopologyError(f"link {link.a.ifname}-{link.b.ifname} loops back to node "
+                                    f"{link.a.node!r}")
             for end in (link.a, link.b):
                 if end.node not in names:
                     raise TopologyError(f"link end {end.ifname!r} names unknown node {end.node!r}")
@@ -106,7 +114,8 @@ class TopologySpec:
                     raise TopologyError(f"duplicate interface {end.ifname!r} in node {end.node!r}")
                 taken.add((end.node, end.ifname))
                 if end.bridge is not None and end.bridge not in self.node(end.node).bridges:
-                    raise TopologyError(f"{end.node}/{end.ifname}: node has no bridge {end.bridge!r}")
+                    raise TopologyError(
+                        f"{end.node}/{end.ifname}: node has no bridge {end.bridge!r}")
 
     def node(self, name: str) -> NodeSpec:
         for node in self.nodes:
@@ -167,7 +176,8 @@ def _names(n: int, least: int) -> list[str]:
     return [f"n{i}" for i in range(1, n + 1)]
 
 
-def from_edges(edges: Iterable[tuple[str, str]], nodes: Iterable[str] = (), **options: Any) -> TopologySpec:
+def from_edges(edges: Iterable[tuple[str, str]], nodes: Iterable[str] = (),
+               **options: Any) -> TopologySpec:
     """Any graph: one link per edge; `nodes` adds isolated nodes and fixes the order."""
     edges = list(edges)
     builder = SpecBuilder()
@@ -181,13 +191,13 @@ def from_edges(edges: Iterable[tuple[str, str]], nodes: Iterable[str] = (), **op
 def line(n: int, **options: Any) -> TopologySpec:
     """n1 - n2 - ... - nN."""
     names = _names(n, 1)
-    return from_edges(zip(names, names[1:]), names, **options)
+    return from_edges(pairwise(names), names, **options)
 
 
 def ring(n: int, **options: Any) -> TopologySpec:
     """A line closed from nN back to n1."""
     names = _names(n, 3)
-    return from_edges([*zip(names, names[1:]), (names[-1], names[0])], names, **options)
+    return from_edges([*pairwise(names), (names[-1], names[0])], names, **options)
 
 
 def star(n: int, **options: Any) -> TopologySpec:
@@ -199,7 +209,8 @@ def star(n: int, **options: Any) -> TopologySpec:
 def mesh(n: int, **options: Any) -> TopologySpec:
     """Every node linked to every other."""
     names = _names(n, 2)
-    return from_edges([(a, b) for i, a in enumerate(names) for b in names[i + 1:]], names, **options)
+    return from_edges([(a, b) for i, a in enumerate(names) for b in names[i + 1:]], names,
+                      **options)
 
 
 def segment(n: int, **options: Any) -> TopologySpec:

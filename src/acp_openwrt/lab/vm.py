@@ -65,7 +65,8 @@ class GuestResult:
     status: int
     boot_seconds: float  # until the command started
     total_seconds: float
-    outputs: dict[str, bytes] = field(default_factory=dict)  # files the command left in $ACP_LAB_OUT
+    # files the command left in $ACP_LAB_OUT
+    outputs: dict[str, bytes] = field(default_factory=dict)
     console_log: str = ""  # boot and power-off chatter, for diagnostics
 
 
@@ -136,7 +137,8 @@ def run_in_guest(
             raise GuestFailure("guest ended without reporting the command's exit status",
                                result.console_log)
         result.status = int(status_file.read_text().strip() or "125")
-        result.outputs = {p.name: p.read_bytes() for p in (run_dir / "out").iterdir() if p.is_file()}
+        result.outputs = {p.name: p.read_bytes() for p in (run_dir / "out").iterdir()
+                          if p.is_file()}
         return result
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -41,7 +41,8 @@ class NetlinkWorker:
     def __init__(self, namespace: str | None, name: str = "host") -> None:
         self.namespace = namespace
         if namespace is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"nl:{name}")
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix=f"nl:{name}")
         else:
             self._executor = namespace_executor(namespace)
         self._local = threading.local()

@@ -22,7 +22,7 @@ import fnmatch
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 ARPHRD_ETHER = 1
 TWIN_ALIAS = "acp-twin"
@@ -75,7 +75,7 @@ class RemoveStrayPort:
     host_name: str
 
 
-Action = Union[Adopt, Release, RemoveStrayPort]
+Action = Adopt | Release | RemoveStrayPort
 
 
 def twin_alias(method: Method, host_index: int, host_name: str) -> str:
