@@ -22,7 +22,7 @@ from .control.server import ControlServer, RequestError
 from .events import EventBus, IdentityChanged
 from .identity.summary import load_identity_summary
 from .netns import call_in, create_namespace, list_namespaces, remove_namespace
-from .node_context import NodeContext, Service
+from .node_context import NodeContext, Ports, Service
 
 LOG = logging.getLogger("acpd")
 NAMESPACE_LEDGER = "namespaces"
@@ -123,8 +123,11 @@ class Node:
             except ImportError as exc:
                 LOG.warning("part %s not available: %s", module_name, exc)
                 continue
-            service = getattr(module, class_name)(self.ctx)
-            self.ctx.extras.setdefault(service.name, service)
+            service: Service = getattr(module, class_name)(self.ctx)
+            try:
+                self.ctx.ports = self.ctx.ports.merged(service.ports())
+            except ValueError as exc:  # two parts claim one port: a bug in part_names
+                LOG.error("%s: %s", service.name, exc)
             built.append(service)
         for service in built:
             try:
@@ -139,9 +142,10 @@ class Node:
         LOG.info("node up: %s", ", ".join(s.name for s in self.services))
 
     async def _stop_one(self, service: Service, keep: bool = False) -> None:
+        self.ctx.ports = self.ctx.ports.without(service)  # no part asks a stopping part
         try:
-            if keep and hasattr(service, "keep_on_stop"):
-                service.keep_on_stop = True  # type: ignore[attr-defined]
+            if keep:
+                service.keep_on_stop = True
             began = time.monotonic()
             await service.stop()
             LOG.debug("stopped %s (%.0f ms)", service.name, (time.monotonic() - began) * 1000)
@@ -153,6 +157,7 @@ class Node:
             await self._stop_one(service, keep)
         self.services.clear()
         self.failed.clear()
+        self.ctx.ports = Ports()  # also those of parts built but never started
 
     def _identity_changed(self, event: IdentityChanged) -> None:
         """An LDevID was stored (enrolment or renewal): with a new acp-node-name the node
@@ -170,9 +175,7 @@ class Node:
             LOG.info("LDevID renewed; identity unchanged (%s)", old)
             self.config = self.ctx.config = config
             for service in self.services:
-                reload = getattr(service, "reload_identity", None)
-                if reload is not None:
-                    self._spawn(reload(), f"reload {service.name}")
+                self._spawn(service.reload_identity(), f"reload {service.name}")
             return
         if self._rebuilding is None or self._rebuilding.done():
             self._rebuilding = asyncio.get_running_loop().create_task(
@@ -226,7 +229,6 @@ class Node:
             self.config = config
             self.ctx.config, self.ctx.identity = config, identity
             self.ctx.bus = EventBus()
-            self.ctx.extras.clear()
             self.ctx.control.keep_only(self._own_commands)
             self.rebuilds += 1
             await self._start_parts()

@@ -1,9 +1,18 @@
-"""What acpd's parts tell each other: small immutable events on a per-node bus.
+"""What happened in acpd: small immutable events on a per-node bus, every type in this module.
 
-The coordinator owns one `EventBus`; each part subscribes to the events it acts on and
-publishes what it learned. Parts never call each other directly, so each can be built and
-tested alone (publish an event, look at what comes out). Handlers are plain callables run
-in publish order on the event loop; one that raises is logged and the others still run.
+Parts talk to each other in two ways only (docs/parts.md):
+
+- **events** (this module), for what happened: a link was adopted, a channel came up, a
+  registrar was heard. The publisher does not know who listens; a part with no listener
+  costs nothing. Every event type is a frozen dataclass defined here, and `Event` names them all;
+- **ports** (`node_context.Ports`), for the few real queries and commands that need an answer
+  from one particular part, typed as Protocols and `None` while that part does not run.
+
+The coordinator owns one `EventBus` per build of the parts; each part subscribes to the events
+it acts on and publishes what it learned. Handlers are plain callables run in publish order on
+the event loop; one that raises is logged and the others still run. Messages that leave acpd
+(the join proxy's handover protocol, ubus events) are not events: they live with their
+protocol (`brski/proxy/handover.py`, `control/`).
 """
 from __future__ import annotations
 
@@ -79,9 +88,70 @@ class ProxyHeard:
     dull_ifname: str
 
 
+@dataclass(frozen=True)
+class AnProxyStart:
+    """The join proxy can relay: flood AN_Proxy on this DULL interface (RFC 8995 §4.1.1,
+    ["AN_Proxy", 4, 1, ""] with an O_IPv6_LOCATOR [address]:port over TCP, ttl 180000 ms)."""
+    dull_ifname: str
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class AnProxyStop:
+    """Stop flooding AN_Proxy on this DULL interface (registrar lost, proxy down, link gone)."""
+    dull_ifname: str
+
+
+@dataclass(frozen=True)
+class RegistrarHeard:
+    """A BRSKI registrar is announced in the ACP (AN_join_registrar with EST-TLS, RFC 8995 §4.3)
+    at [address]:port for `ttl_ms` more milliseconds; ttl_ms 0 withdraws it. Published by the
+    ACP GRASP part (floods and discovery) and by the registrar part for its own node (a node
+    never hears its own floods); the join proxy listens."""
+    address: str
+    port: int
+    ttl_ms: int
+
+
+@dataclass(frozen=True)
+class EstServerHeard:
+    """An EST server reachable in the ACP (SRV.est, or a registrar: RFC 8994 §6.2.5.1); the
+    pledge part renews the LDevID there."""
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class AcpGraspInterfaceUp:
+    """The ACP GRASP now runs on this secure-channel interface (after ChannelUp, once it joined
+    the link): parts that announce something flood it again, so the new neighbour hears it."""
+    acp_ifname: str
+
+
+@dataclass(frozen=True)
+class ConnectSubnetUp:
+    """An ACP connect interface is in the ACP namespace, addressed, and advertising its subnet;
+    RPL adds the subnet as a DAO target when `dao_target` (RFC 8994 §8.1.1)."""
+    name: str          # the UCI section name
+    ifname: str        # the interface in the ACP namespace
+    prefix: str        # the connect subnet, e.g. fd89:b714:f3db:2001::/64
+    dao_target: bool   # False when the subnet lies inside the node's own RPL prefix
+
+
+@dataclass(frozen=True)
+class ConnectSubnetDown:
+    """The connect subnet is gone (RPL withdraws the DAO target)."""
+    name: str
+    ifname: str
+    prefix: str
+
+
 Event = Union[LinkAdopted, LinkReleased, AdjacencyUp, AdjacencyDown, ChannelUp, ChannelDown,
-              IdentityChanged, ProxyHeard]
-E = TypeVar("E")
+              IdentityChanged, ProxyHeard, AnProxyStart, AnProxyStop, RegistrarHeard,
+              EstServerHeard, AcpGraspInterfaceUp, ConnectSubnetUp, ConnectSubnetDown]
+"""Every event type published on the bus (a test checks that no other module defines one)."""
+E = TypeVar("E", bound=Event)
 
 
 class EventBus:
@@ -95,7 +165,7 @@ class EventBus:
         self._handlers[kind].append(handler)  # type: ignore[arg-type]
         return lambda: self._handlers[kind].remove(handler)  # type: ignore[arg-type]
 
-    def publish(self, event: object) -> None:
+    def publish(self, event: Event) -> None:
         for handler in list(self._handlers.get(type(event), ())):
             try:
                 handler(event)

@@ -19,16 +19,11 @@ from typing import Any
 import pytest
 
 from acp_openwrt import netns
-from acp_openwrt.brski.proxy.part import (
-    AnProxyStart,
-    AnProxyStop,
-    JoinProxyPart,
-    ProxySettings,
-)
+from acp_openwrt.brski.proxy.part import JoinProxyPart, ProxySettings
 from acp_openwrt.brski.proxy.relay import RelayLimits
 from acp_openwrt.config.schema import AcpConfig
 from acp_openwrt.control.server import ControlServer
-from acp_openwrt.events import EventBus, LinkAdopted, LinkReleased
+from acp_openwrt.events import AnProxyStart, AnProxyStop, EventBus, LinkAdopted, LinkReleased
 from acp_openwrt.lab.topology import Topology, from_edges
 from acp_openwrt.node_context import NodeContext
 
@@ -111,8 +106,8 @@ class Bench:
         return [e for e in self.events if isinstance(e, AnProxyStart)]
 
 
-async def until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
+async def until(pred: Callable[[], Any], within: float = 10.0, what: str = "") -> Any:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         value = pred()
         if value:
@@ -140,7 +135,8 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_pledge_reaches_registrar_through_unprivileged_proxy(topo: Topology, tmp_path: Path) -> None:
+def test_pledge_reaches_registrar_through_unprivileged_proxy(topo: Topology,
+                                                             tmp_path: Path) -> None:
     bench = Bench(topo, tmp_path)
 
     async def scenario() -> None:

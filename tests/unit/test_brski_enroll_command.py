@@ -10,8 +10,8 @@ from acp_openwrt.brski.pledge.client import Locator
 from acp_openwrt.brski.pledge.part import PledgePart
 from acp_openwrt.config import AcpConfig
 from acp_openwrt.control import ControlServer
-from acp_openwrt.events import EventBus
-from acp_openwrt.node_context import NodeContext
+from acp_openwrt.events import EstServerHeard, EventBus
+from acp_openwrt.node_context import NodeContext, Ports
 
 
 def service(tmp_path: Path) -> PledgePart:
@@ -60,7 +60,10 @@ def test_renewal_asks_acp_grasp_for_an_est_server_heard_before_it_started(tmp_pa
     svc.state = "enrolled"
     targets = []
 
-    class HeardIt:
+    class HeardIt:  # the acp_grasp port
+        def asa_api(self) -> None:
+            return None
+
         async def find_est_server(self) -> tuple[str, int]:
             return ("fd00::1", 8443)
 
@@ -69,7 +72,25 @@ def test_renewal_asks_acp_grasp_for_an_est_server_heard_before_it_started(tmp_pa
 
     monkeypatch.setattr("acp_openwrt.brski.pledge.part.reenroll", reenroll)
     monkeypatch.setattr(svc, "_publish", lambda: None)
-    svc.ctx.extras["grasp"] = HeardIt()
+    svc.ctx.ports = Ports(acp_grasp=HeardIt())
     reply = dispatch(svc)
     assert reply["result"]["renewed"] is True, reply
     assert targets == [(Locator("fd00::1", 8443), svc.ctx.acp_ns)]
+
+
+def test_an_est_server_heard_is_where_renewal_goes(tmp_path: Path, monkeypatch) -> None:
+    """EstServerHeard (published by the ACP GRASP part) is enough: no acp_grasp port needed."""
+    svc = service(tmp_path)
+    svc.state = "enrolled"
+    targets = []
+
+    async def reenroll(target, stored, namespace=None) -> None:
+        targets.append((target, namespace))
+
+    monkeypatch.setattr("acp_openwrt.brski.pledge.part.reenroll", reenroll)
+    monkeypatch.setattr(svc, "_publish", lambda: None)
+    svc.ctx.bus.publish(EstServerHeard("fd00::2", 443))
+    assert svc.ctx.acp_grasp is None
+    reply = dispatch(svc)
+    assert reply["result"]["renewed"] is True, reply
+    assert targets == [(Locator("fd00::2", 443), svc.ctx.acp_ns)]

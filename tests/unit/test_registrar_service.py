@@ -36,7 +36,7 @@ from acp_openwrt.brski.wellknown import ID_KP_CMC_RA
 from acp_openwrt.commands.registrar import register
 from acp_openwrt.config import AcpConfig
 from acp_openwrt.control.server import ControlServer
-from acp_openwrt.events import EventBus
+from acp_openwrt.events import AcpGraspInterfaceUp, EventBus, RegistrarHeard
 from acp_openwrt.grasp import codec
 from acp_openwrt.grasp.messages import Flood
 from acp_openwrt.identity.certificate import (
@@ -48,7 +48,7 @@ from acp_openwrt.identity.certificate import (
 )
 from acp_openwrt.identity.membership import check_domain_membership
 from acp_openwrt.lab.pki import TestCA
-from acp_openwrt.node_context import NodeContext
+from acp_openwrt.node_context import NodeContext, Ports
 
 DOMAIN = "acp.example.com"
 
@@ -234,7 +234,8 @@ def test_flood_item_is_the_rfc_8995_objective_and_the_proxy_parses_it() -> None:
                                      6, 8443)
     found = registrar_from_flood(tagged.objective.name, tagged.objective.value, tagged.locator)
     assert found is not None and found.port == 8443
-    assert ipaddress.IPv6Address(found.address) == ipaddress.IPv6Address("fd73:9fc2:3c34::200:0:6400:2")
+    assert ipaddress.IPv6Address(found.address) == \
+        ipaddress.IPv6Address("fd73:9fc2:3c34::200:0:6400:2")
 
 
 @dataclass
@@ -259,18 +260,30 @@ class FakeGrasp:
         self.deregistered.append(asa)
 
 
-class FakeProxy:
-    def __init__(self) -> None:
-        self.heard: list[tuple[str, int, int]] = []
+@dataclass
+class FakeAcpGrasp:
+    """The `acp_grasp` port (AcpGraspPort) of a node whose ACP GRASP runs."""
+    api: FakeGrasp
 
-    def registrar_heard(self, address: str, port: int, ttl_ms: int) -> None:
-        self.heard.append((address, port, ttl_ms))
+    def asa_api(self) -> Any:
+        return self.api
+
+    async def find_est_server(self) -> tuple[str, int] | None:
+        return None
+
+
+class FakeProxy:
+    """Listens as the join proxy part does: RegistrarHeard on the bus."""
+    def __init__(self, bus: EventBus) -> None:
+        self.heard: list[tuple[str, int, int]] = []
+        bus.subscribe(RegistrarHeard, lambda ev: self.heard.append((ev.address, ev.port,
+                                                                    ev.ttl_ms)))
 
 
 def test_announce_floods_and_tells_the_local_join_proxy(tmp_path) -> None:
     ctx = NodeContext(make_config(tmp_path), EventBus(), ControlServer(tmp_path / "s"))
-    grasp, proxy = FakeGrasp(), FakeProxy()
-    ctx.extras.update(grasp_acp=grasp, join_proxy=proxy)
+    grasp, proxy = FakeGrasp(), FakeProxy(ctx.bus)
+    ctx.ports = Ports(acp_grasp=FakeAcpGrasp(grasp))
     service = RegistrarPart(ctx)
     service.address, service.port = "fd00::1:2", 8443
     service._start_flooding()
@@ -286,10 +299,23 @@ def test_announce_floods_and_tells_the_local_join_proxy(tmp_path) -> None:
     assert service.status()["floods_sent"] == 2
 
 
+def test_a_new_acp_grasp_interface_brings_an_announcement(tmp_path) -> None:
+    ctx = NodeContext(make_config(tmp_path), EventBus(), ControlServer(tmp_path / "s"))
+    grasp = FakeGrasp()
+    ctx.ports = Ports(acp_grasp=FakeAcpGrasp(grasp))
+    service = RegistrarPart(ctx)
+    service.address, service.port = "fd00::1:2", 8443
+    service._start_flooding()
+    ctx.bus.publish(AcpGraspInterfaceUp("acp_peer1"))
+    assert len(grasp.floods) == 1
+    asyncio.run(service.stop())
+    ctx.bus.publish(AcpGraspInterfaceUp("acp_peer2"))  # unsubscribed when stopped
+    assert len(grasp.floods) == 1
+
+
 def test_without_grasp_only_the_local_proxy_hears(tmp_path, caplog) -> None:
     ctx = NodeContext(make_config(tmp_path), EventBus(), ControlServer(tmp_path / "s"))
-    proxy = FakeProxy()
-    ctx.extras["join_proxy"] = proxy
+    proxy = FakeProxy(ctx.bus)  # no acp_grasp port: the part degrades to the local proxy
     service = RegistrarPart(ctx)
     service.address, service.port = "fd00::1:2", 8443
     service._start_flooding()

@@ -32,6 +32,7 @@ from .. import events
 from ..core import CoreTimer
 from ..identity.certificate import load_certificates
 from ..netns import namespace_executor
+from ..node_context import Part
 from . import initiation, reconcile
 from . import xfrm_interface as xi
 from .attempts import InitiationSlots, Limits, Parking
@@ -66,7 +67,7 @@ DEFAULT_TIMERS = ChannelTimers()
 DEFAULT_LIMITS = Limits()
 
 
-class ChannelPart:
+class ChannelPart(Part):
     name = "channels"
 
     def __init__(self, ctx: Any, *, timers: ChannelTimers = DEFAULT_TIMERS,

@@ -7,6 +7,5 @@
   ra_sender.py   raw ICMPv6 socket per connect interface in the ACP namespace
   interface.py   netlink: move the device into ACP and back, addresses, sysctls, RPF rules
   relay.py       TCP/UDP relays from an ACP address to the IPv4 device (bounded, idle timeouts)
-  events.py      ConnectSubnetUp / ConnectSubnetDown (RPL adds the subnet as a DAO target)
-  service.py     ConnectPart, the acpd part
+  part.py        ConnectPart, the acpd part
 """

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .. import netns
+from ..events import ConnectSubnetDown, ConnectSubnetUp
 from ..identity.address import AddressError
-from ..node_context import NodeContext
+from ..node_context import NodeContext, Part
 from . import interface
 from .addressing import ConnectSubnet, manual_warning, plan_subnets
 from .config import ConnectConfig
-from .events import ConnectSubnetDown, ConnectSubnetUp
 from .ra import MAX_RTR_ADV_INTERVAL, MIN_DELAY_BETWEEN_RAS, RaContent, RaSchedule
 from .ra_sender import RaSender
 from .relay import TcpRelay, UdpRelay
@@ -53,7 +53,7 @@ class _Entry:
     retry: asyncio.Task[None] | None = None
 
 
-class ConnectPart:
+class ConnectPart(Part):
     name = "connect"
 
     def __init__(self, ctx: NodeContext, connects: Iterable[ConnectConfig] | None = None, *,

@@ -25,7 +25,7 @@ from typing import Any
 
 from .. import events
 from ..logsafe import logsafe
-from ..node_context import NodeContext
+from ..node_context import NodeContext, Part
 from . import ubus_protocol as proto
 from .ubus_protocol import Hello, Invoke, Malformed, RequestDone, UbusClientProtocol
 
@@ -140,7 +140,7 @@ class _Connection:
         self.writer.close()
 
 
-class UbusPart:
+class UbusPart(Part):
     """acpd part: keeps ubus object `acp` registered at ubusd for as long as acpd runs."""
     name = "ubus"
 

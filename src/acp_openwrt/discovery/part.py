@@ -27,15 +27,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import events
-from ..brski.proxy.events import AnProxyStart, AnProxyStop
 from ..core import CoreTimer
+from ..events import AnProxyStart, AnProxyStop
 from ..grasp import constants as c
 from ..grasp.actions import FloodReceived
 from ..grasp.engine import EngineConfig
 from ..grasp.errors import GraspApiError
 from ..grasp.messages import Locator, Objective
 from ..grasp.service import GraspService
-from ..node_context import NodeContext
+from ..node_context import NodeContext, Part
 from .adjacency import AdjacencyTable, Confirmed, Limits
 from .an_acp import (
     AN_ACP,
@@ -62,7 +62,7 @@ PROXY_INTERVAL = 10.0
 JITTER = 0.1          # ±10 % on every periodic flood, so neighbours do not synchronise
 
 
-class DiscoveryPart:
+class DiscoveryPart(Part):
     name = "discovery"
 
     def __init__(self, ctx: NodeContext, interval: float | None = None,

@@ -2,19 +2,19 @@
 
 It runs only on secure-channel interfaces (ChannelUp/ChannelDown), never on DULL links or ACP
 connect interfaces, with the node's ACP address as its own locator and the RFC 8991-style local
-API on `run_dir/grasp.sock` for ASAs. acpd's own users of the ACP GRASP find it in
-`ctx.extras["grasp_acp"]`; what it hears for them it hands over:
-- AN_join_registrar (RFC 8995 §4.3) to the join proxy (`ctx.extras["join_proxy"]`);
-- SRV.est and AN_join_registrar (RFC 8994 §6.2.5.1) to the pledge/renewal part
-  (`ctx.extras["brski"]`) as the EST server for LDevID renewal. A registrar is an EST server,
-  so its AN_join_registrar is taken as one too: this interoperates with registrars that
-  announce only AN_join_registrar.
+API on `run_dir/grasp.sock` for ASAs. It provides the `acp_grasp` port (`AcpGraspPort`: acpd's
+own ASAs, the registrar, use its ASA API; the pledge part asks it for an EST server), and
+publishes what it hears for the other parts:
+- `RegistrarHeard` for an AN_join_registrar naming EST-TLS (RFC 8995 §4.3; the join proxy);
+- `EstServerHeard` for SRV.est and AN_join_registrar (RFC 8994 §6.2.5.1; the pledge part renews
+  the LDevID there). A registrar is an EST server, so its AN_join_registrar is taken as one
+  too: this interoperates with registrars that announce only AN_join_registrar.
 
 A node that joins the ACP would otherwise wait up to a flood period (60 s) per hop to learn the
 registrar. So when a channel interface comes up, this node repeats on it the AN_join_registrar
 and SRV.est floods it holds in its cache, with their remaining ttl, as floods of its own (the
-locators still name the registrar; receivers use the locator, not the initiator), and asks the
-parts that announce something themselves (`on_new_interface`, e.g. the registrar) to announce.
+locators still name the registrar; receivers use the locator, not the initiator), and publishes
+`AcpGraspInterfaceUp` so that parts that announce something themselves (the registrar) do.
 """
 from __future__ import annotations
 
@@ -27,9 +27,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import events
-from ..node_context import NodeContext
+from ..brski.proxy.registrars import registrar_from_flood
+from ..node_context import NodeContext, Part, Ports
 from . import constants as c
 from .actions import FloodReceived
+from .asa_api import AsaApi
 from .errors import GraspApiError
 from .messages import Locator, Objective
 from .service import GraspService
@@ -40,6 +42,7 @@ SRV_EST = "SRV.est"
 API_SOCKET_NAME = "grasp.sock"
 DISCOVERY_TIMEOUT_MS = 3000
 DISCOVERED_TTL_MS = 180_000  # as long as an AN_join_registrar flood would have lasted
+MAX_TTL_MS = 2**32 - 1       # the longest ttl the join proxy's handover carries
 
 
 def tcp_locator(loc: Locator | None) -> tuple[str, int] | None:
@@ -53,7 +56,20 @@ def tcp_locator(loc: Locator | None) -> tuple[str, int] | None:
     return str(ipaddress.IPv6Address(address)), port
 
 
-class AcpGraspPart:
+def registrar_heard(flood: FloodReceived, now: float) -> events.RegistrarHeard | None:
+    """The RegistrarHeard event of an AN_join_registrar flood received at `now` (the engine's
+    monotonic clock), None unless it names a usable EST-TLS registrar (an IPv6/TCP locator,
+    a routable address) that has not expired. GRASP ttl 0 ("forever") becomes MAX_TTL_MS."""
+    locator = registrar_from_flood(flood.objective.name, flood.objective.value, flood.locator)
+    if locator is None:
+        return None
+    ttl_ms = MAX_TTL_MS if math.isinf(flood.expires) else int((flood.expires - now) * 1000)
+    if ttl_ms <= 0:
+        return None
+    return events.RegistrarHeard(locator.address, locator.port, min(ttl_ms, MAX_TTL_MS))
+
+
+class AcpGraspPart(Part):
     """The ACP GRASP part; `grasp` is the running GraspService (None before start)."""
     name = "grasp"
 
@@ -65,16 +81,16 @@ class AcpGraspPart:
         self.est_server: tuple[str, int] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._announcers: dict[int, Callable[[str], None]] = {}
         self._asa: Any = None
         self.floods_repeated = 0
         self.registrars_discovered = 0
 
-    def on_new_interface(self, callback: Callable[[str], None]) -> Callable[[], None]:
-        """Call `callback(ifname)` once ACP GRASP runs on a new channel interface."""
-        key = id(callback)
-        self._announcers[key] = callback
-        return lambda: self._announcers.pop(key, None) and None
+    def ports(self) -> Ports:
+        return Ports(acp_grasp=self)
+
+    def asa_api(self) -> AsaApi | None:
+        """The ASA API of the running ACP GRASP (AcpGraspPort); None before start."""
+        return self.grasp
 
     async def start(self) -> None:
         identity = self.ctx.identity or {}
@@ -84,7 +100,6 @@ class AcpGraspPart:
         await grasp.start()
         self.grasp = grasp
         self._asa = grasp.register_asa("acpd-relay")
-        self.ctx.extras["grasp_acp"] = grasp
         bus = self.ctx.bus
         self._unsubscribe = [
             bus.subscribe(events.ChannelUp, self._channel_up),
@@ -98,8 +113,6 @@ class AcpGraspPart:
         self._unsubscribe = []
         for task in list(self._tasks):
             task.cancel()
-        if self.ctx.extras.get("grasp_acp") is self.grasp:
-            del self.ctx.extras["grasp_acp"]
         if self.grasp is not None:
             await self.grasp.stop()
             self.grasp = None
@@ -135,11 +148,7 @@ class AcpGraspPart:
             LOG.error("ACP GRASP on %s: %s", ifname, exc)
             return
         self._repeat_floods(ifname)
-        for announce in list(self._announcers.values()):
-            try:
-                announce(ifname)
-            except Exception:
-                LOG.exception("announcing on %s failed", ifname)
+        self.ctx.bus.publish(events.AcpGraspInterfaceUp(ifname))
         if not self.grasp.get_flood(self._asa, AN_JOIN_REGISTRAR):
             await self._discover_registrar()
 
@@ -185,9 +194,9 @@ class AcpGraspPart:
 
     # -- floods heard ----------------------------------------------------------------------
     def _heard_registrar(self, flood: FloodReceived) -> None:
-        proxy = self.ctx.extras.get("join_proxy")
-        if proxy is not None:
-            proxy.flood_received(flood, time.monotonic())
+        heard = registrar_heard(flood, time.monotonic())
+        if heard is not None:
+            self.ctx.bus.publish(heard)
         self._heard_est(flood)
 
     def _heard_est(self, flood: FloodReceived) -> None:
@@ -196,9 +205,7 @@ class AcpGraspPart:
             self._est_server(*found)
 
     def _registrar_found(self, address: str, port: int, ttl_ms: int) -> None:
-        proxy = self.ctx.extras.get("join_proxy")
-        if proxy is not None:
-            proxy.registrar_heard(address, port, ttl_ms)
+        self.ctx.bus.publish(events.RegistrarHeard(address, port, ttl_ms))
         self._est_server(address, port)
 
     async def find_est_server(self) -> tuple[str, int] | None:
@@ -211,6 +218,4 @@ class AcpGraspPart:
     def _est_server(self, address: str, port: int) -> None:
         self.est_servers_heard += 1
         self.est_server = (address, port)
-        pledge = self.ctx.extras.get("brski")
-        if pledge is not None and hasattr(pledge, "set_est_server"):
-            pledge.set_est_server(address, port, self.ctx.acp_ns)
+        self.ctx.bus.publish(events.EstServerHeard(address, port))

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import events
 from ..netns import call_in
-from ..node_context import NodeContext
+from ..node_context import NodeContext, Part
 from . import netlink
 from .netlink import NetlinkWorker
 from .plan import Adopt, Release, RemoveStrayPort, Twin, plan
@@ -42,7 +42,7 @@ class AdoptedLink:
                 "up_for_s": round(time.monotonic() - self.since, 1)}
 
 
-class LinkPart:
+class LinkPart(Part):
     """Adopt host links into DULL; publish LinkAdopted / LinkReleased; answer `interfaces`."""
     name = "links"
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import events
-from ..connect.events import ConnectSubnetDown, ConnectSubnetUp
 from ..core import CoreTimer
-from ..node_context import NodeContext
+from ..events import ConnectSubnetDown, ConnectSubnetUp
+from ..node_context import NodeContext, Part
 from .actions import Send
 from .dodag import RplNode
 from .installer import RTPROT_ACP_RPL, RouteInstaller
@@ -39,7 +39,7 @@ LOG = logging.getLogger("acpd.rpl")
 RESTART_DELAY = 0.5  # let a burst of channel events settle before restarting sunshine
 
 
-class RplPart:
+class RplPart(Part):
     name = "rpl"
 
     def __init__(self, ctx: NodeContext, *, namespace: str | None = None,

@@ -1,10 +1,11 @@
 """acpd's BRSKI part: pledge while there is no LDevID, renew the LDevID while there is one.
 
-acpd's DULL GRASP hears AN_Proxy floods and calls `add_proxy(address, port, ifname)`; this
-service tries the proxies (per-proxy back-off, `ProxyBook`), and once enrolled publishes
-`IdentityChanged` and stops pledging. With an LDevID it schedules renewal (`renewal_time`) at
-the EST server acpd learnt (`set_est_server`, in the ACP namespace) or else through the last
-proxy that worked. Control command "brski" shows the state.
+acpd's DULL GRASP hears AN_Proxy floods and publishes `ProxyHeard`; this part tries the proxies
+(per-proxy back-off, `ProxyBook`), and once enrolled publishes `IdentityChanged` and stops
+pledging. With an LDevID it schedules renewal (`renewal_time`) at the EST server the ACP GRASP
+heard of (`EstServerHeard`, or asked through the `acp_grasp` port when none was heard: this part
+may start after the flood went by), in the ACP namespace, or else through the last proxy that
+worked. Control command "brski" shows the state.
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from typing import Any
 
 from ...config.identity_files import STATE_DIR, with_identity_files
 from ...control.server import RequestError
-from ...events import IdentityChanged, ProxyHeard
+from ...events import EstServerHeard, IdentityChanged, ProxyHeard
 from ...logsafe import logsafe
-from ...node_context import NodeContext
+from ...node_context import NodeContext, Part
 from ..store import StoredIdentity, load_identity
 from .client import IdentityPaths, Locator, PledgeClient, load_pledge_identity
 from .core import Enrolled
@@ -30,7 +31,7 @@ LOG = logging.getLogger("acpd.brski")
 DEFAULT_STATE_DIR = STATE_DIR
 
 
-class PledgePart:
+class PledgePart(Part):
     name = "brski"
 
     def __init__(self, ctx: NodeContext, *, state_dir: Path = DEFAULT_STATE_DIR,
@@ -60,7 +61,9 @@ class PledgePart:
         self._task: asyncio.Task[None] | None = None
         ctx.control.register("brski", lambda _request: self.status())
         ctx.control.register("enroll", self._enroll)
-        ctx.bus.subscribe(ProxyHeard, lambda ev: self.add_proxy(ev.address, ev.port, ev.dull_ifname))
+        ctx.bus.subscribe(ProxyHeard, lambda ev: self.add_proxy(ev.address, ev.port,
+                                                                ev.dull_ifname))
+        ctx.bus.subscribe(EstServerHeard, lambda ev: self.set_est_server(ev.address, ev.port))
 
     # --- inputs from acpd --------------------------------------------------------------------
 
@@ -192,8 +195,8 @@ class PledgePart:
 
     async def _ask_acp_grasp_for_est_server(self) -> None:
         """Pull what ACP GRASP heard (or can discover) before this part existed."""
-        acp_grasp = self.ctx.extras.get("grasp")
-        if acp_grasp is None or not hasattr(acp_grasp, "find_est_server"):
+        acp_grasp = self.ctx.acp_grasp
+        if acp_grasp is None:  # not in the ACP (yet), or its GRASP is not running
             return
         found = await acp_grasp.find_est_server()
         if found is not None and self.est_server is None:

@@ -5,9 +5,10 @@ binds a TCP listener to the link-local address (made in DULL, where the unprivil
 never open anything), starts `acp_openwrt.brski.proxy.process` (through proxy_entry) in the ACP
 namespace as an unprivileged user, and hands the sockets over (handover.py). acpd keeps its own copy of every listener, so a
 proxy that dies is restarted (with backoff) on the same ports and pledges' queued connections
-survive. Registrars come in through `registrar_heard()` (fed from AN_join_registrar floods in
-the ACP); the proxy reports whether it can relay, and this service publishes `AnProxyStart` /
-`AnProxyStop` for acpd's DULL flooder: AN_Proxy is flooded only while a registrar is known.
+survive. Registrars come in as `RegistrarHeard` events (the ACP GRASP part's AN_join_registrar
+floods, and the registrar part of this node); the proxy reports whether it can relay, and this
+part publishes `AnProxyStart` / `AnProxyStop` for acpd's DULL flooder: AN_Proxy is flooded
+only while a registrar is known.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import math
 import os
 import socket
 import sys
@@ -25,21 +25,26 @@ from pathlib import Path
 from typing import Any
 
 from ... import netns
-from ...events import IdentityChanged, LinkAdopted, LinkReleased
+from ...events import (
+    AnProxyStart,
+    AnProxyStop,
+    IdentityChanged,
+    LinkAdopted,
+    LinkReleased,
+    RegistrarHeard,
+)
 from ...logsafe import logsafe
-from ...node_context import NodeContext
+from ...node_context import NodeContext, Part
 from . import handover as ho
-from .events import AnProxyStart, AnProxyStop
-from .registrars import RegistrarLocator, RegistrarTable, registrar_from_flood
+from .registrars import RegistrarLocator, RegistrarTable
 from .relay import RelayLimits
 
-__all__ = ["AnProxyStart", "AnProxyStop", "JoinProxyPart", "ProxySettings"]
+__all__ = ["JoinProxyPart", "ProxySettings"]
 
 LOG = logging.getLogger("acpd.join_proxy")
 HELLO_TIMEOUT = 60.0  # a Python start on a loaded small box (or a TCG guest) can take 15 s
 STATUS_TIMEOUT = 2.0
 STOP_GRACE = 2.0
-MAX_TTL_MS = 2**32 - 1
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -80,7 +85,7 @@ def _make_listener(dull_ns: str, link: LinkAdopted, port: int, backlog: int) -> 
     return sock
 
 
-class JoinProxyPart:
+class JoinProxyPart(Part):
     name = "join_proxy"
 
     def __init__(self, ctx: NodeContext, settings: ProxySettings | None = None) -> None:
@@ -114,7 +119,8 @@ class JoinProxyPart:
         bus = self.ctx.bus
         self._unsubscribe = [bus.subscribe(LinkAdopted, self._on_adopted),
                              bus.subscribe(LinkReleased, self._on_released),
-                             bus.subscribe(IdentityChanged, self._on_identity)]
+                             bus.subscribe(IdentityChanged, self._on_identity),
+                             bus.subscribe(RegistrarHeard, self._on_registrar)]
 
     # -- service life ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -167,18 +173,8 @@ class JoinProxyPart:
         self._registrars.heard(locator, ttl_ms, time.monotonic())
         self._post(ho.Registrar(locator.address, locator.port, max(0, ttl_ms)))
 
-    def flood_received(self, event: Any, now: float) -> None:
-        """Feed one GRASP FloodReceived of the ACP engine (whose clock `now` is monotonic time).
-
-        Floods other than a usable AN_join_registrar are ignored; GRASP ttl 0 ("forever")
-        becomes the longest ttl the handover protocol carries.
-        """
-        locator = registrar_from_flood(event.objective.name, event.objective.value, event.locator)
-        if locator is None:
-            return
-        ttl_ms = MAX_TTL_MS if math.isinf(event.expires) else int((event.expires - now) * 1000)
-        if ttl_ms > 0:
-            self.registrar_heard(locator.address, locator.port, min(ttl_ms, MAX_TTL_MS))
+    def _on_registrar(self, event: RegistrarHeard) -> None:
+        self.registrar_heard(event.address, event.port, event.ttl_ms)
 
     def _on_adopted(self, event: LinkAdopted) -> None:
         self._links[event.dull_ifname] = event

@@ -3,8 +3,9 @@
 The server listens on `[::]:registrar_port` inside the ACP namespace with the node's LDevID
 (issued by `bootstrap_registrar` before acpd loaded it) as TLS certificate; pledges reach it
 through join proxies, enrolled nodes across the ACP for renewal. It announces itself with
-AN_join_registrar floods (RFC 8995 §4.3) on the ACP GRASP instance every 60 s (ttl 180 s), and
-tells the join proxy of its own node directly, since a node never receives its own floods.
+AN_join_registrar floods (RFC 8995 §4.3) through the ACP GRASP port (`ctx.acp_grasp`) every
+60 s (ttl 180 s) and on every new ACP GRASP interface (`AcpGraspInterfaceUp`), and publishes
+`RegistrarHeard` for the join proxy of its own node, since a node never receives its own floods.
 
 The MASA is on the Internet, which the ACP does not reach (it routes only the ACP ULA prefix),
 so voucher-requests leave from acpd's own namespace (the data plane) by default;
@@ -30,12 +31,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ... import netns
-from ...events import IdentityChanged
+from ...events import AcpGraspInterfaceUp, IdentityChanged, RegistrarHeard
 from ...grasp import constants as gc
+from ...grasp.asa_api import Asa, AsaApi
 from ...grasp.errors import GraspApiError
 from ...grasp.messages import Locator, Objective, TaggedObjective
 from ...logsafe import logsafe
-from ...node_context import NodeContext
+from ...node_context import NodeContext, Part
 from ..http import Response
 from ..proxy.registrars import AN_JOIN_REGISTRAR, EST_TLS
 from ..store import load_identity
@@ -107,8 +109,8 @@ def masa_client_context(cert_path: Path, key_path: Path,
     return context
 
 
-class RegistrarPart:
-    """The acpd part; `ctx.extras["registrar"]` is this service while it runs."""
+class RegistrarPart(Part):
+    """The acpd part (control command `registrar`)."""
     name = "registrar"
 
     def __init__(self, ctx: NodeContext, *, masa_namespace: str | None = None,
@@ -126,8 +128,8 @@ class RegistrarPart:
         self._server: asyncio.base_events.Server | None = None
         self._flooder: asyncio.Task[None] | None = None
         self._unsub_new_interface: Callable[[], None] | None = None
-        self._grasp: Any = None
-        self._asa: Any = None
+        self._grasp: AsaApi | None = None
+        self._asa: Asa | None = None
         self._warned_no_grasp = False
         self._context: ssl.SSLContext | None = None
         self._renew_after = 0.0
@@ -162,7 +164,6 @@ class RegistrarPart:
             self._close_files()
             return
         self.port = self._server.sockets[0].getsockname()[1]
-        self.ctx.extras["registrar"] = self
         LOG.info("registrar for %s on [%s]:%d (ACP namespace %s)", config.registrar_domain,
                  self.address, self.port, self.ctx.acp_ns)
         self._start_flooding()
@@ -176,9 +177,8 @@ class RegistrarPart:
             self._flooder.cancel()
             await asyncio.gather(self._flooder, return_exceptions=True)
             self._flooder = None
-        proxy = self.ctx.extras.get("join_proxy")
-        if proxy is not None and self.address and self.port:
-            proxy.registrar_heard(self.address, self.port, 0)  # withdraw at once, locally
+        if self.address and self.port:  # withdraw at once from our own join proxy
+            self.ctx.bus.publish(RegistrarHeard(self.address, self.port, 0))
         if self._grasp is not None and self._asa is not None:
             try:
                 self._grasp.deregister_asa(self._asa)
@@ -189,8 +189,6 @@ class RegistrarPart:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        if self.ctx.extras.get("registrar") is self:
-            del self.ctx.extras["registrar"]
         self._close_files()
 
     def _close_files(self) -> None:
@@ -241,13 +239,15 @@ class RegistrarPart:
 
     # -- announcing -----------------------------------------------------------------------
     def _start_flooding(self) -> None:
-        grasp = self.ctx.extras.get("grasp_acp")
+        port = self.ctx.acp_grasp
+        grasp = port.asa_api() if port is not None else None
         if grasp is None:
             if not self._warned_no_grasp:
                 LOG.warning("registrar: no ACP GRASP instance: AN_join_registrar is not flooded "
                             "(only the local join proxy learns of this registrar)")
                 self._warned_no_grasp = True
             return
+        assert self.address is not None and self.port is not None
         try:
             asa = grasp.register_asa(ASA_NAME)
             grasp.register_objective(asa, registrar_objective(), ttl_ms=self.flood_ttl_ms,
@@ -257,14 +257,13 @@ class RegistrarPart:
             LOG.error("registrar: cannot register with ACP GRASP (%s): not flooding", exc)
             return
         self._grasp, self._asa = grasp, asa
-        part = self.ctx.extras.get("grasp")  # the ACP GRASP part: tell us of new channels
-        if part is not None and hasattr(part, "on_new_interface"):
-            self._unsub_new_interface = part.on_new_interface(lambda _ifname: self.announce())
+        self._unsub_new_interface = self.ctx.bus.subscribe(
+            AcpGraspInterfaceUp, lambda _event: self.announce())
 
     def announce(self) -> None:
         """One AN_join_registrar flood, and the news to our own join proxy."""
         assert self.address is not None and self.port is not None
-        if self._grasp is not None:
+        if self._grasp is not None and self._asa is not None:
             try:
                 self._grasp.flood(self._asa, self.flood_ttl_ms,
                                   flood_items(self.address, self.port))
@@ -272,9 +271,7 @@ class RegistrarPart:
                 self.last_flood = time.time()
             except (GraspApiError, OSError) as exc:
                 LOG.warning("registrar: AN_join_registrar flood failed: %s", exc)
-        proxy = self.ctx.extras.get("join_proxy")
-        if proxy is not None:
-            proxy.registrar_heard(self.address, self.port, self.flood_ttl_ms)
+        self.ctx.bus.publish(RegistrarHeard(self.address, self.port, self.flood_ttl_ms))
 
     async def _flood_loop(self) -> None:
         while True:
