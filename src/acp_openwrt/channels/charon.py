@@ -46,6 +46,13 @@ def _vici_answers(path: Path) -> bool:
     return True
 
 
+def _launch(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start charon's wrapper detached, its output appended to `log_path` (quick: a fork)."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                env=env, start_new_session=True, close_fds=True)
+
+
 def _is_charon(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/comm") as fh:
@@ -132,9 +139,7 @@ class CharonSupervisor:
                "STRONGSWAN_CONF": f"{INSIDE_RUN}/strongswan.conf"}
         argv = netns_argv(self.netns, ["/bin/sh", "-c", _WRAPPER, "acp-charon",
                                        str(self.dir), self.charon])
-        with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                          env=env, start_new_session=True, close_fds=True)
+        self._proc = _launch(argv, env, self.log_path)
         self.pid, self.adopted, self.started_at = self._proc.pid, False, time.monotonic()
         deadline = time.monotonic() + self.start_timeout
         while not _vici_answers(self.vici_socket):
@@ -154,12 +159,18 @@ class CharonSupervisor:
         loop = asyncio.get_running_loop()
         try:
             fd = os.pidfd_open(pid)
-        except OSError:
-            while _is_charon(pid):
+        except ProcessLookupError:
+            return
+        except OSError:   # a kernel without pidfd (< 5.3): nothing to wait on but the pid
+            while _is_charon(pid):  # noqa: ASYNC110 - no event exists to wait for
                 await asyncio.sleep(0.5)
             return
-        done = loop.create_future()
-        loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+        done: asyncio.Future[None] = loop.create_future()
+
+        def exited() -> None:
+            if not done.done():
+                done.set_result(None)
+        loop.add_reader(fd, exited)
         try:
             await done
         finally:

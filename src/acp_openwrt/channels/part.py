@@ -32,7 +32,6 @@ from .. import events
 from ..core import CoreTimer
 from ..identity.certificate import load_certificates
 from ..netns import namespace_executor
-from ..node_context import Part
 from . import initiation, reconcile
 from . import xfrm_interface as xi
 from .attempts import InitiationSlots, Limits, Parking
@@ -67,7 +66,7 @@ DEFAULT_TIMERS = ChannelTimers()
 DEFAULT_LIMITS = Limits()
 
 
-class ChannelPart(Part):
+class ChannelPart:
     name = "channels"
 
     def __init__(self, ctx: Any, *, timers: ChannelTimers = DEFAULT_TIMERS,
@@ -187,8 +186,13 @@ class ChannelPart(Part):
         await self._vici("connect")
         assert self._creds is not None
         await self._vici("load_credentials", self._creds)
-        self.driver.listen(lambda ev: loop.call_soon_threadsafe(self._on_sa_event, ev),
-                           lambda why: loop.call_soon_threadsafe(LOG.warning, "charon: %s", why))
+
+        def on_event(ev: SaEvent | LogLine) -> None:   # on the driver's thread
+            loop.call_soon_threadsafe(self._on_sa_event, ev)
+
+        def on_lost(why: str) -> None:
+            loop.call_soon_threadsafe(LOG.warning, "charon: %s", why)
+        self.driver.listen(on_event, on_lost)
 
     async def stop(self) -> None:
         """Terminate every SA, unload every connection, delete interfaces, routes, lo address."""

@@ -9,6 +9,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +147,11 @@ class ViciDriver:
         self._call("load-cert", lambda: s.load_cert(
             {"type": "X509", "flag": "NONE", "data": creds.cert_pem}))
         for pem in creds.chain_pems:
-            self._call("load-cert (intermediate)", lambda pem=pem: s.load_cert(
-                {"type": "X509", "flag": "NONE", "data": pem}))
+            self._call("load-cert (intermediate)",
+                       partial(s.load_cert, {"type": "X509", "flag": "NONE", "data": pem}))
         for pem in creds.anchor_pems:
-            self._call("load-cert (trust anchor)", lambda pem=pem: s.load_cert(
-                {"type": "X509", "flag": "CA", "data": pem}))
+            self._call("load-cert (trust anchor)",
+                       partial(s.load_cert, {"type": "X509", "flag": "CA", "data": pem}))
 
     def load_connection(self, name: str, conn: dict[str, Any]) -> None:
         self._call(f"load-conn {name}", lambda: self.session.load_conn({name: conn}))

@@ -12,7 +12,9 @@ import ipaddress
 import os
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -129,7 +131,7 @@ def delete_if_id(if_id: int) -> bool:
         found = False
         for x in list_xfrm():
             if x.if_id == if_id:
-                _quiet(lambda: ipr.link("del", index=x.index))
+                _quiet(partial(ipr.link, "del", index=x.index))
                 found = True
         return found
 
@@ -162,10 +164,10 @@ def flush_xfrm(namespace: str) -> None:
                     raise OSError(code, f"xfrm flush: {os.strerror(code)}")
 
 
-def _quiet(fn: object) -> None:
+def _quiet(fn: Callable[[], object]) -> None:
     """Teardown of something already gone is fine."""
     try:
-        fn()  # type: ignore[operator]
+        fn()
     except NetlinkError as exc:
         if exc.code not in (errno.ENODEV, errno.ESRCH, errno.ENOENT, errno.EADDRNOTAVAIL):
             raise
