@@ -1,11 +1,14 @@
 """Which IKE identity a node uses, and whether a peer's identity fits its certificate.
 
-RFC 8994 §6.8.3.1.2 asks for ID_IPV6_ADDR carrying the ACP address. strongSwan only sends and
-accepts an identity its certificate confirms, and the AcpNodeName otherName confirms nothing to
-it. So our registrar (and lab.pki's `ip_address=`) also writes the ACP address as an iPAddress
-subjectAltName: then the RFC's identity is used as is. Certificates without it fall back to the
-rfc822Name carrying the acp-node-name (the AnimaGUS/legacy carrier), else to the subject DN
-(strongSwan's default when no id is given). See docs/channels.md.
+RFC 8994 §6.8.3.1.2 asks for ID_IPV6_ADDR carrying the ACP address. strongSwan (5.9) would
+*send* any configured identity, but it *accepts* a peer's identity only when the peer's
+certificate confirms it (subject DN or a subjectAltName it parses), and the AcpNodeName otherName
+confirms nothing to it: the receiving charon logs "no trusted ECDSA public key found for
+'<address>'" and refuses (tried in the guest: tests/vm/test_ike_interop.py; the evidence is in
+docs/conformance.md). So our registrar (and lab.pki's `ip_address=`) also writes the ACP address
+as an iPAddress subjectAltName: then the RFC's identity is used as is. Certificates without it
+fall back to the rfc822Name carrying the acp-node-name (the AnimaGUS/legacy carrier), else to
+the subject DN (strongSwan's default when no id is given), which strongSwan peers accept.
 """
 from __future__ import annotations
 
