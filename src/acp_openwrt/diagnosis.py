@@ -114,7 +114,7 @@ def _namespaces(f: NodeAnswers, present: Collection[str] | None) -> Check:
                      "restart acpd and read its log")
     text = f"dull={names['dull']} acp={names['acp']}"
     if present is not None:
-        missing = [v for v in names.values() if v not in present]
+        missing = [str(v) for v in names.values() if v not in present]
         if missing:
             return Check("namespaces", Verdict.FAIL,
                          f"namespace {', '.join(missing)} missing ({text})",

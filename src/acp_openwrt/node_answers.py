@@ -52,11 +52,11 @@ class NodeAnswers:
 
     def _pick(self, cmd: str, fallback: Any, kind: type) -> Any:
         """The command's reply if it is the right shape, else the status copy, else None."""
-        reply = self.answers.get(cmd)
-        if isinstance(reply, kind):
-            return [e for e in reply if isinstance(e, dict)] if kind is list else reply
-        if isinstance(fallback, kind):
-            return [e for e in fallback if isinstance(e, dict)] if kind is list else fallback
+        for value in (self.answers.get(cmd), fallback):
+            if kind is list and isinstance(value, list):
+                return [e for e in value if isinstance(e, dict)]
+            if kind is dict and isinstance(value, dict):
+                return value
         return None
 
     def why_missing(self, cmd: str) -> str:

@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 from pathlib import Path
+from typing import Any
 
 from . import CommandError, add_json_flag, node_request, print_json, print_table
 
@@ -61,7 +62,7 @@ def cmd_voucher(args: argparse.Namespace) -> int:
         signed = cms.verify(_read(args.file))
     except cms.CmsError as exc:
         raise CommandError(f"{args.file}: {exc}") from None
-    out = {"content_type": signed.content_type,
+    out: dict[str, Any] = {"content_type": signed.content_type,
            "signer": signed.signer.subject.rfc4514_string(),
            "signing_time": signed.signing_time.isoformat() if signed.signing_time else None}
     if args.anchor:

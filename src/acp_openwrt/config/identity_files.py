@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from .schema import AcpConfig
 
@@ -24,6 +25,6 @@ DEFAULT_NAMES = {
 
 def with_identity_files(config: AcpConfig, state_dir: Path = STATE_DIR) -> AcpConfig:
     """`config` with every unset certificate/key path set to its default under `state_dir`."""
-    unset = {name: state_dir / file for name, file in DEFAULT_NAMES.items()
-             if getattr(config, name) is None}
+    unset: dict[str, Any] = {name: state_dir / file for name, file in DEFAULT_NAMES.items()
+                             if getattr(config, name) is None}
     return dataclasses.replace(config, **unset) if unset else config

@@ -227,8 +227,9 @@ def _section(section: UciSection, filename: str) -> ConnectConfig:
 def connects_from_uci(package: UciPackage) -> tuple[ConnectConfig, ...]:
     """Every `config connect` section of a parsed file, validated, in file order."""
     out: list[ConnectConfig] = []
-    by_name: dict[str, ConnectConfig] = {}
-    by_device: dict[str, ConnectConfig] = {}
+    # each keyed by the value two sections must not share
+    by_name: dict[object, ConnectConfig] = {}
+    by_device: dict[object, ConnectConfig] = {}
     by_subnet: dict[object, ConnectConfig] = {}
     filename = package.filename
     for section in (s for s in package.sections if s.type == SECTION_TYPE):

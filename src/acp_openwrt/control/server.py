@@ -207,7 +207,8 @@ class ControlServer:
             pass
         finally:
             self._clients -= 1
-            self._serving.discard(task)  # type: ignore[arg-type]
+            if task is not None:
+                self._serving.discard(task)
             writer.close()
 
     async def _send(self, writer: asyncio.StreamWriter, reply: dict[str, Any]) -> bool:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -37,6 +38,8 @@ from .certificate import (
     validity,
 )
 from .node_name import AcpNodeName
+
+_Ext = TypeVar("_Ext", bound=x509.ExtensionType)
 
 MAX_INTERMEDIATES = 2
 
@@ -88,7 +91,7 @@ def _critical_problem(cert: x509.Certificate, what: str) -> str | None:
     return None
 
 
-def _extension(cert: x509.Certificate, kind: type) -> object | None:
+def _extension(cert: x509.Certificate, kind: type[_Ext]) -> _Ext | None:
     try:
         return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:

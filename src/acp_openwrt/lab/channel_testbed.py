@@ -37,7 +37,13 @@ from .pki import NodeCredentials, TestCA
 IFA_F_NODAD = 0x02
 ADDRGENMODE_NONE = 1
 FAST_TIMERS = ChannelTimers(dpd_delay=1)
-FAST_CHARON = dict(retransmit_timeout=1.0, retransmit_tries=2, retransmit_base=1.4)
+FAST_CHARON = CharonSettings(vici_socket="/run/charon.vici", retransmit_timeout=1.0,
+                             retransmit_tries=2, retransmit_base=1.4)
+
+
+def control_path(config: AcpConfig) -> Path:
+    assert config.control_socket is not None  # AcpConfig derives it from run_dir
+    return config.control_socket
 
 
 @dataclass
@@ -54,11 +60,10 @@ class BedNode:
 
     def new_service(self, **kwargs: Any) -> ChannelPart:
         kwargs.setdefault("timers", FAST_TIMERS)
-        kwargs.setdefault("charon_settings",
-                          CharonSettings(vici_socket="/run/charon.vici", **FAST_CHARON))
+        kwargs.setdefault("charon_settings", FAST_CHARON)
         kwargs.setdefault("initial_retry", 2.0)
         kwargs.setdefault("adoption_grace", 20.0)
-        self.ctx.control = ControlServer(self.ctx.config.control_socket)
+        self.ctx.control = ControlServer(control_path(self.ctx.config))
         self.service = ChannelPart(self.ctx, **kwargs)
         return self.service
 
@@ -97,7 +102,7 @@ class Testbed:
                            trust_anchors=creds.anchor_path, namespace_dull=dull,
                            namespace_acp=acp, run_dir=run / "run", log_dir=run / "log")
         from ..identity.node_name import parse_acp_node_name
-        ctx = NodeContext(config, EventBus(), ControlServer(config.control_socket),
+        ctx = NodeContext(config, EventBus(), ControlServer(control_path(config)),
                           identity_summary(parse_acp_node_name(node_name)))
         node = BedNode(name, number, dull, acp, ctx, creds, str(address.address))
         self.nodes[name] = node

@@ -17,6 +17,7 @@ arguments (or no guest to be had), 124/125 if the guest timed out or broke, 130 
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -160,12 +161,16 @@ def form_acp(demo: Demo) -> str:
             f"{len(NODES)} nodes in the DODAG")
 
 
+def _pings(lab: AcpdLab, src: str, dst: str) -> bool:
+    return lab.ping(src, dst) == 1
+
+
 def reach_all_pairs(demo: Demo) -> str:
     lab = demo.need_lab()
     pairs = [(src, dst) for src in NODES for dst in NODES if src != dst]
     for src, dst in pairs:
         wait(demo, f"{src} reaches {dst}'s ACP address",
-             lambda src=src, dst=dst: lab.ping(src, dst) == 1, timeout=30)
+             functools.partial(_pings, lab, src, dst), timeout=30)
     demo.mark("full ACP")
     demo.progress(f"all {len(pairs)} ordered pairs of nodes reach each other's ACP addresses")
     return f"{len(pairs)} of {len(pairs)} pairs answer"

@@ -16,6 +16,7 @@ import datetime as dt
 import ipaddress
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +34,9 @@ NODE_LIFETIME = dt.timedelta(days=365)
 CA_LIFETIME = dt.timedelta(days=3650)
 CLOCK_SKEW = dt.timedelta(hours=1)
 
-_CURVES = {"p192": ec.SECP192R1, "p224": ec.SECP224R1, "p256": ec.SECP256R1,
-           "p384": ec.SECP384R1, "p521": ec.SECP521R1}
+_CURVES: dict[str, Callable[[], ec.EllipticCurve]] = {
+    "p192": ec.SECP192R1, "p224": ec.SECP224R1, "p256": ec.SECP256R1, "p384": ec.SECP384R1,
+    "p521": ec.SECP521R1}
 _KEY_TYPE = re.compile(r"(?:ec-(p\d+)|rsa-(\d+))\Z")
 _FILE_STEM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
@@ -50,10 +52,12 @@ def generate_key(key_type: str = DEFAULT_KEY_TYPE) -> PrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=int(match.group(2)))
 
 
-def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm:
+def _hash_for(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512:
     """Match the hash to the curve strength (RFC 8994 §6.2.1 wants SHA-256 at least)."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        return {384: hashes.SHA384(), 521: hashes.SHA512()}.get(key.curve.key_size, hashes.SHA256())
+        stronger: dict[int, hashes.SHA384 | hashes.SHA512] = {384: hashes.SHA384(),
+                                                              521: hashes.SHA512()}
+        return stronger.get(key.curve.key_size, hashes.SHA256())
     return hashes.SHA256()
 
 
@@ -142,7 +146,7 @@ class TestCA:
             NameOID.COMMON_NAME, common_name or f"ACP domain CA {domain}")])
         start, end = _window(not_before, not_after, CA_LIFETIME)
         builder = cls._ca_builder(subject, subject, key, key, start, end, path_length, True, True)
-        cert = builder.sign(key, _hash_for(key), **_padding(key, pss))
+        cert = builder.sign(key, _hash_for(key), rsa_padding=_padding(key, pss))
         cert_path, key_path = cls._write(folder, _check_stem(name), cert, key)
         return cls(folder, name, domain, cert, key, cert_path, key_path, cert_path, (), cert, pss)
 
@@ -183,7 +187,7 @@ class TestCA:
 
     def _sign(self, builder: x509.CertificateBuilder) -> x509.Certificate:
         return builder.sign(self.private_key, _hash_for(self.private_key),
-                            **_padding(self.private_key, self.pss))
+                            rsa_padding=_padding(self.private_key, self.pss))
 
     def issue_intermediate(self, name: str, *, common_name: str | None = None,
                            key_type: str = DEFAULT_KEY_TYPE,
@@ -261,9 +265,10 @@ class TestCA:
                                self.chain, self.anchor, acp_node_name)
 
 
-def _padding(key: PrivateKey, pss: bool) -> dict[str, object]:
-    """Keyword arguments for CertificateBuilder.sign: PSS only when asked and the key is RSA."""
+def _padding(key: PrivateKey, pss: bool) -> padding.PSS | None:
+    """CertificateBuilder.sign's rsa_padding: PSS only when asked and the key is RSA (None: the
+    key's default, PKCS#1 v1.5 for RSA)."""
     if pss and isinstance(key, rsa.RSAPrivateKey):
-        return {"rsa_padding": padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
-                                           salt_length=padding.PSS.DIGEST_LENGTH)}
-    return {}
+        return padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                           salt_length=padding.PSS.DIGEST_LENGTH)
+    return None

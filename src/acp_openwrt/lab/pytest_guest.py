@@ -69,7 +69,7 @@ class ResultCollector:
         self.results: dict[str, dict[str, str]] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        outcome = report.outcome
+        outcome: str = report.outcome
         if report.skipped and hasattr(report, "wasxfail"):
             outcome = "xfailed"
         text = _skip_reason(report) if report.skipped else report.longreprtext
@@ -201,6 +201,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _stand_in(item: pytest.Item) -> GuestItem:
+    assert item.parent is not None  # a collected test item sits in its module
     new = GuestItem.from_parent(item.parent, name=item.name, nodeid=item.nodeid)
     new.own_markers.extend(item.own_markers)
     new.keywords.update(item.keywords)

@@ -203,7 +203,8 @@ def _boot(qemu_cmd: list[str], cmd: GuestCommand, timeout: float,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        proc.stdout.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
     return GuestResult(status=-1, boot_seconds=boot_seconds,
                        total_seconds=time.monotonic() - start, console_log=console.log_tail())
 
