@@ -24,6 +24,7 @@ import ipaddress
 import os
 import socket
 from dataclasses import dataclass
+from typing import Literal
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -81,7 +82,7 @@ def move_out_of_host(device: str, acp_ns: str) -> bool:
     return was_up
 
 
-def find_in_acp(device: str) -> tuple[str, bool] | None | bool:
+def find_in_acp(device: str) -> tuple[str, bool] | Literal[False] | None:
     """In ACP: (section name, was_up) from our alias if `device` is ours; False if a link of
     that name exists but is not ours; None if absent."""
     with IPRoute() as ipr:

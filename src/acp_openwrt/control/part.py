@@ -19,7 +19,7 @@ import collections
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ def to_reply(method: str, result: Any) -> dict[str, Any]:
     name (`{"neighbors": [...]}`), scalars under "result", nulls are left out."""
     result = json.loads(json.dumps(result, default=str))
     if isinstance(result, dict):
-        return _plain(result)  # type: ignore[no-any-return]
+        return _plain(result)
     if isinstance(result, list):
         return {method: _plain(result)}
     return {} if result is None else {"result": result}
@@ -99,6 +99,16 @@ class UbusLost(Exception):
     """The connection to ubusd ended or stopped answering (the reason is the message)."""
 
 
+@contextlib.asynccontextmanager
+async def answered_within(seconds: float) -> AsyncIterator[None]:
+    """Bound a wait on ubusd: past `seconds` it is gone or hung (UbusLost)."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise UbusLost(f"ubusd did not answer within {seconds:g} s") from None
+
+
 class _Connection:
     """One live connection: the protocol core, the stream, and the requests awaiting answers."""
 
@@ -117,14 +127,14 @@ class _Connection:
         except (ConnectionError, OSError) as exc:
             raise UbusLost(f"ubusd connection: {exc}") from None
 
-    async def request(self, seq: int, message: bytes, timeout: float) -> RequestDone:
+    async def request(self, seq: int, message: bytes) -> RequestDone:
+        """Send one request and wait for its answer; the caller bounds the wait
+        (`answered_within`)."""
         future: asyncio.Future[RequestDone] = asyncio.get_running_loop().create_future()
         self.waiting[seq] = future
         try:
             await self.write(message)
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            raise UbusLost(f"ubusd did not answer within {timeout:g} s") from None
+            return await future
         finally:
             self.waiting.pop(seq, None)
             self.core.forget(seq)
@@ -242,7 +252,8 @@ class UbusPart(Part):
         self.socket_path = path
         reading = asyncio.create_task(self._read(conn), name="ubus-read")
         try:
-            await asyncio.wait({conn.hello, reading}, timeout=CONNECT_TIMEOUT_S,
+            first: set[asyncio.Future[Any]] = {conn.hello, reading}
+            await asyncio.wait(first, timeout=CONNECT_TIMEOUT_S,
                                return_when=asyncio.FIRST_COMPLETED)
             if reading.done():
                 raise reading.exception() or UbusLost("ubusd closed the connection")
@@ -250,7 +261,8 @@ class UbusPart(Part):
                 raise UbusLost(f"{path}: ubusd sent no hello within {CONNECT_TIMEOUT_S:g} s "
                                "(hung?)")
             seq, message = conn.core.add_object(OBJECT, {m: {} for m in self.methods})
-            done = await conn.request(seq, message, CONNECT_TIMEOUT_S)
+            async with answered_within(CONNECT_TIMEOUT_S):
+                done = await conn.request(seq, message)
             object_id = next((d.get(proto.ATTR_OBJID) for d in done.data
                               if proto.ATTR_OBJID in d), None)
             if done.status != proto.STATUS_OK or object_id is None:
@@ -273,12 +285,14 @@ class UbusPart(Part):
             while self._events:
                 name, data = self._events[0]
                 seq, message = conn.core.send_event(name, data)
-                await conn.request(seq, message, PING_TIMEOUT_S)
+                async with answered_within(PING_TIMEOUT_S):
+                    await conn.request(seq, message)
                 self._events.popleft()
                 self.counters["events_sent"] += 1
             if loop.time() >= next_ping:
                 seq, message = conn.core.ping()
-                await conn.request(seq, message, PING_TIMEOUT_S)
+                async with answered_within(PING_TIMEOUT_S):
+                    await conn.request(seq, message)
                 next_ping = loop.time() + PING_INTERVAL_S
             self._event_ready.clear()
             waiter = asyncio.ensure_future(self._event_ready.wait())
