@@ -104,7 +104,7 @@ class DaoSender:
         resend: list[tuple[NeighborKey, Dao]] = []
         failed: list[NeighborKey] = []
         for parent, state in list(self._parents.items()):
-            for seq, pending in list(state.pending.items()):
+            for _seq, pending in list(state.pending.items()):
                 if now < pending.deadline:
                     continue
                 if pending.retries <= 0:

@@ -53,7 +53,7 @@ class DownwardTable:
     def get(self, child: NeighborKey, target: ipaddress.IPv6Network) -> DownwardEntry | None:
         return self._entries.get(target, {}).get(child)
 
-    def remove_where(self, predicate) -> bool:  # type: ignore[no-untyped-def]
+    def remove_where(self, predicate: Callable[[NeighborKey], bool]) -> bool:
         """Drop entries whose child matches predicate(child); True when any went."""
         changed = False
         for target in list(self._entries):

@@ -23,13 +23,16 @@ import ipaddress
 import logging
 import socket
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 
 from .. import netns
 from .linkstate import usable
 from .routes import Route, RouteDiff, RouteKind, diff
+
+T = TypeVar("T")
 
 LOG = logging.getLogger("acpd.rpl.installer")
 RTPROT_ACP_RPL = 155
@@ -59,27 +62,27 @@ class RouteInstaller:
         if self._executor is None:
             self._executor = netns.namespace_executor(self.namespace)
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise RuntimeError("installer is not open")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def apply(self, desired: Iterable[Route]) -> RouteDiff:
         """Make the tagged routes equal `desired`; returns what was changed."""
-        return await self._run(self.reconcile, frozenset(desired))  # type: ignore[no-any-return]
+        return await self._run(self.reconcile, frozenset(desired))
 
     async def installed(self) -> frozenset[Route]:
-        return await self._run(self.dump)  # type: ignore[no-any-return]
+        return await self._run(self.dump)
 
     async def link(self, ifname: str) -> tuple[int, bool] | None:
         """An interface's index inside the namespace and whether it is usable (up, carrier);
         None if it does not exist."""
-        return await self._run(self._link, ifname)  # type: ignore[no-any-return]
+        return await self._run(self._link, ifname)
 
     async def enable_forwarding(self) -> bool:
         """net.ipv6.conf.all.forwarding=1 in the namespace (an RPL node is a router); returns
         whether it was off before."""
-        return await self._run(self._enable_forwarding)  # type: ignore[no-any-return]
+        return await self._run(self._enable_forwarding)
 
     async def close(self, remove: bool = True) -> None:
         """Remove our routes (unless told not to), then drop the handle and the thread."""

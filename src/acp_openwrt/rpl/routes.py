@@ -11,7 +11,7 @@ from dataclasses import dataclass
 DEFAULT_PREFIX = ipaddress.IPv6Network("::/0")
 
 
-class RouteKind(str, enum.Enum):
+class RouteKind(enum.StrEnum):
     UNICAST = "unicast"          # via a neighbour's link-local address on an interface
     BLACKHOLE = "blackhole"      # the unused part of the node's own prefix (RFC 8994 §6.12.1.11)
 

@@ -84,7 +84,8 @@ class SunshineLauncher:
             return  # nothing to run on yet; started again when a channel comes up
         self.argv = sunshine_argv(binary, interfaces, root=root, dodag_id=dodag_id, prefix=prefix)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / "sunshine.log", "ab") as log:
+        log_path = self.log_dir / "sunshine.log"
+        with await asyncio.to_thread(log_path.open, "ab") as log:
             self._proc = await asyncio.create_subprocess_exec(
                 *netns.netns_argv(self.namespace, self.argv), stdin=asyncio.subprocess.DEVNULL,
                 stdout=log, stderr=log, start_new_session=True)
