@@ -80,18 +80,21 @@ class AsaApi:
         raise NotImplementedError
 
     # -- events from the engine ---------------------------------------------------------------
+    def _flood_heard(self, event: FloodReceived) -> None:
+        subs = self._flood_subs.get(event.objective.name)
+        if subs:
+            for callback in list(subs.values()):
+                try:
+                    callback(event)
+                except Exception:
+                    self.engine.count("flood_callback_error")
+                    import logging
+                    logging.getLogger(__name__).exception("on_flood callback failed")
+
     def _dispatch(self, event: Any) -> None:
         kind = type(event)
         if kind is FloodReceived:
-            subs = self._flood_subs.get(event.objective.name)
-            if subs:
-                for callback in list(subs.values()):
-                    try:
-                        callback(event)
-                    except Exception:
-                        self.engine.count("flood_callback_error")
-                        import logging
-                        logging.getLogger(__name__).exception("on_flood callback failed")
+            self._flood_heard(event)
         elif kind is NegotiationRequested:
             entry = self._neg_queues.get(event.objective.name)
             if entry is None or entry[1].full():

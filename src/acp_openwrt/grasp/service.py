@@ -27,7 +27,7 @@ from typing import Any
 
 from ..core import CoreTimer
 from . import constants as c
-from .actions import CloseStream, OpenStream, Output, SendMulticast, SendStream
+from .actions import CloseStream, FloodReceived, OpenStream, Output, SendMulticast, SendStream
 from .asa_api import AsaApi
 from .engine import Engine, EngineConfig
 from .messages import is_link_local
@@ -217,7 +217,9 @@ class GraspService(AsaApi):
                 batch, self._backlog = [*self._backlog, *outputs], []
             while True:
                 for item in batch:
-                    if isinstance(item, SendMulticast):
+                    if isinstance(item, FloodReceived):  # most of what a flood causes: first
+                        self._flood_heard(item)
+                    elif isinstance(item, SendMulticast):
                         udp = self._udp.get(item.ifname)
                         if udp is not None:
                             udp.send(item.data)
