@@ -71,8 +71,10 @@ class Node:
                  keep: bool = False) -> None:
         self.config = config
         self.keep = keep
+        socket_path = config.control_socket
+        assert socket_path is not None  # AcpConfig derives it from run_dir when not given
         self.ctx = NodeContext(config=config, bus=EventBus(),
-                               control=ControlServer(config.control_socket), identity=identity)
+                               control=ControlServer(socket_path), identity=identity)
         self.services: list[Service] = []
         self.failed: dict[str, str] = {}
         self.created_namespaces: list[str] = []
@@ -162,11 +164,12 @@ class Node:
     def _identity_changed(self, event: IdentityChanged) -> None:
         """An LDevID was stored (enrolment or renewal): with a new acp-node-name the node
         rebuilds its parts (links and ACP connect stay, as in a restart with --keep)."""
-        config = dataclasses.replace(self.config, ldevid_cert=Path(event.cert_path),
+        cert = Path(event.cert_path)
+        config = dataclasses.replace(self.config, ldevid_cert=cert,
                                      ldevid_key=Path(event.key_path),
                                      trust_anchors=Path(event.trust_anchors_path))
         try:
-            identity = load_identity_summary(config.ldevid_cert)
+            identity = load_identity_summary(cert)
         except ValueError as exc:
             LOG.error("new LDevID %s unusable: %s", event.cert_path, exc)
             return

@@ -20,7 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar, Union
+from typing import TypeVar
 
 LOG = logging.getLogger("acpd.events")
 
@@ -147,9 +147,9 @@ class ConnectSubnetDown:
     prefix: str
 
 
-Event = Union[LinkAdopted, LinkReleased, AdjacencyUp, AdjacencyDown, ChannelUp, ChannelDown,
-              IdentityChanged, ProxyHeard, AnProxyStart, AnProxyStop, RegistrarHeard,
-              EstServerHeard, AcpGraspInterfaceUp, ConnectSubnetUp, ConnectSubnetDown]
+Event = (LinkAdopted | LinkReleased | AdjacencyUp | AdjacencyDown | ChannelUp | ChannelDown
+         | IdentityChanged | ProxyHeard | AnProxyStart | AnProxyStop | RegistrarHeard
+         | EstServerHeard | AcpGraspInterfaceUp | ConnectSubnetUp | ConnectSubnetDown)
 """Every event type published on the bus (a test checks that no other module defines one)."""
 E = TypeVar("E", bound=Event)
 

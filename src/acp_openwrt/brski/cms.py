@@ -15,7 +15,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Any
 
 from asn1crypto import algos, cms, core
 from asn1crypto import x509 as asn1_x509
@@ -30,7 +30,7 @@ ACCEPTED_CONTENT_TYPES = (ID_CT_ANIMA_JSON_VOUCHER, ID_DATA)
 MAX_CMS_BYTES = 256 * 1024
 MAX_CERTIFICATES = 16
 
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
@@ -117,7 +117,7 @@ def _load(der: bytes) -> cms.SignedData:
         if info["content_type"].native != "signed_data":
             raise CmsError(f"CMS content type is {info['content_type'].dotted}, not signedData")
         signed = info["content"]
-        signed.native  # force a full parse here, so malformed inner parts fail now
+        _ = signed.native  # force a full parse here, so malformed inner parts fail now
         return signed
     except CmsError:
         raise
@@ -151,7 +151,8 @@ def _matches(cert: x509.Certificate, sid: cms.SignerIdentifier) -> bool:
     return ski == sid.chosen.native
 
 
-def _attribute(attrs: cms.CMSAttributes, name: str) -> object | None:
+def _attribute(attrs: cms.CMSAttributes, name: str) -> Any:
+    """The one value (an asn1crypto object) of signed attribute `name`, or None."""
     values = [a["values"] for a in attrs if a["type"].native == name]
     if len(values) > 1 or (values and len(values[0]) != 1):
         raise CmsError(f"signed attribute {name} must appear once with one value")

@@ -7,8 +7,6 @@ attribute; decoding accepts that too. Unknown entries are ignored, as RFC 7030 a
 """
 from __future__ import annotations
 
-from typing import Union
-
 from asn1crypto import core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
@@ -29,7 +27,7 @@ ID_EXTENSION_REQUEST = "1.2.840.113549.1.9.14"
 ID_CE_SUBJECT_ALT_NAME = "2.5.29.17"
 ID_ON_ACP_NODE_NAME = "1.3.6.1.5.5.7.8.10"
 
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 
 class CsrError(ValueError):
@@ -96,7 +94,7 @@ def decode_csr_attrs(der: bytes) -> str | None:
         raise CsrError(f"CSR attributes of {len(der)} bytes are larger than {MAX_CSRATTRS_BYTES}")
     try:
         attrs = _CsrAttrs.load(der, strict=True)
-        attrs.native
+        _ = attrs.native  # a full parse: malformed inner parts fail here
         for entry in attrs:
             if entry.name != "attribute":
                 continue
@@ -124,7 +122,8 @@ def decode_csr_attrs(der: bytes) -> str | None:
 def build_csr(key: PrivateKey, acp_node_name: str,
               serial_number: str | None = None) -> x509.CertificateSigningRequest:
     """The pledge's CSR: the acp-node-name as otherName (RFC 8994 §6.2.2), serialNumber kept."""
-    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, acp_node_name.split("@")[0][:64] or "acp")]
+    common_name = acp_node_name.split("@")[0][:64] or "acp"
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if serial_number:
         attributes.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial_number))
     algorithm = hashes.SHA384() if isinstance(key, ec.EllipticCurvePrivateKey) and \

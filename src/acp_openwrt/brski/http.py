@@ -64,9 +64,9 @@ def text_response(status: int, message: str) -> Response:
     return Response(status, message.encode("utf-8"), {"content-type": "text/plain; charset=utf-8"})
 
 
-async def _read_head(reader: asyncio.StreamReader, timeout: float) -> list[str] | None:
+async def _read_head(reader: asyncio.StreamReader, read_timeout: float) -> list[str] | None:
     try:
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), read_timeout)
     except asyncio.IncompleteReadError as exc:
         if not exc.partial.strip():
             return None  # the peer closed between messages: not an error
@@ -101,7 +101,7 @@ def _headers(lines: list[str]) -> dict[str, str]:
     return headers
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], timeout: float,
+async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], read_timeout: float,
                      limit: int) -> bytes:
     text = headers.get("content-length", "0")
     if not text.isdigit() or len(text) > 12:
@@ -110,30 +110,30 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], time
     if length > limit:
         raise HttpError(f"body of {length} bytes is larger than {limit}", 413)
     try:
-        return await asyncio.wait_for(reader.readexactly(length), timeout)
+        return await asyncio.wait_for(reader.readexactly(length), read_timeout)
     except asyncio.IncompleteReadError:
         raise HttpError("connection closed inside an HTTP body") from None
     except TimeoutError:
         raise HttpError("timed out reading an HTTP body", 408) from None
 
 
-async def read_request(reader: asyncio.StreamReader, *, timeout: float = READ_TIMEOUT,
+async def read_request(reader: asyncio.StreamReader, *, read_timeout: float = READ_TIMEOUT,
                        body_limit: int = MAX_BODY_BYTES) -> Request | None:
     """The next request, or None when the client closed the connection cleanly."""
-    lines = await _read_head(reader, timeout)
+    lines = await _read_head(reader, read_timeout)
     if lines is None:
         return None
     parts = lines[0].split(" ")
     if len(parts) != 3 or parts[2] not in ("HTTP/1.1", "HTTP/1.0") or not parts[1].startswith("/"):
         raise HttpError(f"malformed request line {lines[0][:80]!r}")
     headers = _headers(lines[1:])
-    body = await _read_body(reader, headers, timeout, body_limit)
+    body = await _read_body(reader, headers, read_timeout, body_limit)
     return Request(parts[0], parts[1], headers, body)
 
 
-async def read_response(reader: asyncio.StreamReader, *, timeout: float = READ_TIMEOUT,
+async def read_response(reader: asyncio.StreamReader, *, read_timeout: float = READ_TIMEOUT,
                         body_limit: int = MAX_BODY_BYTES) -> Response:
-    lines = await _read_head(reader, timeout)
+    lines = await _read_head(reader, read_timeout)
     if lines is None:
         raise HttpError("connection closed before a response")
     parts = lines[0].split(" ", 2)
@@ -141,7 +141,8 @@ async def read_response(reader: asyncio.StreamReader, *, timeout: float = READ_T
             or len(parts[1]) != 3:
         raise HttpError(f"malformed status line {lines[0][:80]!r}")
     headers = _headers(lines[1:])
-    return Response(int(parts[1]), await _read_body(reader, headers, timeout, body_limit), headers)
+    body = await _read_body(reader, headers, read_timeout, body_limit)
+    return Response(int(parts[1]), body, headers)
 
 
 def _encode(first: str, headers: dict[str, str], body: bytes) -> bytes:
@@ -172,7 +173,7 @@ class HttpConnection:
         self.writer.write(encode_request(Request(method, path, dict(headers or {}), body),
                                          self.host))
         await self.writer.drain()
-        return await read_response(self.reader, timeout=self.timeout)
+        return await read_response(self.reader, read_timeout=self.timeout)
 
     async def close(self) -> None:
         self.writer.close()
@@ -197,7 +198,7 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
     try:
         for _ in range(max_requests):
             try:
-                request = await read_request(reader, timeout=idle_timeout)
+                request = await read_request(reader, read_timeout=idle_timeout)
             except HttpError as exc:
                 LOG.info("HTTP from %s refused: %s", peer, exc)
                 writer.write(encode_response(text_response(exc.status, str(exc))))

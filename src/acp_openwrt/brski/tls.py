@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import ssl
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -63,7 +64,13 @@ def server_context(cert_path: str | os.PathLike[str], key_path: str | os.PathLik
     return context
 
 
-def peer_certificate(transport_or_writer: object) -> x509.Certificate | None:
+class HasExtraInfo(Protocol):
+    """An asyncio transport or StreamWriter."""
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+def peer_certificate(transport_or_writer: HasExtraInfo) -> x509.Certificate | None:
     """The TLS peer's end-entity certificate (verified or not, per the context), or None."""
     get = transport_or_writer.get_extra_info
     ssl_object = get("ssl_object")
@@ -77,7 +84,7 @@ def peer_certificate(transport_or_writer: object) -> x509.Certificate | None:
 _DER = getattr(_ssl, "ENCODING_DER", 2)
 
 
-def peer_chain(transport_or_writer: object) -> list[x509.Certificate]:
+def peer_chain(transport_or_writer: HasExtraInfo) -> list[x509.Certificate]:
     """The certificates the peer sent, leaf first; else only the leaf.
 
     Public since Python 3.13; CPython 3.10 to 3.12 have it on the private _sslobj, used then:

@@ -120,7 +120,8 @@ class Voucher:
     def validate(self) -> None:
         kind = "voucher-request" if self.request else "voucher"
         if not isinstance(self.serial_number, str) or not 0 < len(self.serial_number) <= MAX_SERIAL:
-            raise VoucherError(f"{kind} serial-number must be a string of 1 to {MAX_SERIAL} characters")
+            raise VoucherError(f"{kind} serial-number must be a string of 1 to {MAX_SERIAL} "
+                               "characters")
         if self.assertion is not None and self.assertion not in ASSERTIONS:
             raise VoucherError(f"{kind} assertion {self.assertion!r} is not one of "
                                f"{', '.join(ASSERTIONS)}")

@@ -61,14 +61,15 @@ class IdentityPaths:
 
 
 async def _connect(locator: Locator, context: ssl.SSLContext, namespace: str | None,
-                   timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+                   io_timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     loop = asyncio.get_running_loop()
     scope = 0
-    if locator.ifname:
+    ifname = locator.ifname
+    if ifname:
         lookup = socket.if_nametoindex
         scope = await loop.run_in_executor(
-            None, lambda: netns.call_in(namespace, lookup, locator.ifname) if namespace
-            else lookup(locator.ifname))
+            None, lambda: netns.call_in(namespace, lookup, ifname) if namespace
+            else lookup(ifname))
     if namespace:
         sock = await loop.run_in_executor(None, netns.socket_in, namespace, socket.AF_INET6,
                                           socket.SOCK_STREAM)
@@ -77,9 +78,10 @@ async def _connect(locator: Locator, context: ssl.SSLContext, namespace: str | N
     try:
         sock.setblocking(False)
         await asyncio.wait_for(loop.sock_connect(sock, (locator.address, locator.port, 0, scope)),
-                               timeout)
+                               io_timeout)
         return await asyncio.wait_for(asyncio.open_connection(
-            sock=sock, ssl=context, server_hostname="", ssl_handshake_timeout=timeout), timeout)
+            sock=sock, ssl=context, server_hostname="", ssl_handshake_timeout=io_timeout),
+            io_timeout)
     except BaseException:
         sock.close()
         raise

@@ -19,7 +19,6 @@ import enum
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -30,13 +29,13 @@ from ..http import Response
 from ..tls import chain_problem
 from ..voucher import Voucher, VoucherError, new_nonce, parse_voucher
 
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 MAX_RETRY_AFTER = 60.0  # §5.6: the pledge caps Retry-After at 60 s
 MAX_RETRIES = 3
 STATUS_VERSION = 1
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     CONNECTING = "connecting"
     VOUCHER = "requesting-voucher"
     VOUCHER_STATUS = "voucher-status"
@@ -89,7 +88,7 @@ class Refused:
     reason: str
 
 
-Action = Union[SendRequest, Wait, Enrolled, Refused]
+Action = SendRequest | Wait | Enrolled | Refused
 
 
 def _status_body(status: bool, reason: str | None) -> bytes:
@@ -123,7 +122,8 @@ def generate_key(key_type: str = "ec-p256") -> PrivateKey:
 
 def _aki(cert: x509.Certificate) -> bytes | None:
     try:
-        return cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+        extension = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+        return extension.value.key_identifier
     except x509.ExtensionNotFound:
         return None
 
@@ -165,7 +165,8 @@ class PledgeAttempt:
             return self._fail("registrar sent no TLS certificate")
         self.registrar_cert, self.registrar_chain = registrar_cert, tuple(chain[1:])
         now = now or dt.datetime.now(dt.UTC)
-        request = Voucher(request=True, assertion="proximity", serial_number=self.identity.serial_number,
+        request = Voucher(request=True, assertion="proximity",
+                          serial_number=self.identity.serial_number,
                           nonce=self.nonce, created_on=now,
                           proximity_registrar_cert=registrar_cert.public_bytes(
                               serialization.Encoding.DER))
@@ -225,7 +226,8 @@ class PledgeAttempt:
                                   now if self.clock_trusted else None)
                     for anchor in self.identity.masa_anchors]
         if all(problems):
-            raise _Refusal(f"voucher not signed by a trusted MASA: {problems[0] if problems else 'no anchors'}")
+            raise _Refusal("voucher not signed by a trusted MASA: "
+                           f"{problems[0] if problems else 'no anchors'}")
         try:
             voucher = parse_voucher(signed.content)
         except VoucherError as exc:
@@ -241,7 +243,8 @@ class PledgeAttempt:
         if self.clock_trusted and voucher.expires_on is not None and now > voucher.expires_on:
             raise _Refusal(f"voucher expired on {voucher.expires_on.isoformat()}")
         issuer = _aki(self.identity.cert)
-        if voucher.idevid_issuer is not None and issuer is not None and voucher.idevid_issuer != issuer:
+        if voucher.idevid_issuer is not None and issuer is not None \
+                and voucher.idevid_issuer != issuer:
             raise _Refusal("voucher idevid-issuer does not match our IDevID's issuer")
         try:
             pinned = x509.load_der_x509_certificate(voucher.pinned_domain_cert or b"")
@@ -299,7 +302,7 @@ class PledgeAttempt:
             raise _Refusal(f"/csrattrs acp-node-name {name} carries no ACP address")
         self.acp_node_name = name
         self._key = generate_key(self.key_type)
-        request = csr.build_csr(self._key, name, self.identity.serial_number)  # type: ignore[arg-type]
+        request = csr.build_csr(self._key, name, self.identity.serial_number)
         body = base64.b64encode(request.public_bytes(serialization.Encoding.DER))
         self.state = State.ENROLL
         return self._send("POST", wellknown.SIMPLE_ENROLL, body,
@@ -343,7 +346,8 @@ class PledgeAttempt:
     def _retry(self, response: Response) -> Action:
         self._retries += 1
         if self._retries > MAX_RETRIES:
-            return self._fail(f"registrar kept answering 202 to {self._last.path if self._last else '?'}")
+            path = self._last.path if self._last else "?"
+            return self._fail(f"registrar kept answering 202 to {path}")
         text = response.headers.get("retry-after", "")
         seconds = float(text) if text.isdigit() else MAX_RETRY_AFTER
         return Wait(min(max(seconds, 0.0), MAX_RETRY_AFTER))

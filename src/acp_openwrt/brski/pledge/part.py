@@ -31,6 +31,13 @@ LOG = logging.getLogger("acpd.brski")
 DEFAULT_STATE_DIR = STATE_DIR
 
 
+def _set(path: Path | None) -> Path:
+    """A path `with_identity_files` filled in."""
+    if path is None:
+        raise ValueError("identity file path not set")
+    return path
+
+
 class PledgePart(Part):
     name = "brski"
 
@@ -38,12 +45,12 @@ class PledgePart(Part):
                  initial_backoff: float = INITIAL_BACKOFF, max_backoff: float = MAX_BACKOFF,
                  accept_nonceless: bool = True, renew_fraction: float = RENEW_FRACTION) -> None:
         self.ctx = ctx
-        config = with_identity_files(ctx.config, state_dir)
+        config = with_identity_files(ctx.config, state_dir)  # sets every path left unset
         self.paths = IdentityPaths(
-            idevid_cert=config.idevid_cert, idevid_key=config.idevid_key,
-            ldevid_cert=config.ldevid_cert, ldevid_key=config.ldevid_key,
-            trust_anchors=config.trust_anchors)
-        self.masa_anchors = config.manufacturer_trust_anchor
+            idevid_cert=_set(config.idevid_cert), idevid_key=_set(config.idevid_key),
+            ldevid_cert=_set(config.ldevid_cert), ldevid_key=_set(config.ldevid_key),
+            trust_anchors=_set(config.trust_anchors))
+        self.masa_anchors = _set(config.manufacturer_trust_anchor)
         self.book = ProxyBook(initial_backoff=initial_backoff, max_backoff=max_backoff)
         self.accept_nonceless = accept_nonceless
         self.renew_fraction = renew_fraction

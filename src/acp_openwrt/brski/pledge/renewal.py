@@ -82,7 +82,7 @@ def _b64(data: bytes) -> bytes:
 
 
 async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str | None = None,
-                   timeout: float = IO_TIMEOUT) -> x509.Certificate:
+                   io_timeout: float = IO_TIMEOUT) -> x509.Certificate:
     """Renew the stored LDevID at the EST server `locator`; returns the new certificate."""
     from .. import cms, csr  # asn1crypto: 2.5 MB, only while renewing (the LDevID's life is long)
     current = load_identity(stored.cert_path, stored.key_path)
@@ -97,11 +97,11 @@ async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str |
     context = verified_client_context(stored.trust_anchors_path, cert_path=stored.cert_path,
                                       key_path=stored.key_path)
     try:
-        reader, writer = await _connect(locator, context, namespace, timeout)
+        reader, writer = await _connect(locator, context, namespace, io_timeout)
     except (TimeoutError, OSError, ssl.SSLError) as exc:
         raise RenewalError(f"cannot reach EST server {locator}: {exc or type(exc).__name__}") \
             from None
-    connection = HttpConnection(reader, writer, timeout=timeout)
+    connection = HttpConnection(reader, writer, timeout=io_timeout)
     try:
         problem = _server_problem(peer_certificate(writer))
         if problem:
@@ -124,7 +124,8 @@ async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str |
         await connection.close()
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     mine = key.public_key().public_bytes(serialization.Encoding.DER, spki)
-    issued = [c for c in certs if c.public_key().public_bytes(serialization.Encoding.DER, spki) == mine]
+    issued = [c for c in certs
+              if c.public_key().public_bytes(serialization.Encoding.DER, spki) == mine]
     if len(issued) != 1:
         raise RenewalError("/simplereenroll returned no certificate for the new key")
     new = issued[0]

@@ -12,7 +12,8 @@ import sys
 
 def run() -> int:
     if "asyncio" not in sys.modules:
-        sys.modules.setdefault("ssl", None)  # type: ignore[assignment]  # import ssl -> ImportError
+        if "ssl" not in sys.modules:  # None in sys.modules: import ssl -> ImportError
+            sys.modules["ssl"] = None  # type: ignore[assignment]
     from .process import main
     return main()
 

@@ -23,7 +23,7 @@ import json
 import os
 import socket
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Union
+from typing import Any
 
 MAX_MESSAGE = 64 * 1024
 MAX_FDS = 4
@@ -103,11 +103,12 @@ class StatusReply:
     op: str = field(default="status_reply", init=False)
 
 
-Message = Union[Listen, Unlisten, Registrar, StatusRequest, Hello, Listening, ListenFailed,
-                RegistrarState, StatusReply]
-_TYPES: dict[str, type] = {t.op: t for t in (  # type: ignore[attr-defined]
+Message = (Listen | Unlisten | Registrar | StatusRequest | Hello | Listening | ListenFailed
+           | RegistrarState | StatusReply)
+_MESSAGE_TYPES: tuple[type[Message], ...] = (
     Listen, Unlisten, Registrar, StatusRequest, Hello, Listening, ListenFailed, RegistrarState,
-    StatusReply)}
+    StatusReply)
+_TYPES: dict[str, type[Message]] = {t.op: t for t in _MESSAGE_TYPES}
 _FDS_WANTED = {"listen": 1}
 
 
@@ -184,9 +185,11 @@ def decode(data: bytes, fd_count: int = 0) -> Message:
     if kind is None:
         raise HandoverError(f"unknown op {op!r}")
     if fd_count != _FDS_WANTED.get(op, 0):
-        raise HandoverError(f"{op} came with {fd_count} descriptors, wants {_FDS_WANTED.get(op, 0)}")
+        raise HandoverError(f"{op} came with {fd_count} descriptors, "
+                            f"wants {_FDS_WANTED.get(op, 0)}")
     names = [f.name for f in fields(kind) if f.init]
-    missing = [f.name for f in fields(kind) if f.init and f.default is MISSING and f.name not in obj]
+    missing = [f.name for f in fields(kind)
+               if f.init and f.default is MISSING and f.name not in obj]
     if missing:
         raise HandoverError(f"{op}: missing {', '.join(missing)}")
     extra = sorted(set(obj) - set(names))
@@ -244,7 +247,10 @@ class HandoverChannel:
         fd = self.sock.fileno()
         add, remove = ((self._loop.add_writer, self._loop.remove_writer) if writable
                        else (self._loop.add_reader, self._loop.remove_reader))
-        add(fd, lambda: fut.done() or fut.set_result(None))
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+        add(fd, ready)
         try:
             await fut
         finally:

@@ -2,13 +2,13 @@
 
 `JoinProxyPart(ctx)` is active only while the node has an LDevID. Per adopted DULL link it
 binds a TCP listener to the link-local address (made in DULL, where the unprivileged proxy can
-never open anything), starts `acp_openwrt.brski.proxy.process` (through proxy_entry) in the ACP
-namespace as an unprivileged user, and hands the sockets over (handover.py). acpd keeps its own copy of every listener, so a
-proxy that dies is restarted (with backoff) on the same ports and pledges' queued connections
-survive. Registrars come in as `RegistrarHeard` events (the ACP GRASP part's AN_join_registrar
-floods, and the registrar part of this node); the proxy reports whether it can relay, and this
-part publishes `AnProxyStart` / `AnProxyStop` for acpd's DULL flooder: AN_Proxy is flooded
-only while a registrar is known.
+never open anything), starts `acp_openwrt.brski.proxy.process` (through entry.py) in the ACP
+namespace as an unprivileged user, and hands the sockets over (handover.py). acpd keeps its own
+copy of every listener, so a proxy that dies is restarted (with backoff) on the same ports and
+pledges' queued connections survive. Registrars come in as `RegistrarHeard` events (the ACP
+GRASP part's AN_join_registrar floods, and the registrar part of this node); the proxy reports
+whether it can relay, and this part publishes `AnProxyStart` / `AnProxyStop` for acpd's DULL
+flooder: AN_Proxy is flooded only while a registrar is known.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from ... import netns
 from ...events import (
@@ -70,6 +70,11 @@ def settings_from_config(config: Any) -> ProxySettings:
         limits=RelayLimits(max_connections=config.join_proxy_max_connections,
                            max_per_pledge=config.join_proxy_max_per_pledge,
                            idle_timeout=float(config.join_proxy_idle_timeout)))
+
+
+def _open_log(log_dir: Path) -> BinaryIO:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return open(log_dir / "join-proxy.log", "ab")
 
 
 def _make_listener(dull_ns: str, link: LinkAdopted, port: int, backlog: int) -> socket.socket:
@@ -295,9 +300,7 @@ class JoinProxyPart(Part):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         # its own log, like every process acpd starts in a namespace (opened before it drops
         # privileges, so the unprivileged proxy needs no write access to log_dir)
-        log_dir = Path(self.ctx.log_dir)
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(log_dir / "join-proxy.log", "ab")
+        log = await asyncio.to_thread(_open_log, Path(self.ctx.log_dir))
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self._argv(child.fileno()), pass_fds=(child.fileno(),),

@@ -38,11 +38,11 @@ PROBE_RETRY_MAX = 5.0
 Probe = Callable[[RegistrarLocator], Awaitable[bool]]
 
 
-async def tcp_probe(locator: RegistrarLocator, timeout: float = PROBE_TIMEOUT) -> bool:
+async def tcp_probe(locator: RegistrarLocator, within: float = PROBE_TIMEOUT) -> bool:
     """Does the registrar accept a TCP connection (the route to it exists, it listens)?"""
     try:
         _reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(locator.address, locator.port), timeout)
+            asyncio.open_connection(locator.address, locator.port), within)
     except (TimeoutError, OSError):
         return False
     writer.close()
@@ -237,7 +237,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--handover-fd", type=int, required=True,
                         help="inherited SOCK_SEQPACKET socket to acpd")
     parser.add_argument("--netns", help="network namespace to enter first (the ACP namespace)")
-    parser.add_argument("--user", help="unprivileged user to become (required when started as root)")
+    parser.add_argument("--user",
+                        help="unprivileged user to become (required when started as root)")
     parser.add_argument("--group", help="group to become (default: the user's primary group)")
     defaults = RelayLimits()
     parser.add_argument("--max-connections", type=int, default=defaults.max_connections)

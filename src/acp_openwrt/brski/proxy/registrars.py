@@ -99,7 +99,8 @@ class RegistrarTable:
     def remaining(self, now: float) -> list[tuple[RegistrarLocator, int]]:
         """Each live registrar with its remaining ttl in ms (to re-feed a restarted proxy)."""
         self.expire(now)
-        return [(loc, max(1, int((exp - now) * 1000))) for loc, exp in sorted(self._expires.items())]
+        return [(loc, max(1, int((exp - now) * 1000)))
+                for loc, exp in sorted(self._expires.items())]
 
     def status(self, now: float) -> list[dict[str, Any]]:
         return [{**loc.to_dict(), "expires_in": round(ms / 1000.0, 1)}

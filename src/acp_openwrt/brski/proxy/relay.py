@@ -115,10 +115,10 @@ class Relay:
         self._sweeper: asyncio.Task[None] | None = None
 
     async def add_listener(self, ifname: str, sock: socket.socket) -> tuple[str, int]:
-        """Serve a listening socket (replacing the interface's old one); returns its address, port."""
+        """Serve a listening socket (replacing the interface's old one); returns address, port."""
         await self.remove_listener(ifname)
         sock.setblocking(False)
-        info = {"ifname": ifname, "accepted": 0, "refused": 0}
+        info: dict[str, Any] = {"ifname": ifname, "accepted": 0, "refused": 0}
         server = await asyncio.start_server(
             lambda r, w: self._accept(info, r, w), sock=sock, limit=CHUNK)
         address, port = sock.getsockname()[:2]

@@ -37,7 +37,8 @@ def resolve_user(user: str, group: str | None = None) -> tuple[int, int]:
         except (KeyError, ValueError):
             raise SandboxError(f"no such group {group!r}") from None
     if entry.pw_uid == 0 or gid == 0:
-        raise SandboxError(f"user {user!r} / group {gid} is root: the join proxy must not run as root")
+        raise SandboxError(f"user {user!r} / group {gid} is root: "
+                           "the join proxy must not run as root")
     return entry.pw_uid, gid
 
 

@@ -26,7 +26,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cryptography import x509
@@ -70,7 +70,8 @@ def _b64(data: bytes) -> bytes:
 
 def _aki(cert: x509.Certificate) -> bytes | None:
     try:
-        return cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+        extension = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+        return extension.value.key_identifier
     except x509.ExtensionNotFound:
         return None
 
@@ -188,9 +189,11 @@ class Registrar:
         except (cms.CmsError, VoucherError) as exc:
             return self._refuse(400, who, f"voucher-request rejected: {exc}")
         if signed.signer != client:
-            return self._refuse(403, who, "voucher-request is not signed by the TLS client's IDevID")
+            return self._refuse(403, who,
+                                "voucher-request is not signed by the TLS client's IDevID")
         if pledge_request.assertion != "proximity":
-            return self._refuse(403, who, f"assertion {pledge_request.assertion!r} is not proximity")
+            return self._refuse(403, who,
+                                f"assertion {pledge_request.assertion!r} is not proximity")
         if pledge_request.proximity_registrar_cert != self._cert_der:
             return self._refuse(401, who, "proximity-registrar-cert is not this registrar's "
                                           "certificate (man in the middle?)")
@@ -210,12 +213,14 @@ class Registrar:
             request=True, assertion="proximity", serial_number=serial,
             nonce=pledge_request.nonce, created_on=dt.datetime.now(dt.UTC),
             idevid_issuer=_aki(client), prior_signed_voucher_request=request.body)
-        body = cms.sign(registrar_request.to_json(), self.cert, self.key, chain=list(self.ca.cacerts))
+        body = cms.sign(registrar_request.to_json(), self.cert, self.key,
+                        chain=list(self.ca.cacerts))
         answer = await masa_client.request_voucher(url, body, self.masa_context,
                                                    namespace=self.masa_namespace)
         if answer.status != 200 or answer.content_type() != wellknown.VOUCHER_CMS_JSON:
             status = answer.status if 400 <= answer.status < 600 else 502
-            return self._refuse(status, who, f"MASA {url} answered {answer.status}: {answer.text()}")
+            return self._refuse(status, who,
+                                f"MASA {url} answered {answer.status}: {answer.text()}")
         self.vouched[serial] = time.monotonic()
         self._expect_status(serial, *STATUS_KINDS)
         LOG.info("registrar relayed a voucher from MASA %s to %s", logsafe(url), logsafe(who))
@@ -345,7 +350,7 @@ class Registrar:
     # --- serving -----------------------------------------------------------------------------
 
     def ssl_context(self, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
-                    idevid_anchor_paths: list[str | os.PathLike[str]]) -> ssl.SSLContext:
+                    idevid_anchor_paths: Sequence[str | os.PathLike[str]]) -> ssl.SSLContext:
         """Server TLS: our certificate; clients may present an IDevID (manufacturer anchors)
         or an LDevID (the domain CA)."""
         return server_context(cert_path, key_path,

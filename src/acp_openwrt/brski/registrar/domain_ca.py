@@ -19,7 +19,6 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,7 +29,7 @@ from ...identity.certificate import acp_node_name_general_name, validity
 from ..file_switch import NewFile, SwitchError, recover_switch, switch_files
 from ..wellknown import ID_KP_CMC_RA
 
-PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 CA_LIFETIME = dt.timedelta(days=3650)
 NODE_LIFETIME = dt.timedelta(days=90)
 BACKDATE = dt.timedelta(minutes=10)
@@ -47,7 +46,7 @@ def _key_usage(ca: bool) -> x509.KeyUsage:
                          encipher_only=False, decipher_only=False)
 
 
-def _hash(key: PrivateKey) -> hashes.HashAlgorithm:
+def _hash(key: PrivateKey) -> hashes.SHA256 | hashes.SHA384:
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
         return hashes.SHA384()
     return hashes.SHA256()

@@ -19,7 +19,7 @@ CONNECT_TIMEOUT = 5.0
 
 
 async def _open(host: str, port: int, context: ssl.SSLContext, namespace: str | None,
-                timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+                io_timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     if namespace is None:
         return await asyncio.open_connection(host, port, ssl=context, server_hostname=host)
     loop = asyncio.get_running_loop()
@@ -38,7 +38,7 @@ async def _open(host: str, port: int, context: ssl.SSLContext, namespace: str | 
 
 
 async def request_voucher(masa_url: str, signed_request: bytes, context: ssl.SSLContext, *,
-                          timeout: float = CONNECT_TIMEOUT,
+                          io_timeout: float = CONNECT_TIMEOUT,
                           namespace: str | None = None) -> Response:
     """POST the registrar voucher-request; the MASA's answer, or a 502 naming the failure.
 
@@ -50,11 +50,11 @@ async def request_voucher(masa_url: str, signed_request: bytes, context: ssl.SSL
         return text_response(502, str(exc))
     try:
         reader, writer = await asyncio.wait_for(
-            _open(host, port, context, namespace, timeout), timeout)
+            _open(host, port, context, namespace, io_timeout), io_timeout)
     except (TimeoutError, OSError, ssl.SSLError) as exc:
         return text_response(502, f"MASA {host}:{port} unreachable: {exc or type(exc).__name__}")
     connection = HttpConnection(reader, writer, host=f"[{host}]:{port}" if ":" in host
-                                else f"{host}:{port}", timeout=timeout)
+                                else f"{host}:{port}", timeout=io_timeout)
     try:
         return await connection.request("POST", f"{prefix}/requestvoucher", signed_request, {
             "Content-Type": VOUCHER_CMS_JSON, "Accept": VOUCHER_CMS_JSON, "Connection": "close"})

@@ -151,8 +151,8 @@ class RegistrarPart(Part):
         if not anchors:
             LOG.warning("registrar: no manufacturer_trust_anchor: pledges' IDevIDs cannot be "
                         "verified, only LDevID renewal is served")
-        context = self._context = self.registrar.ssl_context(config.ldevid_cert,
-                                                             config.ldevid_key, anchors)
+        cert_path, key_path = self._ldevid_paths()  # _open() checked they are set
+        context = self._context = self.registrar.ssl_context(cert_path, key_path, anchors)
         loop = asyncio.get_running_loop()
         try:
             sock = await loop.run_in_executor(None, self._bind_in_acp, config.registrar_port)
@@ -190,6 +190,12 @@ class RegistrarPart(Part):
             await self._server.wait_closed()
             self._server = None
         self._close_files()
+
+    def _ldevid_paths(self) -> tuple[Path, Path]:
+        config = self.ctx.config
+        if config.ldevid_cert is None or config.ldevid_key is None:
+            raise RegistrarSetupError("ldevid_cert and ldevid_key are not set")
+        return config.ldevid_cert, config.ldevid_key
 
     def _close_files(self) -> None:
         if self.files is not None:
@@ -293,12 +299,14 @@ class RegistrarPart(Part):
             return False
         config = self.ctx.config
         try:
-            cert, key = issue_own_ldevid(self.files, config.ldevid_cert, config.ldevid_key,
-                                         config.trust_anchors)
+            cert_path, key_path = self._ldevid_paths()
+            if config.trust_anchors is None:
+                raise RegistrarSetupError("trust_anchors is not set")
+            cert, key = issue_own_ldevid(self.files, cert_path, key_path, config.trust_anchors)
             for context in (self._context, self.registrar.masa_context):
                 if context is not None:
-                    context.load_cert_chain(config.ldevid_cert, config.ldevid_key)
-        except (OSError, ValueError, ssl.SSLError) as exc:
+                    context.load_cert_chain(cert_path, key_path)
+        except (OSError, ValueError, ssl.SSLError, RegistrarSetupError) as exc:
             LOG.error("registrar: renewing this node's LDevID (%s) failed: %s", reason, exc)
             self._renew_after = time.monotonic() + RENEW_RETRY
             return False
