@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def import_costs() -> list[dict[str, Any]]:
                          capture_output=True, text=True, timeout=120)
     rows = json.loads(out.stdout)
     result = [{"import": rows[0][0], "rss_mb": round(rows[0][1] / 1024, 1)}]
-    for before, after in zip(rows, rows[1:]):
+    for before, after in pairwise(rows):
         result.append({"import": after[0],
                        "rss_mb": round((after[1] - before[1]) / 1024, 1),
                        "anon_mb": round((after[2] - before[2]) / 1024, 1),

@@ -93,7 +93,8 @@ TARGETS = (
            lambda f: f["service"]["rss_growth_second_half_mb"], lambda v: v <= 1.0,
            lambda v, f: f"{v:+.2f} MB ({f['service']['rss_before_mb']:.1f} -> "
                         f"{f['service']['rss_after_mb']:.1f} MB, peak "
-                        f"{f['service']['rss_peak_mb']:.1f} MB; {f['service']['accepted']:,} floods "
+                        f"{f['service']['rss_peak_mb']:.1f} MB; "
+                        f"{f['service']['accepted']:,} floods "
                         f"in {f['service']['seconds']:.0f} s)"),
     Target("GRASP negotiation request -> step -> end", "grasp_io", "median < 0.3 ms",
            lambda f: f["negotiation_median_ms"], lambda v: v < 0.3,
@@ -157,6 +158,6 @@ def summary_markdown(records: Records, meta: dict[str, Any]) -> str:
     lines += [f"| {what} | {goal} | {measured} | {verdict} |"
               for what, goal, measured, verdict in rows(records)]
     lines += ["", "| bench | where | ran | seconds | exit |", "|---|---|---|---|---|"]
-    lines += [f"| {r['name']} | {r['where']} | {r['started']} | {r['seconds']} | {r['exit_status']} |"
-              for r in records.values()]
+    lines += [f"| {r['name']} | {r['where']} | {r['started']} | {r['seconds']} "
+              f"| {r['exit_status']} |" for r in records.values()]
     return "\n".join(lines) + "\n"

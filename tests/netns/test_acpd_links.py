@@ -45,7 +45,8 @@ def _veth(host: str, name: str, wire: str, bridge: str | None = None) -> None:
             ipr.link("set", index=idx, master=ipr.link_lookup(ifname=bridge)[0])
         ipr.link("set", index=idx, state="up")
     _ipr(host, make)
-    _ipr(wire, lambda ipr: ipr.link("set", index=ipr.link_lookup(ifname="w-" + name)[0], state="up"))
+    _ipr(wire, lambda ipr: ipr.link("set", index=ipr.link_lookup(ifname="w-" + name)[0],
+                                    state="up"))
 
 
 @pytest.fixture
@@ -58,7 +59,8 @@ def bench(tmp_path: Path) -> Iterator[tuple[str, str, AcpdNode]]:
     node = AcpdNode(tag, host, tmp_path)
     try:
         _ipr(host, lambda ipr: ipr.link("add", ifname="br-lan", kind="bridge"))
-        _ipr(host, lambda ipr: ipr.link("set", index=ipr.link_lookup(ifname="br-lan")[0], state="up"))
+        _ipr(host, lambda ipr: ipr.link("set", index=ipr.link_lookup(ifname="br-lan")[0],
+                                        state="up"))
         _veth(host, "sw1", wire, "br-lan")
         _veth(host, "sw2", wire, "br-lan")
         _veth(host, "eth0", wire)
@@ -83,14 +85,16 @@ def test_adopts_bridge_and_plain_then_cleans_up(bench) -> None:
     assert twins["br-lan"]["kind"] == "veth"
     assert twins["eth0"]["kind"] == "macvlan"
     host_links = _links(host)
-    ports = [n for n, l in host_links.items() if (l["alias"] or "").startswith("acp-port")]
+    ports = [n for n, link in host_links.items()
+             if (link["alias"] or "").startswith("acp-port")]
     assert len(ports) == 1  # one veth end for the whole bridge, not one per switch port
     assert host_links[ports[0]]["master"] == host_links["br-lan"]["index"]
     def ready() -> list[dict] | None:
         found = [e for e in node.ask("interfaces") if e["link_local"]]
         return found if len(found) == 2 else None
     shown = wait_for(ready, what="link-locals")
-    assert {(e["host_interface"], e["method"]) for e in shown} == {("br-lan", "veth"), ("eth0", "macvlan")}
+    assert {(e["host_interface"], e["method"]) for e in shown} == {("br-lan", "veth"),
+                                                                    ("eth0", "macvlan")}
     assert all(e["link_local"].startswith("fe80:") for e in shown)
     for ns in (node.dull_ns, node.acp_ns):
         assert ns in list_namespaces()
@@ -110,11 +114,13 @@ def test_hot_add_remove_and_bridge_leave(bench) -> None:
     _ipr(host, lambda ipr: ipr.link("del", index=ipr.link_lookup(ifname="eth0")[0]))
     wait_for(lambda: "eth0" not in _twins(node), what="eth0 twin removed")
     for port in ("sw1", "sw2"):  # the bridge loses its last member: its twin goes
-        _ipr(host, lambda ipr, p=port: ipr.link("set", index=ipr.link_lookup(ifname=p)[0], master=0))
+        _ipr(host, lambda ipr, p=port: ipr.link("set", index=ipr.link_lookup(ifname=p)[0],
+                                                master=0))
     wait_for(lambda: "br-lan" not in _twins(node), what="bridge twin removed")
     # sw1/sw2 are plain interfaces now: each gets its macvlan
     wait_for(lambda: {"sw1", "sw2", "eth1"} == set(_twins(node)), what="former ports adopted")
-    assert not [n for n, l in _links(host).items() if (l["alias"] or "").startswith("acp-port")]
+    assert not [n for n, link in _links(host).items()
+                if (link["alias"] or "").startswith("acp-port")]
     assert node.stop() == 0
 
 
@@ -137,7 +143,8 @@ def test_restart_adopts_without_duplicates(bench) -> None:
     node.start()
     wait_for(lambda: len(node.ask("interfaces")) == 2, what="re-adopted")
     assert _twins(node) == first  # same links, same indexes: adopted, not rebuilt
-    assert len([n for n, l in _links(host).items() if (l["alias"] or "").startswith("acp-port")]) == 1
+    assert len([n for n, link in _links(host).items()
+                if (link["alias"] or "").startswith("acp-port")]) == 1
     assert node.stop() == 0
     assert set(_links(host)) == before
     assert node.dull_ns not in list_namespaces()  # created by the first run: still ours
@@ -150,7 +157,8 @@ def test_crash_leaves_nothing_the_next_start_cannot_clean(bench) -> None:
     wait_for(lambda: len(_twins(node)) == 2, what="twins")
     node.stop(signal.SIGKILL)
     # a half-made adoption: a stray port end of ours, its DULL end never moved
-    _ipr(host, lambda ipr: ipr.link("add", ifname="acpb999", kind="veth", peer={"ifname": "acpt999"}))
+    _ipr(host, lambda ipr: ipr.link("add", ifname="acpb999", kind="veth",
+                                    peer={"ifname": "acpt999"}))
     _ipr(host, lambda ipr: ipr.link("set", index=ipr.link_lookup(ifname="acpb999")[0],
                                     ifalias="acp-port 999"))
     node.start()

@@ -14,7 +14,6 @@ import errno
 import ipaddress
 import socket
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,15 +180,18 @@ def sysctl(node: Any, path: str, value: str) -> None:
     netns.call_in(node.netns, write)
 
 
-async def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await asyncio.to_thread(check)
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
+async def wait_for(check: Any, seconds: float, what: str) -> Any:
+    """Poll `check` (in a thread) until it is true, within `seconds` (a cancel scope: a slow
+    check cannot overrun it)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                result = await asyncio.to_thread(check)
+                if result:
+                    return result
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 @contextlib.contextmanager

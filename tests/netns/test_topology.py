@@ -28,7 +28,8 @@ from acp_openwrt.lab.topology import (
 )
 
 RANDOM_PREFIX_NS = re.compile(r"^lab[0-9a-f]{6}-")
-needs_ping = pytest.mark.skipif(shutil.which("ping") is None, reason="ping (iputils-ping) not installed")
+needs_ping = pytest.mark.skipif(shutil.which("ping") is None,
+                                reason="ping (iputils-ping) not installed")
 
 
 def ip_netns_list() -> set[str]:
@@ -75,7 +76,8 @@ def line3(prefixes: Prefixes) -> Iterator[Topology]:
         yield topo
 
 
-def ping(topo: Topology, node: str, target: str, count: int = 1) -> subprocess.CompletedProcess[str]:
+def ping(topo: Topology, node: str, target: str,
+         count: int = 1) -> subprocess.CompletedProcess[str]:
     return topo[node].run(["ping", "-6", "-n", "-c", str(count), "-i", "0.2", "-W", "1", target])
 
 
@@ -108,7 +110,8 @@ def test_shared_segment_everyone_reaches_everyone(prefixes: Prefixes) -> None:
         assert topo["sw"].run(["ip", "-6", "addr", "show"]).stdout.strip() == ""
 
 
-def udp_pair(topo: Topology, sender: str, receiver: str, port: int) -> tuple[socket.socket, socket.socket]:
+def udp_pair(topo: Topology, sender: str, receiver: str,
+             port: int) -> tuple[socket.socket, socket.socket]:
     tx = topo[sender].socket(socket.AF_INET6, socket.SOCK_DGRAM)
     rx = topo[receiver].socket(socket.AF_INET6, socket.SOCK_DGRAM)
     rx.bind(("::", port))
@@ -142,8 +145,9 @@ def test_entered_restores_the_thread_even_when_the_body_raises(line3: Topology) 
     home = inode("/proc/thread-self/ns/net")
     with pytest.raises(ZeroDivisionError):
         with line3["n2"].entered():
-            assert inode("/proc/thread-self/ns/net") == inode(netns_exec.netns_path(line3["n2"].netns))
-            1 / 0
+            assert inode("/proc/thread-self/ns/net") == inode(
+                netns_exec.netns_path(line3["n2"].netns))
+            raise ZeroDivisionError
     assert inode("/proc/thread-self/ns/net") == home
     # call_in: the result (or the error) comes back, and the caller never moves.
     seen = netns_exec.call_in(line3["n3"].netns, inode, "/proc/thread-self/ns/net")
@@ -181,7 +185,8 @@ def test_link_local_waits_for_dad_and_times_out_without_address(prefixes: Prefix
         tx, rx = udp_pair(topo, "n1", "n2", 9200)
         with tx, rx:
             tx.sendto(b"fixed", ("fe80::2", 9200, 0, topo["n1"].index("eth0")))
-            assert rx.recvfrom(10) == (b"fixed", ("fe80::1", tx.getsockname()[1], 0, topo["n2"].index("eth0")))
+            assert rx.recvfrom(10) == (b"fixed", ("fe80::1", tx.getsockname()[1], 0,
+                                                  topo["n2"].index("eth0")))
 
 
 def test_failed_up_removes_what_it_made_and_spares_what_it_did_not(prefixes: Prefixes) -> None:
@@ -197,7 +202,8 @@ def test_failed_up_removes_what_it_made_and_spares_what_it_did_not(prefixes: Pre
         netns_exec.remove_namespace(f"{prefix}-n3")
 
 
-def test_failure_while_linking_tears_down(prefixes: Prefixes, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_while_linking_tears_down(prefixes: Prefixes,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     real = Topology._add_veth
 
@@ -374,7 +380,8 @@ def test_fails_with_a_topology_up(topology):
 '''
 
 
-def test_topology_fixture_tears_down_after_a_failing_test(prefixes: Prefixes, tmp_path: Path) -> None:
+def test_topology_fixture_tears_down_after_a_failing_test(prefixes: Prefixes,
+                                                          tmp_path: Path) -> None:
     prefix = prefixes()
     shutil.copy(Path(__file__).with_name("conftest.py"), tmp_path / "conftest.py")
     (tmp_path / "test_user.py").write_text(FIXTURE_USER.replace("PREFIX", prefix))

@@ -39,7 +39,8 @@ def test_name_rfc_example(capsys: pytest.CaptureFixture[str]) -> None:
     ("fd739fc23c3420010000000000000000+@acp.example.com", "manual", 64),
     ("fd739fc23c3400000200000064000002+@acp.example.com", "zone", 127),
 ])
-def test_name_schemes(capsys: pytest.CaptureFixture[str], name: str, scheme: str, plen: int) -> None:
+def test_name_schemes(capsys: pytest.CaptureFixture[str], name: str, scheme: str,
+                      plen: int) -> None:
     rc, out, _ = run(capsys, "identity", name)
     assert rc == 0
     data = json.loads(out)
@@ -60,8 +61,10 @@ def test_bad_names_one_line_exit_2(capsys: pytest.CaptureFixture[str], argv: lis
     assert err.startswith("acpctl: ") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage\x00\xff", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"])
-def test_bad_certificate_files(capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes) -> None:
+@pytest.mark.parametrize("content", [
+    b"", b"garbage\x00\xff", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"])
+def test_bad_certificate_files(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                               content: bytes) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_bytes(content)
     rc, out, err = run(capsys, "identity", "--cert", str(bad))

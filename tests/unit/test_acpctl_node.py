@@ -73,7 +73,8 @@ def test_status_human_and_json(socket_path: Path, capsys: pytest.CaptureFixture[
 
 def test_tables(socket_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = run(capsys, "--socket", str(socket_path), "interfaces")
-    assert rc == 0 and out.splitlines()[0].split() == ["HOST", "METHOD", "DULL", "LINK-LOCAL", "UP(s)"]
+    assert rc == 0
+    assert out.splitlines()[0].split() == ["HOST", "METHOD", "DULL", "LINK-LOCAL", "UP(s)"]
     assert out.splitlines()[1].split() == ["br-lan", "veth", "br-lan", "fe80::1", "2.0"]
     rc, out, _ = run(capsys, "--socket", str(socket_path), "neighbors", "--json")
     entry = json.loads(out)[0]

@@ -46,8 +46,10 @@ def test_manual_prefix_matches_the_rfc_example() -> None:
 
 def test_carved_from_vlong() -> None:
     assert str(V16) == "fd73:9fc2:3c34:4011:2233:4455:8003:0"
-    assert carved_subnet(V16, 0) == ipaddress.IPv6Network("fd73:9fc2:3c34:4011:2233:4455:8003:ff00/120")
-    assert carved_subnet(V16, 1) == ipaddress.IPv6Network("fd73:9fc2:3c34:4011:2233:4455:8003:fe00/120")
+    assert carved_subnet(V16, 0) == ipaddress.IPv6Network(
+        "fd73:9fc2:3c34:4011:2233:4455:8003:ff00/120")
+    assert carved_subnet(V16, 1) == ipaddress.IPv6Network(
+        "fd73:9fc2:3c34:4011:2233:4455:8003:fe00/120")
     assert carved_subnet(V8, 0) == ipaddress.IPv6Network("fd73:9fc2:3c34:4011:2233:4455:0:3f0/124")
     assert carved_subnet(V8, 14) == ipaddress.IPv6Network("fd73:9fc2:3c34:4011:2233:4455:0:310/124")
     for address, slot in ((V8, 15), (V16, 255)):

@@ -34,7 +34,8 @@ def test_ra_layout_byte_by_byte() -> None:
     assert struct.unpack("!III", pio[4:16]) == (2592000, 604800, 0)
     assert pio[16:] == NET.network_address.packed
     # RIO for the /48: length 2 (8 prefix octets), preference medium, lifetime 1800
-    assert ra[56:72] == bytes([24, 2, 48, 0]) + struct.pack("!I", 1800) + ULA.network_address.packed[:8]
+    assert ra[56:72] == (bytes([24, 2, 48, 0]) + struct.pack("!I", 1800)
+                         + ULA.network_address.packed[:8])
     # RIO ::/0 lifetime 0: length 1, no prefix octets
     assert ra[72:] == bytes([24, 1, 0, 0, 0, 0, 0, 0])
     assert len(ra) % 8 == 0

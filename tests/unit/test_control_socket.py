@@ -181,7 +181,8 @@ def test_slowloris_hits_a_per_request_deadline(tmp_path: Path) -> None:
             started = time.monotonic()
             request_bytes = b'{"cmd": "echo", "value": "' + b"x" * 100
             closed_at = None
-            for byte in request_bytes:  # one byte every 0.1 s: each read is quick, the line never ends
+            # one byte every 0.1 s: each read is quick, the line never ends
+            for byte in request_bytes:
                 try:
                     s.sendall(bytes([byte]))
                 except OSError:

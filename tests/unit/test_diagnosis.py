@@ -386,6 +386,7 @@ def test_channel_attempts_are_reported() -> None:
     check = _channel("channel x", {"state": "connecting", "last_error": "AUTH_FAILED",
                                    "failures": 3, "retry_in_s": 40.0, "initiating": False},
                      Verdict.FAIL)
-    assert check.detail == "connecting, last error: AUTH_FAILED; 3 failed attempt(s); next attempt in 40 s"
+    assert check.detail == ("connecting, last error: AUTH_FAILED; 3 failed attempt(s); "
+                            "next attempt in 40 s")
     check = _channel("channel x", {"state": "connecting", "initiating": True}, Verdict.FAIL)
     assert check.detail.endswith("; an attempt is under way")

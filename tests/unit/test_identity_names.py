@@ -33,7 +33,8 @@ def test_rfc_example_name() -> None:
 
 
 def test_rfc_ula_hash() -> None:
-    assert ula_prefix("area51.research.acp.example.com") == ipaddress.IPv6Network("fd89:b714:f3db::/48")
+    assert ula_prefix("area51.research.acp.example.com") == ipaddress.IPv6Network(
+        "fd89:b714:f3db::/48")
     assert ula_prefix("acp.example.com") == ipaddress.IPv6Network("fd73:9fc2:3c34::/48")
 
 

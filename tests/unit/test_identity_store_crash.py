@@ -9,6 +9,7 @@ crashed at every step too, and must end where an uninterrupted one ends.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -76,7 +77,8 @@ class Layout:
 
     def write_plain(self, identity: Identity) -> None:
         """An identity as an older acpd (or an operator) left it: three plain files."""
-        for path, data, mode in zip(self.paths(), identity.files(), (0o644, 0o600, 0o644)):
+        for path, data, mode in zip(self.paths(), identity.files(), (0o644, 0o600, 0o644),
+                                    strict=True):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
             path.chmod(mode)
@@ -132,7 +134,7 @@ def crash_states(base: Path, prepare: Callable[[Layout], None], identity: Identi
     for step in range(1, MAX_STEPS):
         layout = Layout(base / f"step{step:03d}", split)
         prepare(layout)
-        code = run_crashing(step, lambda: layout.store(identity))
+        code = run_crashing(step, functools.partial(layout.store, identity))
         assert code in (CRASHED, FINISHED), f"store failed at step {step} (see stderr)"
         out.append(layout)
         if code == FINISHED:
@@ -146,14 +148,21 @@ def identities(tmp_path_factory: pytest.TempPathFactory) -> tuple[Identity, Iden
     return make_identity(base, "old"), make_identity(base, "new")
 
 
+def _which(allowed: dict[str, tuple[bytes | None, ...]], i: int, content: bytes | None) -> str:
+    """Which allowed identity file `i`'s content comes from ("absent", "other")."""
+    if content is None:
+        return "absent"
+    return next((name for name, files in allowed.items() if files[i] == content), "other")
+
+
 def assert_whole(layout: Layout, allowed: dict[str, tuple[bytes | None, ...]]) -> str:
     """The recovered files are one of `allowed` (by name), match, and nothing else is left."""
     state = layout.state()
     found = [name for name, files in allowed.items() if files == state]
     assert found, f"{layout.root.name}: a mix of identities: " + ", ".join(
-        f"{p.name}={'absent' if s is None else next((n for n, f in allowed.items() if f[i] == s), 'other')}"
-        for i, (p, s) in enumerate(zip(layout.paths(), state)))
-    present = {p for p, s in zip(layout.paths(), state) if s is not None}
+        f"{p.name}={_which(allowed, i, s)}"
+        for i, (p, s) in enumerate(zip(layout.paths(), state, strict=True)))
+    present = {p for p, s in zip(layout.paths(), state, strict=True) if s is not None}
     assert layout.every_file() == present, f"{layout.root.name}: leftovers " \
         f"{sorted(str(p.relative_to(layout.root)) for p in layout.every_file() - present)}"
     if state[0] is not None:
@@ -254,8 +263,8 @@ def test_domain_ca_first_start_crashed_at_every_step_is_nothing_or_whole(tmp_pat
     for step in range(1, MAX_STEPS):
         directory = tmp_path / f"step{step:03d}"
         cert, key = directory / "domain-ca.crt", directory / "domain-ca.key"
-        code = run_crashing(step, lambda: DomainCA.load_or_create(cert, key,
-                                                                  domain="acp.example.com"))
+        code = run_crashing(step, functools.partial(DomainCA.load_or_create, cert, key,
+                                                    domain="acp.example.com"))
         assert code in (CRASHED, FINISHED)
         created = {p for p in directory.rglob("*") if p.is_file()} if directory.exists() else set()
         ca = DomainCA.load_or_create(cert, key, domain="acp.example.com")  # recovers first

@@ -55,7 +55,8 @@ def test_without_root_topo_refuses_in_one_line(capsys: pytest.CaptureFixture[str
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     status, out, err = run(capsys, "topo", "--state-dir", str(tmp_path), *argv)
     assert (status, out) == (EXIT_USAGE, "")
-    assert err == f"acp-lab topo {argv[0]}: needs root (it creates and removes network namespaces)\n"
+    assert err == (f"acp-lab topo {argv[0]}: needs root "
+                   "(it creates and removes network namespaces)\n")
 
 
 def test_down_needs_a_prefix(capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,7 +134,8 @@ def test_main_restores_the_callers_sigterm_handler(capsys: pytest.CaptureFixture
     capsys.readouterr()
 
 
-def test_sigterm_during_a_subcommand_exits_143_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigterm_during_a_subcommand_exits_143_and_restores(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     def terminated(args: Any) -> int:
         os.kill(os.getpid(), signal.SIGTERM)
         signal.sigtimedwait([], 0.01)  # give the handler a bytecode boundary

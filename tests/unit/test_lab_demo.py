@@ -125,7 +125,8 @@ def test_summary_names_the_time_to_full_acp_and_memory(tmp_path: Path) -> None:
 def test_demo_spec_is_the_line_r_a_b_c() -> None:
     spec = demo.demo_spec()
     assert [n.name for n in spec.nodes] == ["r", "a", "b", "c"]
-    assert [(link.a.node, link.b.node) for link in spec.links] == [("r", "a"), ("a", "b"), ("b", "c")]
+    assert [(link.a.node, link.b.node) for link in spec.links] == [("r", "a"), ("a", "b"),
+                                                                    ("b", "c")]
 
 
 class FakeLab:

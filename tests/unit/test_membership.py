@@ -29,7 +29,8 @@ def test_good_certificate(ca: TestCA) -> None:
     node = ca.issue_node("good", acp_node_name=NAME)
     result = check(node, [ca.certificate])
     assert result.ok and bool(result)
-    assert result.reason == "member of ACP domain acp.example.com (via otherName, 0 intermediate(s))"
+    assert result.reason == ("member of ACP domain acp.example.com "
+                             "(via otherName, 0 intermediate(s))")
     assert result.node_name is not None and result.node_name.acp_address == NAME[:32]
     assert result.carrier == "otherName"
     assert result.path == (node.certificate, ca.certificate)
@@ -131,7 +132,8 @@ def test_malformed_other_name(ca: TestCA) -> None:
     node = ca.issue_node("mal", other_name_value=b"\x0c\x03a@b")
     result = check(node, [ca.certificate])
     assert result.reason == "AcpNodeName otherName value has tag 0x0c, expected IA5String (0x16)"
-    node2 = ca.issue_node("mal2", other_name_value=encode_acp_node_name_value("xyz@acp.example.com"))
+    node2 = ca.issue_node("mal2",
+                          other_name_value=encode_acp_node_name_value("xyz@acp.example.com"))
     assert check(node2, [ca.certificate]).reason.startswith(
         "AcpNodeName otherName is malformed: acp-address 'xyz'")
 

@@ -40,10 +40,12 @@ kernel/fs/9p/9p.ko: kernel/net/9p/9pnet.ko kernel/fs/fscache/fscache.ko kernel/f
 kernel/fs/fscache/fscache.ko: kernel/fs/netfs/netfs.ko
 kernel/fs/netfs/netfs.ko:
 kernel/net/9p/9pnet.ko:
-kernel/net/9p/9pnet_virtio.ko: kernel/net/9p/9pnet.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/net/9p/9pnet_virtio.ko: kernel/net/9p/9pnet.ko kernel/drivers/virtio/virtio.ko \
+kernel/drivers/virtio/virtio_ring.ko
 kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko
 kernel/drivers/virtio/virtio_ring.ko:
-kernel/drivers/virtio/virtio_pci.ko.xz: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_pci.ko.xz: kernel/drivers/virtio/virtio.ko \
+kernel/drivers/virtio/virtio_ring.ko
 """
 
 
@@ -97,7 +99,8 @@ def test_static_elf_detection() -> None:
 
 def test_console_filter_frames_the_command_output() -> None:
     con = ConsoleFilter("@@b@@", "@@e@@")
-    stream = b"SeaBIOS\r\nboot noise\r\n@@b@@\r\nhello\r\nworld\r\n\r\n@@e@@\r\nreboot: Power down\r\n"
+    stream = (b"SeaBIOS\r\nboot noise\r\n@@b@@\r\nhello\r\nworld\r\n\r\n@@e@@\r\n"
+              b"reboot: Power down\r\n")
     out = b"".join(con.feed(stream[i:i + 3]) for i in range(0, len(stream), 3)) + con.close()
     assert out == b"hello\nworld\n"
     assert con.phase is Phase.DONE
@@ -131,8 +134,8 @@ def _command_line(script: str) -> str:
 def test_run_script_quotes_argv_and_env_for_the_shell() -> None:
     code = "import os, sys; print(sys.argv[1:]); print(os.environ['X'])"
     argv = ("python3", "-c", code, "a b", "$HOME", "it's", "")
-    cmd = GuestCommand(argv=argv, cwd="/work/main", env={"PATH": "/usr/bin:/bin", "X": "$(id) `id`"},
-                       nonce="abc")
+    cmd = GuestCommand(argv=argv, cwd="/work/main",
+                       env={"PATH": "/usr/bin:/bin", "X": "$(id) `id`"}, nonce="abc")
     line = _command_line(run_script(cmd))
     done = subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=True)
     printed, x = done.stdout.splitlines()
@@ -163,12 +166,14 @@ def test_initramfs_init_loads_modules_in_order_then_switches_root() -> None:
 
 
 def test_qemu_argv() -> None:
-    kernel = GuestKernel("6.1.0-56-amd64", Path("/c/vmlinuz"), Path("/c/initramfs.cpio"), Path("/c/modules"))
+    kernel = GuestKernel("6.1.0-56-amd64", Path("/c/vmlinuz"), Path("/c/initramfs.cpio"),
+                         Path("/c/modules"))
     argv = qemu_argv(kernel, Path("/tmp/run"), qemu="/usr/bin/qemu-system-x86_64")
     joined = " ".join(argv)
     assert argv[0] == "/usr/bin/qemu-system-x86_64"
     assert argv[argv.index("-accel") + 1] == "tcg" and "-enable-kvm" not in argv
-    for flag in ("-m 2048", "-smp 2", "-nic none", "-device virtio-rng-pci", "-nographic", "-no-reboot"):
+    for flag in ("-m 2048", "-smp 2", "-nic none", "-device virtio-rng-pci", "-nographic",
+                 "-no-reboot"):
         assert flag in joined
     assert argv[argv.index("-append") + 1].startswith("console=ttyS0 quiet panic=-1")
     shares = [argv[i + 1] for i, a in enumerate(argv) if a == "-virtfs"]
@@ -194,12 +199,14 @@ def test_record_folds_phases() -> None:
 
 def test_verdicts_for_missing_results() -> None:
     assert verdict_for("t::a", None, "guest run failed: timeout").outcome == "failed"
-    missing = verdict_for("t::x", {"collect:t": {"outcome": "failed", "text": "ImportError: y"}}, "")
+    missing = verdict_for("t::x", {"collect:t": {"outcome": "failed", "text": "ImportError: y"}},
+                          "")
     assert missing.outcome == "failed" and "ImportError: y" in missing.text
     assert verdict_for("t::a", {"t::a": {"outcome": "passed", "text": ""}}, "").outcome == "passed"
 
 
-def test_cli_has_vm_subcommand_and_rejects_an_empty_command(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_has_vm_subcommand_and_rejects_an_empty_command(
+        capsys: pytest.CaptureFixture[str]) -> None:
     args = build_parser().parse_args(["vm", "--timeout", "5", "--", "uname", "-r"])
     assert args.subcommand == "vm" and args.timeout == 5.0 and args.command[-2:] == ["uname", "-r"]
     assert main(["vm", "--"]) == EXIT_UNAVAILABLE

@@ -24,14 +24,15 @@ def test_demo_forms_the_acp_and_leaves_nothing() -> None:
     lines = out.splitlines()
     assert lines[-1] == "demo passed: the ACP formed: 8/8 steps"
     for name in ("a", "b", "c"):
-        assert any(re.search(rf"s  {name} enrolled through BRSKI: ACP address fd", l) for l in lines)
-        assert any(re.search(rf"s  RPL: {name} joined the DODAG: rank \d+, parent [rab] ", l)
-                   for l in lines)
+        assert any(re.search(rf"s  {name} enrolled through BRSKI: ACP address fd", line)
+                   for line in lines)
+        assert any(re.search(rf"s  RPL: {name} joined the DODAG: rank \d+, parent [rab] ", line)
+                   for line in lines)
     for pair in ("r - a", "a - b", "b - c"):
-        assert any(f"secure channel {pair} up" in l or f"secure channel {pair[::-1]} up" in l
-                   for l in lines), pair
+        assert any(f"secure channel {pair} up" in line or f"secure channel {pair[::-1]} up" in line
+                   for line in lines), pair
     assert "all 12 ordered pairs of nodes reach each other's ACP addresses" in out
-    assert sum(l.startswith("    --- ") and l.endswith(" status") for l in lines) == 4
+    assert sum(line.startswith("    --- ") and line.endswith(" status") for line in lines) == 4
     assert len(re.findall(r"^    rpl +member, rank \d+, parent fe80:", out, re.M)) == 3
     assert len(re.findall(r"^    echo \d: fd\S+ -> fd\S+: [\d.]+ ms$", out, re.M)) >= 1
     assert re.search(r"time to full ACP .*: [\d.]+ s from the first acpd start", out)

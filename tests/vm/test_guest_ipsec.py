@@ -51,7 +51,8 @@ def two_namespaces(guest: None) -> Iterator[tuple[Side, Side]]:
 
 def _xfrm(ns: str, *args: str) -> str:
     # pyroute2's xfrm support is too thin for SAs with AEAD and if_id; ip xfrm it is.
-    return subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, text=True).stdout
+    return subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True,
+                          text=True).stdout
 
 
 def _sa_counters(ns: str) -> dict[int, int]:
