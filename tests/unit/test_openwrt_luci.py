@@ -78,7 +78,9 @@ function E(tag, attrs, children) {
   }
   return { tag, attrs, children: Array.isArray(children) ? children : [children] };
 }
-String.prototype.format = function(...args) { return this.replace(/%[^a-z%]*[a-z]/g, () => String(args.shift())); };
+String.prototype.format = function(...args) {
+  return this.replace(/%[^a-z%]*[a-z]/g, () => String(args.shift()));
+};
 const L = { resolveDefault: (p, d) => p.catch(() => d) };
 const rpc = { declare: (o) => () => {
   if (answers.reject) return Promise.reject(new Error(answers.reject));
@@ -92,11 +94,13 @@ const poll = { add: (fn, interval) => polls.push([fn, interval]) };
 const dom = { content: (node, children) => { node.children = children; } };
 const view = { extend: (o) => o };
 globalThis.cbi_update_table = (table, rows, empty) => {
-  table.children = table.children.concat(rows.length ? rows.map((r) => E('tr', {}, r.map((c) => E('td', {}, c)))) : [empty]);
+  table.children = table.children.concat(
+    rows.length ? rows.map((r) => E('tr', {}, r.map((c) => E('td', {}, c)))) : [empty]);
 };
 const _ = (s) => s;
 const src = fs.readFileSync(process.argv[2], 'utf8');
-const v = new Function('view', 'dom', 'poll', 'rpc', 'uci', 'L', 'E', '_', src)(view, dom, poll, rpc, uci, L, E, _);
+const v = new Function('view', 'dom', 'poll', 'rpc', 'uci', 'L', 'E', '_', src)(
+  view, dom, poll, rpc, uci, L, E, _);
 (async () => {
   const page = v.render(await v.load());
   await polls[0][0]();
