@@ -20,6 +20,7 @@ Parts talk in two ways only (docs/parts.md):
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -118,7 +119,9 @@ class Service(Protocol):
 
     async def stop(self) -> None: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> Mapping[str, Any]:
+        """JSON-ready; the part's TypedDict in control.api (docs/control-api.md)."""
+        ...
 
     async def reload_identity(self) -> None:
         """The LDevID was renewed with the same acp-node-name: use the new files."""
@@ -139,7 +142,7 @@ class Part:
     async def stop(self) -> None:
         return None
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Mapping[str, Any]:
         return {}
 
     async def reload_identity(self) -> None:

@@ -21,9 +21,10 @@ import os
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .. import netns
+from ..control.api import ConnectEntry, ConnectStatus
 from ..events import ConnectSubnetDown, ConnectSubnetUp
 from ..identity.address import AddressError
 from ..node_context import NodeContext, Part
@@ -229,9 +230,9 @@ class ConnectPart(Part):
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
     # ------------------------------------------------------------- status
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ConnectStatus:
         """Per connect: state, subnet, router and relay addresses, RA and relay counters."""
-        out: list[dict[str, Any]] = []
+        out: list[ConnectEntry] = []
         for e in self.entries:
             item = e.config.to_dict()
             item.update(state=e.state, error=e.error, subnet=None, source=None, router=None,
@@ -245,11 +246,12 @@ class ConnectPart(Part):
                 item["ra"] = {key: e.ra.counters[key] for key in
                               ("ra_sent", "rs_received", "rs_dropped", "send_errors")}
             item["relays"] = [r.status() for r in e.relays]
-            out.append(item)
+            # the config's keys and the ones above (tests/netns/test_control_api.py checks it)
+            out.append(cast("ConnectEntry", item))
         return {"active": self.address is not None, "reason": self.reason,
                 "namespace": self.ctx.acp_ns, "connects": out}
 
-    def _control(self, _request: dict[str, Any]) -> dict[str, Any]:
+    def _control(self, _request: dict[str, Any]) -> ConnectStatus:
         return self.status()
 
 

@@ -13,13 +13,16 @@ nulls: blobmsg has none). Nested records that belong to one part's internals (GR
 the join proxy process's own view) are typed as open mappings; the keys named here are always
 present.
 
+A value the code holds as a plain `str` but that takes only some values is
+`Annotated[str, Literal[...]]`: a str to mypy, checked against the Literal by `problems`.
+
 No `from __future__ import annotations` here: on Python 3.11 it hides NotRequired from
 TypedDict's __required_keys__, which `problems` reads.
 """
 
 import types
 import typing
-from typing import Any, Literal, NotRequired, TypedDict, Union
+from typing import Annotated, Any, Literal, NotRequired, Required, TypedDict, Union
 
 # --- the envelope ------------------------------------------------------------------------------
 
@@ -75,7 +78,7 @@ class ControlStatus(TypedDict):
 
 class InterfaceEntry(TypedDict):
     host_interface: str
-    method: Literal["veth", "macvlan"]
+    method: Annotated[str, Literal["veth", "macvlan"]]
     dull_interface: str
     link_local: str | None
     up_for_s: float
@@ -102,12 +105,12 @@ class NeighborEntry(TypedDict):
     first_seen: float
     last_seen: float
     floods_heard: int
-    confirmed: Literal["channel", "reheard"] | None
+    confirmed: Literal["channel", "reheard", "answer"] | None
 
 
 class AdjacencyTableStatus(TypedDict):
     entries: int
-    confirmed: dict[str, int]   # "channel", "reheard": entries confirmed each way
+    confirmed: dict[str, int]   # "channel", "reheard", "answer": entries confirmed each way
     evicted: int
     ttl_capped: int
     reheard_refused: int
@@ -138,6 +141,7 @@ class DiscoveryStatus(TypedDict):
     announcing_proxy: list[Any]
     table_full_drops: int
     drops: dict[str, int]
+    liveness: NotRequired[dict[str, int]]   # the echo probe's counters (where it runs)
     table: AdjacencyTableStatus
     grasp: GraspStatus | None
 
@@ -289,7 +293,7 @@ class ConnectEntry(TypedDict):
     default_router: bool
     relay_max_connections: int
     relay_idle_timeout: int
-    state: Literal["pending", "missing", "up", "error", "disabled"]
+    state: Annotated[str, Literal["pending", "missing", "up", "error", "disabled"]]
     error: str | None
     subnet: str | None
     source: str | None
@@ -310,8 +314,8 @@ class ConnectStatus(TypedDict):
 
 # --- BRSKI pledge: `brski`, `enroll`, status.brski ---------------------------------------------
 
-PledgeState = Literal["no-idevid", "pledging", "enrolled", "renewing", "no-ldevid",
-                      "stopped"]
+PledgeState = Annotated[str, Literal["no-idevid", "pledging", "enrolled", "renewing",
+                                     "no-ldevid", "stopped"]]
 
 
 class ProxyEntry(TypedDict):
@@ -445,13 +449,7 @@ class AcpGraspStatus(TypedDict):
 # --- ubus bridge: status.ubus ------------------------------------------------------------------
 
 
-class UbusStatus(TypedDict):
-    object: str
-    connected: bool
-    socket: str
-    reason: str | None
-    methods: list[str]
-    pending_events: int
+class UbusCounters(TypedDict):
     registrations: int
     calls: int
     errors: int
@@ -459,6 +457,15 @@ class UbusStatus(TypedDict):
     events_dropped: int
     calls_refused_busy: int
     malformed: int
+
+
+class UbusStatus(UbusCounters):
+    object: str
+    connected: bool
+    socket: str
+    reason: str | None
+    methods: list[str]
+    pending_events: int
 
 
 # --- the node: `status`, `reload` --------------------------------------------------------------
@@ -546,6 +553,13 @@ def problems(value: Any, tp: Any, where: str = "result") -> list[str]:
     if tp is None or tp is type(None):
         return [] if value is None else [f"{where}: {value!r} is not null"]
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *metadata = typing.get_args(tp)
+        wrong = problems(value, base, where)
+        for meta in metadata:
+            if not wrong and typing.get_origin(meta) is Literal:
+                wrong = problems(value, meta, where)
+        return wrong
     if origin is Literal:
         allowed = typing.get_args(tp)
         if any(value == a and type(value) is type(a) for a in allowed):
@@ -576,7 +590,8 @@ def problems(value: Any, tp: Any, where: str = "result") -> list[str]:
     if _is_typeddict(tp):
         if not isinstance(value, dict):
             return [f"{where}: {type(value).__name__} is not an object ({tp.__name__})"]
-        hints = typing.get_type_hints(tp)
+        hints = {k: _unwrap(h) for k, h in
+                 typing.get_type_hints(tp, include_extras=True).items()}
         out = [f"{where}: key {k!r} missing ({tp.__name__})"
                for k in sorted(tp.__required_keys__) if k not in value]
         out += [f"{where}: key {k!r} not in {tp.__name__}" for k in sorted(value)
@@ -594,6 +609,13 @@ def problems(value: Any, tp: Any, where: str = "result") -> list[str]:
     else:
         raise TypeError(f"problems(): cannot check against {tp!r}")
     return [] if ok else [f"{where}: {value!r} is not {_name(tp)}"]
+
+
+def _unwrap(tp: Any) -> Any:
+    """A TypedDict item's type without Required/NotRequired (include_extras keeps them)."""
+    while typing.get_origin(tp) in (Required, NotRequired):
+        tp = typing.get_args(tp)[0]
+    return tp
 
 
 def _name(tp: Any) -> str:

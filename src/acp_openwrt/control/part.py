@@ -27,6 +27,7 @@ from .. import events
 from ..logsafe import logsafe
 from ..node_context import NodeContext, Part
 from . import ubus_protocol as proto
+from .api import UbusCounters, UbusStatus
 from .ubus_protocol import Hello, Invoke, Malformed, RequestDone, UbusClientProtocol
 
 LOG = logging.getLogger("acpd.ubus")
@@ -163,8 +164,9 @@ class UbusPart(Part):
         self.socket_path: Path | None = None
         self.object_id: int | None = None
         self.reason: str | None = "not connected yet"
-        self.counters = {"registrations": 0, "calls": 0, "errors": 0, "events_sent": 0,
-                         "events_dropped": 0, "calls_refused_busy": 0, "malformed": 0}
+        self.counters: UbusCounters = {
+            "registrations": 0, "calls": 0, "errors": 0, "events_sent": 0, "events_dropped": 0,
+            "calls_refused_busy": 0, "malformed": 0}
         self._conn: _Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._calls: set[asyncio.Task[None]] = set()
@@ -196,7 +198,7 @@ class UbusPart(Part):
     def connected(self) -> bool:
         return self.object_id is not None
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> UbusStatus:
         return {"object": OBJECT, "connected": self.connected,
                 "socket": str(self.socket_path or self.candidates[0]),
                 "reason": self.reason, "methods": sorted(self.methods),

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from .api import ControlCounters, ControlStatus
+
 LOG = logging.getLogger("acpd.control")
 MAX_REQUEST = 64 * 1024   # one line; anything longer is a client bug or an attack
 MAX_CLIENTS = 16
@@ -95,11 +97,11 @@ class ControlServer:
         self._clients = 0
         self._serving: set[asyncio.Task[Any]] = set()  # one per connected client
         # Requests refused before any handler ran: stuck clients, too many, garbage.
-        self.counters: dict[str, int] = {"timeouts": 0, "busy": 0, "malformed": 0}
+        self.counters: ControlCounters = {"timeouts": 0, "busy": 0, "malformed": 0}
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ControlStatus:
         return {"clients": self._clients, "max_clients": self.max_clients,
-                "idle_timeout_s": self.idle_timeout, "counters": dict(self.counters)}
+                "idle_timeout_s": self.idle_timeout, "counters": self.counters.copy()}
 
     def register(self, cmd: str, handler: Handler) -> None:
         if cmd in self._handlers:

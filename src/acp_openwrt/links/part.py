@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import events
+from ..control.api import InterfaceEntry, LinksStatus, RescanAnswer
 from ..netns import call_in
 from ..node_context import NodeContext, Part
 from . import netlink
@@ -36,7 +37,7 @@ class AdoptedLink:
     link_local: str | None = None
     since: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> InterfaceEntry:
         return {"host_interface": self.host_name, "method": self.method,
                 "dull_interface": self.dull_name, "link_local": self.link_local,
                 "up_for_s": round(time.monotonic() - self.since, 1)}
@@ -60,7 +61,7 @@ class LinkPart(Part):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reconciled = asyncio.Event()
-        ctx.control.register("interfaces", lambda req: self.status()["interfaces"])
+        ctx.control.register("interfaces", self._interfaces)
         ctx.control.register("rescan", self._rescan)
 
     async def start(self) -> None:
@@ -87,7 +88,10 @@ class LinkPart(Part):
             pass
         self._wake.set()
 
-    async def _rescan(self, _req: dict[str, Any]) -> dict[str, int]:
+    def _interfaces(self, _req: dict[str, Any]) -> list[InterfaceEntry]:
+        return self.status()["interfaces"]
+
+    async def _rescan(self, _req: dict[str, Any]) -> RescanAnswer:
         await self.reconciled()
         return {"interfaces": len(self.adopted)}
 
@@ -194,7 +198,7 @@ class LinkPart(Part):
         self._host.close()
         self._dull.close()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> LinksStatus:
         return {"interfaces": [e.to_dict() for e in sorted(self.adopted.values(),
                                                             key=lambda e: e.host_name)],
                 "errors": dict(self.errors)}
