@@ -18,6 +18,7 @@ from typing import Any
 
 from . import __version__
 from .config import AcpConfig
+from .control.api import ReloadAnswer
 from .control.server import ControlServer, RequestError
 from .events import EventBus, IdentityChanged
 from .identity.summary import load_identity_summary
@@ -194,7 +195,7 @@ class Node:
                 LOG.error("%s failed: %s", what, t.exception())
         task.add_done_callback(done)
 
-    def _reload(self, _request: dict[str, Any]) -> dict[str, Any]:
+    def _reload(self, _request: dict[str, Any]) -> ReloadAnswer:
         """Control `reload` (`ubus call acp reload`): read the config file again; if it changed,
         restart the parts with it (links stay). A bad file changes nothing and says why."""
         from .config import ConfigError, load_config
