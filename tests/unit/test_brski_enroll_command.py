@@ -10,7 +10,7 @@ from acp_openwrt.brski.pledge.client import Locator
 from acp_openwrt.brski.pledge.part import PledgePart
 from acp_openwrt.config import AcpConfig
 from acp_openwrt.control import ControlServer
-from acp_openwrt.events import EstServerHeard, EventBus
+from acp_openwrt.events import EstServerHeard, EventBus, ProxyHeard
 from acp_openwrt.node_context import NodeContext, Ports
 
 
@@ -94,3 +94,44 @@ def test_an_est_server_heard_is_where_renewal_goes(tmp_path: Path, monkeypatch) 
     reply = dispatch(svc)
     assert reply["result"]["renewed"] is True, reply
     assert targets == [(Locator("fd00::2", 443), svc.ctx.acp_ns)]
+
+
+def test_the_pledge_runs_the_proxy_book_on_one_timer(tmp_path: Path, monkeypatch) -> None:
+    """ProxyHeard -> the book's timer starts an attempt; a refusal backs off, and the retry
+    comes from the timer (no polling); enrolled, the part publishes and stops the timer."""
+    from acp_openwrt.brski.pledge import part as pledge_part
+    from acp_openwrt.brski.pledge.core import Enrolled, Refused
+    tried: list[tuple[Locator, float]] = []
+
+    class FakeClient:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        async def attempt(self, locator: Locator):
+            tried.append((locator, asyncio.get_running_loop().time()))
+            if len(tried) == 1:
+                return Refused("not yet")
+            return Enrolled(None, None, (), "node+@acp.example", None)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pledge_part, "load_pledge_identity", lambda *args: object())
+    monkeypatch.setattr(pledge_part, "PledgeClient", FakeClient)
+    ctx = NodeContext(config=AcpConfig(run_dir=tmp_path), bus=EventBus(),
+                      control=ControlServer(tmp_path / "acpd.sock"), identity=None)
+    svc = PledgePart(ctx, state_dir=tmp_path, initial_backoff=0.2)
+    published: list[str] = []
+    monkeypatch.setattr(svc, "_publish", lambda: published.append(svc.state))
+
+    async def scenario() -> None:
+        await svc.start()
+        await asyncio.sleep(0.05)
+        assert svc.state == "pledging" and tried == []  # no proxy heard: nothing to do
+        ctx.bus.publish(ProxyHeard("fe80::1", 4000, "eth0"))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if published:
+                break
+        await svc.stop()
+    asyncio.run(scenario())
+    assert [loc for loc, _ in tried] == [Locator("fe80::1", 4000, "eth0")] * 2
+    assert tried[1][1] - tried[0][1] >= 0.19  # the back-off, timed by the book
+    assert published == ["enrolled"] and svc.attempts == 2 and svc._timer is None

@@ -10,6 +10,7 @@ handlers (the TLS layer stood in for by the verified peer certificate), the lab 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ from acp_openwrt.brski.registrar.part import RecordingRegistrar
 from acp_openwrt.lab.masa import Masa
 
 FORGED = "ok\nacpd: INFO acpd.brski.registrar: registrar issued root@evil\x1b[2J"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -78,16 +83,17 @@ class Bench:
 
     def voucher(self, attempt: PledgeAttempt, idevid: x509.Certificate) -> SendRequest:
         """Voucher-request relayed to the MASA; returns the pledge's voucher_status report."""
-        request = attempt.connected(self.registrar.cert, [self.registrar.cert])
-        action = attempt.response(self.handle(request, idevid))  # type: ignore[arg-type]
+        request = attempt.connected(self.registrar.cert, [self.registrar.cert], now=_now())
+        answer = self.handle(request, idevid)  # type: ignore[arg-type]
+        action = attempt.response(answer, now=_now())
         assert isinstance(action, SendRequest) and action.path == wellknown.VOUCHER_STATUS, action
         return action
 
     def enrol(self, attempt: PledgeAttempt, idevid: x509.Certificate,
               report: SendRequest) -> Enrolled:
-        action: Any = attempt.response(self.handle(report, idevid))
+        action: Any = attempt.response(self.handle(report, idevid), now=_now())
         while isinstance(action, SendRequest):
-            action = attempt.response(self.handle(action, idevid))
+            action = attempt.response(self.handle(action, idevid), now=_now())
         assert isinstance(action, Enrolled), action
         return action
 

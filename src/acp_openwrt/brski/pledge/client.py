@@ -9,6 +9,7 @@ identity works. Network and protocol failures become `Refused` with a one-line r
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 import socket
@@ -58,6 +59,11 @@ class IdentityPaths:
     ldevid_cert: Path
     ldevid_key: Path
     trust_anchors: Path
+
+
+def _wall_clock() -> dt.datetime:
+    """The edge reads the clock; the core is given it."""
+    return dt.datetime.now(dt.UTC)
 
 
 async def _connect(locator: Locator, context: ssl.SSLContext, namespace: str | None,
@@ -123,7 +129,8 @@ class PledgeClient:
         attempt = PledgeAttempt(self.identity, accept_nonceless=self.accept_nonceless)
         self.last_attempt = attempt
         try:
-            action = attempt.connected(peer_certificate(writer), peer_chain(writer))
+            action = attempt.connected(peer_certificate(writer), peer_chain(writer),
+                                       now=_wall_clock())
             while isinstance(action, (SendRequest, Wait)):
                 if isinstance(action, Wait):
                     await asyncio.sleep(action.seconds)
@@ -131,7 +138,7 @@ class PledgeClient:
                     continue
                 response = await connection.request(action.method, action.path, action.body,
                                                     action.headers)
-                action = attempt.response(response)
+                action = attempt.response(response, now=_wall_clock())
         except (TimeoutError, HttpError, OSError, ssl.SSLError, ConnectionError) as exc:
             return self._refused(locator, f"registrar connection failed in state "
                                           f"{attempt.state.value}: {exc or type(exc).__name__}")

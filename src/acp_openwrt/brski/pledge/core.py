@@ -2,8 +2,10 @@
 
 `PledgeAttempt` is told what the network did (TLS is up with this registrar certificate; this
 HTTP response arrived) and answers with what to do next: send this request, wait and resend,
-store this identity, or give up for this reason. It never touches a socket or a clock (time is
-passed in), so every refusal path is a plain unit test; `pledge_client.py` is the asyncio edge.
+store this identity, or give up for this reason. It never touches a socket or a clock: every
+input carries `now` (docs/core-contract.md; here the calendar time, since vouchers and
+certificates are checked against it), so every refusal path is a plain unit test; `client.py` is
+the asyncio edge, and the back-off between attempts is `proxies.ProxyBook`'s timer.
 
 Order (§5.2 to §5.9): voucher-request → voucher checked against the manufacturer anchors
 (signature, serial, nonce, expiry, idevid-issuer) → the registrar's TLS certificate must chain
@@ -155,8 +157,7 @@ class PledgeAttempt:
     # --- inputs ------------------------------------------------------------------------------
 
     def connected(self, registrar_cert: x509.Certificate | None,
-                  chain: Sequence[x509.Certificate] = (),
-                  now: dt.datetime | None = None) -> Action:
+                  chain: Sequence[x509.Certificate] = (), *, now: dt.datetime) -> Action:
         """TLS is up (provisionally); build and send the signed voucher-request."""
         from .. import cms  # asn1crypto: 2.5 MB, only while enrolling
         if self.state is not State.CONNECTING:
@@ -164,13 +165,13 @@ class PledgeAttempt:
         if registrar_cert is None:
             return self._fail("registrar sent no TLS certificate")
         self.registrar_cert, self.registrar_chain = registrar_cert, tuple(chain[1:])
-        now = now or dt.datetime.now(dt.UTC)
         request = Voucher(request=True, assertion="proximity",
                           serial_number=self.identity.serial_number,
                           nonce=self.nonce, created_on=now,
                           proximity_registrar_cert=registrar_cert.public_bytes(
                               serialization.Encoding.DER))
-        signed = cms.sign(request.to_json(), self.identity.cert, self.identity.key)
+        signed = cms.sign(request.to_json(), self.identity.cert, self.identity.key,
+                          signing_time=now)
         self.state = State.VOUCHER
         return self._send("POST", wellknown.REQUEST_VOUCHER, signed, {
             "Content-Type": wellknown.VOUCHER_CMS_JSON, "Accept": wellknown.VOUCHER_CMS_JSON})
@@ -181,9 +182,8 @@ class PledgeAttempt:
             return self._fail("nothing to resend")
         return self._last
 
-    def response(self, response: Response, now: dt.datetime | None = None) -> Action:
-        """The answer to the last request."""
-        now = now or dt.datetime.now(dt.UTC)
+    def response(self, response: Response, *, now: dt.datetime) -> Action:
+        """The answer to the last request, received at `now`."""
         try:
             if response.status == 202 and self.state in (State.VOUCHER, State.ENROLL):
                 return self._retry(response)

@@ -1,11 +1,13 @@
 """acpd's BRSKI part: pledge while there is no LDevID, renew the LDevID while there is one.
 
 acpd's DULL GRASP hears AN_Proxy floods and publishes `ProxyHeard`; this part tries the proxies
-(per-proxy back-off, `ProxyBook`), and once enrolled publishes `IdentityChanged` and stops
-pledging. With an LDevID it schedules renewal (`renewal_time`) at the EST server the ACP GRASP
-heard of (`EstServerHeard`, or asked through the `acp_grasp` port when none was heard: this part
-may start after the flood went by), in the ACP namespace, or else through the last proxy that
-worked. Control command "brski" shows the state.
+(per-proxy back-off: `ProxyBook`, the pledge's protocol core, run on one `core.CoreTimer` at its
+next_timer(); each attempt is a `PledgeAttempt` core driven by `client.py`), and once enrolled
+publishes `IdentityChanged` and stops pledging. With an LDevID it schedules renewal
+(`renewal_time`, pure) at the EST server the ACP GRASP heard of (`EstServerHeard`, or asked
+through the `acp_grasp` port when none was heard: this part may start after the flood went by),
+in the ACP namespace, or else through the last proxy that worked. Control command "brski" shows
+the state.
 """
 from __future__ import annotations
 
@@ -13,18 +15,20 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ...config.identity_files import STATE_DIR, with_identity_files
 from ...control.server import RequestError
+from ...core import CoreTimer
 from ...events import EstServerHeard, IdentityChanged, ProxyHeard
 from ...logsafe import logsafe
 from ...node_context import NodeContext, Part
 from ..store import StoredIdentity, load_identity
 from .client import IdentityPaths, Locator, PledgeClient, load_pledge_identity
-from .core import Enrolled
-from .proxies import INITIAL_BACKOFF, MAX_BACKOFF, ProxyBook
+from .core import Enrolled, Refused
+from .proxies import INITIAL_BACKOFF, MAX_BACKOFF, ProxyBook, TryProxy
 from .renewal import RENEW_FRACTION, RenewalError, reenroll, renewal_time
 
 LOG = logging.getLogger("acpd.brski")
@@ -36,6 +40,14 @@ def _set(path: Path | None) -> Path:
     if path is None:
         raise ValueError("identity file path not set")
     return path
+
+
+def _now() -> float:
+    """The book's clock: the loop's monotonic time (CoreTimer's), time.monotonic() off-loop."""
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return time.monotonic()
 
 
 class PledgePart(Part):
@@ -64,8 +76,11 @@ class PledgePart(Part):
         self.last_proxy: Locator | None = None
         self.renewal_failures = 0
         self.next_renewal: str | None = None
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._timer: CoreTimer[TryProxy] | None = None       # the book's, while pledging
+        self._client: PledgeClient | None = None
+        self._attempt: asyncio.Task[None] | None = None
+        self._enrolled: asyncio.Future[bool] | None = None
         ctx.control.register("brski", lambda _request: self.status())
         ctx.control.register("enroll", self._enroll)
         ctx.bus.subscribe(ProxyHeard, lambda ev: self.add_proxy(ev.address, ev.port,
@@ -76,9 +91,9 @@ class PledgePart(Part):
 
     def add_proxy(self, address: str, port: int, ifname: str | None) -> None:
         """An AN_Proxy flood was heard on DULL link `ifname` (locator address, TCP port)."""
-        if self.book.heard(Locator(address, int(port), ifname), time.monotonic()):
+        if self.book.heard(Locator(address, int(port), ifname), _now()):
             LOG.info("pledge: join proxy [%s%%%s]:%d heard", address, ifname, port)
-            self._wake.set()
+            self._rearm()
 
     def set_est_server(self, address: str, port: int, namespace: str | None = None) -> None:
         """An EST server (SRV.est / the registrar) reachable in the ACP namespace, for renewal."""
@@ -89,8 +104,8 @@ class PledgePart(Part):
         """Control command `enroll` (`ubus call acp enroll`): not enrolled, try every proxy
         heard at once; enrolled, renew the LDevID now."""
         if self.state == "pledging":
-            proxies = self.book.retry_all_now(time.monotonic())
-            self._wake.set()
+            proxies = self.book.retry_all_now(_now())
+            self._rearm()
             return {"state": self.state, "proxies_tried_now": proxies}
         if self.state in ("enrolled", "renewing"):
             renewed = await self.renew_now()
@@ -105,6 +120,7 @@ class PledgePart(Part):
         self._task = asyncio.create_task(self._run(), name="brski")
 
     async def stop(self) -> None:
+        self._stop_pledging()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -117,7 +133,7 @@ class PledgePart(Part):
     def status(self) -> dict[str, Any]:
         return {"state": self.state, "acp_node_name": self.acp_node_name,
                 "attempts": self.attempts, "last_refusal": self.last_refusal,
-                "proxies": self.book.status(time.monotonic()),
+                "proxies": self.book.status(_now()),
                 "est_server": str(self.est_server) if self.est_server else None,
                 "next_renewal": self.next_renewal, "renewal_failures": self.renewal_failures,
                 "ldevid": str(self.paths.ldevid_cert), "ldevid_key": str(self.paths.ldevid_key)}
@@ -144,28 +160,57 @@ class PledgePart(Part):
             self.last_refusal = str(exc)
             LOG.error("pledge: cannot start: %s", exc)
             return False
-        client = PledgeClient(identity, self.paths, namespace=self.ctx.dull_ns,
-                              accept_nonceless=self.accept_nonceless)
+        self._client = PledgeClient(identity, self.paths, namespace=self.ctx.dull_ns,
+                                    accept_nonceless=self.accept_nonceless)
         self.state = "pledging"
-        while True:
-            locator, wait = self.book.next_due(time.monotonic())
-            if locator is None:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), wait if wait is not None else 60.0)
-                except TimeoutError:
-                    pass
-                continue
-            self.attempts += 1
-            result = await client.attempt(locator)
-            if isinstance(result, Enrolled):
-                self.acp_node_name, self.last_proxy = result.acp_node_name, locator
-                self.enrolled_at = time.time()
-                self.state = "enrolled"
-                self._publish()
-                return True
-            self.last_refusal = result.reason
-            self.book.failed(locator, time.monotonic(), result.reason)
+        self._enrolled = asyncio.get_running_loop().create_future()
+        self._timer = CoreTimer(self.book, self._execute, name="pledge")
+        self._timer.rearm()
+        try:
+            return await self._enrolled
+        finally:
+            self._stop_pledging()
+
+    def _rearm(self) -> None:
+        if self._timer is not None:
+            self._timer.rearm()
+
+    def _execute(self, outputs: Sequence[TryProxy]) -> None:
+        """What the book's timer asks for: an attempt through a proxy (one at a time)."""
+        for output in outputs:
+            self._attempt = asyncio.get_running_loop().create_task(
+                self._try(output.locator), name="pledge attempt")
+
+    async def _try(self, locator: Locator) -> None:
+        assert self._client is not None
+        self.attempts += 1
+        try:
+            result: Enrolled | Refused = await self._client.attempt(locator)
+        except Exception as exc:  # the book must hear of every attempt's end
+            LOG.exception("pledge: attempt via %s failed", locator)
+            result = Refused(f"{type(exc).__name__}: {exc}")
+        self._attempt = None
+        if isinstance(result, Enrolled):
+            self.book.done(locator)
+            self.acp_node_name, self.last_proxy = result.acp_node_name, locator
+            self.enrolled_at = time.time()
+            self.state = "enrolled"
+            self._publish()
+            if self._enrolled is not None and not self._enrolled.done():
+                self._enrolled.set_result(True)
+            return
+        self.last_refusal = result.reason
+        self.book.failed(locator, _now(), result.reason)
+        self._rearm()
+
+    def _stop_pledging(self) -> None:
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        if self._attempt is not None:
+            self._attempt.cancel()
+            self._attempt = None
+        self.book.trying = None
 
     def _publish(self) -> None:
         self.ctx.bus.publish(IdentityChanged(str(self.paths.ldevid_cert),

@@ -2,7 +2,12 @@
 
 Every proxy heard (AN_Proxy flood) is tried; each keeps its own exponential back-off, so one
 broken proxy never delays another (§4.1: independent timers, max 1 h). A proxy not heard for
-`ttl` seconds is forgotten. Time is passed in.
+`ttl` seconds is forgotten. One attempt runs at a time.
+
+`ProxyBook` is the pledge's protocol core (docs/core-contract.md): every input takes `now`
+(monotonic seconds), `next_timer()` is when the next proxy is due (None while an attempt runs
+or none is known) and `handle_timer(now)` returns `[TryProxy(locator)]` for it. The pledge part
+runs it on one `core.CoreTimer` and reports each attempt's end with `failed()` or `done()`.
 """
 from __future__ import annotations
 
@@ -26,11 +31,40 @@ class ProxyEntry:
     last_reason: str | None = None
 
 
+@dataclass(frozen=True)
+class TryProxy:
+    """Output: enrol through this join proxy now (then report failed() or done())."""
+    locator: Locator
+
+
 class ProxyBook:
     def __init__(self, *, initial_backoff: float = INITIAL_BACKOFF,
                  max_backoff: float = MAX_BACKOFF, ttl: float = PROXY_TTL) -> None:
         self.initial_backoff, self.max_backoff, self.ttl = initial_backoff, max_backoff, ttl
         self.entries: dict[Locator, ProxyEntry] = {}
+        self.trying: Locator | None = None  # the attempt under way
+
+    # -- the core contract ----------------------------------------------------------------
+    def next_timer(self) -> float | None:
+        """When the next proxy is due, or one is forgotten; None while an attempt runs."""
+        if self.trying is not None or not self.entries:
+            return None
+        return min(min(e.next_try, e.heard + self.ttl) for e in self.entries.values())
+
+    def handle_timer(self, now: float) -> list[TryProxy]:
+        """Forget stale proxies; start an attempt through the one due, if any."""
+        if self.trying is not None:
+            return []
+        locator, _wait = self.next_due(now)
+        if locator is None:
+            return []
+        self.trying = locator
+        return [TryProxy(locator)]
+
+    def done(self, locator: Locator) -> None:
+        """The attempt through `locator` enrolled the node."""
+        if self.trying == locator:
+            self.trying = None
 
     def heard(self, locator: Locator, now: float) -> bool:
         """A flood named this proxy; True when it is new (then it is due at once)."""
@@ -58,6 +92,9 @@ class ProxyBook:
         return None, entry.next_try - now
 
     def failed(self, locator: Locator, now: float, reason: str) -> None:
+        """The attempt through `locator` failed: it backs off (doubling, up to max_backoff)."""
+        if self.trying == locator:
+            self.trying = None
         entry = self.entries.get(locator)
         if entry is None:
             return
