@@ -260,7 +260,7 @@ class JoinProxyPart(Part):
         s, lim = self.settings, self.settings.limits
         # -S: no site module. The proxy needs only the standard library and this package
         # (PYTHONPATH), so the unprivileged relay runs no site-packages .pth hooks, and
-        # what they import (MBs on some systems) stays out of its memory; proxy_entry keeps
+        # what they import (MBs on some systems) stays out of its memory; entry.py keeps
         # ssl out too.
         argv = [s.python, "-S", "-m", "acp_openwrt.brski.proxy.entry", "--handover-fd", str(fd),
                 "--max-connections", str(lim.max_connections),

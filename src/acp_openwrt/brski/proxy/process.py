@@ -1,7 +1,7 @@
 """The BRSKI join proxy process (RFC 8995 §4), which acpd starts as
-`python3 -S -m acp_openwrt.brski.proxy.entry --handover-fd N` (proxy_entry.py keeps ssl out).
+`python3 -S -m acp_openwrt.brski.proxy.entry --handover-fd N` (entry.py keeps ssl out).
 
-Started by acpd (proxy_launcher.py) in the ACP namespace; confines itself at once (namespace,
+Started by acpd (part.py) in the ACP namespace; confines itself at once (namespace,
 unprivileged user: proxy_sandbox.py), then serves whatever acpd hands over on the handover
 socket (handover.py): listening sockets from DULL, registrar locators from AN_join_registrar
 floods. It reports back whether a registrar is known *and answers a TCP connect*, so acpd floods

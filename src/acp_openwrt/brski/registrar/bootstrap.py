@@ -42,7 +42,7 @@ LOG = logging.getLogger("acpd.brski.registrar")
 CA_CERT_NAME = "domain-ca.crt"
 CA_KEY_NAME = "domain-ca.key"
 ALLOCATIONS_NAME = "allocations.db"
-# The commit marker of a restore (registrar_backup): CA and database switched together.
+# The commit marker of a restore (backup.py): CA and database switched together.
 RESTORE_MARKER = ".restore.switch"
 # Re-issue our own LDevID once this share of its lifetime is left (the pledge's renewal point
 # is at 40 % used); a registrar node runs no pledge part, so it renews itself (at start here,
