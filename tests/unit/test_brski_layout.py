@@ -42,3 +42,13 @@ def test_each_role_is_a_subpackage_with_one_acpd_part() -> None:
                       ("registrar", "RegistrarPart")):
         part = importlib.import_module(f"acp_openwrt.brski.{role}.part")
         assert hasattr(part, cls), (role, cls)
+
+
+def test_the_proxy_process_finds_this_package_without_site() -> None:
+    """acpd starts it with `python3 -S` and PYTHONPATH=PACKAGE_ROOT (no site-packages .pth)."""
+    from acp_openwrt.brski.proxy.part import PACKAGE_ROOT
+    env = {"PYTHONPATH": PACKAGE_ROOT, "PATH": "/usr/bin:/bin"}
+    code = "import acp_openwrt.brski.proxy.entry as e; print(e.__file__)"
+    out = subprocess.run([sys.executable, "-S", "-c", code], check=True, capture_output=True,
+                         text=True, env=env, cwd="/").stdout
+    assert out.startswith(PACKAGE_ROOT)

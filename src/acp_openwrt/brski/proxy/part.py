@@ -45,7 +45,7 @@ LOG = logging.getLogger("acpd.join_proxy")
 HELLO_TIMEOUT = 60.0  # a Python start on a loaded small box (or a TCG guest) can take 15 s
 STATUS_TIMEOUT = 2.0
 STOP_GRACE = 2.0
-PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # src/, above acp_openwrt/
 
 
 @dataclass(frozen=True)
