@@ -51,6 +51,14 @@ class AdjacencyUp:
 
 
 @dataclass(frozen=True)
+class AdjacencyAlive:
+    """The neighbour answered an echo to all nodes on its DULL link (discovery/liveness.py):
+    its address exists, so it is no spoofed locator. Its channel is worth trying first."""
+    peer: str
+    dull_ifname: str
+
+
+@dataclass(frozen=True)
 class AdjacencyDown:
     """The neighbour's flood ttl ran out, or its DULL link went away."""
     peer: str
@@ -147,8 +155,8 @@ class ConnectSubnetDown:
     prefix: str
 
 
-Event = (LinkAdopted | LinkReleased | AdjacencyUp | AdjacencyDown | ChannelUp | ChannelDown
-         | IdentityChanged | ProxyHeard | AnProxyStart | AnProxyStop | RegistrarHeard
+Event = (LinkAdopted | LinkReleased | AdjacencyUp | AdjacencyAlive | AdjacencyDown | ChannelUp
+         | ChannelDown | IdentityChanged | ProxyHeard | AnProxyStart | AnProxyStop | RegistrarHeard
          | EstServerHeard | AcpGraspInterfaceUp | ConnectSubnetUp | ConnectSubnetDown)
 """Every event type published on the bus (a test checks that no other module defines one)."""
 E = TypeVar("E", bound=Event)

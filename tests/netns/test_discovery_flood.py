@@ -1,11 +1,12 @@
 """A hostile host on a DULL link (issue 15): AN_ACP floods from thousands of spoofed link-local
 source addresses, as fast as Python sends them, at real acpd processes. The victim v keeps
 hearing its enrolled neighbour b on the attacked link, and hears c, whose acpd starts on
-another link only once the flood is on, within one flood period.
+another link only once the flood is on, within one flood period. A newcomer d on the flooded
+link itself is told from the fakes by its answer to an echo to all nodes (liveness.py).
 
-    sw (bridge) --- v --- c        v, b, c: acpd with discovery_interval 2 (ttl 7 s)
-     |      |                      x: the spoofer (lab.spoofer), no acpd
-     b      x
+    sw (bridge) --- v --- c        v, b, c, d: acpd with discovery_interval 2 (ttl 7 s)
+     |   |   |                     x: the spoofer (lab.spoofer), no acpd
+     b   d   x
 """
 from __future__ import annotations
 
@@ -31,15 +32,16 @@ FAKES = 8192  # twice what the whole node's table held before issue 15
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[AcpdLab]:
     spec = (SpecBuilder().node("sw", bridges=["br0"], switch=True)
-            .node("v").node("b").node("x").node("c")
+            .node("v").node("b").node("x").node("c").node("d")
             .link("v", "sw", ifname_a="eth0", ifname_b="p1", bridge_b="br0")
             .link("b", "sw", ifname_a="eth0", ifname_b="p2", bridge_b="br0")
             .link("x", "sw", ifname_a="eth0", ifname_b="p3", bridge_b="br0")
+            .link("d", "sw", ifname_a="eth0", ifname_b="p4", bridge_b="br0")
             .link("v", "c", ifname_a="eth1", ifname_b="eth0")
             .build())
     lab = AcpdLab(spec, tmp_path).up()
     try:
-        for name in ("v", "b", "c"):
+        for name in ("v", "b", "c", "d"):
             lab.enrol(name, f"option discovery_interval '{int(PERIOD)}'")
         yield lab
     finally:
@@ -129,8 +131,46 @@ def test_a_spoofing_flood_locks_no_real_neighbour_out(lab: AcpdLab) -> None:
     assert report["per_s"] > 20_000, report  # really a flood
     assert max(ages) <= PERIOD * JITTER + 0.5, ages
     assert status["table"]["evicted"] > FAKES and 0 < fakes <= 256
-    assert entry(lab, "v", b_ll, "eth0")["confirmed"] in ("reheard", "channel")
+    assert entry(lab, "v", b_ll, "eth0")["confirmed"] in ("reheard", "answer", "channel")
     # fakes flooded with ttl 0 are gone 3.5 periods after the flood, never "forever"
     lab.wait("the fakes expired", lambda: [e["peer"] for e in lab.ask("v", "neighbors")
                                            if e["peer"].startswith("fe80::a:")] == [],
              timeout=3.5 * PERIOD + 2.0)
+
+
+def test_a_newcomer_on_the_flooded_link_is_confirmed_by_its_answer(lab: AcpdLab) -> None:
+    """v asks its flooded link who is there (one echo to ff02::1 a second at most): d answers
+    from the address its AN_ACP carries, the fakes cannot; so d is confirmed (and its channel
+    would go first) while thousands of fakes churn through the unconfirmed entries."""
+    lab.start_all(["v"])
+    lab.wait("v's discovery runs", lambda: "discovery" in lab.ask("v", "status"), timeout=20)
+    before = accepted(lab)
+    # 10,000 floods a second: each fake's entry lives about 25 ms, far too short to be
+    # confirmed by being heard again, and the host's two cores still run d's acpd (at full
+    # rate the spoofer and two flooded acpd starve each other and d floods late)
+    attack = spoof(lab, 120.0, "--rate", "10000")
+    began = time.monotonic()
+    try:
+        lab.wait(f"v took in {FAKES} floods", lambda: accepted(lab) >= before + FAKES,
+                 timeout=60)
+        t0 = time.monotonic()
+        lab.start_all(["d"])
+        d_ll = dull_link_local(lab, "d")
+        lab.wait("v confirmed d by its answer",
+                 lambda: (entry(lab, "v", d_ll, "eth0") or {}).get("confirmed") == "answer",
+                 timeout=3 * PERIOD)
+        took = time.monotonic() - t0
+        listing = lab.ask("v", "neighbors")
+        assert attack.poll() is None, "the flood ended too early to tell"
+        elapsed = time.monotonic() - began
+        status = lab.ask("v", "status")["discovery"]
+    finally:
+        attack.terminate()
+        report = finished(attack)
+    liveness = status["liveness"]
+    print(f"spoofer {report}; d confirmed {took:.2f} s after its acpd started; "
+          f"liveness {liveness}; table {status['table']}")
+    assert report["per_s"] > 5_000, report
+    assert [e["peer"] for e in listing if e["confirmed"] == "answer"] == [d_ll]
+    assert liveness["alive"] >= 1 and liveness["sent"] >= 1
+    assert liveness["probes"] <= elapsed + 2   # at most one a second on the link

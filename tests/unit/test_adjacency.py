@@ -118,7 +118,7 @@ def test_heard_again_over_a_period_confirms_and_such_confirmations_are_capped() 
     assert got == [[Confirmed(fake(1), "eth0", BY_REHEARD)],
                    [Confirmed(fake(2), "eth0", BY_REHEARD)], []]
     assert table.counters["reheard_refused"] == 1
-    assert table.confirmed_count() == {BY_CHANNEL: 0, BY_REHEARD: 2}
+    assert table.confirmed_count() == {BY_CHANNEL: 0, BY_REHEARD: 2, "answer": 0}
     # a channel moves fake 1 out of the re-heard quota: fake 3 may now take that place
     assert table.confirm(fake(1), "eth0") == Confirmed(fake(1), "eth0", BY_CHANNEL)
     assert table.heard(fake(3), "eth0", IKE, 500, TTL, now=61) == [

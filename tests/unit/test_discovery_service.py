@@ -146,7 +146,7 @@ def test_a_spoofed_flood_fills_only_its_link_and_is_counted(discovery, caplog) -
     assert status["table"]["entries"] == 16 + 1
     assert status["table"]["evicted"] == 5000 - 15
     assert status["table"]["ttl_capped"] == 5000
-    assert status["table"]["confirmed"] == {"channel": 1, "reheard": 0}
+    assert status["table"]["confirmed"] == {"channel": 1, "reheard": 0, "answer": 0}
     assert status["table"]["limits"]["per_interface"] == 16
     downs = [e for e in seen if isinstance(e, events.AdjacencyDown)]
     assert len(downs) == 5000 - 15 and events.AdjacencyDown(REAL, "eth0") not in downs

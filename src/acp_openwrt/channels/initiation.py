@@ -231,6 +231,26 @@ def _knocked(svc: ChannelPart, me: str, peer: str) -> None:
         svc.spawn(_knocked_unknown(svc, me, peer))
 
 
+def alive(svc: ChannelPart, link: str, peer: str) -> None:
+    """Discovery found the neighbour real (it answered an echo to all nodes on its link, so
+    its address exists: discovery/liveness.py). Like a knock, its channel goes ahead of the
+    untested candidates: out of parking, to the head of its link's line, or in at once."""
+    key = (link, peer)
+    ch = svc.table.get(link, peer)
+    if ch is None:
+        svc.parking.remove(key)
+        _let_in(svc, key, heard=True, now=svc.now())
+        return
+    if svc.slots.waiting(key):
+        svc.slots.request(key, urgent=True)
+        pump(svc)
+        return
+    actions = ch.fsm.knocked(svc.now())
+    if actions:
+        LOG.info("channel %s %s: the neighbour answered, trying it now", link, peer)
+        svc._dispatch(ch, actions)
+
+
 async def _knocked_unknown(svc: ChannelPart, me: str, peer: str) -> None:
     link = svc.link_of.get(me)
     if link is None:

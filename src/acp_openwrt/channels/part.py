@@ -32,6 +32,7 @@ from .. import events
 from ..core import CoreTimer
 from ..identity.certificate import load_certificates
 from ..netns import namespace_executor
+from ..node_context import Part
 from . import initiation, reconcile
 from . import xfrm_interface as xi
 from .attempts import InitiationSlots, Limits, Parking
@@ -66,7 +67,7 @@ DEFAULT_TIMERS = ChannelTimers()
 DEFAULT_LIMITS = Limits()
 
 
-class ChannelPart:
+class ChannelPart(Part):
     name = "channels"
 
     def __init__(self, ctx: Any, *, timers: ChannelTimers = DEFAULT_TIMERS,
@@ -162,6 +163,7 @@ class ChannelPart:
         await self._reconcile()
         bus = self.ctx.bus
         self._unsubscribe = [bus.subscribe(events.AdjacencyUp, self._on_adjacency_up),
+                             bus.subscribe(events.AdjacencyAlive, self._on_adjacency_alive),
                              bus.subscribe(events.AdjacencyDown, self._on_adjacency_down)]
         self.rearm()
 
@@ -252,6 +254,9 @@ class ChannelPart:
                 return  # parked: its turn comes when room frees
         ch.heard = True
         self._dispatch(ch, ch.fsm.adjacency_up(self.now()))
+
+    def _on_adjacency_alive(self, ev: events.AdjacencyAlive) -> None:
+        initiation.alive(self, ev.dull_ifname, ev.peer)
 
     def _on_adjacency_down(self, ev: events.AdjacencyDown) -> None:
         key = (ev.dull_ifname, ev.peer)

@@ -11,7 +11,9 @@ send, so the table is bounded per interface and trusts some entries more than ot
 * confirmed: a secure channel to it came up (``confirm``: the peer proved ACP domain
   membership), or it was heard ``confirm_floods`` times over at least ``confirm_span_s`` (its
   next periodic flood). At most ``max_reheard`` entries per interface are confirmed the second
-  way, so a stranger who keeps a few fakes alive cannot fill a link with them.
+  way, so a stranger who keeps a few fakes alive cannot fill a link with them. Or it answered
+  an echo to all nodes on the link (``BY_ANSWER``, liveness.py: the address exists), at most
+  ``max_answered`` per interface.
 * unconfirmed: everything else, kept per interface in least-recently-heard order.
 
 A newcomer on an interface holding ``per_interface`` entries (or on a node holding ``total``)
@@ -36,6 +38,7 @@ from ..events import AdjacencyDown, AdjacencyUp
 
 BY_CHANNEL = "channel"
 BY_REHEARD = "reheard"
+BY_ANSWER = "answer"
 Key = tuple[str, str]  # (peer, ifname)
 
 
@@ -45,6 +48,7 @@ class Limits:
     per_interface: int = 256     # entries on one DULL interface
     total: int = 4096            # entries on the node
     max_reheard: int = 32        # per interface: entries confirmed only by being heard again
+    max_answered: int = 32       # per interface: entries confirmed only by answering an echo
     confirm_floods: int = 3      # heard this often ...
     confirm_span_s: float = 48.0  # ... over at least this long (0.8 flood periods)
     default_ttl_s: float = 210.0  # for ttl 0; RFC 8994 §6.4: 3.5 periods (two lost floods)
@@ -73,7 +77,7 @@ class Adjacency:
     first_seen: float
     last_seen: float
     heard: int = 1
-    confirmed: str | None = None  # BY_CHANNEL, BY_REHEARD or None
+    confirmed: str | None = None  # BY_CHANNEL, BY_REHEARD, BY_ANSWER or None
 
     def to_dict(self, now: float, wall_offset: float) -> dict[str, Any]:
         return {"peer": self.peer, "interface": self.ifname, "methods": list(self.methods),
@@ -93,7 +97,7 @@ class Confirmed:
 
 TableEvent = AdjacencyUp | AdjacencyDown | Confirmed
 COUNTERS = ("evicted", "interface_full_drops", "table_full_drops", "ttl_capped",
-            "reheard_refused")
+            "reheard_refused", "answered_refused")
 
 
 class AdjacencyTable:
@@ -104,7 +108,8 @@ class AdjacencyTable:
         # per interface: its unconfirmed entries, least recently heard first
         self._unconfirmed: dict[str, OrderedDict[Key, Adjacency]] = {}
         self._per_interface: Counter[str] = Counter()
-        self._reheard: Counter[str] = Counter()
+        self._reheard: Counter[str] = Counter()   # BY_REHEARD entries per interface
+        self._answered: Counter[str] = Counter()  # BY_ANSWER entries per interface
         # (expires, seq, entry); an entry heard again is re-filed when its old item comes due
         self._expiry: list[tuple[float, int, Adjacency]] = []
         self._seq = itertools.count()
@@ -162,20 +167,28 @@ class AdjacencyTable:
         return out
 
     def confirm(self, peer: str, ifname: str, how: str = BY_CHANNEL) -> Confirmed | None:
-        """Trust an entry (a channel to it came up); None if there is no such entry or it was
-        already trusted that way."""
+        """Trust an entry (a channel to it came up, or it answered an echo); None if there is
+        no such entry, it was already trusted as much, or (BY_ANSWER) the link's quota of
+        such entries is full (counted)."""
         entry = self.entries.get((peer, ifname))
         if entry is None or entry.confirmed == how or entry.confirmed == BY_CHANNEL:
             return None
+        if how == BY_ANSWER:
+            if entry.confirmed is not None:
+                return None  # reheard already: as trusted, and no quota spent twice
+            if self._answered[ifname] >= self.limits.max_answered:
+                self.counters["answered_refused"] += 1
+                return None
         return self._confirm(entry, how)
 
     def _confirm(self, entry: Adjacency, how: str) -> Confirmed:
+        quota = {BY_REHEARD: self._reheard, BY_ANSWER: self._answered}
         if entry.confirmed is None:
             del self._unconfirmed[entry.ifname][(entry.peer, entry.ifname)]
-        elif entry.confirmed == BY_REHEARD:
-            self._reheard[entry.ifname] -= 1
-        if how == BY_REHEARD:
-            self._reheard[entry.ifname] += 1
+        elif entry.confirmed in quota:
+            quota[entry.confirmed][entry.ifname] -= 1
+        if how in quota:
+            quota[how][entry.ifname] += 1
         entry.confirmed = how
         return Confirmed(entry.peer, entry.ifname, how)
 
@@ -253,11 +266,14 @@ class AdjacencyTable:
                 victims.pop(key, None)
         elif entry.confirmed == BY_REHEARD:
             self._reheard[ifname] -= 1
+        elif entry.confirmed == BY_ANSWER:
+            self._answered[ifname] -= 1
         return AdjacencyDown(entry.peer, ifname)
 
     def confirmed_count(self) -> dict[str, int]:
         counts = Counter(e.confirmed for e in self.entries.values() if e.confirmed)
-        return {BY_CHANNEL: counts[BY_CHANNEL], BY_REHEARD: counts[BY_REHEARD]}
+        return {BY_CHANNEL: counts[BY_CHANNEL], BY_REHEARD: counts[BY_REHEARD],
+                BY_ANSWER: counts[BY_ANSWER]}
 
     def to_list(self, now: float, wall_offset: float = 0.0) -> list[dict[str, Any]]:
         """Entries for `acpctl neighbors`; ``wall_offset`` turns monotonic times into epoch."""

@@ -9,8 +9,11 @@ neighbors` shows what is around.
 A DULL link may hold a hostile host (issue 15): a flood that is not a usable neighbour is
 counted and dropped (an_acp.py), the table is bounded per link (adjacency.py), and a confirmed
 neighbour gets a receive socket of its own (GraspService.watch_peer) so that a flood from
-spoofed addresses, which overflows the link's socket, cannot crowd it out. Drops are logged
-through a LogBudget: a flood of floods is a handful of log lines.
+spoofed addresses, which overflows the link's socket, cannot crowd it out. An unconfirmed
+neighbour also makes the node ask its link who is really there (liveness.py: one echo to all
+nodes, at most one a second per link): one that answers is confirmed and announced
+AdjacencyAlive, so its channel goes ahead of the spoofed ones. Drops are logged through a
+LogBudget: a flood of floods is a handful of log lines.
 
 The table is a sans-I/O core (docs/core-contract.md): this part gives it the loop's clock with
 every flood and runs its expiry on one loop timer (core.CoreTimer) at its next_timer().
@@ -36,7 +39,7 @@ from ..grasp.errors import GraspApiError
 from ..grasp.messages import Locator, Objective
 from ..grasp.service import GraspService
 from ..node_context import NodeContext, Part
-from .adjacency import AdjacencyTable, Confirmed, Limits
+from .adjacency import BY_ANSWER, BY_CHANNEL, AdjacencyTable, Confirmed, Limits
 from .an_acp import (
     AN_ACP,
     BAD_METHOD,
@@ -46,6 +49,8 @@ from .an_acp import (
     our_flood,
     read_offer,
 )
+from .echo import EchoSocket
+from .liveness import Alive, LivenessProbe, Offer, Probe
 from .log_budget import LogBudget, suppressed_note
 
 LOG = logging.getLogger("acpd.discovery")
@@ -73,6 +78,10 @@ class DiscoveryPart(Part):
         self.ttl_ms = int(self.interval * 3500)  # RFC 8994 §6.4: 3.5 periods (210 s for 60 s)
         self.table = AdjacencyTable(limits or Limits.for_interval(self.interval))
         self.links: dict[str, str] = {}       # DULL ifname → our link-local on it
+        self.ifindex: dict[str, int] = {}     # DULL ifname → its index (the echo's scope)
+        self.liveness = LivenessProbe()
+        self._echo: EchoSocket | None = None
+        self._probe_timer: CoreTimer[Probe | Alive] | None = None
         self.floods_sent = 0
         self.own_floods_ignored = 0
         self.drops = dict.fromkeys((UNUSABLE_LOCATOR, LOCATOR_MISMATCH, BAD_METHOD), 0)
@@ -103,6 +112,13 @@ class DiscoveryPart(Part):
         self.grasp.on_flood(AN_ACP, self._heard)
         self.grasp.on_flood(AN_PROXY, self._heard_proxy)
         self._timer = CoreTimer(self.table, self._expired, name="adjacency expiry")
+        self._probe_timer = CoreTimer(self.liveness, self._liveness_out, name="liveness probe")
+        echo = EchoSocket(self.ctx.dull_ns, self._echo_reply)
+        try:
+            await echo.open()
+            self._echo = echo
+        except OSError as exc:  # no raw sockets: discovery works, without the liveness test
+            LOG.warning("no liveness probe (ICMPv6 socket in %s: %s)", self.ctx.dull_ns, exc)
         for ifname in list(self.links):
             await self._add(ifname)
         self._tasks = [asyncio.create_task(self._periodic(), name="an-acp-flood"),
@@ -120,6 +136,12 @@ class DiscoveryPart(Part):
         if self._timer is not None:
             self._timer.close()
             self._timer = None
+        if self._probe_timer is not None:
+            self._probe_timer.close()
+            self._probe_timer = None
+        if self._echo is not None:
+            self._echo.close()
+            self._echo = None
         now = _now()
         for event in self.table.clear():
             self._publish(event, now)
@@ -130,11 +152,14 @@ class DiscoveryPart(Part):
     # -- links -------------------------------------------------------------------------
     def _link_up(self, event: events.LinkAdopted) -> None:
         self.links[event.dull_ifname] = event.link_local
+        self.ifindex[event.dull_ifname] = event.dull_ifindex
         if self.grasp is not None:
             asyncio.get_running_loop().create_task(self._add(event.dull_ifname))
 
     def _link_down(self, event: events.LinkReleased) -> None:
         self.links.pop(event.dull_ifname, None)
+        self.ifindex.pop(event.dull_ifname, None)
+        self.liveness.forget(event.dull_ifname)
         if self.grasp is not None:
             self.grasp.remove_interface(event.dull_ifname)
         now = _now()
@@ -220,6 +245,46 @@ class DiscoveryPart(Part):
                 self._flood(flood.ifname)
         if self._timer is not None:
             self._timer.rearm()   # a newcomer or a shorter ttl may expire sooner
+        entry = self.table.entries.get((offer.peer, flood.ifname))
+        if entry is not None and entry.confirmed is None and self._probe_timer is not None:
+            self._probe_timer.feed(self.liveness.heard(
+                flood.ifname, offer.peer, Offer(offer.methods, offer.port, flood.ttl_ms), now))
+
+    # -- liveness ----------------------------------------------------------------------
+    def _liveness_out(self, outputs: Sequence[Probe | Alive]) -> None:
+        now = _now()
+        for out in outputs:
+            if isinstance(out, Alive):
+                self._alive(out, now)
+                continue
+            index = self.ifindex.get(out.ifname)
+            if index is not None and self._echo is not None:
+                self._echo.probe(index)
+
+    def _echo_reply(self, source: str, ifindex: int) -> None:
+        ifname = next((n for n, i in self.ifindex.items() if i == ifindex), None)
+        if ifname is None:
+            return
+        now = _now()
+        for alive in self.liveness.answered(ifname, source, now):
+            self._alive(alive, now)
+
+    def _alive(self, alive: Alive, now: float) -> None:
+        """A recent AN_ACP source answered: (re)admit it, confirm it, tell the channels."""
+        offer = alive.offer
+        if (alive.peer, alive.ifname) not in self.table.entries:  # evicted meanwhile
+            for event in self.table.heard(alive.peer, alive.ifname, offer.methods, offer.port,
+                                          offer.ttl_ms, now):
+                self._publish(event, now)
+        confirmed = self.table.confirm(alive.peer, alive.ifname, BY_ANSWER)
+        if confirmed is not None:
+            self._publish(confirmed, now)
+        entry = self.table.entries.get((alive.peer, alive.ifname))
+        if entry is None or entry.confirmed in (None, BY_CHANNEL):
+            return  # refused (the link's quota of answered entries is full), or has a channel
+        self.ctx.bus.publish(events.AdjacencyAlive(alive.peer, alive.ifname))
+        if self._timer is not None:
+            self._timer.rearm()
 
     def _drop(self, refused: Refused, ifname: str, now: float) -> None:
         self.drops[refused.reason] += 1
@@ -288,6 +353,8 @@ class DiscoveryPart(Part):
                 "drops": {**self.drops,
                           "interface_full": table.counters["interface_full_drops"],
                           "table_full": table.counters["table_full_drops"]},
+                "liveness": {**self.liveness.status(),
+                             **(self._echo.counters if self._echo is not None else {})},
                 "table": {"entries": len(table.entries), "confirmed": table.confirmed_count(),
                           "evicted": table.counters["evicted"],
                           "ttl_capped": table.counters["ttl_capped"],
