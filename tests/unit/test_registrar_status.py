@@ -27,7 +27,7 @@ from acp_openwrt.brski.pledge.client import load_pledge_identity
 from acp_openwrt.brski.pledge.core import Enrolled, PledgeAttempt, SendRequest
 from acp_openwrt.brski.registrar import masa_client
 from acp_openwrt.brski.registrar.allocation import Allocator
-from acp_openwrt.brski.registrar.core import ensure_registrar_identity
+from acp_openwrt.brski.registrar.core import ensure_registrar_identity, read_clock
 from acp_openwrt.brski.registrar.domain_ca import DomainCA
 from acp_openwrt.brski.registrar.part import RecordingRegistrar
 from acp_openwrt.lab.masa import Masa
@@ -61,11 +61,16 @@ class Bench:
     masa: Masa
     tmp: Path
 
-    def handle(self, request: SendRequest | Request, cert: x509.Certificate | None) -> Response:
+    def handle(self, request: SendRequest | Request, cert: x509.Certificate | None,
+               later: float = 0.0) -> Response:
+        """The registrar's answer `later` seconds (monotonic) from now."""
         if isinstance(request, SendRequest):
             request = Request(request.method, request.path,
                               {k.lower(): v for k, v in request.headers.items()}, request.body)
-        return asyncio.run(self.registrar.handle(request, PeerTls(cert)))  # type: ignore[arg-type]
+        now = read_clock()
+        now = now._replace(mono=now.mono + later)
+        return asyncio.run(self.registrar.handle(request, PeerTls(cert),  # type: ignore[arg-type]
+                                                 now=now))
 
     def report(self, kind: str, cert: x509.Certificate | None, status: bool = True,
                reason: str | None = None) -> Response:
@@ -172,6 +177,19 @@ def test_a_failed_enrolment_is_reported_over_the_idevid(bench: Bench) -> None:
     bench.handle(bench.voucher(attempt, idevid), idevid)
     assert bench.report("enrollstatus", idevid, False, "issued certificate rejected").status == 200
     assert bench.report("enrollstatus", idevid, False, "again").status == 403
+
+
+def test_the_registrar_times_its_windows_by_the_now_it_is_given(bench: Bench) -> None:
+    """No clock inside: a voucher_status report is due for STATUS_FOR seconds of the `now`
+    the handlers are given, and the voucher authorizes /csrattrs for VOUCHED_FOR."""
+    from acp_openwrt.brski.registrar.core import STATUS_FOR, VOUCHED_FOR
+    attempt, idevid = bench.pledge("SN-0004")
+    report = bench.voucher(attempt, idevid)
+    assert bench.handle(report, idevid, later=STATUS_FOR + 1).status == 403
+    assert bench.handle(report, idevid, later=STATUS_FOR - 1).status == 200
+    csrattrs = Request("GET", wellknown.CSRATTRS, {}, b"")
+    assert bench.handle(csrattrs, idevid, later=VOUCHED_FOR + 1).status == 403
+    assert bench.handle(csrattrs, idevid).status == 200
 
 
 def test_reason_from_the_pledge_is_escaped_in_log_and_view(

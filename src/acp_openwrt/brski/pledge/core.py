@@ -207,8 +207,9 @@ class PledgeAttempt:
         if response.content_type() != wellknown.VOUCHER_CMS_JSON:
             return self._fail(f"voucher has media type {response.content_type()!r}")
         self.voucher, self.pinned = self._check_voucher(response.body, now)
-        problem = chain_problem(self.registrar_cert, self.pinned, self.registrar_chain,  # type: ignore[arg-type]
-                                now if self.clock_trusted else None)
+        assert self.registrar_cert is not None  # connected() refused a registrar without one
+        problem = chain_problem(self.registrar_cert, self.pinned, self.registrar_chain, now,
+                                check_time=self.clock_trusted)
         if problem:
             raise _Refusal(f"registrar TLS certificate does not match the pinned domain "
                            f"certificate: {problem}")
@@ -222,8 +223,8 @@ class PledgeAttempt:
             signed = cms.verify(body)
         except cms.CmsError as exc:
             raise _Refusal(f"voucher CMS rejected: {exc}") from None
-        problems = [chain_problem(signed.signer, anchor, signed.certificates,
-                                  now if self.clock_trusted else None)
+        problems = [chain_problem(signed.signer, anchor, signed.certificates, now,
+                                  check_time=self.clock_trusted)
                     for anchor in self.identity.masa_anchors]
         if all(problems):
             raise _Refusal("voucher not signed by a trusted MASA: "
@@ -272,12 +273,12 @@ class PledgeAttempt:
             anchors, below = [self.pinned], []
         # The anchors must be the ones the voucher vouched for: the pinned certificate must
         # chain to one of them (or be one).
-        if all(chain_problem(self.pinned, a, below, None) for a in anchors):
+        if all(chain_problem(self.pinned, a, below, now) for a in anchors):
             raise _Refusal("/cacerts holds no anchor for the pinned domain certificate")
         # An operator's sub-CA registrar (RFC 7030 §4.1.3: /cacerts is the chain): the CAs
         # below the root are kept with it, so IKE and TLS peers verify leaf → CA → root
         # from the one trust anchors file; only those that chain to a kept root.
-        kept = [c for c in below if any(chain_problem(c, a, below, None) is None
+        kept = [c for c in below if any(chain_problem(c, a, below, now) is None
                                         for a in anchors)]
         self.anchors = (*anchors, *kept)
         self.state = State.CSRATTRS
@@ -327,7 +328,7 @@ class PledgeAttempt:
         if csr.certificate_node_name_text(cert) != self.acp_node_name:
             raise _Refusal(f"issued certificate does not carry acp-node-name {self.acp_node_name}")
         others = [c for c in certs if c is not cert]
-        problems = [chain_problem(cert, a, others, now if self.clock_trusted else None)
+        problems = [chain_problem(cert, a, others, now, check_time=self.clock_trusted)
                     for a in self.anchors]
         if all(problems):
             raise _Refusal(f"issued certificate does not chain to the domain CA: {problems[0]}")

@@ -27,7 +27,7 @@ import os
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -93,8 +93,23 @@ def ensure_registrar_identity(ca: DomainCA, allocator: Allocator, cert_path: str
     return cert, key
 
 
+class Now(NamedTuple):
+    """The time a request is handled at, given to the registrar's handlers (it reads no clock):
+    `mono` (monotonic seconds) times the windows for status reports and enrolment after a
+    voucher; `wall` (UTC) goes into what is signed, issued and recorded."""
+    mono: float
+    wall: dt.datetime
+
+
+def read_clock() -> Now:
+    """What the edge (serve(), tests) passes as `now`."""
+    return Now(time.monotonic(), dt.datetime.now(dt.UTC))
+
+
 class Registrar:
-    """The endpoint handlers; `serve()` puts them behind TLS on a listening socket."""
+    """The endpoint handlers; `serve()` puts them behind TLS on a listening socket.
+
+    Every handler takes the request, the TLS client's certificate and `now` (`Now`)."""
 
     def __init__(self, ca: DomainCA, allocator: Allocator, cert: x509.Certificate,
                  key: PrivateKey, *, masa_context: ssl.SSLContext | None = None,
@@ -126,7 +141,8 @@ class Registrar:
 
     # --- dispatch ----------------------------------------------------------------------------
 
-    async def handle(self, request: Request, writer: asyncio.StreamWriter) -> Response:
+    async def handle(self, request: Request, writer: asyncio.StreamWriter, *,
+                     now: Now) -> Response:
         client = peer_certificate(writer)
         routes = {
             ("POST", wellknown.REQUEST_VOUCHER): self._request_voucher,
@@ -141,7 +157,7 @@ class Registrar:
         route = routes.get((request.method, path))
         if route is None:
             return text_response(404, f"no {request.method} {request.path}")
-        response = await route(request, client)
+        response = await route(request, client, now)
         self.counters[f"{path.rsplit('/', 1)[-1]} {response.status}"] += 1  # known paths only
         return response
 
@@ -150,9 +166,8 @@ class Registrar:
                     status)
         return text_response(status, reason)
 
-    def _expect_status(self, pledge: str, *kinds: str) -> None:
+    def _expect_status(self, now: float, pledge: str, *kinds: str) -> None:
         """`pledge` may now send one report of each of `kinds` (within STATUS_FOR)."""
-        now = time.monotonic()
         self.awaiting_status = {key: since for key, since in self.awaiting_status.items()
                                 if now - since <= STATUS_FOR}
         self.vouched = {k: since for k, since in self.vouched.items() if now - since <= VOUCHED_FOR}
@@ -161,8 +176,8 @@ class Registrar:
         self.issued_to = {serial: p for serial, p in self.issued_to.items()
                           if ("enrollstatus", p) in self.awaiting_status and p != pledge}
 
-    def _is_ldevid(self, client: x509.Certificate) -> bool:
-        return chain_problem(client, self.ca.certificate) is None
+    def _is_ldevid(self, client: x509.Certificate, now: Now) -> bool:
+        return chain_problem(client, self.ca.certificate, now=now.wall) is None
 
     @staticmethod
     def _who(client: x509.Certificate | None) -> str:
@@ -175,9 +190,10 @@ class Registrar:
 
     # --- BRSKI -------------------------------------------------------------------------------
 
-    async def _request_voucher(self, request: Request, client: x509.Certificate | None) -> Response:
+    async def _request_voucher(self, request: Request, client: x509.Certificate | None,
+                               now: Now) -> Response:
         who = self._who(client)
-        if client is None or self._is_ldevid(client):
+        if client is None or self._is_ldevid(client, now):
             return self._refuse(401, who, "voucher-request needs the pledge's IDevID as TLS "
                                           "client certificate")
         if request.content_type() != wellknown.VOUCHER_CMS_JSON:
@@ -211,27 +227,27 @@ class Registrar:
             return self._refuse(404, who, "IDevID names no MASA and no default MASA is configured")
         registrar_request = Voucher(
             request=True, assertion="proximity", serial_number=serial,
-            nonce=pledge_request.nonce, created_on=dt.datetime.now(dt.UTC),
+            nonce=pledge_request.nonce, created_on=now.wall,
             idevid_issuer=_aki(client), prior_signed_voucher_request=request.body)
         body = cms.sign(registrar_request.to_json(), self.cert, self.key,
-                        chain=list(self.ca.cacerts))
+                        chain=list(self.ca.cacerts), signing_time=now.wall)
         answer = await masa_client.request_voucher(url, body, self.masa_context,
                                                    namespace=self.masa_namespace)
         if answer.status != 200 or answer.content_type() != wellknown.VOUCHER_CMS_JSON:
             status = answer.status if 400 <= answer.status < 600 else 502
             return self._refuse(status, who,
                                 f"MASA {url} answered {answer.status}: {answer.text()}")
-        self.vouched[serial] = time.monotonic()
-        self._expect_status(serial, *STATUS_KINDS)
+        self.vouched[serial] = now.mono  # (the MASA's answer took no time in the core's view)
+        self._expect_status(now.mono, serial, *STATUS_KINDS)
         LOG.info("registrar relayed a voucher from MASA %s to %s", logsafe(url), logsafe(who))
         return Response(200, answer.body, {"content-type": wellknown.VOUCHER_CMS_JSON})
 
     def _status_reporter(self, kind: str, client: x509.Certificate | None,
-                         ) -> tuple[str | None, int, str]:
+                         now: Now) -> tuple[str | None, int, str]:
         """(pledge, 0, "") when `client` may report `kind` now, else (None, HTTP status, why)."""
         if client is None:
             return None, 401, f"{kind} needs the pledge's TLS client certificate"
-        if self._is_ldevid(client):
+        if self._is_ldevid(client, now):
             pledge = self.issued_to.get(client.serial_number) if kind == "enrollstatus" else None
             if pledge is None:
                 return None, 403, (f"{kind} over an LDevID is accepted only over the one "
@@ -242,14 +258,15 @@ class Registrar:
             except idevid.IdevidError as exc:
                 return None, 403, str(exc)
         since = self.awaiting_status.get((kind, pledge))
-        if since is None or time.monotonic() - since > STATUS_FOR:
+        if since is None or now.mono - since > STATUS_FOR:
             return None, 403, f"no enrolment of this pledge awaits {kind}"
         return pledge, 0, ""
 
-    async def _status_report(self, request: Request, client: x509.Certificate | None) -> Response:
+    async def _status_report(self, request: Request, client: x509.Certificate | None,
+                             now: Now) -> Response:
         who = self._who(client)
         kind = request.path.split("?")[0].rsplit("/", 1)[-1]
-        pledge, status, refusal = self._status_reporter(kind, client)
+        pledge, status, refusal = self._status_reporter(kind, client, now)
         if pledge is None:
             self.counters["status dropped"] += 1
             return self._refuse(status, who, refusal)
@@ -263,7 +280,7 @@ class Registrar:
         del self.awaiting_status[(kind, pledge)]  # one report per voucher, one per enrolment
         reason = logsafe(report.get("reason", ""), MAX_REASON)
         entry = {"kind": kind, "from": who, "status": report["status"], "reason": reason,
-                 "time": time.time()}
+                 "time": now.wall.timestamp()}
         self.telemetry.append(entry)
         level = logging.INFO if report["status"] else logging.WARNING
         LOG.log(level, "%s from %s: status %s %s", kind, logsafe(who), report["status"], reason)
@@ -271,16 +288,18 @@ class Registrar:
 
     # --- EST ---------------------------------------------------------------------------------
 
-    async def _cacerts(self, request: Request, client: x509.Certificate | None) -> Response:
+    async def _cacerts(self, request: Request, client: x509.Certificate | None,
+                       now: Now) -> Response:
         return Response(200, _b64(cms.certs_only(list(self.ca.cacerts))),
                         {"content-type": wellknown.PKCS7_CERTS,
                          "content-transfer-encoding": "base64"})
 
-    def _name_for(self, client: x509.Certificate | None) -> tuple[str | None, str | None, str]:
+    def _name_for(self, client: x509.Certificate | None,
+                  now: Now) -> tuple[str | None, str | None, str]:
         """(acp-node-name, serial, refusal) for the TLS client."""
         if client is None:
             return None, None, "EST needs a TLS client certificate"
-        if self._is_ldevid(client):
+        if self._is_ldevid(client, now):
             name = csr.certificate_node_name_text(client)
             return (name, None, "" if name else "LDevID carries no acp-node-name")
         try:
@@ -288,7 +307,7 @@ class Registrar:
         except idevid.IdevidError as exc:
             return None, None, str(exc)
         since = self.vouched.get(serial)
-        if since is None or time.monotonic() - since > VOUCHED_FOR:
+        if since is None or now.mono - since > VOUCHED_FOR:
             return None, serial, "no voucher was issued for this pledge (request one first)"
         try:
             allocation = self.allocator.allocate(serial, self.scheme_policy(serial, client))
@@ -296,26 +315,29 @@ class Registrar:
             return None, serial, str(exc)
         return allocation.acp_node_name, serial, ""
 
-    async def _csrattrs(self, request: Request, client: x509.Certificate | None) -> Response:
-        name, _, refusal = self._name_for(client)
+    async def _csrattrs(self, request: Request, client: x509.Certificate | None,
+                        now: Now) -> Response:
+        name, _, refusal = self._name_for(client, now)
         if name is None:
             return self._refuse(403, self._who(client), refusal)
         return Response(200, _b64(csr.encode_csr_attrs(name)),
                         {"content-type": wellknown.CSRATTRS_TYPE,
                          "content-transfer-encoding": "base64"})
 
-    async def _simple_enroll(self, request: Request, client: x509.Certificate | None) -> Response:
-        return await self._enroll(request, client, renewal=False)
+    async def _simple_enroll(self, request: Request, client: x509.Certificate | None,
+                             now: Now) -> Response:
+        return await self._enroll(request, client, now, renewal=False)
 
-    async def _simple_reenroll(self, request: Request, client: x509.Certificate | None) -> Response:
-        if client is None or not self._is_ldevid(client):
+    async def _simple_reenroll(self, request: Request, client: x509.Certificate | None,
+                               now: Now) -> Response:
+        if client is None or not self._is_ldevid(client, now):
             return self._refuse(403, self._who(client), "re-enrolment needs a valid LDevID")
-        return await self._enroll(request, client, renewal=True)
+        return await self._enroll(request, client, now, renewal=True)
 
-    async def _enroll(self, request: Request, client: x509.Certificate | None, *,
+    async def _enroll(self, request: Request, client: x509.Certificate | None, now: Now, *,
                       renewal: bool) -> Response:
         who = self._who(client)
-        name, serial, refusal = self._name_for(client)
+        name, serial, refusal = self._name_for(client, now)
         if name is None:
             return self._refuse(403, who, refusal)
         if request.content_type() != wellknown.PKCS10:
@@ -336,9 +358,9 @@ class Registrar:
             serial = str(serials[0].value) if serials else None
         address = address_from_name(parse_acp_node_name(name)).address
         cert = self.ca.issue(request_csr.public_key(), name, address=address,
-                             serial_number=serial, lifetime=self.node_lifetime)
+                             serial_number=serial, lifetime=self.node_lifetime, now=now.wall)
         pledge = serial or name
-        self._expect_status(pledge, "enrollstatus")
+        self._expect_status(now.mono, pledge, "enrollstatus")
         self.issued_to[cert.serial_number] = pledge  # its enrollstatus may come over this cert
         LOG.info("registrar %s %s for %s (%s)", "renewed" if renewal else "issued", name,
                  logsafe(who), address)
@@ -359,7 +381,8 @@ class Registrar:
     async def serve(self, context: ssl.SSLContext, *, sock: Any = None, host: str | None = None,
                     port: int = 0) -> asyncio.base_events.Server:
         async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await serve_connection(reader, writer, self.handle)
+            await serve_connection(reader, writer,
+                                   lambda request, w: self.handle(request, w, now=read_clock()))
         if sock is not None:
             return await asyncio.start_server(connection, sock=sock, ssl=context,
                                               ssl_handshake_timeout=10.0)
