@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from .uci import ConfigError, UciOption, UciPackage, parse_uci, read_uci_file, show
 
@@ -31,6 +31,14 @@ SUN_PATH_MAX = 107  # a Unix socket path: sizeof(sun_path) - 1
 NETNS_NAME_MAX = 64
 _NETNS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _PATTERN_MAX = 64
+
+
+
+@runtime_checkable
+class _JsonReady(Protocol):
+    """A nested setting (connect.config.ConnectConfig) that renders itself for to_dict()."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,7 @@ class AcpConfig:
             if isinstance(value, (Path, ipaddress.IPv6Network)):
                 value = str(value)
             elif isinstance(value, tuple):
-                value = [v.to_dict() if hasattr(v, "to_dict") else v for v in value]
+                value = [v.to_dict() if isinstance(v, _JsonReady) else v for v in value]
             out[f.name] = value
         return out
 
