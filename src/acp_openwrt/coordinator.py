@@ -4,6 +4,11 @@ acpd.main() reads config and identity (pure), then hands them to Node.run(). Nod
 DULL and ACP namespaces unless they exist (then it adopts them), starts each part, serves the
 control socket, and on stop undoes it all in reverse: parts remove what they made, and the
 namespaces go if this run created them (unless keep is set, for a restart without disruption).
+
+The parts talk by events on `ctx.bus` and typed ports on the context (docs/parts.md). Node
+calls only the `Service` hooks, never probes a part: it fills `ctx.ports` from every part's
+`ports()` when it builds them, clears a part's ports before stopping it (or when it failed to
+start), sets `keep_on_stop` before a restart, and calls `reload_identity()` after a renewal.
 """
 from __future__ import annotations
 
