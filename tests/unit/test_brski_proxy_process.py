@@ -16,8 +16,8 @@ from acp_openwrt.brski.proxy.relay import RelayLimits
 from acp_openwrt.brski.proxy.sandbox import SandboxError, resolve_user
 
 
-async def expect(chan: ho.HandoverChannel, timeout: float = 2.0) -> ho.Message:
-    received = await asyncio.wait_for(chan.receive(), timeout)
+async def expect(chan: ho.HandoverChannel, within: float = 2.0) -> ho.Message:
+    received = await asyncio.wait_for(chan.receive(), within)
     assert received is not None, "proxy closed the handover socket"
     return received[0]
 
@@ -71,7 +71,7 @@ def test_proxy_reports_listeners_registrar_known_lost_and_status() -> None:
 
 
 def test_registrar_is_known_only_once_it_answers(monkeypatch) -> None:
-    """Heard before the ACP routes to it exist: no AN_Proxy yet (pledges would fail and back off)."""
+    """Heard before the ACP routes to it exist: no AN_Proxy yet (pledges would fail, back off)."""
     monkeypatch.setattr("acp_openwrt.brski.proxy.process.PROBE_RETRY", 0.05)
     probed = []
 

@@ -64,7 +64,8 @@ def test_registrar_from_flood_reads_the_rfc_example() -> None:
     assert registrar_from_flood("AN_join_registrar", "EST-TLS", loc) == \
         RegistrarLocator("fda3:79a6:f6ee:0:200:0:6400:1", 8443)
     assert registrar_from_flood("AN_join_registrar", "EST-coaps", loc) is None
-    assert registrar_from_flood("AN_join_registrar", "EST-TLS", Locator(103, addr, 17, 8443)) is None
+    udp = Locator(103, addr, 17, 8443)
+    assert registrar_from_flood("AN_join_registrar", "EST-TLS", udp) is None
     assert registrar_from_flood("AN_Proxy", "EST-TLS", loc) is None
 
 
@@ -92,7 +93,8 @@ Scenario = Callable[[Relay, int, list[RegistrarLocator]], Awaitable[None]]
 
 
 def run(limits: RelayLimits, scenario: Scenario, registrar: bool = True) -> Relay:
-    """Relay on ::1 towards an echo server (or towards nothing); runs scenario(relay, port, regs)."""
+    """Relay on ::1 towards an echo server (or towards nothing); runs scenario(relay, port,
+    regs)."""
     async def main() -> Relay:
         server, echo_port = await echo_server()
         regs = [RegistrarLocator("::1", echo_port)] if registrar else []
