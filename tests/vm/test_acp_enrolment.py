@@ -59,7 +59,8 @@ def test_pledges_enrol_and_form_the_acp(lab: AcpdLab) -> None:
         lab.wait("charon has the renewed LDevID",
                  lambda: "renewed LDevID loaded into charon" in lab.nodes["n3"].stderr(), 10)
         status = lab.ask("n3", "status")
-        assert status["rebuilds"] == 1 and status["identity"]["acp_address"] == lab.acp_address("n3")
+        assert status["rebuilds"] == 1
+        assert status["identity"]["acp_address"] == lab.acp_address("n3")
         assert lab.ping("n3", "n1") == 1
     except BaseException:
         print(lab.logs())
