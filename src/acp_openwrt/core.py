@@ -73,14 +73,18 @@ class CoreTimer(Generic[Output]):
         if self._closed:
             return
         due = self.core.next_timer()
+        capped = False
         if self.ceiling is not None:
             cap = self.now() + self.ceiling
-            due = cap if due is None else min(due, cap)
+            if due is None or due > cap:
+                due, capped = cap, True
         if due is None:
             self._cancel()
             return
         if self._handle is not None:
-            if abs(self._when - due) <= 0.001:
+            # Under the ceiling a timer armed sooner stays: the ceiling only bounds the sleep,
+            # and moving it with every input would re-create the loop's timer each time.
+            if abs(self._when - due) <= 0.001 or (capped and self._when <= due):
                 return
             self._handle.cancel()
         self._when = due
