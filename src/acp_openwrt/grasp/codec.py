@@ -483,14 +483,20 @@ def locator_to_cbor(loc: Locator | None) -> list[Any]:
 
 def to_cbor(msg: Message) -> list[Any]:
     """The message as the CBOR data model (lists, ints, bytes …), ready for cbor2.dumps."""
-    # isinstance, not type(msg) is X: as cheap on CPython 3.11+, and type checkers narrow it
+    # isinstance, not type(msg) is X: as cheap on CPython 3.11+, and type checkers narrow it;
+    # floods first, then what a negotiation or synchronization sends
     if isinstance(msg, Flood):
         out: list[Any] = [c.M_FLOOD, msg.session_id, msg.initiator, msg.ttl]
         for tagged in msg.objectives:
             out.append([objective_to_cbor(tagged.objective), locator_to_cbor(tagged.locator)])
         return out
-    if isinstance(msg, Noop):
-        return [c.M_NOOP]
+    if isinstance(msg, (RequestNegotiation, RequestSynchronization, Negotiate, Synch)):
+        return [MTYPE[type(msg)], msg.session_id, objective_to_cbor(msg.objective)]
+    if isinstance(msg, End):
+        if msg.accept:
+            return [c.M_END, msg.session_id, [c.O_ACCEPT]]
+        opt = [c.O_DECLINE] if msg.reason is None else [c.O_DECLINE, msg.reason]
+        return [c.M_END, msg.session_id, opt]
     if isinstance(msg, Discovery):
         return [c.M_DISCOVERY, msg.session_id, msg.initiator, objective_to_cbor(msg.objective)]
     if isinstance(msg, Response):
@@ -500,19 +506,14 @@ def to_cbor(msg: Message) -> list[Any]:
         if msg.objective is not None:
             out.append(objective_to_cbor(msg.objective))
         return out
-    if isinstance(msg, End):
-        if msg.accept:
-            return [c.M_END, msg.session_id, [c.O_ACCEPT]]
-        opt = [c.O_DECLINE] if msg.reason is None else [c.O_DECLINE, msg.reason]
-        return [c.M_END, msg.session_id, opt]
     if isinstance(msg, Wait):
         return [c.M_WAIT, msg.session_id, msg.waiting_time]
     if isinstance(msg, Invalid):
         if msg.content is ABSENT:
             return [c.M_INVALID, msg.session_id]
         return [c.M_INVALID, msg.session_id, msg.content]
-    if isinstance(msg, (RequestNegotiation, RequestSynchronization, Negotiate, Synch)):
-        return [MTYPE[type(msg)], msg.session_id, objective_to_cbor(msg.objective)]
+    if isinstance(msg, Noop):
+        return [c.M_NOOP]
     raise TypeError(f"not a GRASP message: {type(msg).__name__}")
 
 
