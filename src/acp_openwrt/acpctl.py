@@ -17,8 +17,8 @@ from .commands import EXIT_USAGE, CommandError
 
 DEFAULT_SOCKET = Path("/var/run/acp/acpd.sock")
 # Modules under acp_openwrt.commands, in help order.
-COMMANDS = ("node", "diagnose", "channels", "rpl", "connect", "brski", "proxy", "registrar",
-            "identity", "grasp")
+COMMANDS = ("node", "diagnose", "channels", "rpl", "map", "connect", "brski", "proxy",
+            "registrar", "identity", "grasp")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -61,7 +61,8 @@ def part_names(config: AcpConfig, identity: dict[str, Any] | None) -> list[str]:
         parts.append("rpl.part:RplPart")
         if config.connect:
             parts.append("connect.part:ConnectPart")
-        parts += ["grasp.part:AcpGraspPart", "channels.part:ChannelPart"]
+        # acpmap: before channels, so it hears every ChannelUp (it answers map requests)
+        parts += ["grasp.part:AcpGraspPart", "acpmap.part:MapPart", "channels.part:ChannelPart"]
     parts.append("discovery.part:DiscoveryPart")
     if config.registrar:
         if identity is not None:

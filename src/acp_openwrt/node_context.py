@@ -48,10 +48,19 @@ class AcpGraspPort(Protocol):
         ...
 
 
+class RplPort(Protocol):
+    """The node's RPL state (provided by `rpl.part.RplPart`), for the ACP map's node report."""
+
+    def status(self) -> Mapping[str, Any]:
+        """The `rpl` control answer (control.api.RplStatus): role, rank, parents, routes."""
+        ...
+
+
 @dataclass(frozen=True)
 class Ports:
     """The typed ports a part provides, or (in `ctx.ports`) those that are available now."""
     acp_grasp: AcpGraspPort | None = None
+    rpl: RplPort | None = None
 
     def merged(self, other: Ports) -> Ports:
         """These ports with those `other` provides added; a port provided twice is an error."""
@@ -86,6 +95,10 @@ class NodeContext:
     @property
     def acp_grasp(self) -> AcpGraspPort | None:
         return self.ports.acp_grasp
+
+    @property
+    def rpl(self) -> RplPort | None:
+        return self.ports.rpl
 
     @property
     def dull_ns(self) -> str:

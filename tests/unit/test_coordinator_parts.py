@@ -20,7 +20,7 @@ def short(parts: list[str]) -> list[str]:
 def test_enrolled_node_order() -> None:
     parts = short(part_names(AcpConfig(), IDENTITY))
     assert parts == ["links.part", "brski.proxy.part", "rpl.part", "grasp.part",
-                     "channels.part", "discovery.part", "brski.pledge.part",
+                     "acpmap.part", "channels.part", "discovery.part", "brski.pledge.part",
                      "control.part"]
 
 

@@ -476,6 +476,62 @@ class Namespaces(TypedDict):
     acp: str
 
 
+# --- the ACP map (acpmap) ------------------------------------------------------------------------
+
+class AcpMapStatus(TypedDict):
+    """status.acpmap: this node answers map requests (GRASP objective `objective`)."""
+    answering: bool
+    objective: str
+    channels: int
+    maps: int
+    gathering: bool
+
+
+class MapNode(TypedDict):
+    address: str
+    name: str | None
+    roles: list[Annotated[str, Literal["registrar", "root"]]]
+    state: Annotated[str, Literal["root", "attached", "detached", "no-rpl"]] | None
+    rank: int | None
+    parent: str | None
+    channels: int | None
+    hops: int
+    reached: bool
+    error: str | None
+    origin: bool
+
+
+class MapChannel(TypedDict):
+    a: str
+    b: str
+    confirmed: bool
+
+
+class MapParent(TypedDict):
+    child: str
+    parent: str
+
+
+class MapLimits(TypedDict):
+    max_nodes: int
+    max_channels: int
+    max_report_bytes: int
+    ask_timeout_s: float
+    deadline_s: float
+
+
+class MapAnswer(TypedDict):
+    """`map`: the whole ACP as gathered from this node (docs/acpmap.md)."""
+    origin: str
+    complete: bool
+    duration_s: float
+    nodes: list[MapNode]
+    channels: list[MapChannel]
+    parents: list[MapParent]
+    counters: dict[str, int]
+    limits: MapLimits
+
+
 class NodeStatus(TypedDict):
     """`status`: the node, then one key per running part (its name) with that part's status."""
     version: str
@@ -492,6 +548,7 @@ class NodeStatus(TypedDict):
     rpl: NotRequired[RplStatus]
     connect: NotRequired[ConnectStatus]
     grasp: NotRequired[AcpGraspStatus]
+    acpmap: NotRequired[AcpMapStatus]
     channels: NotRequired[ChannelsStatus]
     discovery: NotRequired[DiscoveryStatus]
     brski: NotRequired[PledgeStatus]
@@ -521,6 +578,7 @@ ANSWERS: dict[str, Any] = {
     "enroll": EnrollAnswer,
     "registrar": RegistrarStatus,
     "proxy": ProxyAnswer,
+    "map": MapAnswer,
 }
 
 # the part (status key) whose status a command's answer repeats, where it is one

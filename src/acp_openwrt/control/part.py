@@ -39,6 +39,7 @@ METHODS: dict[str, str] = {
     "neighbors": "neighbors",
     "channels": "channels",
     "rpl": "rpl",
+    "map": "map",
     "brski": "brski",
     "rescan": "rescan",
     "enroll": "enroll",

@@ -24,7 +24,7 @@ from typing import Any
 from .. import events
 from ..core import CoreTimer
 from ..events import ConnectSubnetDown, ConnectSubnetUp
-from ..node_context import NodeContext, Part
+from ..node_context import NodeContext, Part, Ports
 from .actions import Send
 from .dodag import RplNode
 from .installer import RTPROT_ACP_RPL, RouteInstaller
@@ -94,6 +94,9 @@ class RplPart(Part):
         self._running = False
         self._restart: asyncio.TimerHandle | None = None
         ctx.control.register("rpl", self._control)
+
+    def ports(self) -> Ports:
+        return Ports(rpl=self)  # RplPort: status() for the ACP map's node report
 
     # ------------------------------------------------------------ lifecycle
     def rpl_config(self) -> RplConfig | None:
