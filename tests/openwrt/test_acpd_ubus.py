@@ -22,7 +22,7 @@ from acp_openwrt.lab.topology import line
 from acp_openwrt.netns import list_namespaces
 
 ROOT = Path(__file__).resolve().parents[2]
-READ_METHODS = ("status", "interfaces", "neighbors", "channels", "rpl", "brski")
+READ_METHODS = ("status", "interfaces", "neighbors", "channels", "rpl", "map", "brski")
 WRITE_METHODS = ("rescan", "enroll", "reload")
 VIEWER, VIEWER_PASSWORD = "acpview", "acpview-secret"
 
@@ -118,6 +118,10 @@ def test_luci_reads_through_uhttpd_with_only_the_packages_acl(
         assert status == 0 and "error" not in data, (method, data)
     assert uhttpd.rpc_call(session, "acp", "status", {})["result"][1]["identity"][
         "acp_address"] == lab.acp_address("n1")
+    # the ACP map as LuCI draws it: the node itself, reached, under the map's own keys
+    status, acp_map = uhttpd.rpc_call(session, "acp", "map", {})["result"]
+    assert status == 0 and acp_map["origin"] == lab.acp_address("n1"), acp_map
+    assert acp_map["nodes"][0]["reached"] is True and acp_map["nodes"][0]["origin"] is True
     for method in WRITE_METHODS:
         answer = uhttpd.rpc_call(session, "acp", method, {})
         assert answer.get("error", {}).get("message") == "Access denied", (method, answer)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from conftest import Rpcd, UbusObject, Uhttpd
 
 ROOT = Path(__file__).resolve().parents[2]
-READ = ("status", "interfaces", "neighbors", "channels", "rpl", "brski")
+READ = ("status", "interfaces", "neighbors", "channels", "rpl", "map", "brski")
 WRITE = ("rescan", "enroll", "reload")
 DENIED = {"code": -32002, "message": "Access denied"}
 UBUS_PERMISSION_DENIED = 6
