@@ -3,6 +3,7 @@ link-local source addresses, as fast as Python can send them (issue 15).
 
     python3 -m acp_openwrt.lab.spoofer eth0 [--addresses 4096] [--seconds 10] [--rate 0]
                                             [--ttl-ms 0] [--one-source] [--base fe80::a:0]
+                                            [--port 7017]
 
 Run it inside the attacker's namespace; SIGTERM ends it early (it still reports). Each
 datagram really leaves from its own source address: one UDP socket with IPV6_FREEBIND, the
@@ -10,8 +11,10 @@ source set per datagram with IPV6_PKTINFO (no address is added to the interface,
 answers ND for the fakes). Each flood is ``[M_FLOOD, sid, fe80::N, ttl, [["AN_ACP", 4, 1,
 "IKEv2"], [O_IPv6_LOCATOR, fe80::N, 17, 500]]]`` with a fresh session id, so no receiver can
 drop a repeat as a duplicate. ``--one-source`` is the issue's first form: every flood from the
-interface's own address, the locator (and initiator) cycling through the fakes. Prints one JSON
-line at the end: sent, errors, seconds, datagrams per second.
+interface's own address, the locator (and initiator) cycling through the fakes. ``--port``
+other than GRASP's 7017 makes the same traffic a decoy that no receiver reads: the load the
+attacker and the link put on a one-machine lab, without the attack (the benches' baseline).
+Prints one JSON line at the end: sent, errors, seconds, datagrams per second.
 """
 from __future__ import annotations
 
@@ -34,13 +37,15 @@ _SID_FIRST = 1 << 24  # session ids from here on encode as 0x1a + 4 bytes: fixed
 
 
 def flood_topology() -> TopologySpec:
-    """The benches' flooded link: v, b, d and x on one bridge (sw), c behind v's other link."""
+    """The benches' flooded link: v, b, d and x on one bridge (sw); c and e behind v's other
+    links (eth1, eth2)."""
     builder = SpecBuilder().node("sw", bridges=["br0"], switch=True)
-    for name in ("v", "b", "d", "x", "c"):
+    for name in ("v", "b", "d", "x", "c", "e"):
         builder.node(name)
     for port, name in enumerate(("v", "b", "d", "x"), 1):
         builder.link(name, "sw", ifname_a="eth0", ifname_b=f"p{port}", bridge_b="br0")
-    return builder.link("v", "c", ifname_a="eth1", ifname_b="eth0").build()
+    builder.link("v", "c", ifname_a="eth1", ifname_b="eth0")
+    return builder.link("v", "e", ifname_a="eth2", ifname_b="eth0").build()
 
 
 def fake_address(base: ipaddress.IPv6Address, n: int) -> bytes:
@@ -60,7 +65,7 @@ def flood_template(ttl_ms: int) -> tuple[bytearray, int, tuple[int, ...]]:
 
 
 def run(ifname: str, addresses: int, seconds: float, rate: float, ttl_ms: int,
-        one_source: bool, base: str) -> dict[str, float]:
+        one_source: bool, base: str, port: int = c.GRASP_LISTEN_PORT) -> dict[str, float]:
     index = socket.if_nametoindex(ifname)
     sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
@@ -69,7 +74,7 @@ def run(ifname: str, addresses: int, seconds: float, rate: float, ttl_ms: int,
     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
     sock.bind(("::", c.GRASP_LISTEN_PORT, 0, index))
-    dest = (c.ALL_GRASP_NEIGHBORS_V6, c.GRASP_LISTEN_PORT, 0, index)
+    dest = (c.ALL_GRASP_NEIGHBORS_V6, port, 0, index)
     start_address = ipaddress.IPv6Address(base)
     fakes = [fake_address(start_address, n) for n in range(1, addresses + 1)]
     tail = struct.pack("@I", index)
@@ -118,9 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one-source", action="store_true",
                         help="send from the interface's own address; only the locator is fake")
     parser.add_argument("--base", default="fe80::a:0", help="fakes are base+1, base+2, ...")
+    parser.add_argument("--port", type=int, default=c.GRASP_LISTEN_PORT,
+                        help="destination UDP port (not 7017: a decoy nobody reads)")
     args = parser.parse_args(argv)
     print(json.dumps(run(args.ifname, args.addresses, args.seconds, args.rate, args.ttl_ms,
-                         args.one_source, args.base)), flush=True)
+                         args.one_source, args.base, args.port)), flush=True)
     return 0
 
 
