@@ -93,14 +93,16 @@ const uci = { load: () => Promise.resolve(), get: (c, s, o) => (answers.uci || {
 const poll = { add: (fn, interval) => polls.push([fn, interval]) };
 const dom = { content: (node, children) => { node.children = children; } };
 const view = { extend: (o) => o };
+// acp/acpmap.js (drawn in a real browser by tests/openwrt/test_luci_acpmap_svg.py): its input
+const acpmap = { render: (m) => E('svg', {}, (m.nodes || []).map((n) => 'node ' + n.address)) };
 globalThis.cbi_update_table = (table, rows, empty) => {
   table.children = table.children.concat(
     rows.length ? rows.map((r) => E('tr', {}, r.map((c) => E('td', {}, c)))) : [empty]);
 };
 const _ = (s) => s;
 const src = fs.readFileSync(process.argv[2], 'utf8');
-const v = new Function('view', 'dom', 'poll', 'rpc', 'uci', 'L', 'E', '_', src)(
-  view, dom, poll, rpc, uci, L, E, _);
+const v = new Function('view', 'dom', 'poll', 'rpc', 'uci', 'acpmap', 'L', 'E', '_', src)(
+  view, dom, poll, rpc, uci, acpmap, L, E, _);
 (async () => {
   const page = v.render(await v.load());
   await polls[0][0]();
@@ -140,15 +142,20 @@ def test_view_renders_identity_neighbours_channels_rpl(tmp_path: Path) -> None:
                                 "children": [{"address": "fe80::7", "ifname": "acp_2",
                                               "targets": ["fd89:b714:f3db::7/128"]}]}),
         "brski": {"state": "enrolled"},
+        "map": to_reply("map", {"origin": "fd89:b714:f3db::1", "complete": True,
+                                "duration_s": 0.4, "channels": [], "parents": [],
+                                "nodes": [{"address": "fd89:b714:f3db::1", "reached": True},
+                                          {"address": "fd89:b714:f3db::2", "reached": True}]}),
         "uci": {"registrar": "1"},
     }
     out = render(tmp_path, answers)
     text = out["text"]
     for expected in ("rfcSELF+fd89:b714:f3db::1@acp.example", "fd89:b714:f3db::1/128",
                      "registrar", "enrolled (LDevID)", "fe80::2", "eth1", "IKEv2", "acp_1",
-                     "decider", "up", "fd89:b714:f3db::9", "fe80::7", "fd89:b714:f3db::7/128"):
+                     "decider", "up", "fd89:b714:f3db::9", "fe80::7", "fd89:b714:f3db::7/128",
+                     "ACP map", "2 nodes (2 answered)", "node fd89:b714:f3db::2"):
         assert expected in text, expected
-    assert out["polls"] == [5]
+    assert out["polls"] == [5, 30]  # the map is gathered over the ACP: asked less often
 
 
 @pytest.mark.skipif(NODE is None, reason="node not installed")
@@ -166,9 +173,11 @@ def test_view_shows_why_a_call_failed(tmp_path: Path) -> None:
     that is not running (no `rpl` command before enrolment) is not an error."""
     text = render(tmp_path, {"status": {"error": "no answer from acpd within 10 s"},
                              "neighbors": {"neighbors": []}, "channels": {"channels": []},
-                             "rpl": {"error": "unknown command 'rpl'"}, "brski": {}})["text"]
+                             "rpl": {"error": "unknown command 'rpl'"}, "brski": {},
+                             "map": {"error": "unknown command 'map'"}})["text"]
     assert "Could not read this: no answer from acpd within 10 s" in text
     assert "unknown command" not in text and "RPL is not running" in text
+    assert "No map: the node is not enrolled" in text
     assert "not running (ubus" not in text
     denied = render(tmp_path, {"reject": "Access denied"})["text"]
     assert "Access denied: log out and in again" in denied

@@ -4,6 +4,7 @@
 'require poll';
 'require rpc';
 'require uci';
+'require acp.acpmap as acpmap';
 
 // Status > ACP: a read-only view of the ubus object "acp" that acpd registers (the same
 // answers as `acpctl ... --json`). A call that fails shows why (acpd not running, access
@@ -14,6 +15,7 @@ var callNeighbors = rpc.declare({ object: 'acp', method: 'neighbors' });
 var callChannels = rpc.declare({ object: 'acp', method: 'channels' });
 var callRpl = rpc.declare({ object: 'acp', method: 'rpl' });
 var callBrski = rpc.declare({ object: 'acp', method: 'brski' });
+var callMap = rpc.declare({ object: 'acp', method: 'map' });
 
 // One answer: { data: ..., error: null } or { data: fallback, error: 'why' }. acpd answers a
 // refused request with { error: '...' }; rpc.js rejects on a ubus or JSON-RPC error.
@@ -147,6 +149,26 @@ function rplSection(answer) {
 		E('h4', {}, _('Children')), children], answer);
 }
 
+// The ACP at a glance: acpd gathers every node's report over the ACP (a few seconds, so it is
+// asked less often than the rest); acp/acpmap.js draws it.
+function mapSection(answer) {
+	var map = answer.data || {};
+	var nodes = map.nodes || [];
+	var reached = nodes.filter(function(n) { return n.reached; }).length;
+	var content = [];
+	if (nodes.length) {
+		content.push(E('p', {}, _('%d nodes (%d answered), %d secure channels, gathered in %.1f s%s').format(
+			nodes.length, reached, (map.channels || []).length, map.duration_s || 0,
+			map.complete ? '' : ' ' + _('(incomplete)'))));
+		content.push(E('div', { 'style': 'overflow:auto' }, [acpmap.render(map)]));
+		content.push(E('p', { 'class': 'cbi-value-description' },
+			_('Circles: nodes (R registrar, ⊤ DODAG root; gold root, green attached, orange detached, dashed red not reached; this node outlined). Grey lines: secure channels (dashed: reported by one end). Blue arrows: preferred RPL parent.')));
+	}
+	else if (!answer.error)
+		content.push(E('em', {}, _('No map: the node is not enrolled')));
+	return section(_('ACP map'), content, answer);
+}
+
 function renderAll(data) {
 	return [nodeSection(data[0], data[3].data, data[4].data), neighborSection(data[1]),
 		channelSection(data[2]), rplSection(data[3])];
@@ -154,21 +176,27 @@ function renderAll(data) {
 
 return view.extend({
 	load: function() {
-		return Promise.all([uci.load('acp'), fetchAll()]);
+		return Promise.all([uci.load('acp'), fetchAll(), settle(callMap(), null, {})]);
 	},
 
 	render: function(loaded) {
 		var body = E('div', {}, renderAll(loaded[1]));
+		var mapBody = E('div', {}, [mapSection(loaded[2])]);
 		poll.add(function() {
 			return fetchAll().then(function(data) {
 				dom.content(body, renderAll(data));
 			});
 		}, 5);
+		poll.add(function() {
+			return settle(callMap(), null, {}).then(function(answer) {
+				dom.content(mapBody, [mapSection(answer)]);
+			});
+		}, 30);
 		return E([], [
 			E('h2', {}, _('Autonomic Control Plane')),
 			E('div', { 'class': 'cbi-map-descr' },
-				_('The ACP node (RFC 8994): its identity, neighbours, secure channels and RPL routing.')),
-			body
+				_('The ACP node (RFC 8994): its identity, neighbours, secure channels and RPL routing, and the whole ACP as seen from here.')),
+			body, mapBody
 		]);
 	},
 
