@@ -1,6 +1,7 @@
 """The ACP map's gathering core and node report, with plain data (sans-I/O, `now` passed in)."""
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from typing import Any
 
@@ -267,3 +268,105 @@ def test_acpctl_map_text_and_json(capsys: pytest.CaptureFixture[str],
     assert tree[2].startswith(f"      {addr(2)} (node2) attached")
     assert acpctl.main(["map", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == answer
+
+
+# -- the part, with a stand-in ASA API (no network) ----------------------------------------
+
+class FakeGrasp:
+    """register/listen/synchronize as AsaApi has them; synchronize answers from `reports`
+    (an address missing: never answers; None: refused)."""
+
+    def __init__(self, reports: dict[str, Any]) -> None:
+        self.reports = reports
+        self.listening: dict[str, Any] = {}
+        self.asked: list[str] = []
+
+    def register_asa(self, name: str) -> str:
+        return name
+
+    def deregister_asa(self, asa: str) -> None:
+        self.listening.clear()
+
+    def register_objective(self, asa: str, objective: Any, **kw: Any) -> None:
+        pass
+
+    def listen_synchronize(self, asa: str, objective: Any) -> None:
+        self.listening[objective.name] = objective.value
+
+    async def synchronize(self, asa: str, objective: Any, peer: Any = None,
+                          timeout_ms: int | None = None, ifname: str | None = None) -> Any:
+        from acp_openwrt.grasp.errors import GraspApiError, GraspError
+        address = str(ipaddress.IPv6Address(peer.address))
+        self.asked.append(address)
+        if address not in self.reports:
+            await asyncio.sleep(3600)
+        if self.reports[address] is None:
+            raise GraspApiError(GraspError.noSynchReply, objective.name)
+        return objective._replace(value=self.reports[address])
+
+
+def make_part(tmp_path: Any, grasp: FakeGrasp, channels: dict[str, int]) -> Any:
+    from acp_openwrt.acpmap.part import MapPart
+    from acp_openwrt.config import AcpConfig
+    from acp_openwrt.control.server import ControlServer
+    from acp_openwrt.events import ChannelUp, EventBus
+    from acp_openwrt.node_context import NodeContext, Ports
+
+    class Port:
+        def asa_api(self) -> Any:
+            return grasp
+
+        async def find_est_server(self) -> None:
+            return None
+
+    ctx = NodeContext(config=AcpConfig(registrar=True), bus=EventBus(),
+                      control=ControlServer(tmp_path / "c.sock"),
+                      identity={"acp_address": addr(0), "acp_node_name": "n0@acp.example"})
+    ctx.ports = Ports(acp_grasp=Port())  # type: ignore[arg-type]
+    part = MapPart(ctx, Limits(ask_timeout=0.2, deadline=0.6))
+    for ifname, n in channels.items():
+        hexaddr = f"{int(ipaddress.IPv6Address(addr(n))):032x}"
+        ctx.bus.publish(ChannelUp("fe80::1", "d", ifname, f"{hexaddr}+@acp.example"))
+    return part
+
+
+def test_the_part_answers_for_itself_and_gathers_through_its_port(tmp_path: Any) -> None:
+    from acp_openwrt.acpmap.core import OBJECTIVE
+    reports = {addr(1): LINE[1].to_value(), addr(2): None}  # 2 refuses, 3 is never reached
+
+    async def scenario() -> None:
+        grasp = FakeGrasp(reports)
+        part = make_part(tmp_path, grasp, {"acp-1": 1})
+        await part.start()
+        mine = grasp.listening[OBJECTIVE]
+        assert mine["address"] == addr(0) and mine["channels"] == [addr(1)]
+        assert mine["roles"] == ["registrar"] and mine["state"] == "no-rpl"
+        first, second = await asyncio.gather(part._control({}), part._control({}))
+        assert first is second and grasp.asked == [addr(1), addr(2)]  # one gathering
+        nodes = {n["address"]: n for n in first["nodes"]}
+        assert nodes[addr(2)]["error"] == "noSynchReply"
+        assert await part._control({}) is first  # answered again while young
+        await part.stop()
+        assert part.status()["answering"] is False
+
+    asyncio.run(scenario())
+
+
+def test_the_part_gives_up_on_silent_nodes_at_the_deadline(tmp_path: Any) -> None:
+    many = report(0, list(range(1, 40)))
+
+    async def scenario() -> None:
+        grasp = FakeGrasp({})
+        part = make_part(tmp_path, grasp, {f"acp-{i}": i for i in range(1, 40)})
+        await part.start()
+        assert len(grasp.listening["ACP-node-report:32473"]["channels"]) == len(many.channels)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer = await part._control({})
+        assert loop.time() - started < 1.0
+        assert answer["complete"] is False and len(answer["nodes"]) == 40
+        assert len(grasp.asked) < 40  # 8 at a time, 0.2 s each, 0.6 s in all
+        assert answer["counters"]["deadline_gave_up"] > 0
+        await part.stop()
+
+    asyncio.run(scenario())

@@ -84,6 +84,8 @@ class MapPart(Part):
             self._refresh = None
         for task in list(self._tasks):
             task.cancel()
+        if self._gathering is not None and not self._gathering.done():
+            self._gathering.set_exception(RequestError("acpd is stopping the ACP map"))
         if self._grasp is not None and self._asa is not None:
             try:
                 self._grasp.deregister_asa(self._asa)
@@ -148,6 +150,16 @@ class MapPart(Part):
         task.add_done_callback(self._tasks.discard)
 
     async def _gather(self, result: asyncio.Future[dict[str, Any]]) -> None:
+        try:
+            answer = await self._gather_map()
+        except Exception as exc:  # a bug: every waiter gets it rather than waiting forever
+            if not result.done():
+                result.set_exception(exc)
+            raise
+        if not result.done():
+            result.set_result(answer)
+
+    async def _gather_map(self) -> dict[str, Any]:
         rpl = self.ctx.rpl
         routes = (rpl.status().get("routes") or []) if rpl is not None else []
         assert self.address is not None
@@ -178,8 +190,7 @@ class MapPart(Part):
         self._last = (timer.now(), answer)
         LOG.info("ACP map: %d nodes, %d reached in %.1f s", len(answer["nodes"]),
                  sum(1 for n in answer["nodes"] if n["reached"]), answer["duration_s"])
-        if not result.done():
-            result.set_result(answer)
+        return answer
 
     async def _ask(self, ask: Ask, gatherer: MapGatherer, timer: CoreTimer[Output]) -> None:
         grasp = self._grasp
