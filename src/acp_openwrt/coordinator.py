@@ -63,6 +63,8 @@ def part_names(config: AcpConfig, identity: dict[str, Any] | None) -> list[str]:
             parts.append("connect.part:ConnectPart")
         # acpmap: before channels, so it hears every ChannelUp (it answers map requests)
         parts += ["grasp.part:AcpGraspPart", "acpmap.part:MapPart", "channels.part:ChannelPart"]
+    if identity is not None:  # after channels, which hear its RevocationUpdated at its start
+        parts.append("revocation.part:RevocationPart")
     parts.append("discovery.part:DiscoveryPart")
     if config.registrar:
         if identity is not None:

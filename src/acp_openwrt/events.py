@@ -155,9 +155,18 @@ class ConnectSubnetDown:
     prefix: str
 
 
+@dataclass(frozen=True)
+class RevocationUpdated:
+    """The node's CRLs (RFC 8994 §6.2.5.3) changed: `revoked` is every revoked certificate
+    they list, as (issuer name DER, serial). Channels close those to a revoked peer and refuse
+    new ones; published by the revocation part at start (the CRLs kept) and on every change."""
+    revoked: frozenset[tuple[bytes, int]]
+
+
 Event = (LinkAdopted | LinkReleased | AdjacencyUp | AdjacencyAlive | AdjacencyDown | ChannelUp
          | ChannelDown | IdentityChanged | ProxyHeard | AnProxyStart | AnProxyStop | RegistrarHeard
-         | EstServerHeard | AcpGraspInterfaceUp | ConnectSubnetUp | ConnectSubnetDown)
+         | EstServerHeard | AcpGraspInterfaceUp | ConnectSubnetUp | ConnectSubnetDown
+         | RevocationUpdated)
 """Every event type published on the bus (a test checks that no other module defines one)."""
 E = TypeVar("E", bound=Event)
 

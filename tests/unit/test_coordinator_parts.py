@@ -20,8 +20,8 @@ def short(parts: list[str]) -> list[str]:
 def test_enrolled_node_order() -> None:
     parts = short(part_names(AcpConfig(), IDENTITY))
     assert parts == ["links.part", "brski.proxy.part", "rpl.part", "grasp.part",
-                     "acpmap.part", "channels.part", "discovery.part", "brski.pledge.part",
-                     "control.part"]
+                     "acpmap.part", "channels.part", "revocation.part", "discovery.part",
+                     "brski.pledge.part", "control.part"]
 
 
 def test_order_constraints() -> None:
@@ -33,6 +33,8 @@ def test_order_constraints() -> None:
     assert index["rpl.part"] < index["channels.part"]
     assert index["grasp.part"] < index["channels.part"]
     # channels subscribe to AdjacencyUp when started: before discovery publishes any
+    # and to RevocationUpdated: before the revocation part publishes the CRLs it kept
+    assert index["channels.part"] < index["revocation.part"]
     assert index["channels.part"] < index["discovery.part"]
     # the registrar floods through the ACP GRASP and tells the local join proxy
     assert index["grasp.part"] < index["brski.registrar.part"]

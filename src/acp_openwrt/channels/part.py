@@ -58,6 +58,7 @@ from .peer_channel import (
     Verify,
 )
 from .peer_check import check_peer
+from .revocation import RevocationView, recheck
 from .strongswan_conf import CharonSettings
 from .vici_driver import ViciDriver, pem_blocks
 
@@ -106,6 +107,7 @@ class ChannelPart(Part):
         self._local_id: str | None = None
         self._anchors: list[Any] = []
         self._domain = ""
+        self.revocation = RevocationView()   # RevocationUpdated: revoked peers get no channel
         self.running = False
 
     # --- time ---
@@ -164,7 +166,8 @@ class ChannelPart(Part):
         bus = self.ctx.bus
         self._unsubscribe = [bus.subscribe(events.AdjacencyUp, self._on_adjacency_up),
                              bus.subscribe(events.AdjacencyAlive, self._on_adjacency_alive),
-                             bus.subscribe(events.AdjacencyDown, self._on_adjacency_down)]
+                             bus.subscribe(events.AdjacencyDown, self._on_adjacency_down),
+                             bus.subscribe(events.RevocationUpdated, self._on_revocation)]
         self.rearm()
 
     def _load_identity(self) -> None:
@@ -257,6 +260,10 @@ class ChannelPart(Part):
 
     def _on_adjacency_alive(self, ev: events.AdjacencyAlive) -> None:
         initiation.alive(self, ev.dull_ifname, ev.peer)
+
+    def _on_revocation(self, ev: events.RevocationUpdated) -> None:
+        self.revocation.update(ev.revoked)
+        self.spawn(recheck(self))
 
     def _on_adjacency_down(self, ev: events.AdjacencyDown) -> None:
         key = (ev.dull_ifname, ev.peer)
@@ -403,7 +410,8 @@ class ChannelPart(Part):
 
     async def _verify(self, ch: Channel, action: Verify) -> None:
         leaves, others = await self._vici("peer_certificates", action.remote_id)
-        verdict = check_peer(action.remote_id, leaves, others, self._anchors, self._domain)
+        verdict = check_peer(action.remote_id, leaves, others, self._anchors, self._domain,
+                             revoked=self.revocation.problem)
         now = self.now()
         if verdict.ok and verdict.address is not None and verdict.node_name is not None:
             actions = ch.fsm.peer_verified(action.sa_id, int(verdict.address),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -29,8 +29,12 @@ class PeerVerdict:
 
 def check_peer(remote_id: str, leaves: Sequence[bytes], others: Sequence[bytes],
                anchors: Sequence[x509.Certificate], domain: str,
-               now: dt.datetime | None = None) -> PeerVerdict:
+               now: dt.datetime | None = None,
+               revoked: Callable[[x509.Certificate], str | None] | None = None) -> PeerVerdict:
     """Accept if one of the certificates charon holds for `remote_id` passes.
+
+    `revoked` (RFC 8994 §6.2.3 rule 3): why a certificate is revoked according to the CRLs
+    the node holds, or None (channels/revocation.py).
 
     Several can match after a peer re-enrolled; the newest is tried first, and the first
     refusal's reason is the one reported when none passes.
@@ -46,7 +50,10 @@ def check_peer(remote_id: str, leaves: Sequence[bytes], others: Sequence[bytes],
     for cert in certs:
         result = check_domain_membership(cert, chain, list(anchors), domain, now=now,
                                          for_secure_channel=True)
-        if not result.ok or result.node_name is None:
+        revocation = revoked(cert) if revoked is not None and result.ok else None
+        if revocation is not None:
+            verdict = PeerVerdict(False, revocation)
+        elif not result.ok or result.node_name is None:
             verdict = PeerVerdict(False, result.reason)
         else:
             address = address_from_name(result.node_name).address

@@ -1,5 +1,7 @@
 """`acpctl registrar`: the node's registrar (domain, port, enrolled nodes, recent refusals),
-and its state as one file (`backup FILE`, `restore FILE`; brski/registrar/backup.py).
+its revocations (`revoke NODE-NAME|SERIAL`, `revoked`; brski/registrar/revocation.py, through
+the running acpd, which serves the CRL), and its state as one file (`backup FILE`,
+`restore FILE`; brski/registrar/backup.py).
 
 Backup and restore work on the files, not through acpd: a backup must be possible while the
 registrar runs (SQLite's online backup is consistent against a concurrent writer), and a
@@ -15,7 +17,8 @@ from pathlib import Path
 from . import CommandError, add_json_flag, node_request, print_json, print_table
 
 FIELDS = ("running", "domain", "acp_node_name", "address", "port", "namespace", "registrar_id",
-          "enrolled", "default_masa_url", "flooding", "floods_sent", "last_flood_age", "problem")
+          "enrolled", "default_masa_url", "flooding", "floods_sent", "last_flood_age",
+          "crl_url", "crl_number", "revoked", "problem")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -37,6 +40,48 @@ def cmd_status(args: argparse.Namespace) -> int:
         print_table(("age (s)", "who", "HTTP", "reason"),
                     [(round(now - r["time"]), r["who"], r["status"], r["reason"])
                      for r in refusals])
+    return 0
+
+
+def _revoked_rows(entries: list[dict[str, object]]) -> list[tuple[object, ...]]:
+    return [(e["serial"], e["acp_node_name"] or "-",
+             time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(e["revoked"]))),  # type: ignore[arg-type]
+             e["reason"]) for e in entries]
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    params = {"target": args.target}
+    if args.reason:
+        params["reason"] = args.reason
+    answer = node_request(args, "revoke", **params)
+    if args.json:
+        print_json(answer)
+        return 0
+    if not answer["revoked"]:
+        print(f"{args.target}: already revoked")
+    else:
+        print_table(("serial", "acp-node-name", "revoked (UTC)", "reason"),
+                    _revoked_rows(answer["revoked"]))
+    print(f"CRL number {answer['crl_number']}: nodes drop the revoked certificates within "
+          f"their crl_refresh")
+    return 0
+
+
+def cmd_revoked(args: argparse.Namespace) -> int:
+    answer = node_request(args, "revoked")
+    if args.json:
+        print_json(answer)
+        return 0
+    print(f"crl_url    {answer['crl_url'] or '-'}")
+    print(f"crl_number {'-' if answer['crl_number'] is None else answer['crl_number']}")
+    if answer["revoked_names"]:
+        print(f"names      {', '.join(answer['revoked_names'])}")
+    if answer["revoked"]:
+        print()
+        print_table(("serial", "acp-node-name", "revoked (UTC)", "reason"),
+                    _revoked_rows(answer["revoked"]))
+    else:
+        print("no certificate revoked")
     return 0
 
 
@@ -138,3 +183,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                   "file, mode 0600", "replace an existing file").set_defaults(func=cmd_backup)
     _file_command(actions, "restore", "install a backup into a stopped registrar",
                   "replace an existing CA and database").set_defaults(func=cmd_restore)
+    revoke = actions.add_parser("revoke", help="revoke a node (every certificate issued to "
+                                "an acp-node-name, which gets none again) or one certificate "
+                                "(hex serial); the CRL lists it at once")
+    revoke.add_argument("target", help="acp-node-name or certificate serial (hex)")
+    revoke.add_argument("--reason", default="", help="recorded with the revocation")
+    add_json_flag(revoke)
+    revoke.set_defaults(func=cmd_revoke)
+    for name in ("revoked", "list"):
+        listing = actions.add_parser(name, help="the revoked certificates and names")
+        add_json_flag(listing)
+        listing.set_defaults(func=cmd_revoked)

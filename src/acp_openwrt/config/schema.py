@@ -82,6 +82,8 @@ class AcpConfig:
     join_proxy_max_per_pledge: int = 4
     join_proxy_idle_timeout: int = 60
     discovery_interval: int = 60
+    crl_refresh: int = 300
+    crl_file: Path | None = None   # None: acp-crl.pem beside ldevid_cert
     connect: tuple[Any, ...] = ()  # connect.config.ConnectConfig, one per `config connect`
     source: str | None = field(default=None, compare=False)  # the file read; None: defaults
 
@@ -272,6 +274,12 @@ OPTIONS: tuple[OptionSpec, ...] = (
     OptionSpec("discovery_interval", _int_range(1, 3600), "1 to 3600 seconds",
                "Period of the AN_ACP flood on each link (RFC 8994 §6.4 recommends 60; below "
                "that only in labs). A neighbour is kept at most 3.5 periods unheard."),
+    OptionSpec("crl_refresh", _int_range(10, 86400), "10 to 86400 seconds",
+               "How often the node fetches the CRL from the distribution point named in its "
+               "certificate (also at start and when a channel comes up); a revoked peer's "
+               "channels close within this time."),
+    OptionSpec("crl_file", _path, _ABS, "Where the last good CRL is kept across restarts; "
+               "unset: acp-crl.pem beside ldevid_cert."),
 )
 _SPECS = {spec.name: spec for spec in OPTIONS}
 

@@ -374,6 +374,65 @@ class RegistrarStatus(TypedDict):
     allocations: NotRequired[int]
     counters: NotRequired[dict[str, int]]
     recent_status: NotRequired[list[Any]]
+    crl_url: NotRequired[str | None]       # revocation (brski/registrar/revocation.py)
+    crl_number: NotRequired[int | None]
+    revoked: NotRequired[int]
+
+
+class RevokedEntry(TypedDict):
+    serial: str            # hex
+    acp_node_name: str | None
+    revoked: float         # Unix seconds
+    reason: str
+
+
+class RevokeAnswer(TypedDict):
+    """`revoke` (target: an acp-node-name or a hex serial)."""
+    target: str
+    revoked: list[RevokedEntry]
+    crl_number: int | None
+
+
+class RevokedAnswer(TypedDict):
+    crl_url: str | None
+    crl_number: int | None
+    revoked: list[RevokedEntry]
+    revoked_names: list[str]
+
+
+# --- revocation: status.revocation (the node's CRLs) -------------------------------------------
+
+
+class CrlHeld(TypedDict):
+    issuer: str
+    crl_number: int
+    this_update: float
+    next_update: float | None
+    stale: bool
+    revoked: int
+    url: str | None
+
+
+class CrlSource(TypedDict):
+    url: str
+    in_flight: bool
+    failures: int
+    last_fetch: float | None
+    last_attempt: float | None
+    next_fetch_in_s: float | None
+    last_error: str | None
+
+
+class RevocationStatus(TypedDict):
+    refresh_s: float
+    revoked: int
+    crls: list[CrlHeld]
+    sources: list[CrlSource]
+    fetches: int
+    refused: int
+    file: str | None
+    problem: str | None
+    last_change: float | None
 
 
 # --- join proxy: `proxy`, status.join_proxy ----------------------------------------------------
@@ -553,6 +612,7 @@ class NodeStatus(TypedDict):
     discovery: NotRequired[DiscoveryStatus]
     brski: NotRequired[PledgeStatus]
     registrar: NotRequired[RegistrarStatus]
+    revocation: NotRequired[RevocationStatus]
     ubus: NotRequired[UbusStatus]
 
 
@@ -577,6 +637,8 @@ ANSWERS: dict[str, Any] = {
     "brski": PledgeStatus,
     "enroll": EnrollAnswer,
     "registrar": RegistrarStatus,
+    "revoke": RevokeAnswer,
+    "revoked": RevokedAnswer,
     "proxy": ProxyAnswer,
     "map": MapAnswer,
 }

@@ -31,6 +31,7 @@ from ...identity.certificate import (
     load_certificates,
     validity,
 )
+from ...revocation.crl import crl_url, crl_urls
 from ..file_switch import recover_switch
 from ..pledge.core import generate_key
 from ..store import StoreError, load_identity, store_identity, write_atomic
@@ -139,6 +140,8 @@ def reissue_reason(cert: x509.Certificate, now: dt.datetime) -> str | None:
     """Why our own (valid, consistent) LDevID should be replaced now, or None."""
     if not has_cmc_ra(cert):
         return "it lacks id-kp-cmcRA (MASAs refuse registrar voucher-requests without it)"
+    if not crl_urls(cert):
+        return "it names no CRL distribution point (RFC 8994 §6.2.5.3)"
     start, end = validity(cert)
     if now >= end:
         return f"it expired {end:%Y-%m-%d}"
@@ -197,7 +200,7 @@ def issue_own_ldevid(files: RegistrarFiles, cert_path: Path, key_path: Path,
     key = generate_key()
     cert = files.ca.issue(key.public_key(), allocation.acp_node_name,
                           address=allocation.address.address, registrar=True,
-                          lifetime=lifetime)
+                          lifetime=lifetime, crl_url=crl_url(allocation.address.address))
     try:
         store_identity(cert, key, list(files.ca.trust_anchors), cert_path=cert_path,
                        key_path=key_path, trust_anchors_path=trust_anchors)

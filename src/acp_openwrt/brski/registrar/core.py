@@ -45,6 +45,7 @@ from ..voucher import Voucher, VoucherError, parse_voucher
 from . import masa_client
 from .allocation import AllocationError, Allocator
 from .domain_ca import NODE_LIFETIME, DomainCA
+from .revocation import RevocationStore
 
 LOG = logging.getLogger("acpd.brski.registrar")
 VOUCHED_FOR = 600.0  # seconds a voucher authorizes EST enrolment of its serial
@@ -117,13 +118,17 @@ class Registrar:
                  scheme_policy: SchemePolicy = _default_scheme,
                  serial_policy: SerialPolicy = _accept_any,
                  node_lifetime: dt.timedelta = NODE_LIFETIME,
-                 masa_namespace: str | None = None) -> None:
+                 masa_namespace: str | None = None,
+                 revocation: RevocationStore | None = None, crl_url: str | None = None) -> None:
         self.ca, self.allocator, self.cert, self.key = ca, allocator, cert, key
         self.masa_context = masa_context or ssl.create_default_context()
         self.default_masa_url = default_masa_url
         self.scheme_policy, self.serial_policy = scheme_policy, serial_policy
         self.node_lifetime = node_lifetime
         self.masa_namespace = masa_namespace
+        # revocation.py: issued certificates recorded, revoked ones (and names) get nothing
+        # more; crl_url goes into every certificate issued (RFC 8994 §6.2.5.3)
+        self.revocation, self.crl_url = revocation, crl_url
         self.vouched: dict[str, float] = {}
         # (kind, pledge) → when the report became due: one report of each kind per enrolment
         self.awaiting_status: dict[tuple[str, str], float] = {}
@@ -300,6 +305,9 @@ class Registrar:
         if client is None:
             return None, None, "EST needs a TLS client certificate"
         if self._is_ldevid(client, now):
+            revoked = self.revocation.refusal(client) if self.revocation else None
+            if revoked is not None:
+                return None, None, revoked
             name = csr.certificate_node_name_text(client)
             return (name, None, "" if name else "LDevID carries no acp-node-name")
         try:
@@ -313,6 +321,8 @@ class Registrar:
             allocation = self.allocator.allocate(serial, self.scheme_policy(serial, client))
         except AllocationError as exc:
             return None, serial, str(exc)
+        if self.revocation is not None and self.revocation.name_revoked(allocation.acp_node_name):
+            return None, serial, f"acp-node-name {allocation.acp_node_name} is revoked"
         return allocation.acp_node_name, serial, ""
 
     async def _csrattrs(self, request: Request, client: x509.Certificate | None,
@@ -358,7 +368,10 @@ class Registrar:
             serial = str(serials[0].value) if serials else None
         address = address_from_name(parse_acp_node_name(name)).address
         cert = self.ca.issue(request_csr.public_key(), name, address=address,
-                             serial_number=serial, lifetime=self.node_lifetime, now=now.wall)
+                             serial_number=serial, lifetime=self.node_lifetime, now=now.wall,
+                             crl_url=self.crl_url)
+        if self.revocation is not None:
+            self.revocation.record_issued(cert)
         pledge = serial or name
         self._expect_status(now.mono, pledge, "enrollstatus")
         self.issued_to[cert.serial_number] = pledge  # its enrollstatus may come over this cert

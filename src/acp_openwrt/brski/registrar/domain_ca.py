@@ -224,8 +224,9 @@ class DomainCA:
     def issue(self, public_key: object, acp_node_name: str, *,
               address: ipaddress.IPv6Address | None = None, serial_number: str | None = None,
               lifetime: dt.timedelta = NODE_LIFETIME, registrar: bool = False,
-              now: dt.datetime | None = None) -> x509.Certificate:
-        """An ACP certificate for `public_key` (registrar=True adds id-kp-cmcRA)."""
+              now: dt.datetime | None = None, crl_url: str | None = None) -> x509.Certificate:
+        """An ACP certificate for `public_key` (registrar=True adds id-kp-cmcRA; `crl_url`:
+        a cRLDistributionPoints extension naming it, RFC 8994 §6.2.5.3)."""
         if not isinstance(public_key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
             raise DomainCAError("only EC and RSA keys get ACP certificates")
         now = now or dt.datetime.now(dt.UTC)
@@ -251,4 +252,7 @@ class DomainCA:
                                   critical=False)
                    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                        self.key.public_key()), critical=False))
+        if crl_url is not None:
+            from ...revocation.crl import distribution_points
+            builder = builder.add_extension(distribution_points(crl_url), critical=False)
         return builder.sign(self.key, _hash(self.key))

@@ -31,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ... import netns
+from ...control.server import RequestError
 from ...events import AcpGraspInterfaceUp, IdentityChanged, RegistrarHeard
 from ...grasp import constants as gc
 from ...grasp.asa_api import Asa, AsaApi
@@ -38,6 +39,7 @@ from ...grasp.errors import GraspApiError
 from ...grasp.messages import Locator, Objective, TaggedObjective
 from ...logsafe import logsafe
 from ...node_context import NodeContext, Part
+from ...revocation.crl import CRL_PORT, crl_url
 from ..http import Response
 from ..proxy.registrars import AN_JOIN_REGISTRAR, EST_TLS
 from ..store import load_identity
@@ -53,6 +55,7 @@ from .bootstrap import (  # noqa: F401  (bootstrap_registrar: acpd imports it he
 )
 from .core import Registrar
 from .domain_ca import PrivateKey
+from .revocation import CrlPublisher, RevocationError, RevocationStore, revoked_view, serve_crl
 
 LOG = logging.getLogger("acpd.brski.registrar")
 FLOOD_INTERVAL = 60.0     # s; RFC 8995 §4.3 default (and minimum)
@@ -114,7 +117,8 @@ class RegistrarPart(Part):
     name = "registrar"
 
     def __init__(self, ctx: NodeContext, *, masa_namespace: str | None = None,
-                 flood_interval: float = FLOOD_INTERVAL, flood_ttl_ms: int = FLOOD_TTL_MS) -> None:
+                 flood_interval: float = FLOOD_INTERVAL, flood_ttl_ms: int = FLOOD_TTL_MS,
+                 crl_port: int = CRL_PORT) -> None:
         self.ctx = ctx
         self.masa_namespace = masa_namespace
         self.flood_interval, self.flood_ttl_ms = flood_interval, flood_ttl_ms
@@ -134,7 +138,13 @@ class RegistrarPart(Part):
         self._context: ssl.SSLContext | None = None
         self._renew_after = 0.0
         self.renewals = 0
+        self.crl_port = crl_port
+        self.revocation: RevocationStore | None = None
+        self.crl: CrlPublisher | None = None
+        self._crl_server: asyncio.base_events.Server | None = None
         ctx.control.register("registrar", lambda _request: self.status())
+        ctx.control.register("revoke", self._cmd_revoke)
+        ctx.control.register("revoked", lambda _request: self.revoked_view())
 
     # -- life -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -164,6 +174,7 @@ class RegistrarPart(Part):
             self._close_files()
             return
         self.port = self._server.sockets[0].getsockname()[1]
+        await self._serve_crl()
         LOG.info("registrar for %s on [%s]:%d (ACP namespace %s)", config.registrar_domain,
                  self.address, self.port, self.ctx.acp_ns)
         self._start_flooding()
@@ -189,6 +200,10 @@ class RegistrarPart(Part):
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        if self._crl_server is not None:
+            self._crl_server.close()
+            await self._crl_server.wait_closed()
+            self._crl_server = None
         self._close_files()
 
     def _ldevid_paths(self) -> tuple[Path, Path]:
@@ -198,6 +213,9 @@ class RegistrarPart(Part):
         return config.ldevid_cert, config.ldevid_key
 
     def _close_files(self) -> None:
+        if self.revocation is not None:
+            self.revocation.close()
+            self.revocation = self.crl = None
         if self.files is not None:
             self.files.close()
             self.files = None
@@ -225,11 +243,66 @@ class RegistrarPart(Part):
             LOG.warning("registrar: the LDevID lacks id-kp-cmcRA: MASAs will refuse vouchers "
                         "(restart acpd to have it re-issued)")
         self.address = identity["acp_address"]
+        self.revocation = RevocationStore(self.files.allocator.path)
+        self.crl = CrlPublisher(self.files.ca, self.revocation)
         self.registrar = RecordingRegistrar(
             self.files.ca, self.files.allocator, cert, key,
             masa_context=masa_client_context(config.ldevid_cert, config.ldevid_key,
                                              config.manufacturer_trust_anchor),
-            default_masa_url=config.registrar_masa_url, masa_namespace=self.masa_namespace)
+            default_masa_url=config.registrar_masa_url, masa_namespace=self.masa_namespace,
+            revocation=self.revocation, crl_url=self.crl_url)
+
+    @property
+    def crl_url(self) -> str | None:
+        """The CRL distribution point written into every certificate issued here."""
+        return None if self.address is None else crl_url(self.address)
+
+    # -- revocation (RFC 8994 §6.2.5.3) ---------------------------------------------------
+    async def _serve_crl(self) -> None:
+        """GET http://[<our ACP address>]/acp.crl in the ACP namespace; a failure is logged
+        (nodes then keep their last good CRL), the registrar keeps running."""
+        if self.crl is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            sock = await loop.run_in_executor(None, self._bind_in_acp, self.crl_port)
+            self._crl_server = await serve_crl(self.crl, sock=sock)
+        except OSError as exc:
+            LOG.error("registrar: cannot serve the CRL on [::]:%d in %s: %s", self.crl_port,
+                      self.ctx.acp_ns, exc.strerror or exc)
+            return
+        LOG.info("registrar: CRL at %s", self.crl_url)
+
+    def revoke(self, target: str, reason: str = "",
+               now: dt.datetime | None = None) -> dict[str, Any]:
+        """Revoke an acp-node-name or a serial (RevocationError: unknown); the CRL served next
+        lists it (nodes learn it within their refresh interval)."""
+        if self.revocation is None or self.crl is None:
+            raise RequestError("the registrar is not running")
+        try:
+            added = self.revocation.revoke(target, now or dt.datetime.now(dt.UTC), reason)
+        except RevocationError as exc:
+            raise RequestError(str(exc)) from None
+        for entry in added:
+            LOG.warning("registrar: revoked certificate %s of %s: %s", entry.serial,
+                        entry.acp_node_name or "(unknown name)", entry.reason)
+        self.crl.current(now or dt.datetime.now(dt.UTC))   # rebuilt now, not at the next fetch
+        return {"target": target, "revoked": [r.as_dict() for r in added],
+                "crl_number": self.crl.number}
+
+    async def _cmd_revoke(self, request: dict[str, Any]) -> dict[str, Any]:
+        target = request.get("target")
+        if not isinstance(target, str) or not target.strip():
+            raise RequestError("revoke needs target: an acp-node-name or a certificate serial")
+        reason = request.get("reason")
+        return self.revoke(target.strip(), reason if isinstance(reason, str) else "")
+
+    def revoked_view(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"crl_url": self.crl_url, "crl_number": None, "revoked": [],
+                               "revoked_names": []}
+        if self.revocation is not None and self.crl is not None:
+            out.update(revoked_view(self.revocation), crl_number=self.crl.number)
+        return out
 
     def _bind_in_acp(self, port: int) -> socket.socket:
         sock = netns.socket_in(self.ctx.acp_ns, socket.AF_INET6, socket.SOCK_STREAM)
@@ -336,6 +409,9 @@ class RegistrarPart(Part):
             "last_flood_age": None if self.last_flood is None
             else round(time.time() - self.last_flood, 1),
             "enrolled": self._enrolled(), "recent_refusals": [],
+            "crl_url": self.crl_url if self._crl_server is not None else None,
+            "crl_number": self.crl.number if self.crl is not None else None,
+            "revoked": len(self.revocation.revoked()) if self.revocation is not None else 0,
             "ldevid": str(config.ldevid_cert) if config.ldevid_cert else None,
             "ldevid_key": str(config.ldevid_key) if config.ldevid_key else None}
         if self.registrar is not None and self.files is not None:
