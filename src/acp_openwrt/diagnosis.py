@@ -86,6 +86,7 @@ def diagnose(answers: Mapping[str, Any], now: dt.datetime, *,
               _neighbours(facts)]
     checks += _channels(facts)
     checks += [_rpl(facts), _route_to_root(facts), _acp_grasp(facts), _join_proxy(facts)]
+    checks += _crl(facts)
     return Diagnosis(tuple(checks))
 
 
@@ -426,3 +427,37 @@ def _join_proxy(f: NodeAnswers) -> Check:
                      "pledges next to this node cannot enrol until a registrar floods over the ACP")
     return Check("join proxy", Verdict.OK,
                  f"registrar [{registrar.get('address')}]:{registrar.get('port')}")
+
+
+def _crl(f: NodeAnswers) -> list[Check]:
+    """RFC 8994 §9.1's "CRL fresh?": the revocation part's view (no check without that part)."""
+    r = as_dict(f.status.get("revocation"))
+    if not f.enrolled or not r:
+        return []
+    if r.get("problem"):
+        return [Check("crl", Verdict.WARN, str(r["problem"]))]
+    sources, crls = dicts_in(r.get("sources")), dicts_in(r.get("crls"))
+    if not sources and not crls:
+        return [Check("crl", Verdict.WARN, "our certificate names no CRL distribution point: "
+                      "revoked peers are not noticed", "re-enrol or renew with a registrar that "
+                      "writes a CRL distribution point")]
+    failing = [s for s in sources if s.get("last_error")]
+    if not crls:
+        why = (f"{failing[0].get('url')}: {failing[0].get('last_error')}" if failing
+               else "not fetched yet")
+        return [Check("crl", Verdict.WARN, f"no CRL yet ({why}); channels still form "
+                      "(RFC 8994 §6.2.3), revoked peers are not noticed",
+                      "the CRL comes from the registrar across the ACP: see the channels "
+                      "and the route to the registrar")]
+    held = crls[0]
+    text = f"CRL #{held.get('crl_number')}, {r.get('revoked', 0)} revoked"
+    fetched = [float(s["last_fetch"]) for s in sources
+               if isinstance(s.get("last_fetch"), int | float)]
+    if fetched:
+        text += f", fetched {max(0, round(f.now.timestamp() - max(fetched)))} s ago"
+    if failing:
+        return [Check("crl", Verdict.WARN, f"{text}; kept while {failing[0].get('url')} "
+                      f"fails: {failing[0].get('last_error')}")]
+    if any(c.get("stale") for c in crls):
+        return [Check("crl", Verdict.WARN, f"{text}; past its next update")]
+    return [Check("crl", Verdict.OK, text)]

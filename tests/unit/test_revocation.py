@@ -516,3 +516,36 @@ def test_check_peer_refuses_a_revoked_certificate(tmp_path) -> None:
 
 def test_now_type_is_the_registrars() -> None:
     assert isinstance(read_clock(), Now)
+
+
+# --- acpctl diagnose: "CRL fresh?" (RFC 8994 §9.1) -------------------------------------------
+
+def _diagnose_crl(revocation: dict[str, Any] | None) -> Any:
+    from acp_openwrt.diagnosis import diagnose
+    status: dict[str, Any] = {"enrolled": True, "identity": {"acp_node_name": "x"}}
+    if revocation is not None:
+        status["revocation"] = revocation
+    checks = {c.name: c for c in diagnose({"status": status}, NOW).checks}
+    return checks.get("crl")
+
+
+def test_diagnose_shows_the_crl_state() -> None:
+    from acp_openwrt.diagnosis import Verdict
+    assert _diagnose_crl(None) is None                     # no revocation part: no check
+    source = {"url": URL, "in_flight": False, "failures": 0, "last_fetch": NOW.timestamp() - 30,
+              "last_attempt": NOW.timestamp() - 30, "next_fetch_in_s": 270.0, "last_error": None}
+    held = {"issuer": "CN=ACP domain CA", "crl_number": 4, "this_update": 0.0,
+            "next_update": None, "stale": False, "revoked": 1, "url": URL}
+    base = {"refresh_s": 300.0, "revoked": 1, "fetches": 1, "refused": 0, "file": None,
+            "problem": None, "last_change": None}
+    ok = _diagnose_crl({**base, "crls": [held], "sources": [source]})
+    assert ok.verdict is Verdict.OK and ok.detail == "CRL #4, 1 revoked, fetched 30 s ago"
+    failing = {**source, "failures": 2, "last_error": "connection refused"}
+    kept = _diagnose_crl({**base, "crls": [held], "sources": [failing]})
+    assert kept.verdict is Verdict.WARN and "kept while" in kept.detail
+    none = _diagnose_crl({**base, "crls": [], "sources": [failing]})
+    assert none.verdict is Verdict.WARN and "channels still form" in none.detail
+    stale = _diagnose_crl({**base, "crls": [{**held, "stale": True}], "sources": [source]})
+    assert stale.verdict is Verdict.WARN and "next update" in stale.detail
+    nodp = _diagnose_crl({**base, "crls": [], "sources": []})
+    assert "no CRL distribution point" in nodp.detail

@@ -7,8 +7,9 @@ Rules covered here:
      case-insensitively (the routing subdomain is ignored);
   5. for ACP secure channels only: the acp-node-name carries an acp-address (32HEXDIG or "0").
 Rule 1 (proof of possession of the private key) belongs to the SA protocol (IKEv2, TLS).
-Rule 3 (revocation via CRL distribution points / OCSP) is NOT implemented yet: no CRL or OCSP
-responder is reachable in our deployments so far; it will need the §6.7 retry backoff.
+Rule 3 (revocation) is checked apart, where the CRLs are: `revocation/` keeps the domain's CRL
+(fetched from the registrar's distribution point across the ACP, §6.7 back-off when it is
+unreachable) and the channels refuse and close revoked peers (`channels/revocation.py`).
 
 Why our own chain walk instead of cryptography.x509.verification.PolicyBuilder: tried with
 cryptography 48, its client verifier accepts lab-PKI ACP certificates with an otherName SAN, but
