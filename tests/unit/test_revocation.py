@@ -549,3 +549,66 @@ def test_diagnose_shows_the_crl_state() -> None:
     assert stale.verdict is Verdict.WARN and "next update" in stale.detail
     nodp = _diagnose_crl({**base, "crls": [], "sources": []})
     assert "no CRL distribution point" in nodp.detail
+
+
+# --- the channels part: an up channel to a newly revoked peer is closed ------------------------
+
+def test_channels_close_an_up_channel_when_its_peer_is_revoked(tmp_path, monkeypatch) -> None:
+    import concurrent.futures
+
+    from acp_openwrt.channels import xfrm_interface as xi
+    from acp_openwrt.channels.part import ChannelPart
+    from acp_openwrt.events import ChannelDown
+
+    pki = Pki(tmp_path)
+    peer = pki.issue("PEER")
+    address = str(peer.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+                  .get_values_for_type(x509.IPAddress)[0])
+    calls: list[tuple[str, ...]] = []
+
+    class FakeCharon:
+        def peer_certificates(self, remote_id: str) -> tuple[list[bytes], list[bytes]]:
+            return [peer.public_bytes(serialization.Encoding.DER)], []
+
+        def __getattr__(self, name: str) -> Any:
+            return lambda *args: calls.append((name, *map(str, args)))
+
+    monkeypatch.setattr(xi, "delete_if_id", lambda if_id: True)
+    ctx = NodeContext(config=AcpConfig(run_dir=tmp_path), bus=EventBus(),
+                      control=ControlServer(tmp_path / "acpd.sock"), identity=None)
+    downs: list[ChannelDown] = []
+    ctx.bus.subscribe(ChannelDown, downs.append)
+    part = ChannelPart(ctx)
+    part._anchors, part._domain = [pki.ca.certificate], DOMAIN
+
+    async def no_prepare(ch: Any) -> None:
+        return None
+    monkeypatch.setattr(part, "_prepare", no_prepare)
+
+    async def main() -> None:
+        ex = concurrent.futures.ThreadPoolExecutor(1)
+        part._vici_ex = part._acp_ex = part._dull_ex = ex
+        part.driver = FakeCharon()  # type: ignore[assignment]
+        part.running = True
+        ch = part.new_channel(("eth0", "fe80::2"))
+        ch.fsm.adjacency_up(0.0)
+        ch.fsm.child_up("7", "c1", True, address)
+        actions = ch.fsm.peer_verified("7", 1, name_of(peer), 0.0)
+        assert actions and ch.fsm.active
+        ch.acp_ifname = "acp_2"
+        # a CRL that revokes someone else changes nothing
+        part._on_revocation(RevocationUpdated(frozenset({(peer.issuer.public_bytes(), 1)})))
+        for task in list(part._tasks):
+            await task
+        assert ch.fsm.active and not calls
+        part._on_revocation(RevocationUpdated(frozenset(
+            {(peer.issuer.public_bytes(), peer.serial_number)})))
+        for task in list(part._tasks):
+            await task
+        assert not ch.fsm.active and "revoked" in (ch.fsm.last_error or "")
+        part.running = False
+        ex.shutdown()
+    asyncio.run(main())
+    assert ("terminate_ike", "7") in calls
+    assert [d.acp_ifname for d in downs] == ["acp_2"]
+    assert part.revocation.closed == 1
