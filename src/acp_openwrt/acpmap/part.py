@@ -21,6 +21,7 @@ from .. import events
 from ..control.server import RequestError
 from ..core import CoreTimer
 from ..grasp import constants as c
+from ..grasp.asa_api import Asa, AsaApi
 from ..grasp.errors import GraspApiError
 from ..grasp.messages import Locator, Objective
 from ..node_context import NodeContext, Part
@@ -44,15 +45,14 @@ class MapPart(Part):
         self.address: str | None = ident.get("acp_address")
         self.node_name: str | None = ident.get("acp_node_name")
         self.channels: dict[str, str] = {}   # acp_ifname -> peer ACP address
-        self._grasp: Any = None
-        self._asa: Any = None
+        self._grasp: AsaApi | None = None
+        self._asa: Asa | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self._refresh: asyncio.TimerHandle | None = None
         self._gathering: asyncio.Future[dict[str, Any]] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._last: tuple[float, dict[str, Any]] | None = None
         self.maps = 0
-        self.reports_served = 0
         bus = ctx.bus
         self._unsubscribe = [bus.subscribe(events.ChannelUp, self._channel_up),
                              bus.subscribe(events.ChannelDown, self._channel_down)]
@@ -113,7 +113,7 @@ class MapPart(Part):
         if self._refresh is not None:
             self._refresh.cancel()
             self._refresh = None
-        if self._grasp is None:
+        if self._grasp is None or self._asa is None:
             return
         try:
             self._grasp.listen_synchronize(
@@ -193,15 +193,15 @@ class MapPart(Part):
         return answer
 
     async def _ask(self, ask: Ask, gatherer: MapGatherer, timer: CoreTimer[Output]) -> None:
-        grasp = self._grasp
-        if grasp is None:
+        grasp, asa = self._grasp, self._asa
+        if grasp is None or asa is None:
             timer.feed(gatherer.failed(ask.address, "no ACP GRASP", timer.now()))
             return
         locator = Locator(c.O_IPv6_LOCATOR, ipaddress.IPv6Address(ask.address).packed,
                           c.IPPROTO_TCP, c.GRASP_LISTEN_PORT)
         try:
             answer = await asyncio.wait_for(
-                grasp.synchronize(self._asa, Objective(OBJECTIVE, c.F_SYNCH, LOOP_COUNT),
+                grasp.synchronize(asa, Objective(OBJECTIVE, c.F_SYNCH, LOOP_COUNT),
                                   locator, timeout_ms=int(ask.timeout * 1000)),
                 ask.timeout + 0.5)
         except asyncio.CancelledError:
