@@ -115,7 +115,7 @@ def flood_figures(root: Path, seconds: float, fakes: int) -> dict[str, Any]:
     out: dict[str, Any] = {"flood_s": seconds, "fakes": fakes}
     try:
         lab.up()
-        for name in ("v", "b", "c", "d"):
+        for name in ("v", "b", "c", "d", "e"):
             lab.enrol(name)
         lab.start_all(["v"])
         time.sleep(2.0)
