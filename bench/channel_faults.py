@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from acp_openwrt.lab import channel_faults as faults
-from acp_openwrt.lab.acpd_lab import AcpdLab, cpu_seconds, rss_kb
+from acp_openwrt.lab.acpd_lab import AcpdLab, cpu_by_role, rss_kb
 from acp_openwrt.lab.spoofer import flood_topology
 from acp_openwrt.lab.topology import line
 
@@ -97,11 +97,6 @@ def start_and_time(lab: AcpdLab, name: str, timeout: float = 300.0) -> dict[str,
             "channel_s": round(took, 1) if took is not None else None}
 
 
-def v_cpu(lab: AcpdLab) -> dict[str, float]:
-    """CPU seconds used so far by v's acpd and by its charon."""
-    return {role: sum(cpu_seconds(p) for p in lab.pids("v", role)) for role in ("acpd", "charon")}
-
-
 def in_thread(fn: Any, *args: Any) -> dict[str, Any]:
     """fn(*args) on a thread; the dict fills with its result (key "result") when it ends."""
     out: dict[str, Any] = {}
@@ -135,7 +130,7 @@ def flood_figures(root: Path, seconds: float, fakes: int) -> dict[str, Any]:
         acpd = lab.pids("v", "acpd")[0]
         time.sleep(2.0)
         rss_before = rss_kb(acpd)
-        cpu0 = v_cpu(lab)
+        cpu0 = cpu_by_role(lab, "v")
         attack = lab.topology["x"].popen(
             [sys.executable, "-m", "acp_openwrt.lab.spoofer", "eth0", "--seconds", str(seconds),
              "--addresses", str(fakes)], stdout=subprocess.PIPE, text=True)
@@ -156,7 +151,7 @@ def flood_figures(root: Path, seconds: float, fakes: int) -> dict[str, Any]:
             peak["parked"] = max(peak["parked"], status["parked"]["candidates"])
             time.sleep(0.5)
         wall = time.monotonic() - start
-        cpu1 = v_cpu(lab)
+        cpu1 = cpu_by_role(lab, "v")
         report, _ = attack.communicate(timeout=60)
         attack = None
         rss_after = rss_kb(acpd)

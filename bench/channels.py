@@ -175,11 +175,14 @@ async def main(runs: int, json_path: str | None = None) -> int:
           + " ".join(f"{x:.2f}" for x in bare))
     print(f"  ratio acp/bare {a / b:.2f} (target <= 1.5)")
     if json_path:
-        Path(json_path).write_text(json.dumps(
-            {"runs": runs, "acp_s": round(a, 2), "bare_s": round(b, 2), "ratio": round(a / b, 2),
-             "acp_runs_s": [round(x, 2) for x in acp], "bare_runs_s": [round(x, 2) for x in bare]},
-            indent=2) + "\n")
+        write_json(json_path, {
+            "runs": runs, "acp_s": round(a, 2), "bare_s": round(b, 2), "ratio": round(a / b, 2),
+            "acp_runs_s": [round(x, 2) for x in acp], "bare_runs_s": [round(x, 2) for x in bare]})
     return 0
+
+
+def write_json(path: str, figures: dict[str, object]) -> None:
+    Path(path).write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

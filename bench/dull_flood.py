@@ -14,7 +14,8 @@ Topology (lab.acpd_lab.AcpdLab, every acpd enrolled, discovery_interval --interv
    confirms b (heard over a period, or a channel).
 2. flood, --seconds long: a quarter in, c (on v's other link) and d (new on the flooded link)
    start; how long until v lists each (from the moment its DULL link is up: it floods then),
-   and in what share of the samples after that v lists d. b's largest age at v (time since last heard) over the flood.
+   and in what share of the samples after that v lists d. b's largest age at v (time since
+   last heard) over the flood.
    v's acpd: RSS before, peak, after; CPU share over the flood (charon's apart). v's intake
    (AN_ACP floods its DULL GRASP took in per second), evictions and drops.
 
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from acp_openwrt.lab.acpd_lab import AcpdLab, cpu_seconds, rss_kb
+from acp_openwrt.lab.acpd_lab import AcpdLab, cpu_by_role, rss_kb
 from acp_openwrt.lab.acpd_runner import wait_for
 from acp_openwrt.lab.spoofer import flood_topology
 
@@ -69,7 +70,7 @@ def measure(seconds: float, interval: int, fakes: int) -> dict[str, Any]:
         time.sleep(1.0)
         rss_before = rss_kb(acpd)
         grasp0 = lab.ask("v", "status")["discovery"]["grasp"]["counters"]["engine"]
-        cpu0 = {role: sum(cpu_seconds(p) for p in lab.pids("v", role)) for role in ("acpd", "charon")}
+        cpu0 = cpu_by_role(lab, "v")
 
         assert lab.topology is not None
         attack = lab.topology["x"].popen(
@@ -108,7 +109,7 @@ def measure(seconds: float, interval: int, fakes: int) -> dict[str, Any]:
             rss_peak = max(rss_peak, rss_kb(acpd))
             time.sleep(0.25)
         wall = time.monotonic() - start
-        cpu1 = {role: sum(cpu_seconds(p) for p in lab.pids("v", role)) for role in ("acpd", "charon")}
+        cpu1 = cpu_by_role(lab, "v")
         report, _ = attack.communicate(timeout=60)
         attack = None
         status = lab.ask("v", "status")["discovery"]

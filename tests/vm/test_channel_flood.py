@@ -54,12 +54,12 @@ class Watch:
         self.sas = max(self.sas, len(await svc._vici("list_sas")))
         self.links = max(self.links, len(netns.call_in(self.node.dull, list_xfrm)))
 
-    async def until(self, what: str, check, timeout: float) -> float:
+    async def until(self, what: str, check, limit: float) -> float:
         start = time.monotonic()
         while not await check():
             await self.sample()
-            if time.monotonic() - start > timeout:
-                raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            if time.monotonic() - start > limit:
+                raise AssertionError(f"timed out after {limit:g} s waiting for {what}")
             await asyncio.sleep(0.2)
         return time.monotonic() - start
 

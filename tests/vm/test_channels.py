@@ -28,11 +28,11 @@ async def channels(node: BedNode) -> list[dict[str, Any]]:
     return reply["result"]
 
 
-async def wait_for(what: str, check: Callable[[], Awaitable[bool]], timeout: float) -> float:
+async def wait_for(what: str, check: Callable[[], Awaitable[bool]], limit: float) -> float:
     start = time.monotonic()
     while not await check():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        if time.monotonic() - start > limit:
+            raise AssertionError(f"timed out after {limit:g} s waiting for {what}")
         await asyncio.sleep(0.1)
     return time.monotonic() - start
 
@@ -60,10 +60,10 @@ async def pair(bed: Testbed, start_b: bool = True) -> tuple[BedNode, BedNode, st
     return a, b, if_a, if_b
 
 
-async def both_up(a: BedNode, b: BedNode, timeout: float = 40.0) -> float:
+async def both_up(a: BedNode, b: BedNode, limit: float = 40.0) -> float:
     async def check() -> bool:
         return await up_count(a) == 1 and await up_count(b) == 1
-    return await wait_for("channel up on both nodes", check, timeout)
+    return await wait_for("channel up on both nodes", check, limit)
 
 
 def test_channel_up_ping_and_multicast(guest: None, tmp_path: Path) -> None:
@@ -232,9 +232,14 @@ def test_restart_adopts_then_dead_peer_is_removed(guest: None, tmp_path: Path) -
         assert acp_links(a) == []
         assert not _has_address(a)
         assert not restarted.charon.vici_socket.exists()
-        assert charon_pid is not None and not Path(f"/proc/{charon_pid}").exists() or \
-            Path(f"/proc/{charon_pid}/status").read_text().find("zombie") >= 0
+        assert charon_pid is not None and _gone(charon_pid)
     run(scenario, tmp_path)
+
+
+def _gone(pid: int) -> bool:
+    """The process exited (a zombie not yet reaped counts as gone)."""
+    proc = Path(f"/proc/{pid}")
+    return not proc.exists() or "zombie" in (proc / "status").read_text()
 
 
 async def _is_up(node: BedNode) -> bool:
@@ -328,7 +333,7 @@ def test_charon_killed_is_restarted_and_the_channel_returns(guest: None, tmp_pat
         # a's new charon starts over at once, whatever its role; its INITIAL_CONTACT makes b
         # drop the SA to the dead charon (b's DPD never would: the new SA's traffic keeps the
         # inbound policy they share looking used).
-        await both_up(a, b, timeout=40.0)
+        await both_up(a, b, limit=40.0)
 
         async def single() -> bool:
             entries = [await channels(node) for node in (a, b)]

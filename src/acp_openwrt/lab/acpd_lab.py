@@ -251,6 +251,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_by_role(lab: AcpdLab, node: str,
+                roles: tuple[str, ...] = ("acpd", "charon")) -> dict[str, float]:
+    """CPU seconds used so far by a node's processes of each role (benches: CPU shares)."""
+    return {role: sum(cpu_seconds(p) for p in lab.pids(node, role)) for role in roles}
+
+
 def _quiet(check: Callable[[], Any]) -> Any:
     """A check that raises (acpd not answering yet, no route yet) counts as not yet true."""
     try:
