@@ -16,7 +16,8 @@ AdjacencyAlive, so its channel goes ahead of the spoofed ones. Drops are logged 
 LogBudget: a flood of floods is a handful of log lines.
 
 The table is a sans-I/O core (docs/core-contract.md): this part gives it the loop's clock with
-every flood and runs its expiry on one loop timer (core.CoreTimer) at its next_timer().
+every flood and runs its expiry on one loop timer (core.CoreTimer) at its next_timer(); the
+periodic floods are a core too (schedule.py), on a loop timer of their own.
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
-import random
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -52,6 +52,7 @@ from .an_acp import (
 from .echo import EchoSocket
 from .liveness import Alive, LivenessProbe, Offer, Probe
 from .log_budget import LogBudget, suppressed_note
+from .schedule import FloodDue, FloodSchedule
 
 LOG = logging.getLogger("acpd.discovery")
 AN_PROXY = "AN_Proxy"
@@ -64,7 +65,6 @@ DULL_FLOOD_CACHE = 64
 # quick at the price of one small multicast per link every 10 s, and only while a registrar is
 # known.
 PROXY_INTERVAL = 10.0
-JITTER = 0.1          # ±10 % on every periodic flood, so neighbours do not synchronise
 
 
 class DiscoveryPart(Part):
@@ -91,7 +91,7 @@ class DiscoveryPart(Part):
         self.proxies: dict[str, tuple[str, int]] = {}   # ifname → our join proxy's locator
         self.grasp: Any = None
         self._asa: Any = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._floods: CoreTimer[FloodDue] | None = None   # the periodic floods (schedule.py)
         self._timer: CoreTimer[events.AdjacencyDown] | None = None   # the table's expiry
         ctx.bus.subscribe(events.LinkAdopted, self._link_up)
         ctx.bus.subscribe(events.LinkReleased, self._link_down)
@@ -121,18 +121,21 @@ class DiscoveryPart(Part):
             LOG.warning("no liveness probe (ICMPv6 socket in %s: %s)", self.ctx.dull_ns, exc)
         for ifname in list(self.links):
             await self._add(ifname)
-        self._tasks = [asyncio.create_task(self._periodic(), name="an-acp-flood"),
-                       asyncio.create_task(self._periodic_proxy(), name="an-proxy-flood")]
+        schedule = FloodSchedule({AN_ACP: self.interval, AN_PROXY: self.proxy_interval}, _now())
+        self._floods = CoreTimer(schedule, self._floods_due, name="periodic floods")
+        self._floods.rearm()
 
     async def stop(self) -> None:
-        for task in [*self._tasks, *self._watching]:
+        if self._floods is not None:
+            self._floods.close()
+            self._floods = None
+        for task in list(self._watching):
             task.cancel()
-        for task in [*self._tasks, *self._watching]:
+        for task in list(self._watching):
             try:
                 await task
             except asyncio.CancelledError:
                 pass
-        self._tasks = []
         if self._timer is not None:
             self._timer.close()
             self._timer = None
@@ -205,17 +208,15 @@ class DiscoveryPart(Part):
         except (OSError, GraspApiError) as exc:
             LOG.warning("AN_Proxy flood on %s failed: %s", ifname, exc)
 
-    async def _periodic(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval * random.uniform(1 - JITTER, 1 + JITTER))
-            for ifname in list(self.links):
-                self._flood(ifname)
-
-    async def _periodic_proxy(self) -> None:
-        while True:
-            await asyncio.sleep(self.proxy_interval * random.uniform(1 - JITTER, 1 + JITTER))
-            for ifname in list(self.proxies):
-                self._flood_proxy(ifname)
+    def _floods_due(self, due: Sequence[FloodDue]) -> None:
+        """The schedule's timer: AN_ACP on every link, AN_Proxy where our join proxy serves."""
+        for flood in due:
+            if flood.objective == AN_ACP:
+                for ifname in list(self.links):
+                    self._flood(ifname)
+            else:
+                for ifname in list(self.proxies):
+                    self._flood_proxy(ifname)
 
     def _heard_proxy(self, flood: Any) -> None:
         """A join proxy near us (we pledge while we have no LDevID): tell the pledge."""
