@@ -296,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
     add_vm_parser(sub)
     add_topo_parser(sub)
+    from acp_openwrt.lab.sim.cli import add_sim_parser
+    add_sim_parser(sub)
     return parser
 
 

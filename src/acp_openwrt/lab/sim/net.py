@@ -426,7 +426,7 @@ class SimNet:
         self.enrolments: list[float] = []            # registrar completion times
         self.registrar_free_at = 0.0
         self._sa_seq = 0
-        self._dao_bytes = 0
+        self.dao_bytes_to_root = 0
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -466,7 +466,7 @@ class SimNet:
                 else "rpl_dao_ack" if isinstance(message, DaoAck)
                 else "rpl_dis" if isinstance(message, Dis) else "rpl_other")
         if kind == "rpl_dao" and peer == 0:
-            self._dao_bytes += len(send.packet())
+            self.dao_bytes_to_root += len(send.packet())
         self.datagram(sender, peer, kind, self._deliver_rpl, send, kind)
 
     def _deliver_rpl(self, sender: int, peer: int, send: Send, kind: str) -> None:

@@ -64,6 +64,8 @@ def simulate(kind: str, nodes: int, seed: int, model: Model | None = None,
                  "rpl_no_channel"))) / nodes, 1),
             "by_kind": dict(sorted(cold.items())),
             "root_received": dict(sorted(cold_root.items())),
+            "enrolled_at_s": {str(n.index): round(n.enrolled_at, 2) for n in net.nodes
+                              if n.enrolled_at is not None} if nodes <= 12 else None,
             "registrar_enrolments": len(enrolments),
             "enrolments_per_s_mean": _mean_rate(enrolments),
             "enrolments_per_s_peak": _peak_rate(enrolments),
@@ -98,6 +100,7 @@ def _peak_rate(times: list[float]) -> int:
 def _steady(net: SimNet, seconds: float) -> dict[str, Any]:
     nodes = len(net.nodes)
     before, root_before = Counter(net.counts), Counter(net.root_counts)
+    dao_bytes_before = net.dao_bytes_to_root
     relayed_before = sum(n.acp.counters.get("flood_relayed", 0) for n in net.nodes
                          if n.acp is not None)
     kernel = net.kernel
@@ -120,7 +123,8 @@ def _steady(net: SimNet, seconds: float) -> dict[str, Any]:
         "by_kind_per_node_per_min": _per_min(Counter(sent_kinds), nodes, seconds),
         "root_received_per_min": {k: round(v * 60 / seconds, 2) for k, v in sorted(root.items())
                                   if v > 0},
-        "root_dao_bytes_per_min": None,
+        "root_dao_bytes_per_min": round((net.dao_bytes_to_root - dao_bytes_before) * 60
+                                        / seconds, 1),
         "floods_originated": originated,
         "flood_transmissions_per_originated": round(flood_tx / originated, 2)
         if originated else None,
