@@ -145,7 +145,8 @@ def test_view_renders_identity_neighbours_channels_rpl(tmp_path: Path) -> None:
         "map": to_reply("map", {"origin": "fd89:b714:f3db::1", "complete": True,
                                 "duration_s": 0.4, "channels": [], "parents": [],
                                 "nodes": [{"address": "fd89:b714:f3db::1", "reached": True},
-                                          {"address": "fd89:b714:f3db::2", "reached": True}]}),
+                                          {"address": "fd89:b714:f3db::2", "reached": False,
+                                           "error": "timeout", "hops": 1}]}),
         "uci": {"registrar": "1"},
     }
     out = render(tmp_path, answers)
@@ -153,7 +154,8 @@ def test_view_renders_identity_neighbours_channels_rpl(tmp_path: Path) -> None:
     for expected in ("rfcSELF+fd89:b714:f3db::1@acp.example", "fd89:b714:f3db::1/128",
                      "registrar", "enrolled (LDevID)", "fe80::2", "eth1", "IKEv2", "acp_1",
                      "decider", "up", "fd89:b714:f3db::9", "fe80::7", "fd89:b714:f3db::7/128",
-                     "ACP map", "2 nodes (2 answered)", "node fd89:b714:f3db::2"):
+                     "ACP map", "2 nodes (1 answered)", "node fd89:b714:f3db::2",
+                     "not reached (timeout)"):
         assert expected in text, expected
     assert out["polls"] == [5, 30]  # the map is gathered over the ACP: asked less often
 

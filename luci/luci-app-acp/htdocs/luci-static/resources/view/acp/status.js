@@ -163,6 +163,13 @@ function mapSection(answer) {
 		content.push(E('div', { 'style': 'overflow:auto' }, [acpmap.render(map)]));
 		content.push(E('p', { 'class': 'cbi-value-description' },
 			_('Circles: nodes (R registrar, ⊤ DODAG root; gold root, green attached, orange detached, dashed red not reached; this node outlined). Grey lines: secure channels (dashed: reported by one end). Blue arrows: preferred RPL parent.')));
+		content.push(table([_('ACP address'), _('ACP node name'), _('Roles'), _('State'), _('Rank'),
+			_('RPL parent'), _('Hops')],
+			nodes.map(function(n) {
+				return [text(n.address), text(n.name), text(n.roles),
+					n.reached ? text(n.state) : _('not reached') + (n.error ? ' (' + n.error + ')' : ''),
+					text(n.rank), text(n.parent), text(n.hops)];
+			}), _('No node')));
 	}
 	else if (!answer.error)
 		content.push(E('em', {}, _('No map: the node is not enrolled')));
