@@ -2,9 +2,12 @@
 (its CRL served on its ACP address, named in every certificate), n2..n4 with LDevIDs from its
 CA; the operator revokes n3; n3's renewal is refused at once, and both of its neighbours (n2,
 n4) close their channels to it within one CRL refresh interval and refuse its new attempts,
-while the rest of the ACP stays up. Timings printed."""
+while the rest of the ACP stays up. Then the registrar stops: n2, restarted, still refuses n3
+with the CRL it kept; n4, restarted without one, forms its channel to n3 (an unreachable CRL
+distribution point refuses nobody). Timings printed."""
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 
@@ -82,6 +85,28 @@ def test_revoked_node_is_cut_off_by_every_neighbour(lab: AcpdLab) -> None:
         assert listing["revoked_names"] == [names["n3"]]
         print("n2's channels after:", [(c["peer_node_name"], c["state"], c["last_error"])
                                        for c in lab.ask("n2", "channels")])
+
+        # the registrar goes away: the CRL cannot be fetched any more
+        lab.nodes["n1"].stop(signal.SIGTERM, timeout=30)
+        # n2 restarts: the CRL it kept (crl_file) still refuses n3
+        lab.nodes["n2"].stop(signal.SIGTERM, timeout=30)
+        start(lab, "n2")
+        # n4 restarts without its kept CRL: with no CRL and the distribution point unreachable,
+        # nothing is refused for that (RFC 8994 §6.2.3 rule 3): its channel to n3 comes up
+        lab.nodes["n4"].stop(signal.SIGTERM, timeout=30)
+        (lab.nodes["n4"].workdir / "acp-crl.pem").unlink()
+        start(lab, "n4")
+        took = lab.wait("n4's channel to n3 without a CRL",
+                        lambda: up_to(lab, "n4", names["n3"]) == 1, 90)
+        print(f"registrar down: n4 without a CRL has its channel to n3 after {took:.1f} s")
+        lab.wait("n2 fails to fetch the CRL",
+                 lambda: lab.ask("n2", "status")["revocation"]["sources"][0]["last_error"], 60)
+        time.sleep(10)
+        kept = lab.ask("n2", "status")["revocation"]
+        assert kept["revoked"] == 1 and up_to(lab, "n2", names["n3"]) == 0, kept
+        print("n2 after its restart, registrar down:", kept["sources"][0]["last_error"],
+              "; channels:", [(c["peer_node_name"], c["state"], c["last_error"])
+                              for c in lab.ask("n2", "channels")])
     except BaseException:
         print(lab.logs())
         raise
