@@ -50,6 +50,7 @@ BENCHES = (
     Bench("acpd_memory", (), "host", ("5",)),
     Bench("dull_flood", (), "host", ("--seconds", "10", "--interval", "2")),
     Bench("rpl_convergence", (), "host", ("--sizes", "10",)),
+    Bench("sim_scale", (), "host", ("--sizes", "10", "100", "--topologies", "campus")),
     Bench("channels", (), "guest", ("--runs", "1")),
     Bench("acp_formation", (), "guest", ("--mesh-size", "0")),
     Bench("channel_faults", (), "guest", ("--flood-seconds", "15", "--fakes", "1024")),

@@ -51,11 +51,12 @@ class Kernel:
 class SimTimer:
     """core.CoreTimer on the kernel's clock."""
 
-    __slots__ = ("kernel", "core", "execute", "when", "token", "_spin_at", "_spins")
+    __slots__ = ("kernel", "core", "execute", "ceiling", "when", "token", "_spin_at", "_spins")
 
     def __init__(self, kernel: Kernel, core: ProtocolCore[Any],
-                 execute: Callable[[Sequence[Any]], None]) -> None:
+                 execute: Callable[[Sequence[Any]], None], ceiling: float | None = None) -> None:
         self.kernel = kernel
+        self.ceiling = ceiling
         self.core = core
         self.execute = execute
         self.when: float | None = None
@@ -70,13 +71,19 @@ class SimTimer:
 
     def rearm(self) -> None:
         due = self.core.next_timer()
+        capped = False
+        if self.ceiling is not None:
+            cap = self.kernel.now + self.ceiling
+            if due is None or due > cap:
+                due, capped = cap, True
         if due is None:
             if self.when is not None:
                 self.token += 1
                 self.when = None
             return
         due = max(due, self.kernel.now)
-        if self.when is not None and abs(self.when - due) <= 1e-9:
+        if self.when is not None and (abs(self.when - due) <= 1e-9
+                                      or (capped and self.when <= due)):
             return
         self.token += 1
         self.when = due

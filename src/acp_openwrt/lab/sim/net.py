@@ -72,6 +72,9 @@ DULL_TTL_MS = 210_000
 PROXY_TTL_MS = 180_000
 REGISTRAR_TTL_MS = 180_000
 ASA_TTL_MS = 180_000
+# grasp/service.py runs each engine's timer at least every second (its seen caches expire
+# only then); here every 10 s, a tenth of the events, at most 10 s more of a 120 s lifetime.
+HOUSEKEEPING_S = 10.0
 IKE_RETRANSMITS = (4.0, 7.2, 12.96, 23.33, 42.0)  # charon's defaults: 4 s x 1.8^k, 5 retries
 
 
@@ -125,7 +128,7 @@ class SimNode:
         self.dull = Engine(EngineConfig(dull=True), rng=self.rng)
         for p in peers:
             self.dull.add_interface(f"d{p}", self.ll_bytes)
-        self.dull_timer = SimTimer(kernel, self.dull, self._dull_out)
+        self.dull_timer = SimTimer(kernel, self.dull, self._dull_out, ceiling=HOUSEKEEPING_S)
         self.table = AdjacencyTable(Limits.for_interval(net.model.dull_interval_s))
         self.table_timer = SimTimer(kernel, self.table, self._table_out)
         self._answered: dict[str, float] = {}
@@ -157,7 +160,7 @@ class SimNode:
         self.rpl = RplNode(config, rng=self.rng)
         self.rpl_timer = SimTimer(net.kernel, self.rpl, self._rpl_out)
         self.acp = Engine(EngineConfig(address=self.address.packed), rng=self.rng)
-        self.acp_timer = SimTimer(net.kernel, self.acp, self._acp_out)
+        self.acp_timer = SimTimer(net.kernel, self.acp, self._acp_out, ceiling=HOUSEKEEPING_S)
         for p in self.peers:
             self._flood_an_acp(f"d{p}")
         # neighbours heard while a pledge get their channels now
