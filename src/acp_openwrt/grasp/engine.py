@@ -226,36 +226,39 @@ class Engine:
 
     def receive_stream_message(self, conn_id: int, data: bytes, now: float) -> list[Output]:
         """One framed message arrived on connection ``conn_id``."""
-        self._stream_message(conn_id, data, now)
-        return self._take()
-
-    def _stream_message(self, conn_id: int, data: bytes, now: float) -> None:
         stream = self.streams.get(conn_id)
         if stream is None:
-            return self.drop("unknown_stream", conn_id)
+            self.drop("unknown_stream", conn_id)
+            return []
         key = (stream.ifname, stream.peer)
         if not self._neighbours.take(key, now):
-            return self.drop("rate_limited", stream.peer.hex())
+            self.drop("rate_limited", stream.peer.hex())
+            return []
         try:
             msg, skipped = decode_counted(data, self.config.tcp_max_size)
         except GraspDecodeError as exc:
             self._neighbours.penalise(key, self.config.garbage_cost)
             self.drop("decode_error", exc)
-            return self._lost_stream(conn_id, now)
+            self._lost_stream(conn_id, now)
+            return self._take()
         if skipped:
             self._skipped(skipped)
         if isinstance(msg, Flood):  # ACP hop-by-hop flooding over link-local TCP (RFC 8994 §6.9.2)
             if stream.ifname is None:
-                return self.drop("flood_not_link_local_stream")
-            return self._on_flood(msg, stream.ifname, stream.peer, now)
-        if isinstance(msg, Discovery):
-            return self.discovery.on_discovery(msg, stream.ifname, stream.peer, None, conn_id,
-                                               now)
-        if isinstance(msg, Response):
-            return self.discovery.on_response(msg, conn_id, stream, now)
-        if isinstance(msg, Noop):
-            return self.count("noop")
-        self.sessions.on_message(msg, conn_id, stream, now)
+                self.drop("flood_not_link_local_stream")
+            else:
+                self._on_flood(msg, stream.ifname, stream.peer, now)
+        elif isinstance(msg, Discovery):
+            self.discovery.on_discovery(msg, stream.ifname, stream.peer, None, conn_id, now)
+        elif isinstance(msg, Response):
+            self.discovery.on_response(msg, conn_id, stream, now)
+        elif isinstance(msg, Noop):
+            self.count("noop")
+        else:
+            self.sessions.on_message(msg, conn_id, stream, now)
+        out = self._out
+        self._out = []
+        return out
 
     def stream_closed(self, conn_id: int, now: float) -> list[Output]:
         """The peer closed the connection (or it could not be opened)."""
