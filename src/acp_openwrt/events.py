@@ -163,10 +163,17 @@ class RevocationUpdated:
     revoked: frozenset[tuple[bytes, int]]
 
 
+@dataclass(frozen=True)
+class CrlDistributionPointsSeen:
+    """A verified peer's certificate names CRL distribution points the channels had not seen
+    (e.g. another registrar's): the revocation part fetches those CRLs too."""
+    urls: tuple[str, ...]
+
+
 Event = (LinkAdopted | LinkReleased | AdjacencyUp | AdjacencyAlive | AdjacencyDown | ChannelUp
          | ChannelDown | IdentityChanged | ProxyHeard | AnProxyStart | AnProxyStop | RegistrarHeard
          | EstServerHeard | AcpGraspInterfaceUp | ConnectSubnetUp | ConnectSubnetDown
-         | RevocationUpdated)
+         | RevocationUpdated | CrlDistributionPointsSeen)
 """Every event type published on the bus (a test checks that no other module defines one)."""
 E = TypeVar("E", bound=Event)
 

@@ -107,12 +107,12 @@ def test_crl_build_parse_and_lookup(tmp_path) -> None:
     revoked, kept = pki.issue("SN-1"), pki.issue("SN-2")
     crl = build_crl(pki.ca.certificate, pki.ca.key, [_entry(revoked)], now=NOW, number=7)
     der = crl.public_bytes(serialization.Encoding.DER)
-    for data in (der, crl_pem([crl])):
+    for data in (der, crl_pem([(None, crl)])):
         again = load_crl(data)
         assert crl_number(again) == 7
         assert revocation_of(again, revoked) == NOW
         assert revocation_of(again, kept) is None
-    assert load_crls(crl_pem([crl, crl])) == [crl, crl]
+    assert load_crls(crl_pem([(URL, crl), (None, crl)])) == [(URL, crl), (None, crl)]
     assert crl_issuer(crl, [other.ca.certificate, pki.ca.certificate]) == pki.ca.certificate
     with pytest.raises(CrlError, match="not signed by one of our trust anchors"):
         crl_issuer(crl, [other.ca.certificate])
@@ -425,9 +425,37 @@ def test_loaded_file_counts_until_a_newer_crl_arrives(tmp_path) -> None:
     pki = Pki(tmp_path)
     cert = pki.issue("SN-1")
     keeper = CrlKeeper([pki.ca.certificate])
-    assert keeper.load([load_crl(_crl(pki, [cert], 3))], NOW) == []
+    assert keeper.load([(URL, load_crl(_crl(pki, [cert], 3)))], NOW) == []
     assert revocation_problem(cert, keeper.revoked())
-    assert keeper.load([load_crl(_crl(Pki(tmp_path, "x.example"), [], 9))], NOW)
+    assert keeper.load([(None, load_crl(_crl(Pki(tmp_path, "x.example"), [], 9)))], NOW)
+    keeper.add_urls([URL], 0.0)
+    keeper.handle_timer(0.0)
+    keeper.fetched(URL, _crl(pki, [], 2), 0.0, NOW)    # older than the kept one from URL
+    assert revocation_problem(cert, keeper.revoked())
+
+
+def test_two_registrars_one_ca_each_crl_counts(tmp_path) -> None:
+    """Registrars sharing the domain CA serve their own revocations: the node keeps both."""
+    pki = Pki(tmp_path)
+    first, second = pki.issue("SN-1"), pki.issue("SN-2")
+    other_url = crl_url("fd00::2")
+    keeper = CrlKeeper([pki.ca.certificate], max_sources=2)
+    assert keeper.add_urls([URL], 0.0) == [URL]
+    assert keeper.add_urls([URL, other_url, crl_url("fd00::3")], 0.0) == [other_url]  # bounded
+    assert keeper.handle_timer(0.0) == [Fetch(URL), Fetch(other_url)]
+    keeper.fetched(URL, _crl(pki, [first], 7), 0.0, NOW)
+    keeper.fetched(other_url, _crl(pki, [second], 2), 0.0, NOW)  # a lower number elsewhere
+    assert revocation_problem(first, keeper.revoked())
+    assert revocation_problem(second, keeper.revoked())
+    assert {url for url, _ in keeper.crls()} == {URL, other_url}
+
+
+def test_channels_learn_distribution_points_of_verified_peers(tmp_path) -> None:
+    pki = Pki(tmp_path)
+    view = RevocationView()
+    der = pki.issue("SN-1", url=crl_url("fd00::2")).public_bytes(serialization.Encoding.DER)
+    assert view.learn([der, b"junk"]) == (crl_url("fd00::2"),)
+    assert view.learn([der]) == ()
 
 
 # --- the node's part (HTTP on ::1, no namespace) ---------------------------------------------

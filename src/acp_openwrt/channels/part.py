@@ -414,6 +414,9 @@ class ChannelPart(Part):
                              revoked=self.revocation.problem)
         now = self.now()
         if verdict.ok and verdict.address is not None and verdict.node_name is not None:
+            urls = self.revocation.learn(leaves)
+            if urls:
+                self.ctx.bus.publish(events.CrlDistributionPointsSeen(urls))
             actions = ch.fsm.peer_verified(action.sa_id, int(verdict.address),
                                            verdict.node_name, now)
         else:

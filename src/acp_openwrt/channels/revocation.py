@@ -10,10 +10,13 @@ no CRL (never fetched, distribution point unreachable) nothing is refused for th
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cryptography import x509
 
+from ..identity.certificate import CertificateError, as_certificate
+from ..revocation.crl import crl_urls
 from ..revocation.keeper import RevokedSet, revocation_problem
 from .driver import DriverError
 from .peer_check import check_peer
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
     from .part import ChannelPart
 
 LOG = logging.getLogger("acpd.channels")
+MAX_URLS_SEEN = 64
 
 
 class RevocationView:
@@ -31,6 +35,7 @@ class RevocationView:
         self.revoked: RevokedSet = frozenset()
         self.updates = 0
         self.closed = 0   # SAs terminated because their peer's certificate was revoked
+        self.urls_seen: set[str] = set()
 
     def update(self, revoked: RevokedSet) -> None:
         self.revoked = revoked
@@ -38,6 +43,21 @@ class RevocationView:
 
     def problem(self, cert: x509.Certificate) -> str | None:
         return revocation_problem(cert, self.revoked) if self.revoked else None
+
+    def learn(self, leaves: Sequence[bytes]) -> tuple[str, ...]:
+        """The CRL distribution points in a verified peer's certificates not seen before (the
+        revocation part fetches them: another registrar's revocations)."""
+        new: list[str] = []
+        for der in leaves:
+            try:
+                urls = crl_urls(as_certificate(der))
+            except (CertificateError, ValueError):
+                continue
+            for url in urls:
+                if url not in self.urls_seen and len(self.urls_seen) < MAX_URLS_SEEN:
+                    self.urls_seen.add(url)
+                    new.append(url)
+        return tuple(new)
 
 
 async def recheck(part: ChannelPart) -> None:

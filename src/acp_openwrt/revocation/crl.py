@@ -116,14 +116,32 @@ def load_crl(data: bytes) -> x509.CertificateRevocationList:
         raise CrlError(f"not a CRL: {exc}") from None
 
 
-def load_crls(data: bytes) -> list[x509.CertificateRevocationList]:
-    """Every PEM CRL in `data` (a keeper's file)."""
-    marker = b"-----END X509 CRL-----"
-    return [load_crl(block + marker) for block in data.split(marker) if block.strip()]
+_END = b"-----END X509 CRL-----"
+_URL_LINE = b"# from "
 
 
-def crl_pem(crls: Sequence[x509.CertificateRevocationList]) -> bytes:
-    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in crls)
+def load_crls(data: bytes) -> list[tuple[str | None, x509.CertificateRevocationList]]:
+    """Every PEM CRL in `data` (a keeper's file), each with the distribution point named on a
+    `# from URL` line before it (None without one)."""
+    out: list[tuple[str | None, x509.CertificateRevocationList]] = []
+    for block in data.split(_END):
+        if not block.strip():
+            continue
+        url = None
+        for line in block.splitlines():
+            if line.startswith(_URL_LINE):
+                url = line[len(_URL_LINE):].decode("ascii", "replace").strip() or None
+        start = block.find(b"-----BEGIN")
+        if start < 0:
+            raise CrlError("not a CRL: text without a PEM block")
+        out.append((url, load_crl(block[start:] + _END)))
+    return out
+
+
+def crl_pem(crls: Sequence[tuple[str | None, x509.CertificateRevocationList]]) -> bytes:
+    """The keeper's file: each CRL as PEM after a `# from URL` line."""
+    return b"".join((_URL_LINE + url.encode("ascii") + b"\n" if url else b"")
+                    + c.public_bytes(serialization.Encoding.PEM) for url, c in crls)
 
 
 def crl_number(crl: x509.CertificateRevocationList) -> int:

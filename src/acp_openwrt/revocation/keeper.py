@@ -10,7 +10,10 @@ Inputs: `add_urls` (the CRLDPs of our own LDevID, at start), `refresh_all` (a ch
 fetch now, at most once per `min_gap`), `fetched` / `failed` (a fetch's outcome), each with
 `now` (monotonic seconds) and, where a CRL is judged, `wall` (UTC). Output of `handle_timer`:
 `Fetch(url)` actions. `revoked()` is the set of (issuer name DER, serial) of every revoked
-certificate in the CRLs held.
+certificate in the CRLs held. One CRL is held per (issuer, distribution point): registrars
+sharing one CA each serve their own revocations, and the node keeps the union (a revocation is
+never undone). Distribution points come from our own LDevID and, through `add_urls`, from the
+certificates of verified peers (at most `max_sources`).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from .crl import CrlError, crl_issuer, crl_number, load_crl, next_update, this_u
 DEFAULT_REFRESH = 300.0
 FIRST_RETRY = 10.0
 MIN_GAP = 5.0
+MAX_SOURCES = 16
 FUTURE_SKEW = dt.timedelta(minutes=10)
 
 RevokedSet = frozenset[tuple[bytes, int]]
@@ -58,28 +62,35 @@ class Held:
 class CrlKeeper:
     def __init__(self, anchors: Sequence[x509.Certificate], *,
                  refresh: float = DEFAULT_REFRESH, first_retry: float = FIRST_RETRY,
-                 min_gap: float = MIN_GAP) -> None:
+                 min_gap: float = MIN_GAP, max_sources: int = MAX_SOURCES) -> None:
         self.anchors = list(anchors)
         self.refresh, self.first_retry, self.min_gap = refresh, first_retry, min_gap
+        self.max_sources = max_sources
         self.sources: dict[str, Source] = {}
-        self.held: dict[bytes, Held] = {}   # issuer name DER -> the newest good CRL
+        # (issuer name DER, distribution point or None) -> the newest good CRL from there
+        self.held: dict[tuple[bytes, str | None], Held] = {}
         self.fetches = self.refused = 0
 
     # --- inputs ---
-    def load(self, crls: Iterable[x509.CertificateRevocationList],
+    def load(self, crls: Iterable[tuple[str | None, x509.CertificateRevocationList]],
              wall: dt.datetime) -> list[str]:
-        """The CRLs kept across restarts (the file); returns why any was not taken."""
+        """The CRLs kept across restarts (the file: distribution point, CRL); returns why any
+        was not taken."""
         problems = []
-        for crl in crls:
-            problem = self._take(crl, None, wall)
+        for url, crl in crls:
+            problem = self._take(crl, url, wall)
             if problem:
                 problems.append(problem)
         return problems
 
-    def add_urls(self, urls: Iterable[str], now: float) -> None:
+    def add_urls(self, urls: Iterable[str], now: float) -> list[str]:
+        """Distribution points to fetch from now on (fetched at once); returns the new ones."""
+        added = []
         for url in urls:
-            if url not in self.sources:
+            if url not in self.sources and len(self.sources) < self.max_sources:
                 self.sources[url] = Source(url, now)
+                added.append(url)
+        return added
 
     def refresh_all(self, now: float) -> None:
         """Fetch every source now (a channel came up), unless one was fetched just now."""
@@ -147,23 +158,23 @@ class CrlKeeper:
             return str(exc)
         if this_update(crl) > wall + FUTURE_SKEW:
             return f"CRL issued in the future ({this_update(crl):%Y-%m-%d %H:%M} UTC)"
-        key = crl.issuer.public_bytes()
+        key = (crl.issuer.public_bytes(), url)
         held = self.held.get(key)
         if held is not None and (crl_number(crl), this_update(crl)) < \
                 (crl_number(held.crl), this_update(held.crl)):
             return (f"CRL number {crl_number(crl)} is older than the one held "
                     f"({crl_number(held.crl)})")
-        self.held[key] = Held(crl, url if url is not None else (held.url if held else None),
-                              {entry.serial_number for entry in crl})
+        self.held[key] = Held(crl, url, {entry.serial_number for entry in crl})
         return None
 
     # --- queries ---
     def revoked(self) -> RevokedSet:
-        return frozenset((issuer, serial) for issuer, held in self.held.items()
+        return frozenset((issuer, serial) for (issuer, _), held in self.held.items()
                          for serial in held.revoked)
 
-    def crls(self) -> list[x509.CertificateRevocationList]:
-        return [held.crl for held in self.held.values()]
+    def crls(self) -> list[tuple[str | None, x509.CertificateRevocationList]]:
+        """What the file keeps: each CRL with the distribution point it came from."""
+        return [(held.url, held.crl) for held in self.held.values()]
 
     def status(self, now: float, wall: dt.datetime) -> dict[str, Any]:
         crls = []

@@ -28,7 +28,7 @@ from .. import netns
 from ..brski.http import HttpConnection, HttpError
 from ..brski.store import write_atomic
 from ..core import CoreTimer
-from ..events import ChannelUp, RevocationUpdated
+from ..events import ChannelUp, CrlDistributionPointsSeen, RevocationUpdated
 from ..identity.certificate import CertificateError, load_certificates
 from ..node_context import NodeContext, Part
 from .crl import CRL_MEDIA_TYPE, CrlError, crl_pem, crl_urls, load_crls, split_url
@@ -91,7 +91,8 @@ class RevocationPart(Part):
         self.problem: str | None = None
         self._timer: CoreTimer[Fetch] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._unsubscribe = ctx.bus.subscribe(ChannelUp, self._on_channel_up)
+        self._unsubscribers = [ctx.bus.subscribe(ChannelUp, self._on_channel_up),
+                               ctx.bus.subscribe(CrlDistributionPointsSeen, self._on_urls)]
         self._published: frozenset[tuple[bytes, int]] | None = None
         self.last_change: float | None = None
 
@@ -137,7 +138,8 @@ class RevocationPart(Part):
             self._timer.rearm()
 
     async def stop(self) -> None:
-        self._unsubscribe()
+        for unsubscribe in self._unsubscribers:
+            unsubscribe()
         if self._timer is not None:
             self._timer.close()
             self._timer = None
@@ -153,6 +155,14 @@ class RevocationPart(Part):
 
     def _on_channel_up(self, _event: ChannelUp) -> None:
         self.keeper.refresh_all(self._now())
+        if self._timer is not None:
+            self._timer.rearm()
+
+    def _on_urls(self, event: CrlDistributionPointsSeen) -> None:
+        if self.problem == "no LDevID":
+            return
+        for url in self.keeper.add_urls(event.urls, self._now()):
+            LOG.info("revocation: a peer's certificate names CRL distribution point %s", url)
         if self._timer is not None:
             self._timer.rearm()
 
