@@ -6,22 +6,19 @@ pings across and checks the SAs' own packet counters, so a packet that bypassed 
 """
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import socket
-import struct
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from pyroute2 import IPRoute, netns
 
+from acp_openwrt.lab.channel_testbed import ping
+
 IFA_F_NODAD = 0x02
 IF_ID = 0x42
-ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY = 128, 129
 
 
 
@@ -93,30 +90,6 @@ def _wire(local: Side, peer: Side, veth: str, key_out: str, key_in: str,
               "mode", "tunnel", "reqid", "1")
 
 
-def _ping(ns: str, source: str, target: str, count: int = 3, timeout: float = 10.0) -> int:
-    """ICMPv6 echo from inside ns (no ping binary needed); returns the replies received."""
-    sock = netns.create_socket(ns, socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-    try:
-        sock.bind((source, 0))
-        ident = os.getpid() & 0xFFFF
-        replies = set()
-        for seq in range(count):
-            # The kernel fills in the ICMPv6 checksum on raw ICMPv6 sockets.
-            sock.sendto(struct.pack("!BBHHH", ICMPV6_ECHO_REQUEST, 0, 0, ident, seq) + b"acp",
-                        (target, 0))
-            deadline = time.monotonic() + timeout
-            while seq not in replies and time.monotonic() < deadline:
-                sock.settimeout(max(0.01, deadline - time.monotonic()))
-                try:
-                    data, _ = sock.recvfrom(1500)
-                except TimeoutError:
-                    break
-                kind, _, _, rid, rseq = struct.unpack("!BBHHH", data[:8])
-                if kind == ICMPV6_ECHO_REPLY and rid == ident:
-                    replies.add(rseq)
-        return len(replies)
-    finally:
-        sock.close()
 
 
 def test_esp_tunnel_over_xfrm_interfaces(two_namespaces: tuple[Side, Side]) -> None:
@@ -128,7 +101,7 @@ def test_esp_tunnel_over_xfrm_interfaces(two_namespaces: tuple[Side, Side]) -> N
     _wire(b, a, "veth-b", key_ba, key_ab, spi_out=0xB1, spi_in=0xA1)
     assert _sa_counters(a.ns) == {0xA1: 0, 0xB1: 0}
 
-    assert _ping(a.ns, a.inner, b.inner) == 3
+    assert ping(a.ns, a.inner, b.inner, timeout=10.0) == 3
 
     sent, received = _sa_counters(a.ns)[0xA1], _sa_counters(a.ns)[0xB1]
     assert sent >= 3, "echo requests did not go through the outbound ESP SA"
