@@ -42,6 +42,14 @@ def acp_address(i: int) -> ipaddress.IPv6Address:
     return vlong_address(RSUB, 7, i + 1, v_bits=16).address
 
 
+def _runs(pid: int, what: str) -> bool:
+    """Whether process `pid` exists and its command line names `what`."""
+    try:
+        return what in Path(f"/proc/{pid}/cmdline").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def tagged_routes(netns: str) -> list[str]:
     """RPL's routes in a namespace, read through netlink (call off the event loop)."""
     from acp_openwrt import netns as netns_exec
@@ -102,13 +110,13 @@ class RplLab:
         for service in self.services.values():
             await service.stop()
 
-    async def unreachable(self, timeout: float = 0.5) -> list[tuple[str, str]]:
-        """Pairs (from, to) whose echo went unanswered."""
+    async def unreachable(self, echo_wait: float = 0.5) -> list[tuple[str, str]]:
+        """Pairs (from, to) whose echo went unanswered within `echo_wait` seconds."""
         loop = asyncio.get_running_loop()
 
         def sweep(name: str) -> list[tuple[str, str]]:
             others = [self.address[o] for o in self.names if o != name]
-            answered = self.probers[name].sweep(others, timeout)
+            answered = self.probers[name].sweep(others, echo_wait)
             return [(name, o) for o in self.names if o != name and self.address[o] not in answered]
 
         results = await asyncio.gather(*(loop.run_in_executor(self.pool, sweep, n)
@@ -309,8 +317,7 @@ def test_external_sunshine_is_launched_in_the_namespace(tmp_path: Path) -> None:
                 ctx.bus.publish(events.ChannelDown("", "eth0"))
                 await asyncio.sleep(1.0)  # restart delay: with no interface left, it stops
                 assert service.status()["pid"] is None
-                assert not os.path.exists(f"/proc/{pid}/cmdline") or \
-                    "sleep" not in open(f"/proc/{pid}/cmdline").read()
+                assert not await asyncio.to_thread(_runs, pid, "sleep")
             finally:
                 await service.stop()
         asyncio.run(main())

@@ -139,8 +139,8 @@ def service(node: Node, tmp: Path, address: ipaddress.IPv6Address, root: bool) -
     return RplPart(ctx, dodag=FAST if root else None)
 
 
-async def eventually(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def eventually(check, within: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + within
     while True:
         result = await asyncio.to_thread(check)
         if result:

@@ -53,7 +53,7 @@ def test_trickle_doubles_and_caps():
         now = trickle.next_event()
         if trickle.poll(now):
             sends.append(now)
-    gaps = [b - a for a, b in zip(sends, sends[1:])]
+    gaps = [b - a for a, b in zip(sends, sends[1:], strict=False)]
     assert 0.5 <= sends[0] < 1.0
     assert max(gaps) < 2 * 8.0 and trickle.interval == 8.0  # Imax = 1 s * 2^3
     assert len(sends) >= 12

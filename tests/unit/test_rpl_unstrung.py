@@ -89,7 +89,7 @@ def test_codec_decodes_unstrungs_dio_with_mop_3_and_no_configuration():
 def test_codec_decodes_unstrungs_dis_and_dao():
     dis = decode_packet(packet(UNSTRUNG_DIS))
     assert dis == Dis((SolicitedInformation(instance_id=0),))
-    for seq, hexstr in zip((2, 3), UNSTRUNG_DAO):
+    for seq, hexstr in zip((2, 3), UNSTRUNG_DAO, strict=True):
         dao = decode_packet(packet(hexstr))
         assert dao == Dao(0, seq, True, DODAG, (RplTarget(MEMBER_TARGET),))
         # RFC 6550 §6.7.8: the Transit Information option MAY be absent; the target is kept.
