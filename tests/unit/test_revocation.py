@@ -640,3 +640,22 @@ def test_channels_close_an_up_channel_when_its_peer_is_revoked(tmp_path, monkeyp
     assert ("terminate_ike", "7") in calls
     assert [d.acp_ifname for d in downs] == ["acp_2"]
     assert part.revocation.closed == 1
+
+
+def test_a_backup_carries_the_revocations(tmp_path) -> None:
+    """The revocations live in allocations.db: `acpctl registrar backup`/`restore` keep them."""
+    from acp_openwrt.brski.registrar.backup import restore_backup, write_backup
+    part, ctx = _registrar_part(tmp_path / "old")
+    try:
+        key = generate_key()
+        allocation = part.files.allocator.allocate("SN-1")  # type: ignore[union-attr]
+        cert = part.files.ca.issue(key.public_key(), allocation.acp_node_name)  # type: ignore
+        part.revocation.record_issued(cert)  # type: ignore[union-attr]
+        part.revoke(allocation.acp_node_name, "stolen")
+        write_backup(ctx.config.registrar_dir, tmp_path / "backup")
+    finally:
+        part._close_files()
+    restore_backup(tmp_path / "backup", tmp_path / "new", domain=DOMAIN)
+    store = RevocationStore(tmp_path / "new" / "allocations.db")
+    assert store.is_revoked(cert.serial_number) and store.name_revoked(allocation.acp_node_name)
+    store.close()
