@@ -212,6 +212,10 @@ def test_renewal_of_a_revoked_certificate_is_refused(tmp_path) -> None:
                                             PeerTls(cert), now=read_clock()))  # type: ignore
     answer = renew()
     assert answer.status == 200, answer.body
+    from acp_openwrt.brski.cms import load_certs_only
+    renewed = load_certs_only(base64.b64decode(answer.body))[0]
+    assert crl_urls(renewed) == [URL]                      # EST issues with the CRLDP
+    assert pki.store.refusal(renewed) is None
     pki.store.revoke(f"{cert.serial_number:x}", NOW)
     refused = renew()
     assert refused.status == 403 and b"is revoked" in refused.body
