@@ -1,12 +1,14 @@
 """The proxy process's message handling, in-process over a socketpair (no namespaces, no root)."""
 from __future__ import annotations
 
-import asyncio
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,59 +17,78 @@ from acp_openwrt.brski.proxy.process import ProxyProcess
 from acp_openwrt.brski.proxy.relay import RelayLimits
 from acp_openwrt.brski.proxy.sandbox import SandboxError, resolve_user
 
-
-async def expect(chan: ho.HandoverChannel, within: float = 2.0) -> ho.Message:
-    received = await asyncio.wait_for(chan.receive(), within)
-    assert received is not None, "proxy closed the handover socket"
-    return received[0]
+SRC = str(Path(ho.__file__).resolve().parents[3])
 
 
-async def answers(_locator) -> bool:
-    return True
+class Acpd:
+    """acpd's end of the socketpair, with the proxy stepped in this thread (no asyncio)."""
+
+    def __init__(self, probe=None) -> None:
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        kwargs = {"probe": probe} if probe is not None else {}
+        self.proxy = ProxyProcess(theirs, RelayLimits(), **kwargs)
+        self.proxy.start()
+
+    def send(self, msg: ho.Message, fds: tuple[int, ...] = ()) -> None:
+        ho.send_message(self.sock, msg, fds)
+
+    def expect(self, within: float = 2.0) -> ho.Message:
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        assert self.proxy.loop.run_until(lambda: poller.poll(0), within), "no message"
+        received = ho.recv_message(self.sock)
+        assert received is not None, "proxy closed the handover socket"
+        return received[0]
+
+    def close(self) -> None:
+        self.sock.close()
+        assert self.proxy.loop.run_until(lambda: self.proxy.stopped, 2)  # end of stream
+        self.proxy.finish()
+        assert self.proxy.loop.watched == 0  # nothing left behind
+        self.proxy.sock.close()
+
+
+def answers(loop, _locator, _within, done):
+    timer = loop.call_later(0, lambda: done(True))
+    return timer.cancel
 
 
 def test_proxy_reports_listeners_registrar_known_lost_and_status() -> None:
-    async def scenario() -> None:
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        acpd = ho.HandoverChannel(a)
-        proxy = ProxyProcess(ho.HandoverChannel(b), RelayLimits(), probe=answers)
-        task = asyncio.create_task(proxy.run())
-        assert await expect(acpd) == ho.Hello(os.getpid(), os.getuid(), os.getgid())
-        assert await expect(acpd) == ho.RegistrarState(False)
+    acpd = Acpd(probe=answers)
+    assert acpd.expect() == ho.Hello(os.getpid(), os.getuid(), os.getgid())
+    assert acpd.expect() == ho.RegistrarState(False)
 
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as lsock:
-            lsock.bind(("::1", 0))
-            lsock.listen(4)
-            port = lsock.getsockname()[1]
-            await acpd.send(ho.Listen("eth0", "::1", port), (lsock.fileno(),))
-        assert await expect(acpd) == ho.Listening("eth0", "::1", port)
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as lsock:
+        lsock.bind(("::1", 0))
+        lsock.listen(4)
+        port = lsock.getsockname()[1]
+        acpd.send(ho.Listen("eth0", "::1", port), (lsock.fileno(),))
+    assert acpd.expect() == ho.Listening("eth0", "::1", port)
 
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as not_listening:
-            await acpd.send(ho.Listen("eth1", "::1", 1), (not_listening.fileno(),))
-        msg = await expect(acpd)
-        assert isinstance(msg, ho.ListenFailed) and msg.ifname == "eth1"
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as not_listening:
+        acpd.send(ho.Listen("eth1", "::1", 1), (not_listening.fileno(),))
+    msg = acpd.expect()
+    assert isinstance(msg, ho.ListenFailed) and msg.ifname == "eth1"
 
-        await acpd.send(ho.Registrar("fe80::9", 443, 10_000))       # refused: link-local
-        await acpd.send(ho.Registrar("fd00::1", 8443, 400))
-        assert await expect(acpd) == ho.RegistrarState(True, "fd00::1", 8443)
-        heard = time.monotonic()
-        await acpd.send(ho.StatusRequest(5))
-        reply = await expect(acpd)
-        assert isinstance(reply, ho.StatusReply) and reply.seq == 5
-        assert reply.status["registrar"] == {"address": "fd00::1", "port": 8443}
-        assert [x["ifname"] for x in reply.status["listeners"]] == ["eth0"]
-        assert reply.status["uid"] == os.getuid()
-        # The flood's ttl runs out: the proxy says so by itself, without being asked.
-        assert await expect(acpd) == ho.RegistrarState(False)
-        assert 0.3 < time.monotonic() - heard < 1.5
+    acpd.send(ho.Registrar("fe80::9", 443, 10_000))       # refused: link-local
+    acpd.send(ho.Registrar("fd00::1", 8443, 400))
+    assert acpd.expect() == ho.RegistrarState(True, "fd00::1", 8443)
+    heard = time.monotonic()
+    acpd.send(ho.StatusRequest(5))
+    reply = acpd.expect()
+    assert isinstance(reply, ho.StatusReply) and reply.seq == 5
+    assert reply.status["registrar"] == {"address": "fd00::1", "port": 8443}
+    assert [x["ifname"] for x in reply.status["listeners"]] == ["eth0"]
+    assert reply.status["uid"] == os.getuid()
+    # The flood's ttl runs out: the proxy says so by itself, without being asked.
+    assert acpd.expect() == ho.RegistrarState(False)
+    assert 0.3 < time.monotonic() - heard < 1.5
 
-        await acpd.send(ho.Unlisten("eth0"))
-        await acpd.send(ho.StatusRequest(6))
-        reply = await expect(acpd)
-        assert isinstance(reply, ho.StatusReply) and reply.status["listeners"] == []
-        acpd.close()
-        await asyncio.wait_for(task, 2)  # end of stream ends the proxy
-    asyncio.run(scenario())
+    acpd.send(ho.Unlisten("eth0"))
+    acpd.send(ho.StatusRequest(6))
+    reply = acpd.expect()
+    assert isinstance(reply, ho.StatusReply) and reply.status["listeners"] == []
+    acpd.close()
 
 
 def test_registrar_is_known_only_once_it_answers(monkeypatch) -> None:
@@ -75,56 +96,81 @@ def test_registrar_is_known_only_once_it_answers(monkeypatch) -> None:
     monkeypatch.setattr("acp_openwrt.brski.proxy.process.PROBE_RETRY", 0.05)
     probed = []
 
-    async def third_time_lucky(locator) -> bool:
+    def third_time_lucky(loop, locator, _within, done):
         probed.append(locator)
-        return len(probed) >= 3
+        timer = loop.call_later(0.01, lambda: done(len(probed) >= 3))
+        return timer.cancel
 
-    async def scenario() -> None:
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        acpd = ho.HandoverChannel(a)
-        proxy = ProxyProcess(ho.HandoverChannel(b), RelayLimits(), probe=third_time_lucky)
-        task = asyncio.create_task(proxy.run())
-        await expect(acpd)  # Hello
-        assert await expect(acpd) == ho.RegistrarState(False)
-        await acpd.send(ho.Registrar("fd00::1", 8443, 60_000))
-        assert await expect(acpd) == ho.RegistrarState(True, "fd00::1", 8443)
-        assert len(probed) == 3 and proxy.probes_failed == 2
-        await acpd.send(ho.Registrar("fd00::1", 8443, 60_000))  # refreshed: no new probe
-        await acpd.send(ho.StatusRequest(1))
-        reply = await expect(acpd)
-        assert reply.status["probes_failed"] == 2 and len(probed) == 3
-        acpd.close()
-        await asyncio.wait_for(task, 2)
-    asyncio.run(scenario())
+    acpd = Acpd(probe=third_time_lucky)
+    acpd.expect()  # Hello
+    assert acpd.expect() == ho.RegistrarState(False)
+    acpd.send(ho.Registrar("fd00::1", 8443, 60_000))
+    assert acpd.expect() == ho.RegistrarState(True, "fd00::1", 8443)
+    assert len(probed) == 3 and acpd.proxy.probes_failed == 2
+    acpd.send(ho.Registrar("fd00::1", 8443, 60_000))  # refreshed: no new probe
+    acpd.send(ho.StatusRequest(1))
+    reply = acpd.expect()
+    assert reply.status["probes_failed"] == 2 and len(probed) == 3
+    acpd.close()
 
 
 def test_tcp_probe_tells_a_listening_registrar_from_a_closed_port() -> None:
     from acp_openwrt.brski.proxy.process import tcp_probe
     from acp_openwrt.brski.proxy.registrars import RegistrarLocator
+    from acp_openwrt.brski.proxy.runtime import Loop
 
-    async def scenario() -> None:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as lsock:
-            lsock.bind(("::1", 0))
-            lsock.listen(1)
-            port = lsock.getsockname()[1]
-            assert await tcp_probe(RegistrarLocator("::1", port), 1.0) is True
-        assert await tcp_probe(RegistrarLocator("::1", port), 1.0) is False
-    asyncio.run(scenario())
+    loop = Loop()
+
+    def probe(port: int) -> bool | None:
+        answer: list[bool] = []
+        tcp_probe(loop, RegistrarLocator("::1", port), 1.0, answer.append)
+        loop.run_until(lambda: answer, 2)
+        assert loop.watched == 0
+        return answer[0] if answer else None
+
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as lsock:
+        lsock.bind(("::1", 0))
+        lsock.listen(1)
+        port = lsock.getsockname()[1]
+        assert probe(port) is True
+    assert probe(port) is False
 
 
 def test_bad_message_from_acpd_is_skipped_not_fatal() -> None:
-    async def scenario() -> None:
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        acpd = ho.HandoverChannel(a)
-        task = asyncio.create_task(ProxyProcess(ho.HandoverChannel(b), RelayLimits()).run())
-        await expect(acpd)
-        await expect(acpd)
-        a.send(b'{"op":"format_disk"}')
-        await acpd.send(ho.StatusRequest(1))
-        assert isinstance(await expect(acpd), ho.StatusReply)
-        acpd.close()
-        await asyncio.wait_for(task, 2)
-    asyncio.run(scenario())
+    acpd = Acpd()
+    acpd.expect()
+    acpd.expect()
+    acpd.sock.send(b'{"op":"format_disk"}')
+    acpd.send(ho.StatusRequest(1))
+    assert isinstance(acpd.expect(), ho.StatusReply)
+    acpd.close()
+
+
+def test_sigterm_ends_the_process_cleanly(tmp_path) -> None:
+    """The real process, started as acpd starts it (python3 -S, entry), stopped by SIGTERM."""
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    env = {"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"}
+    argv = [sys.executable, "-S", "-m", "acp_openwrt.brski.proxy.entry",
+            "--handover-fd", str(theirs.fileno())]
+    if os.geteuid() == 0:
+        argv += ["--user", "nobody"]
+    proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env, cwd="/",
+                            stderr=subprocess.PIPE, text=True)
+    theirs.close()
+    try:
+        mine.settimeout(20)
+        received = ho.recv_message(mine)
+        assert received is not None and isinstance(received[0], ho.Hello)
+        assert received[0].pid == proc.pid
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert "stopping on signal" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+        mine.close()
 
 
 def test_root_is_never_a_proxy_user() -> None:

@@ -1,10 +1,12 @@
 """The join proxy's relay on loopback (bounds, idle timeout, counters) and its sans-I/O parts."""
 from __future__ import annotations
 
-import asyncio
+import os
 import socket
+import struct
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -13,7 +15,8 @@ from acp_openwrt.brski.proxy.registrars import (
     RegistrarTable,
     registrar_from_flood,
 )
-from acp_openwrt.brski.proxy.relay import Admission, Relay, RelayLimits
+from acp_openwrt.brski.proxy.relay import CHUNK, Admission, CircuitBook, Relay, RelayLimits
+from acp_openwrt.brski.proxy.runtime import Loop
 from acp_openwrt.grasp.messages import Locator
 
 # -- sans-I/O ------------------------------------------------------------------------------
@@ -35,6 +38,27 @@ def test_limits_are_checked() -> None:
         RelayLimits(max_connections=0)
     with pytest.raises(ValueError):
         RelayLimits(idle_timeout=0)
+
+
+def test_circuit_book_refuses_counts_and_finds_idle_circuits() -> None:
+    book = CircuitBook(RelayLimits(max_connections=2, max_per_pledge=1, idle_timeout=10))
+    assert book.open("eth0", "fe80::a", False, now=0.0) == "no_registrar"
+    first = book.open("eth0", "fe80::a", True, now=0.0)
+    assert not isinstance(first, str) and first.cid == 1
+    assert book.open("eth0", "fe80::a", True, now=1.0) == "per_pledge_limit"
+    second = book.open("eth1", "fe80::b", True, now=2.0)
+    assert not isinstance(second, str)
+    assert book.open("eth1", "fe80::c", True, now=2.0) == "limit"
+    book.moved(first, 5, 7, now=4.0)
+    assert book.next_idle_deadline() == 12.0
+    assert book.idle(11.9) == [] and book.idle(12.0) == [second]
+    book.close(second)
+    book.close(second)  # twice is once
+    assert book.next_idle_deadline() == 14.0
+    assert book.counters() == {"refused_no_registrar": 1, "accepted": 2,
+                               "refused_per_pledge_limit": 1, "refused_limit": 1,
+                               "idle_closed": 1, "bytes_up": 5, "bytes_down": 7}
+    assert book.admission.active == 1
 
 
 def test_registrar_table_expires_and_keeps_its_choice() -> None:
@@ -69,17 +93,31 @@ def test_registrar_from_flood_reads_the_rfc_example() -> None:
     assert registrar_from_flood("AN_Proxy", "EST-TLS", loc) is None
 
 
-# -- the relay on loopback -----------------------------------------------------------------
+# -- the relay on loopback (the loop stepped in this thread, an echo registrar in threads) -----
 
 
-async def echo_server() -> tuple[asyncio.AbstractServer, int]:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-    server = await asyncio.start_server(echo, "::1", 0)
-    return server, server.sockets[0].getsockname()[1]
+def echo_server() -> tuple[socket.socket, int]:
+    lsock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    lsock.bind(("::1", 0))
+    lsock.listen(16)
+
+    def echo(conn: socket.socket) -> None:
+        with conn:
+            try:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = lsock.accept()
+            except OSError:
+                return
+            threading.Thread(target=echo, args=(conn,), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    return lsock, lsock.getsockname()[1]
 
 
 def listener() -> socket.socket:
@@ -89,138 +127,219 @@ def listener() -> socket.socket:
     return sock
 
 
-Scenario = Callable[[Relay, int, list[RegistrarLocator]], Awaitable[None]]
+class Bench:
+    """A Relay on ::1 towards an echo server (or towards nothing)."""
 
+    def __init__(self, limits: RelayLimits, registrar: bool = True) -> None:
+        self.server, echo_port = echo_server()
+        self.regs = [RegistrarLocator("::1", echo_port)] if registrar else []
+        self.loop = Loop()
+        self.relay = Relay(self.loop, limits, lambda: list(self.regs))
+        _, self.port = self.relay.add_listener("lo", listener())
+        self.clients: list[socket.socket] = []
 
-def run(limits: RelayLimits, scenario: Scenario, registrar: bool = True) -> Relay:
-    """Relay on ::1 towards an echo server (or towards nothing); runs scenario(relay, port,
-    regs)."""
-    async def main() -> Relay:
-        server, echo_port = await echo_server()
-        regs = [RegistrarLocator("::1", echo_port)] if registrar else []
-        relay = Relay(limits, lambda: list(regs))
-        try:
-            _, port = await relay.add_listener("lo", listener())
-            await scenario(relay, port, regs)
-        finally:
-            await relay.close()
-            server.close()
-        return relay
-    return asyncio.run(main())
+    def connect(self) -> socket.socket:
+        sock = socket.create_connection(("::1", self.port), 2)
+        sock.setblocking(False)
+        self.clients.append(sock)
+        return sock
 
+    def exchange(self, sock: socket.socket, payload: bytes, within: float = 5) -> bytes:
+        """Send payload while the relay runs; what came back (b'' if closed or reset)."""
+        out, got = memoryview(payload), bytearray()
+        ended = []
 
-async def refused(port: int) -> bool:
-    """True when the proxy resets or closes the connection without relaying anything."""
-    reader, writer = await asyncio.open_connection("::1", port)
-    try:
-        writer.write(b"ping")
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(10), 2)
-        return data == b""
-    except ConnectionResetError:
-        return True
-    finally:
-        writer.close()
+        def step() -> bool:
+            nonlocal out
+            try:
+                if out:
+                    out = out[sock.send(out):]
+            except BlockingIOError:
+                pass
+            except OSError:
+                ended.append(True)
+            try:
+                data = sock.recv(65536)
+                if not data:
+                    ended.append(True)
+                got.extend(data)
+            except BlockingIOError:
+                pass
+            except OSError:
+                ended.append(True)
+            return bool(ended) or len(got) >= len(payload)
+        assert self.loop.run_until(step, within), "no answer"
+        return bytes(got)
 
-
-def test_bytes_reach_the_registrar_and_come_back_with_counters() -> None:
-    async def scenario(relay: Relay, port: int, _regs: list[RegistrarLocator]) -> None:
-        reader, writer = await asyncio.open_connection("::1", port)
-        payload = bytes(range(256)) * 400  # 100 KiB, several chunks
-        writer.write(payload)
-        await writer.drain()
-        got = await asyncio.wait_for(reader.readexactly(len(payload)), 5)
-        assert got == payload
-        status = relay.status()
-        assert len(status["connections"]) == 1
-        conn = status["connections"][0]
-        assert conn["bytes_up"] == conn["bytes_down"] == len(payload)
-        writer.write_eof()  # clean close from the pledge side: the echo side closes too
-        assert await asyncio.wait_for(reader.read(), 5) == b""
-        writer.close()
-        for _ in range(50):
-            if not relay.status()["connections"]:
-                break
-            await asyncio.sleep(0.02)
-        assert relay.status()["connections"] == []
-        totals = relay.counters()
-        assert totals["bytes_up"] == totals["bytes_down"] == len(payload)
-        assert totals["accepted"] == 1
-    run(RelayLimits(), scenario)
-
-
-def test_no_registrar_means_refused() -> None:
-    async def scenario(relay: Relay, port: int, _regs: list[RegistrarLocator]) -> None:
-        assert await refused(port)
-        assert relay.counters().get("refused_no_registrar") == 1
-        assert relay.counters().get("accepted", 0) == 0
-    run(RelayLimits(), scenario, registrar=False)
-
-
-def test_registrar_unreachable_means_refused() -> None:
-    async def scenario(relay: Relay, port: int, regs: list[RegistrarLocator]) -> None:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as unused:
-            unused.bind(("::1", 0))
-            regs[:] = [RegistrarLocator("::1", unused.getsockname()[1])]  # nobody listens
-            assert await refused(port)
-        assert relay.counters().get("refused_registrar_unreachable") == 1
-    run(RelayLimits(), scenario)
-
-
-def test_per_pledge_and_global_limits() -> None:
-    async def scenario(relay: Relay, port: int, _regs: list[RegistrarLocator]) -> None:
-        conns = []
-        for _ in range(2):
-            reader, writer = await asyncio.open_connection("::1", port)
-            writer.write(b"x")
-            assert await asyncio.wait_for(reader.readexactly(1), 2) == b"x"
-            conns.append(writer)
-        assert await refused(port)  # third from the same address
-        assert relay.counters().get("refused_per_pledge_limit") == 1
-        conns[0].close()
-        for _ in range(100):  # the slot comes back once the circuit is gone
-            if len(relay.status()["connections"]) == 1:
-                break
-            await asyncio.sleep(0.02)
-        reader, writer = await asyncio.open_connection("::1", port)
-        writer.write(b"y")
-        assert await asyncio.wait_for(reader.readexactly(1), 2) == b"y"
-        for w in (conns[1], writer):
-            w.close()
-    run(RelayLimits(max_connections=8, max_per_pledge=2), scenario)
-
-    async def global_limit(relay: Relay, port: int, _regs: list[RegistrarLocator]) -> None:
-        reader, writer = await asyncio.open_connection("::1", port)
-        writer.write(b"x")
-        await asyncio.wait_for(reader.readexactly(1), 2)
-        assert await refused(port)
-        assert relay.counters().get("refused_limit") == 1
-        writer.close()
-    run(RelayLimits(max_connections=1, max_per_pledge=1), global_limit)
-
-
-def test_idle_circuit_is_closed() -> None:
-    async def scenario(relay: Relay, port: int, _regs: list[RegistrarLocator]) -> None:
-        reader, writer = await asyncio.open_connection("::1", port)
-        writer.write(b"x")
-        await asyncio.wait_for(reader.readexactly(1), 2)
+    def wait_closed(self, sock: socket.socket, within: float = 3) -> float:
+        """Seconds until the relay closed or reset this client."""
         start = time.monotonic()
+
+        def closed() -> bool:
+            try:
+                return sock.recv(10) == b""
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+        assert self.loop.run_until(closed, within), "still open"
+        return time.monotonic() - start
+
+    def refused(self) -> bool:
+        """True when the proxy resets or closes the connection without relaying anything."""
+        return self.exchange(self.connect(), b"ping", 2) == b""
+
+    def close(self) -> None:
+        self.relay.close()
+        assert self.loop.watched == 0
+        for sock in self.clients:
+            sock.close()
+        self.server.close()
+
+
+@pytest.fixture
+def bench_for() -> Iterator[Callable[..., Bench]]:
+    made: list[Bench] = []
+
+    def make(limits: RelayLimits, registrar: bool = True) -> Bench:
+        made.append(Bench(limits, registrar))
+        return made[-1]
+    yield make
+    for bench in made:
+        bench.close()
+
+
+def test_bytes_reach_the_registrar_and_come_back_with_counters(bench_for) -> None:
+    bench = bench_for(RelayLimits())
+    relay = bench.relay
+    client = bench.connect()
+    payload = bytes(range(256)) * 400  # 100 KiB, several chunks
+    assert bench.exchange(client, payload) == payload
+    status = relay.status()
+    assert len(status["connections"]) == 1
+    conn = status["connections"][0]
+    assert conn["bytes_up"] == conn["bytes_down"] == len(payload)
+    client.shutdown(socket.SHUT_WR)  # clean close from the pledge side: the echo side closes too
+    assert bench.exchange(client, b"", 5) == b""
+    assert bench.loop.run_until(lambda: not relay.status()["connections"], 2)
+    totals = relay.counters()
+    assert totals["bytes_up"] == totals["bytes_down"] == len(payload)
+    assert totals["accepted"] == 1
+
+
+def test_a_slow_pledge_holds_back_the_registrar_side(bench_for) -> None:
+    """Backpressure: what the pledge does not read stays in the kernel, not in the proxy."""
+    bench = bench_for(RelayLimits())
+    client = bench.connect()
+    payload = os.urandom(8 * 1024 * 1024)
+    out = memoryview(payload)
+    deadline = time.monotonic() + 1
+    while out and time.monotonic() < deadline:  # send what fits; never read
         try:
-            assert await asyncio.wait_for(reader.read(10), 3) == b""
-        except ConnectionResetError:
+            out = out[client.send(out):]
+        except BlockingIOError:
             pass
-        waited = time.monotonic() - start
-        assert 0.3 <= waited < 1.5, waited
-        assert relay.counters().get("idle_closed") == 1
-        writer.close()
-    run(RelayLimits(idle_timeout=0.4), scenario)
+        bench.loop.run_once(0.01)
+        for circuit in bench.relay.book.circuits.values():  # the proxy holds a chunk at most
+            assert len(circuit.up_buf) <= CHUNK and len(circuit.down_buf) <= CHUNK
+    got = bytearray()  # now read: everything arrives, in order
+
+    def step() -> bool:
+        nonlocal out
+        try:
+            if out:
+                out = out[client.send(out):]
+        except BlockingIOError:
+            pass
+        try:
+            got.extend(client.recv(1 << 20))
+        except BlockingIOError:
+            pass
+        return len(got) >= len(payload)
+    assert bench.loop.run_until(step, 20)
+    assert got == payload
 
 
-def test_removing_a_listener_stops_accepting() -> None:
-    async def scenario(relay: Relay, port: int, _regs: list[RegistrarLocator]) -> None:
-        assert [x["port"] for x in relay.listeners()] == [port]
-        await relay.remove_listener("lo")
-        assert relay.listeners() == []
-        with pytest.raises(OSError):
-            await asyncio.open_connection("::1", port)
-    run(RelayLimits(), scenario)
+def test_no_registrar_means_refused(bench_for) -> None:
+    bench = bench_for(RelayLimits(), registrar=False)
+    assert bench.refused()
+    assert bench.relay.counters().get("refused_no_registrar") == 1
+    assert bench.relay.counters().get("accepted", 0) == 0
+
+
+def test_registrar_unreachable_means_refused(bench_for) -> None:
+    bench = bench_for(RelayLimits())
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as unused:
+        unused.bind(("::1", 0))
+        bench.regs[:] = [RegistrarLocator("::1", unused.getsockname()[1])]  # nobody listens
+        assert bench.refused()
+    assert bench.relay.counters().get("refused_registrar_unreachable") == 1
+
+
+def test_the_next_registrar_is_tried(bench_for) -> None:
+    bench = bench_for(RelayLimits())
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as unused:
+        unused.bind(("::1", 0))
+        bench.regs.insert(0, RegistrarLocator("::1", unused.getsockname()[1]))
+        assert bench.exchange(bench.connect(), b"hi") == b"hi"
+    conn = bench.relay.status()["connections"][0]
+    assert conn["registrar"] == bench.regs[1].to_dict()
+
+
+def test_per_pledge_and_global_limits(bench_for) -> None:
+    bench = bench_for(RelayLimits(max_connections=8, max_per_pledge=2))
+    conns = []
+    for _ in range(2):
+        sock = bench.connect()
+        assert bench.exchange(sock, b"x") == b"x"
+        conns.append(sock)
+    assert bench.refused()  # third from the same address
+    assert bench.relay.counters().get("refused_per_pledge_limit") == 1
+    conns[0].close()  # the slot comes back once the circuit is gone
+    assert bench.loop.run_until(lambda: len(bench.relay.status()["connections"]) == 1, 2)
+    assert bench.exchange(bench.connect(), b"y") == b"y"
+
+    bench = bench_for(RelayLimits(max_connections=1, max_per_pledge=1))
+    assert bench.exchange(bench.connect(), b"x") == b"x"
+    assert bench.refused()
+    assert bench.relay.counters().get("refused_limit") == 1
+
+
+def test_idle_circuit_is_closed(bench_for) -> None:
+    bench = bench_for(RelayLimits(idle_timeout=0.4))
+    client = bench.connect()
+    assert bench.exchange(client, b"x") == b"x"
+    waited = bench.wait_closed(client)
+    assert 0.3 <= waited < 1.5, waited
+    assert bench.relay.counters().get("idle_closed") == 1
+    assert bench.relay.status()["connections"] == []
+
+
+def test_a_reset_on_one_side_resets_the_other(bench_for) -> None:
+    bench = bench_for(RelayLimits())
+    client = bench.connect()
+    assert bench.exchange(client, b"x") == b"x"
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    bench.clients.remove(client)
+    assert bench.loop.run_until(lambda: not bench.relay.status()["connections"], 2)
+
+
+def test_removing_a_listener_stops_accepting(bench_for) -> None:
+    bench = bench_for(RelayLimits())
+    client = bench.connect()
+    assert bench.exchange(client, b"x") == b"x"
+    assert [x["port"] for x in bench.relay.listeners()] == [bench.port]
+    bench.relay.remove_listener("lo")
+    assert bench.relay.listeners() == []
+    bench.wait_closed(client)  # its circuits end with the link
+    with pytest.raises(OSError):
+        socket.create_connection(("::1", bench.port), 2)
+
+
+def test_fifty_circuits_at_once(bench_for) -> None:
+    bench = bench_for(RelayLimits(max_connections=64, max_per_pledge=64))
+    for i in range(50):
+        assert bench.exchange(bench.connect(), b"%d" % i) == b"%d" % i
+    assert len(bench.relay.status()["connections"]) == 50
+    assert bench.loop.watched == 1 + 100  # the listener, both sides of each circuit

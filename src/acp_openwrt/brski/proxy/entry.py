@@ -1,9 +1,9 @@
 """How acpd starts the join proxy process: `python3 -S -m acp_openwrt.brski.proxy.entry ARGS`.
 
-The relay is protocol-blind and never speaks TLS, so it runs without the ssl module: asyncio
-then works as on a Python built without ssl, and the proxy carries no OpenSSL (about 4.5 MB of
-RSS per node, measured with bench/acpd_memory.py). Only this entry point does it; importing
-`acp_openwrt.brski.proxy.process` elsewhere (tests, acpd) leaves ssl alone.
+The relay is protocol-blind and never speaks TLS, and it runs on its own small loop
+(runtime.py), so the process needs neither ssl nor asyncio nor the site module: it loads C
+modules and this package only (tests/unit/test_brski_layout.py lists them). ssl is blocked
+here as well, so that nothing can pull OpenSSL in by accident.
 """
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import sys
 
 
 def run() -> int:
-    if "asyncio" not in sys.modules:
-        if "ssl" not in sys.modules:  # None in sys.modules: import ssl -> ImportError
-            sys.modules["ssl"] = None  # type: ignore[assignment]
+    if "ssl" not in sys.modules:  # None in sys.modules: import ssl -> ImportError
+        sys.modules["ssl"] = None  # type: ignore[assignment]
     from .process import main
     return main()
 

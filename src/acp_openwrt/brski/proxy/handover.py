@@ -16,91 +16,216 @@ proxy -> acpd   hello{pid,uid,gid}, listening{ifname,address,port}, listen_faile
 """
 from __future__ import annotations
 
-import asyncio
+import _socket
 import errno
-import ipaddress
-import json
 import os
-import socket
-from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any
+import sys
+
+from .registrars import ipv6_normal
+
+TYPE_CHECKING = False  # typing itself is no lightweight import
+if TYPE_CHECKING:
+    import asyncio
+    from typing import Any, ClassVar
 
 MAX_MESSAGE = 64 * 1024
 MAX_FDS = 4
 IFNAME_MAX = 15
+_FD_SIZE = 4  # a C int; packed by hand: the array module imports collections
+_CMSG_SPACE = _socket.CMSG_SPACE(MAX_FDS * _FD_SIZE)
 
 
 class HandoverError(ValueError):
     """A message that breaks the protocol (one line; the peer is buggy or hostile)."""
 
 
-@dataclass(frozen=True)
-class Listen:
+# -- JSON from the C accelerator alone ------------------------------------------------------
+# json.decoder and json.encoder import re (about 1 MB of RSS in the join proxy process); the
+# _json C module's scanner and encoder are what they use for the work anyway. Fallback: json.
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+class _ScanContext:
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_no_constant)
+    memo: ClassVar[dict[str, str]] = {}
+
+
+try:
+    import _json
+    _scan = _json.make_scanner(_ScanContext)  # type: ignore[arg-type]
+    _encode = _json.make_encoder({}, str, _json.encode_basestring_ascii, None, ":", ",",
+                                 False, False, False)
+
+    def _loads(text: str) -> Any:
+        start = len(text) - len(text.lstrip(" \t\n\r"))
+        try:
+            obj, end = _scan(text, start)
+        except (StopIteration, ImportError):  # ImportError: C's error path wants json.decoder
+            raise ValueError("not JSON") from None
+        if text[end:].strip(" \t\n\r"):
+            raise ValueError("extra data after JSON")
+        return obj
+
+    def _dumps(obj: Any) -> str:
+        return "".join(_encode(obj, 0))
+except (ImportError, AttributeError, TypeError):  # another interpreter: the json module
+    import json
+
+    def _loads(text: str) -> Any:
+        return json.loads(text)
+
+    def _dumps(obj: Any) -> str:
+        return json.dumps(obj, separators=(",", ":"), default=str, allow_nan=False)
+
+
+# -- messages -------------------------------------------------------------------------------
+# Plain slotted classes, not dataclasses: dataclasses imports inspect (about 3 MB of RSS).
+
+class _Message:
+    """Fields in `_fields`; those in `_optional` may be None. Immutable, compared by value."""
+    __slots__ = ()
+    op: ClassVar[str] = ""
+    _fields: ClassVar[tuple[str, ...]] = ()
+    _optional: ClassVar[tuple[str, ...]] = ()
+
+    def _set(self, **values: Any) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable ({name})")
+
+    def values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self._fields}
+        out["op"] = self.op
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, _Message) and type(other) is type(self)
+                and self.values() == other.values())
+
+    def __hash__(self) -> int:
+        return hash((self.op, *self.values()))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__name__}({inner})"
+
+
+class Listen(_Message):
     """Take this listening TCP socket (the one fd of the message) for a DULL interface."""
+    __slots__ = ("ifname", "address", "port")
+    op = "listen"
+    _fields = __slots__
     ifname: str
     address: str
     port: int
-    op: str = field(default="listen", init=False)
+
+    def __init__(self, ifname: str, address: str, port: int) -> None:
+        self._set(ifname=ifname, address=address, port=port)
 
 
-@dataclass(frozen=True)
-class Unlisten:
+class Unlisten(_Message):
+    __slots__ = ("ifname",)
+    op = "unlisten"
+    _fields = __slots__
     ifname: str
-    op: str = field(default="unlisten", init=False)
+
+    def __init__(self, ifname: str) -> None:
+        self._set(ifname=ifname)
 
 
-@dataclass(frozen=True)
-class Registrar:
+class Registrar(_Message):
     """An AN_join_registrar flood was heard: locator and its ttl (0 withdraws it)."""
+    __slots__ = ("address", "port", "ttl_ms")
+    op = "registrar"
+    _fields = __slots__
     address: str
     port: int
     ttl_ms: int
-    op: str = field(default="registrar", init=False)
+
+    def __init__(self, address: str, port: int, ttl_ms: int) -> None:
+        self._set(address=address, port=port, ttl_ms=ttl_ms)
 
 
-@dataclass(frozen=True)
-class StatusRequest:
+class StatusRequest(_Message):
+    __slots__ = ("seq",)
+    op = "status"
+    _fields = __slots__
     seq: int
-    op: str = field(default="status", init=False)
+
+    def __init__(self, seq: int) -> None:
+        self._set(seq=seq)
 
 
-@dataclass(frozen=True)
-class Hello:
+class Hello(_Message):
+    __slots__ = ("pid", "uid", "gid")
+    op = "hello"
+    _fields = __slots__
     pid: int
     uid: int
     gid: int
-    op: str = field(default="hello", init=False)
+
+    def __init__(self, pid: int, uid: int, gid: int) -> None:
+        self._set(pid=pid, uid=uid, gid=gid)
 
 
-@dataclass(frozen=True)
-class Listening:
+class Listening(_Message):
+    __slots__ = ("ifname", "address", "port")
+    op = "listening"
+    _fields = __slots__
     ifname: str
     address: str
     port: int
-    op: str = field(default="listening", init=False)
+
+    def __init__(self, ifname: str, address: str, port: int) -> None:
+        self._set(ifname=ifname, address=address, port=port)
 
 
-@dataclass(frozen=True)
-class ListenFailed:
+class ListenFailed(_Message):
+    __slots__ = ("ifname", "reason")
+    op = "listen_failed"
+    _fields = __slots__
     ifname: str
     reason: str
-    op: str = field(default="listen_failed", init=False)
+
+    def __init__(self, ifname: str, reason: str) -> None:
+        self._set(ifname=ifname, reason=reason)
 
 
-@dataclass(frozen=True)
-class RegistrarState:
+class RegistrarState(_Message):
     """Whether the proxy can relay now, and to whom (address/port None when not known)."""
+    __slots__ = ("known", "address", "port")
+    op = "registrar_state"
+    _fields = __slots__
+    _optional = ("address", "port")
     known: bool
-    address: str | None = None
-    port: int | None = None
-    op: str = field(default="registrar_state", init=False)
+    address: str | None
+    port: int | None
+
+    def __init__(self, known: bool, address: str | None = None, port: int | None = None) -> None:
+        self._set(known=known, address=address, port=port)
 
 
-@dataclass(frozen=True)
-class StatusReply:
+class StatusReply(_Message):
+    __slots__ = ("seq", "status")
+    op = "status_reply"
+    _fields = __slots__
     seq: int
     status: dict[str, Any]
-    op: str = field(default="status_reply", init=False)
+
+    def __init__(self, seq: int, status: dict[str, Any]) -> None:
+        self._set(seq=seq, status=status)
 
 
 Message = (Listen | Unlisten | Registrar | StatusRequest | Hello | Listening | ListenFailed
@@ -122,7 +247,7 @@ def _check_address(value: Any) -> str:
     if not isinstance(value, str):
         raise HandoverError(f"address {value!r} is not a string")
     try:
-        return str(ipaddress.IPv6Address(value))
+        return ipv6_normal(value)
     except ValueError:
         raise HandoverError(f"address {value!r} is not an IPv6 address") from None
 
@@ -166,7 +291,7 @@ def _check_field(op: str, name: str, value: Any) -> Any:
 
 
 def encode(msg: Message) -> bytes:
-    data = json.dumps(asdict(msg), separators=(",", ":"), default=str).encode()
+    data = _dumps(msg.to_dict()).encode()
     if len(data) > MAX_MESSAGE:
         raise HandoverError(f"{msg.op} message of {len(data)} bytes exceeds {MAX_MESSAGE}")
     return data
@@ -175,8 +300,8 @@ def encode(msg: Message) -> bytes:
 def decode(data: bytes, fd_count: int = 0) -> Message:
     """One datagram (and how many descriptors came with it) -> a checked message."""
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        obj = _loads(data.decode())
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise HandoverError("message is not JSON") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("op"), str):
         raise HandoverError('message is not an object with a string "op"')
@@ -187,12 +312,10 @@ def decode(data: bytes, fd_count: int = 0) -> Message:
     if fd_count != _FDS_WANTED.get(op, 0):
         raise HandoverError(f"{op} came with {fd_count} descriptors, "
                             f"wants {_FDS_WANTED.get(op, 0)}")
-    names = [f.name for f in fields(kind) if f.init]
-    missing = [f.name for f in fields(kind)
-               if f.init and f.default is MISSING and f.name not in obj]
+    missing = [name for name in kind._fields if name not in kind._optional and name not in obj]
     if missing:
         raise HandoverError(f"{op}: missing {', '.join(missing)}")
-    extra = sorted(set(obj) - set(names))
+    extra = sorted(set(obj) - set(kind._fields))
     if extra:
         raise HandoverError(f"{op}: unexpected field {extra[0]!r}")
     return kind(**{name: _check_field(op, name, value) for name, value in obj.items()})
@@ -209,7 +332,7 @@ def _close_all(fds: list[int]) -> None:
 def _parse(data: bytes, fds: list[int], flags: int) -> Message:
     """Check a received datagram; on any error close the descriptors that came with it."""
     try:
-        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+        if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
             raise HandoverError("message or its descriptors were truncated")
         return decode(data, len(fds))
     except HandoverError:
@@ -217,36 +340,47 @@ def _parse(data: bytes, fds: list[int], flags: int) -> Message:
         raise
 
 
-def send_message(sock: socket.socket, msg: Message, fds: tuple[int, ...] = ()) -> None:
-    """Blocking send of one message (a blocking socket, or one with room: they are small)."""
+def send_message(sock: _socket.socket, msg: Message, fds: tuple[int, ...] = ()) -> None:
+    """Send one message (a blocking socket, or one with room: they are small)."""
     data = encode(msg)
     if fds:
-        socket.send_fds(sock, [data], list(fds))
+        packed = b"".join(fd.to_bytes(_FD_SIZE, sys.byteorder, signed=True) for fd in fds)
+        sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, packed)])
     else:
         sock.send(data)
 
 
-def recv_message(sock: socket.socket) -> tuple[Message, list[int]] | None:
-    """Blocking receive; None at end of stream. The caller owns the returned descriptors."""
-    data, fds, flags, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+def recv_message(sock: _socket.socket) -> tuple[Message, list[int]] | None:
+    """Receive one message; None at end of stream. The caller owns the returned descriptors
+    (received close-on-exec)."""
+    data, ancdata, flags, _ = sock.recvmsg(MAX_MESSAGE, _CMSG_SPACE,
+                                           getattr(_socket, "MSG_CMSG_CLOEXEC", 0))
+    fds: list[int] = []
+    for level, kind, cdata in ancdata:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds += [int.from_bytes(cdata[i:i + _FD_SIZE], sys.byteorder, signed=True)
+                    for i in range(0, len(cdata) - _FD_SIZE + 1, _FD_SIZE)]
     if not data and not fds:
         return None
     return _parse(data, fds, flags), fds
 
 
 class HandoverChannel:
-    """One end of the socketpair, on the running asyncio loop."""
+    """One end of the socketpair, on the running asyncio loop (acpd's side; the proxy process
+    has its own loop and no asyncio: process.py)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: _socket.socket) -> None:
+        import asyncio  # here, not at the top: the proxy process must not load it
         sock.setblocking(False)
         self.sock = sock
         self._loop = asyncio.get_running_loop()
 
     async def _wait(self, writable: bool) -> None:
-        fut = self._loop.create_future()
+        fut: asyncio.Future[None] = self._loop.create_future()
         fd = self.sock.fileno()
         add, remove = ((self._loop.add_writer, self._loop.remove_writer) if writable
                        else (self._loop.add_reader, self._loop.remove_reader))
+
         def ready() -> None:
             if not fut.done():
                 fut.set_result(None)

@@ -1,157 +1,224 @@
 """The BRSKI join proxy process (RFC 8995 §4), which acpd starts as
-`python3 -S -m acp_openwrt.brski.proxy.entry --handover-fd N` (entry.py keeps ssl out).
+`python3 -S -m acp_openwrt.brski.proxy.entry --handover-fd N`.
 
 Started by acpd (part.py) in the ACP namespace; confines itself at once (namespace,
-unprivileged user: proxy_sandbox.py), then serves whatever acpd hands over on the handover
+unprivileged user: sandbox.py), then serves whatever acpd hands over on the handover
 socket (handover.py): listening sockets from DULL, registrar locators from AN_join_registrar
 floods. It reports back whether a registrar is known *and answers a TCP connect*, so acpd floods
 AN_Proxy only while pledges can actually be relayed: a registrar heard before the ACP routes to
 it exist would otherwise draw pledges into failed attempts, and RFC 8995 §4.1 has a pledge back
 off exponentially (up to an hour) from a proxy that failed it. It ends when acpd closes the
 handover socket, or on SIGTERM.
+
+No asyncio: one runtime.Loop (poll and a timer heap) carries the handover socket, the relay's
+sockets and the registrar probe; every module the process loads is listed in
+tests/unit/test_brski_layout.py.
 """
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import logging
+import _signal
+import _socket
+import errno
 import os
-import signal
-import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from . import handover as ho
 from .registrars import RegistrarLocator, RegistrarTable
 from .relay import Relay, RelayLimits
+from .runtime import IN, LEVELS, OUT, Log, Loop, Timer
 from .sandbox import SandboxError, confine
 
-LOG = logging.getLogger("acp-join-proxy")
+TYPE_CHECKING = False  # typing itself is no lightweight import
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    Done = Callable[[bool], None]
+    Cancel = Callable[[], None]
+    Probe = Callable[[Loop, RegistrarLocator, float, Done], Cancel]
+
 EXIT_USAGE = 2
 PROBE_TIMEOUT = 3.0
 PROBE_RETRY = 0.5      # first retry; doubles up to PROBE_RETRY_MAX (routes usually follow soon)
 PROBE_RETRY_MAX = 5.0
+DRAIN_TIME = 0.5       # at the end, this long to get the last reports to acpd
 
-Probe = Callable[[RegistrarLocator], Awaitable[bool]]
 
+def tcp_probe(loop: Loop, locator: RegistrarLocator, within: float, done: Done) -> Cancel:
+    """Does the registrar accept a TCP connection (the route to it exists, it listens)?
+    Calls done(answer) once, from the loop; the returned function cancels the probe."""
+    sock = _socket.socket(_socket.AF_INET6, _socket.SOCK_STREAM)
+    sock.setblocking(False)
+    fd = sock.fileno()
+    timer: list[Timer] = []
 
-async def tcp_probe(locator: RegistrarLocator, within: float = PROBE_TIMEOUT) -> bool:
-    """Does the registrar accept a TCP connection (the route to it exists, it listens)?"""
-    try:
-        _reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(locator.address, locator.port), within)
-    except (TimeoutError, OSError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
+    def finish(ok: bool | None) -> None:
+        if sock.fileno() < 0:
+            return
+        loop.forget(fd)
+        for t in timer:
+            t.cancel()
+        sock.close()
+        if ok is not None:
+            done(ok)
+
+    def ready(_mask: int) -> None:
+        finish(sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR) == 0)
+
+    err = sock.connect_ex((locator.address, locator.port))
+    if err not in (0, errno.EINPROGRESS):
+        timer.append(loop.call_later(0, lambda: finish(False)))
+    else:
+        loop.watch(fd, ready, OUT)
+        timer.append(loop.call_later(within, lambda: finish(False)))
+    return lambda: finish(None)
 
 
 class ProxyProcess:
-    """The proxy's event loop side: handover messages in, relay and registrar state out."""
+    """The proxy's loop side: handover messages in, relay and registrar state out."""
 
-    def __init__(self, channel: ho.HandoverChannel, limits: RelayLimits,
-                 probe: Probe = tcp_probe) -> None:
-        self.channel = channel
+    def __init__(self, sock: _socket.socket, limits: RelayLimits, probe: Probe = tcp_probe,
+                 loop: Loop | None = None) -> None:
+        self.loop = loop if loop is not None else Loop()
+        self.sock = sock
         self._probe = probe
         self._reachable: RegistrarLocator | None = None
-        self._probing: asyncio.Task[None] | None = None
         self._probing_for: RegistrarLocator | None = None
+        self._probe_cancel: Cancel | None = None
+        self._probe_retry: Timer | None = None
         self.probes_failed = 0
         self.registrars = RegistrarTable()
-        self.relay = Relay(limits, lambda: self.registrars.candidates(time.monotonic()))
+        self.relay = Relay(self.loop, limits,
+                           lambda: self.registrars.candidates(time.monotonic()))
         self._reported: RegistrarLocator | None = None
         self._reported_once = False
-        self._expiry: asyncio.TimerHandle | None = None
-        self._outbox: asyncio.Queue[ho.Message] = asyncio.Queue()
+        self._expiry: Timer | None = None
+        self._outbox: list[ho.Message] = []
+        self.stopped = False
+        self._closing = False
 
-    async def run(self) -> None:
-        """Serve until the handover socket closes (acpd gone or stopping us)."""
-        sender = asyncio.create_task(self._send_loop())
+    # -- life -----------------------------------------------------------------------------
+    def start(self) -> None:
+        self.sock.setblocking(False)
+        self.loop.watch(self.sock.fileno(), self._on_handover, IN)
+        self._post(ho.Hello(os.getpid(), os.getuid(), os.getgid()))
+        self._report_registrar()
+
+    def run(self) -> None:
+        """Serve until the handover socket closes (acpd gone or stopping us) or stop()."""
+        self.start()
         try:
-            self._post(ho.Hello(os.getpid(), os.getuid(), os.getgid()))
-            self._report_registrar()
-            while True:
-                try:
-                    received = await self.channel.receive()
-                except ho.HandoverError as exc:
-                    LOG.warning("bad message from acpd: %s", exc)
-                    continue
-                if received is None:
-                    LOG.info("handover socket closed; stopping")
-                    return
-                msg, fds = received
-                await self._handle(msg, fds)
+            self.loop.run()
         finally:
-            if self._expiry is not None:
-                self._expiry.cancel()
-            if self._probing is not None:
-                self._probing.cancel()
-            await self.relay.close()
-            await self._drain()
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            self.finish()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.loop.stop()
+
+    def finish(self) -> None:
+        """Close every circuit and listener, cancel timers, get the last reports out."""
+        self._closing = True
+        for timer in (self._expiry, self._probe_retry):
+            if timer is not None:
+                timer.cancel()
+        if self._probe_cancel is not None:
+            self._probe_cancel()
+        self.relay.close()
+        if self._outbox and self.sock.fileno() >= 0:
+            self.loop.run_until(lambda: not self._outbox, DRAIN_TIME)
+        self.loop.forget(self.sock.fileno())
+
+    # -- the handover socket --------------------------------------------------------------
+    def _on_handover(self, mask: int) -> None:
+        if mask & OUT:
+            self._send_out()
+        if self._closing or not mask & ~OUT:
+            return
+        while not self.stopped:
+            try:
+                received = ho.recv_message(self.sock)
+            except (BlockingIOError, InterruptedError):
+                return
+            except ho.HandoverError as exc:
+                Log.warning("bad message from acpd: %s", exc)
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.EBADF):
+                    Log.warning("handover socket: %s", exc.strerror or exc)
+                received = None
+            if received is None:
+                Log.info("handover socket closed; stopping")
+                self.stop()
+                return
+            msg, fds = received
+            self._handle(msg, fds)
 
     def _post(self, msg: ho.Message) -> None:
-        self._outbox.put_nowait(msg)
+        self._outbox.append(msg)
+        self._send_out()
 
-    async def _send_loop(self) -> None:
-        while True:
-            msg = await self._outbox.get()
+    def _send_out(self) -> None:
+        while self._outbox:
+            msg = self._outbox[0]
             try:
-                await self.channel.send(msg)
-            except OSError as exc:
-                LOG.warning("cannot report %s to acpd: %s", msg.op, exc.strerror or exc)
-            finally:
-                self._outbox.task_done()
+                ho.send_message(self.sock, msg)
+            except (BlockingIOError, InterruptedError):
+                break
+            except (OSError, ho.HandoverError) as exc:
+                Log.warning("cannot report %s to acpd: %s", msg.op,
+                            getattr(exc, "strerror", None) or exc)
+            del self._outbox[0]
+        if self.sock.fileno() >= 0:
+            self.loop.want(self.sock.fileno(), (0 if self._closing else IN)
+                           | (OUT if self._outbox else 0))
 
-    async def _drain(self) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._outbox.join(), 0.5)
-
-    async def _handle(self, msg: ho.Message, fds: list[int]) -> None:
+    def _handle(self, msg: ho.Message, fds: list[int]) -> None:
         if isinstance(msg, ho.Listen):
-            await self._listen(msg, fds[0])
+            self._listen(msg, fds[0])
         elif isinstance(msg, ho.Unlisten):
-            await self.relay.remove_listener(msg.ifname)
-            LOG.info("stopped listening on %s", msg.ifname)
+            self.relay.remove_listener(msg.ifname)
+            Log.info("stopped listening on %s", msg.ifname)
         elif isinstance(msg, ho.Registrar):
             self._registrar(msg)
         elif isinstance(msg, ho.StatusRequest):
             self._post(ho.StatusReply(msg.seq, self.status()))
         else:
-            LOG.warning("ignoring %s from acpd (not a message for the proxy)", msg.op)
+            Log.warning("ignoring %s from acpd (not a message for the proxy)", msg.op)
 
-    async def _listen(self, msg: ho.Listen, fd: int) -> None:
+    def _listen(self, msg: ho.Listen, fd: int) -> None:
         try:
-            sock = socket.socket(fileno=fd)
+            sock = _socket.socket(fileno=fd)
         except OSError as exc:
             os.close(fd)
             self._post(ho.ListenFailed(msg.ifname, f"bad descriptor: {exc.strerror}"))
             return
-        if sock.type != socket.SOCK_STREAM or sock.getsockopt(socket.SOL_SOCKET,
-                                                               socket.SO_ACCEPTCONN) == 0:
+        try:
+            listening = (sock.type == _socket.SOCK_STREAM and sock.family == _socket.AF_INET6
+                         and sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ACCEPTCONN) != 0)
+        except OSError:
+            listening = False
+        if not listening:
             sock.close()
-            self._post(ho.ListenFailed(msg.ifname, "descriptor is not a listening TCP socket"))
+            self._post(ho.ListenFailed(msg.ifname,
+                                       "descriptor is not a listening TCP/IPv6 socket"))
             return
         try:
-            address, port = await self.relay.add_listener(msg.ifname, sock)
+            address, port = self.relay.add_listener(msg.ifname, sock)
         except OSError as exc:
             sock.close()
             self._post(ho.ListenFailed(msg.ifname, exc.strerror or str(exc)))
             return
-        LOG.info("listening on %s [%s]:%d", msg.ifname, address, port)
+        Log.info("listening on %s [%s]:%d", msg.ifname, address, port)
         self._post(ho.Listening(msg.ifname, address, port))
 
+    # -- registrars -----------------------------------------------------------------------
     def _registrar(self, msg: ho.Registrar) -> None:
         try:
             locator = RegistrarLocator.checked(msg.address, msg.port)
         except ValueError as exc:
-            LOG.warning("ignoring registrar: %s", exc)
+            Log.warning("ignoring registrar: %s", exc)
             return
         self.registrars.heard(locator, msg.ttl_ms, time.monotonic())
         self._report_registrar()
@@ -159,6 +226,8 @@ class ProxyProcess:
     def _report_registrar(self) -> None:
         """Tell acpd when the registrar we would use changes (known, lost, or another one).
         A new registrar counts as known once it answered a probe."""
+        if self._closing:
+            return
         now = time.monotonic()
         current = self.registrars.current(now)
         if current is None:
@@ -169,41 +238,57 @@ class ProxyProcess:
         if current != self._reported or not self._reported_once:
             self._reported, self._reported_once = current, True
             if current is None:
-                LOG.info("no registrar known: refusing pledges")
+                Log.info("no registrar known: refusing pledges")
                 self._post(ho.RegistrarState(False))
             else:
-                LOG.info("registrar [%s]:%d", current.address, current.port)
+                Log.info("registrar [%s]:%d", current.address, current.port)
                 self._post(ho.RegistrarState(True, current.address, current.port))
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
         next_expiry = self.registrars.next_expiry()
         if next_expiry is not None:
-            delay = max(0.0, next_expiry - now) + 0.01
-            self._expiry = asyncio.get_running_loop().call_later(delay, self._report_registrar)
+            self._expiry = self.loop.call_at(next_expiry + 0.01, self._report_registrar)
 
     def _start_probe(self, locator: RegistrarLocator) -> None:
-        if self._probing is not None and not self._probing.done():
-            if self._probing_for == locator:
-                return
-            self._probing.cancel()
+        if self._probing_for == locator:
+            return
+        self._stop_probe()
         self._probing_for = locator
-        self._probing = asyncio.get_running_loop().create_task(
-            self._probe_until_reachable(locator), name=f"probe {locator.address}")
+        self._probe_once(locator, PROBE_RETRY)
 
-    async def _probe_until_reachable(self, locator: RegistrarLocator) -> None:
-        delay = PROBE_RETRY
-        while self.registrars.current(time.monotonic()) == locator:
-            if await self._probe(locator):
-                self._reachable = locator
-                self._report_registrar()
-                return
-            self.probes_failed += 1
-            if self.probes_failed in (1, 10) or self.probes_failed % 100 == 0:
-                LOG.info("registrar [%s]:%d does not answer yet (%d probes failed)",
-                         locator.address, locator.port, self.probes_failed)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, PROBE_RETRY_MAX)
+    def _stop_probe(self) -> None:
+        if self._probe_cancel is not None:
+            self._probe_cancel()
+            self._probe_cancel = None
+        if self._probe_retry is not None:
+            self._probe_retry.cancel()
+            self._probe_retry = None
+        self._probing_for = None
+
+    def _probe_once(self, locator: RegistrarLocator, delay: float) -> None:
+        self._probe_retry = None
+        if self.registrars.current(time.monotonic()) != locator or self._closing:
+            self._probing_for = None
+            return
+        self._probe_cancel = self._probe(self.loop, locator, PROBE_TIMEOUT,
+                                         lambda ok: self._probed(locator, ok, delay))
+
+    def _probed(self, locator: RegistrarLocator, ok: bool, delay: float) -> None:
+        self._probe_cancel = None
+        if self._probing_for != locator:
+            return
+        if ok:
+            self._probing_for = None
+            self._reachable = locator
+            self._report_registrar()
+            return
+        self.probes_failed += 1
+        if self.probes_failed in (1, 10) or self.probes_failed % 100 == 0:
+            Log.info("registrar [%s]:%d does not answer yet (%d probes failed)",
+                     locator.address, locator.port, self.probes_failed)
+        self._probe_retry = self.loop.call_later(
+            delay, lambda: self._probe_once(locator, min(delay * 2, PROBE_RETRY_MAX)))
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -214,51 +299,88 @@ class ProxyProcess:
                 **self.relay.status()}
 
 
-async def _serve(fd: int, limits: RelayLimits) -> None:
-    sock = socket.socket(fileno=fd)
-    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_SEQPACKET:
+def serve(fd: int, limits: RelayLimits) -> None:
+    """The process's loop on the inherited handover socket; SIGTERM/SIGINT end it cleanly."""
+    sock = _socket.socket(fileno=fd)
+    if sock.family != _socket.AF_UNIX or sock.type != _socket.SOCK_SEQPACKET:
+        sock.detach()
         raise SandboxError(f"--handover-fd {fd} is not a Unix SOCK_SEQPACKET socket")
-    proxy = ProxyProcess(ho.HandoverChannel(sock), limits)
-    task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, task.cancel)  # type: ignore[union-attr]
+    proxy = ProxyProcess(sock, limits)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        if not proxy.stopped:
+            Log.info("stopping on signal")
+        proxy.stop()
+
+    def drain(_mask: int) -> None:
+        try:
+            os.read(wake_r, 64)
+        except OSError:
+            pass
+
+    proxy.loop.watch(wake_r, drain, IN)
+    _signal.set_wakeup_fd(wake_w)  # the C handler writes here: poll() wakes at once
+    for signum in (_signal.SIGTERM, _signal.SIGINT):
+        _signal.signal(signum, on_signal)
     try:
-        await proxy.run()
-    except asyncio.CancelledError:
-        LOG.info("stopping on signal")
+        proxy.run()
     finally:
         sock.close()
 
 
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="acp-join-proxy",
-                                     description="BRSKI join proxy (started by acpd).")
-    parser.add_argument("--handover-fd", type=int, required=True,
-                        help="inherited SOCK_SEQPACKET socket to acpd")
-    parser.add_argument("--netns", help="network namespace to enter first (the ACP namespace)")
-    parser.add_argument("--user",
-                        help="unprivileged user to become (required when started as root)")
-    parser.add_argument("--group", help="group to become (default: the user's primary group)")
-    defaults = RelayLimits()
-    parser.add_argument("--max-connections", type=int, default=defaults.max_connections)
-    parser.add_argument("--max-per-pledge", type=int, default=defaults.max_per_pledge)
-    parser.add_argument("--idle-timeout", type=float, default=defaults.idle_timeout)
-    parser.add_argument("--connect-timeout", type=float, default=defaults.connect_timeout)
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
-    return parser.parse_args(argv)
+USAGE = ("usage: acp-join-proxy --handover-fd N [--netns NS] [--user USER] [--group GROUP] "
+         "[--max-connections N] [--max-per-pledge N] [--idle-timeout S] [--connect-timeout S] "
+         "[--log-level debug|info|warning|error]")
+_OPTIONS = {"--handover-fd": int, "--netns": str, "--user": str, "--group": str,
+            "--max-connections": int, "--max-per-pledge": int, "--idle-timeout": float,
+            "--connect-timeout": float, "--log-level": str}
+
+
+class UsageError(ValueError):
+    pass
+
+
+def parse_args(argv: Sequence[str]) -> dict[str, Any]:
+    """`--option value` or `--option=value`; argparse would cost the process about 1.5 MB."""
+    args: dict[str, Any] = {}
+    items = list(argv)
+    while items:
+        item = items.pop(0)
+        if item in ("-h", "--help"):
+            print(USAGE)
+            print("BRSKI join proxy (started by acpd).")
+            raise SystemExit(0)
+        name, eq, value = item.partition("=")
+        kind = _OPTIONS.get(name)
+        if kind is None:
+            raise UsageError(f"unknown argument {item!r}")
+        if not eq:
+            if not items:
+                raise UsageError(f"{name} needs a value")
+            value = items.pop(0)
+        try:
+            args[name[2:].replace("-", "_")] = kind(value)
+        except ValueError:
+            raise UsageError(f"{name}: bad value {value!r}") from None
+    if "handover_fd" not in args:
+        raise UsageError("--handover-fd is required")
+    if args.get("log_level", "info") not in LEVELS:
+        raise UsageError(f"--log-level: one of {', '.join(LEVELS)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_args(argv)
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
-                        format=f"acp-join-proxy[{os.getpid()}]: %(levelname)s %(message)s")
     try:
-        limits = RelayLimits(args.max_connections, args.max_per_pledge, args.idle_timeout,
-                             args.connect_timeout)
-        confine(args.netns, args.user, args.group)
-        asyncio.run(_serve(args.handover_fd, limits))
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        Log.set_level(args.get("log_level", "info"))
+        defaults = RelayLimits()
+        limits = RelayLimits(args.get("max_connections", defaults.max_connections),
+                             args.get("max_per_pledge", defaults.max_per_pledge),
+                             args.get("idle_timeout", defaults.idle_timeout),
+                             args.get("connect_timeout", defaults.connect_timeout))
+        confine(args.get("netns"), args.get("user"), args.get("group"))
+        serve(args["handover_fd"], limits)
     except (SandboxError, ValueError) as exc:
         print(f"acp-join-proxy: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -5,9 +5,11 @@ restarted proxy with what it heard (remaining ttl). Time is passed in, never rea
 """
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
-from typing import Any
+import _socket
+
+TYPE_CHECKING = False  # typing itself is no lightweight import
+if TYPE_CHECKING:
+    from typing import Any
 
 AN_JOIN_REGISTRAR = "AN_join_registrar"
 EST_TLS = "EST-TLS"
@@ -16,24 +18,84 @@ O_IPv6_LOCATOR = 103
 MAX_REGISTRARS = 16  # a flood storm must not grow the table without bound
 
 
-@dataclass(frozen=True, order=True)
+def ipv6_packed(text: str) -> bytes:
+    """The 16 bytes of a textual IPv6 address; ValueError if it is not one."""
+    try:
+        return _socket.inet_pton(_socket.AF_INET6, text)
+    except (OSError, TypeError, ValueError):
+        raise ValueError(f"{text!r} is not an IPv6 address") from None
+
+
+def ipv6_text(packed: bytes) -> str:
+    """The canonical text of 16 address bytes, as ipaddress.IPv6Address writes it (RFC 5952:
+    lower case, the longest run of two or more zero groups, the first of equals, as ::), without
+    importing ipaddress (the join proxy process keeps to C modules)."""
+    groups = [int.from_bytes(packed[i:i + 2], "big") for i in range(0, 16, 2)]
+    best, best_len, start = -1, 0, -1
+    for i, group in enumerate([*groups, 1]):
+        if group == 0 and start < 0:
+            start = i
+        elif group != 0 and start >= 0:
+            if i - start > best_len:
+                best, best_len = start, i - start
+            start = -1
+    words = [f"{g:x}" for g in groups]
+    if best_len < 2:
+        return ":".join(words)
+    return ":".join(words[:best]) + "::" + ":".join(words[best + best_len:])
+
+
+def ipv6_normal(text: str) -> str:
+    return ipv6_text(ipv6_packed(text))
+
+
+def _unusable(packed: bytes) -> bool:
+    """Link-local (fe80::/10), multicast, unspecified or loopback."""
+    return (packed[0] == 0xFE and packed[1] & 0xC0 == 0x80 or packed[0] == 0xFF
+            or packed[:15] == bytes(15) and packed[15] in (0, 1))
+
+
 class RegistrarLocator:
-    """A registrar's ACP address and TCP port (from the flood's O_IPv6_LOCATOR)."""
+    """A registrar's ACP address and TCP port (from the flood's O_IPv6_LOCATOR); immutable,
+    ordered by (address, port)."""
+    __slots__ = ("address", "port")
     address: str
     port: int
+
+    def __init__(self, address: str, port: int) -> None:
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "port", port)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"RegistrarLocator is immutable ({name})")
+
+    def _key(self) -> tuple[str, int]:
+        return (self.address, self.port)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RegistrarLocator) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __lt__(self, other: RegistrarLocator) -> bool:
+        return self._key() < other._key()
+
+    def __repr__(self) -> str:
+        return f"RegistrarLocator(address={self.address!r}, port={self.port!r})"
 
     @classmethod
     def checked(cls, address: str, port: int) -> RegistrarLocator:
         """Normalised; ValueError (one line) for what a proxy must never connect to."""
         try:
-            ip = ipaddress.IPv6Address(address)
+            packed = ipv6_packed(address)
         except ValueError:
             raise ValueError(f"registrar address {address!r} is not an IPv6 address") from None
-        if ip.is_link_local or ip.is_multicast or ip.is_unspecified or ip.is_loopback:
-            raise ValueError(f"registrar address {ip} is not a routable ACP address")
+        if _unusable(packed):
+            raise ValueError(f"registrar address {ipv6_text(packed)} is not a routable ACP address")
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
             raise ValueError(f"registrar port {port!r} is not 1..65535")
-        return cls(str(ip), port)
+        return cls(ipv6_text(packed), port)
 
     def to_dict(self) -> dict[str, Any]:
         return {"address": self.address, "port": self.port}
@@ -51,10 +113,11 @@ def registrar_from_flood(name: str, value: Any, locator: Any) -> RegistrarLocato
     if EST_TLS not in protocols:
         return None
     kind, address, protocol, port = locator[0], locator[1], locator[2], locator[3]
-    if kind != O_IPv6_LOCATOR or protocol != IPPROTO_TCP or not isinstance(address, bytes):
+    if (kind != O_IPv6_LOCATOR or protocol != IPPROTO_TCP or not isinstance(address, bytes)
+            or len(address) != 16):
         return None
     try:
-        return RegistrarLocator.checked(str(ipaddress.IPv6Address(address)), port)
+        return RegistrarLocator.checked(ipv6_text(address), port)
     except ValueError:
         return None
 

@@ -8,16 +8,20 @@ preexec_fn runs, and a preexec setns in a threaded acpd is not fork-safe.
 """
 from __future__ import annotations
 
-import ctypes
+import _signal
 import grp
 import os
 import pwd
-import signal
+import sys
 
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
 NETNS_RUN_DIR = "/run/netns"
+
+TYPE_CHECKING = False  # typing itself is no lightweight import
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class SandboxError(RuntimeError):
@@ -42,8 +46,21 @@ def resolve_user(user: str, group: str | None = None) -> tuple[int, int]:
     return entry.pw_uid, gid
 
 
+def _libc() -> Any:
+    """ctypes, loaded only for these few calls (Python has no prctl) and unloaded after them:
+    the confined process has no use for it (about 0.7 MB)."""
+    import ctypes
+    return ctypes, ctypes.CDLL(None, use_errno=True)
+
+
+def forget_ctypes() -> None:
+    """Drop the ctypes modules confine() loaded (their memory goes back with the next gc)."""
+    for name in [m for m in sys.modules if m == "ctypes" or m.startswith("ctypes.")]:
+        del sys.modules[name]
+
+
 def _prctl(option: int, value: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
+    ctypes, libc = _libc()
     if libc.prctl(option, value, 0, 0, 0) != 0:
         raise SandboxError(f"prctl({option}): {os.strerror(ctypes.get_errno())}")
 
@@ -60,7 +77,7 @@ def enter_namespace(name: str) -> None:
         if setns is not None:
             setns(fd, CLONE_NEWNET)
         else:
-            libc = ctypes.CDLL(None, use_errno=True)
+            ctypes, libc = _libc()
             if libc.setns(fd, CLONE_NEWNET) != 0:
                 raise SandboxError(f"setns {name}: {os.strerror(ctypes.get_errno())}")
     except OSError as exc:
@@ -79,7 +96,7 @@ def drop_privileges(uid: int, gid: int) -> None:
         raise SandboxError(f"cannot become uid {uid} gid {gid}: {exc.strerror}") from None
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     # A uid change clears the parent-death signal; set it now so an acpd crash ends us too.
-    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    _prctl(PR_SET_PDEATHSIG, _signal.SIGTERM)
     if os.getresuid() != (uid, uid, uid) or os.getresgid() != (gid, gid, gid) or os.getgroups():
         raise SandboxError("credentials did not change as asked")
     try:
@@ -94,7 +111,10 @@ def confine(netns: str | None, user: str | None, group: str | None = None) -> No
 
     Running as root without a user to become is refused: the proxy faces untrusted pledges.
     """
+    had_ctypes = "ctypes" in sys.modules
     ids = resolve_user(user, group) if user is not None else None
+    if netns is not None or (ids is not None and os.geteuid() == 0):
+        _libc()  # imported while the library is still readable: the new user may not see it
     if netns is not None:
         enter_namespace(netns)
     if ids is not None and os.geteuid() == 0:
@@ -103,3 +123,7 @@ def confine(netns: str | None, user: str | None, group: str | None = None) -> No
         raise SandboxError(f"running as uid {os.geteuid()}, cannot become {user!r}")
     if os.geteuid() == 0 or 0 in os.getresuid():
         raise SandboxError("refusing to run the join proxy as root (give --user)")
+    if not had_ctypes and "ctypes" in sys.modules:
+        import gc
+        forget_ctypes()
+        gc.collect()
