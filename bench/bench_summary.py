@@ -49,6 +49,11 @@ def _mesh(f: dict[str, Any]) -> dict[str, Any]:
     return next(s for s in f["scenarios"] if s["scenario"].startswith("mesh"))
 
 
+def _sim(f: dict[str, Any], nodes: int, key: str, topology: str = "campus") -> float:
+    return next(r[key] for r in f["rows"] if r["topology"] == topology
+                and r["nodes"] == nodes and r["variant"] == "repeat1")
+
+
 TARGETS = (
     Target("acpd RSS per node, idle (x86-64)", "acpd_memory", "<= 40 MB",
            lambda f: f["idle"]["VmRSS"], lambda v: v <= 40,
@@ -99,6 +104,12 @@ TARGETS = (
     Target("GRASP negotiation request -> step -> end", "grasp_io", "median < 0.3 ms",
            lambda f: f["negotiation_median_ms"], lambda v: v < 0.3,
            lambda v, f: f"{v:.3f} ms (p95 {f['negotiation_p95_ms']:.3f} ms)"),
+    Target("Steady control messages per node, 1000 vs 100 nodes (sim, campus)", "sim_scale",
+           "ratio <= 1.5", lambda f: _sim(f, 1000, "steady_messages_per_node_per_min")
+           / _sim(f, 100, "steady_messages_per_node_per_min"), lambda v: v <= 1.5,
+           lambda v, f: f"{v:.2f} ({_sim(f, 1000, 'steady_messages_per_node_per_min')} vs "
+                        f"{_sim(f, 100, 'steady_messages_per_node_per_min')} per minute; cold "
+                        f"start of 1000 nodes {_sim(f, 1000, 'cold_start_s')} s)"),
     Target("RPL convergence, 50 nodes, all pairs", "rpl_convergence", "<= 10 s",
            lambda f: _rpl(f, "convergence_s"), lambda v: v <= 10, lambda v, f: f"{v:.2f} s"),
     Target("RPL healing after a link cut, 50 nodes", "rpl_convergence", "<= 3 s",
