@@ -343,3 +343,23 @@ def test_fifty_circuits_at_once(bench_for) -> None:
         assert bench.exchange(bench.connect(), b"%d" % i) == b"%d" % i
     assert len(bench.relay.status()["connections"]) == 50
     assert bench.loop.watched == 1 + 100  # the listener, both sides of each circuit
+
+
+def test_a_failing_callback_is_logged_and_the_loop_goes_on(capsys) -> None:
+    loop = Loop()
+    ran = []
+    loop.call_later(0, lambda: 1 / 0)
+    loop.call_later(0.01, lambda: ran.append(True))
+    assert loop.run_until(lambda: ran, 1)
+    assert "internal error at test_brski_proxy_relay.py" in capsys.readouterr().err
+
+
+def test_loop_timers_come_in_order_and_cancelled_ones_never() -> None:
+    loop = Loop()
+    seen: list[int] = []
+    for delay, tag in ((0.03, 3), (0.01, 1), (0.02, 2)):
+        loop.call_later(delay, lambda tag=tag: seen.append(tag))
+    loop.call_later(0.015, lambda: seen.append(99)).cancel()
+    assert loop.run_until(lambda: len(seen) == 3, 1)
+    loop.run_once(0.05)
+    assert seen == [1, 2, 3]

@@ -298,17 +298,22 @@ class Relay:
         """Dial the next candidate registrar; none left: the pledge is reset."""
         while circuit.candidates:
             registrar = circuit.candidates.pop(0)
-            sock = _socket.socket(_socket.AF_INET6, _socket.SOCK_STREAM)
-            sock.setblocking(False)
-            err = sock.connect_ex((registrar.address, registrar.port))
-            if err in (0, errno.EINPROGRESS):
+            sock = None
+            try:
+                sock = _socket.socket(_socket.AF_INET6, _socket.SOCK_STREAM)
+                sock.setblocking(False)
+                err = sock.connect_ex((registrar.address, registrar.port))
+            except OSError as exc:  # out of descriptors, or the like
+                err = exc.errno or errno.EIO
+            if sock is not None and err in (0, errno.EINPROGRESS):
                 circuit.rsock = sock
                 circuit.registrar = registrar
                 self.loop.watch(sock.fileno(), lambda mask: self._connected(circuit), OUT)
                 circuit.connect_timer = self.loop.call_later(
                     self.limits.connect_timeout, lambda: self._connect_failed(circuit, "timeout"))
                 return
-            sock.close()
+            if sock is not None:
+                sock.close()
             self._unreachable(registrar, errno.errorcode.get(err, str(err)))
         self.book.count("refused_registrar_unreachable")
         self._end(circuit, reset=True)

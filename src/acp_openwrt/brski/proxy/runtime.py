@@ -106,7 +106,10 @@ class Loop:
             timer = heapq.heappop(self._timers)
             if not timer.cancelled:
                 timer.cancelled = True
-                timer.callback()
+                try:
+                    timer.callback()
+                except Exception as exc:
+                    _internal_error(exc)
 
     # -- running --------------------------------------------------------------------------
     def run_once(self, limit: float = MAX_WAIT) -> None:
@@ -116,7 +119,10 @@ class Loop:
         for fd, mask in events:
             handler = self._handlers.get(fd)
             if handler is not None:  # an earlier handler may have forgotten it
-                handler(mask)
+                try:
+                    handler(mask)
+                except Exception as exc:  # one circuit's bug must not end every circuit
+                    _internal_error(exc)
         self._run_timers()
 
     def run(self) -> None:
@@ -136,6 +142,16 @@ class Loop:
 
     def stop(self) -> None:
         self.stopping = True
+
+
+def _internal_error(exc: Exception) -> None:
+    """Log where it happened in one line (the traceback module would cost more than it says)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = (f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+             if tb is not None else "?")
+    Log.warning("internal error at %s: %s: %s", where, type(exc).__name__, exc)
 
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
