@@ -4,12 +4,13 @@ Run as root: python3 bench/join_proxy_memory.py [--circuits N] [--src DIR] [--js
 Starts the process exactly as acpd does (`python3 -S -m acp_openwrt.brski.proxy.entry`, in a
 network namespace, as nobody), hands it a listening socket and a registrar (a threaded echo
 server in the same namespace), then reads /proc/<pid>: once idle (listener and registrar
-known), once with N circuits open (each has echoed 1 KiB), and VmHWM after 8 MiB more went
-through one circuit. Twice: with the package compiled to .pyc (as on a node: OpenWrt ships
-bytecode) and from source with PYTHONDONTWRITEBYTECODE (compiled at every start, as a checkout
-run with that variable set does); the standard library's own .pyc are used either way.
---src points the process at another tree (e.g. `git archive` of an older commit) to compare.
-Prints JSON; exits 0.
+known), once with N circuits open (each has echoed 1 KiB), and after 32 MiB more went through
+one circuit. Also: that transfer's speed (through the threaded echo: a loaded host moves it)
+and the proxy's CPU time for it (steadier), and the median of 200 connect + 1-byte echo +
+close. Twice: with the package compiled to .pyc (as on a node: OpenWrt ships bytecode) and
+from source with PYTHONDONTWRITEBYTECODE (compiled at every start, as a checkout run with that
+variable set does); the standard library's own .pyc are used either way. --src points the
+process at another tree (e.g. `git archive` of an older commit) to compare. Prints JSON.
 """
 from __future__ import annotations
 
@@ -33,6 +34,13 @@ from acp_openwrt.brski.proxy import handover as ho  # noqa: E402
 from acp_openwrt.netns import create_namespace, remove_namespace, socket_in  # noqa: E402
 
 REGISTRAR, PROXY = "fd00:19::1", "fd00:19::2"
+BULK = 32 * 1024 * 1024
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def memory(pid: int) -> dict[str, float]:
@@ -131,16 +139,40 @@ def run_once(ns: str, src: str, circuits: int, compiled: bool) -> dict[str, Any]
         status = expect(mine, ho.StatusReply).status
         assert len(status["connections"]) == circuits, status["connections"]
         loaded = memory(proc.pid)
-        bulk = os.urandom(8 * 1024 * 1024)
+        bulk = os.urandom(BULK)
+        cpu0 = cpu_seconds(proc.pid)
+        t0 = time.monotonic()
         sender = threading.Thread(target=clients[0].sendall, args=(bulk,))
         sender.start()
         got_n = 0
         while got_n < len(bulk):
             got_n += len(clients[0].recv(1 << 20))
         sender.join()
+        seconds = time.monotonic() - t0
+        cpu = cpu_seconds(proc.pid) - cpu0
         after_bulk = memory(proc.pid)
+        for sock in clients:
+            sock.close()
+        clients.clear()
+        rtts = []
+        for _ in range(200):
+            t1 = time.monotonic()
+            with socket_in(ns, socket.AF_INET6, socket.SOCK_STREAM) as sock:
+                sock.settimeout(10)
+                sock.connect((PROXY, port))
+                sock.sendall(b"x")
+                assert sock.recv(1) == b"x"
+            rtts.append(time.monotonic() - t1)
+            while True:  # the circuit is gone before the next (no per-pledge limit effects)
+                ho.send_message(mine, ho.StatusRequest(2))
+                if not expect(mine, ho.StatusReply).status["connections"]:
+                    break
+        rtts.sort()
         return {"idle": idle, f"with_{circuits}_circuits": loaded,
-                "after_8MiB_through_one": after_bulk}
+                "after_32MiB_through_one": after_bulk,
+                "echo_32MiB_MBps": round(len(bulk) / seconds / 1e6, 1),
+                "proxy_cpu_s_per_100MB_each_way": round(cpu / len(bulk) * 1e8, 3),
+                "connect_echo_1B_ms_median": round(rtts[len(rtts) // 2] * 1000, 2)}
     finally:
         for sock in clients:
             sock.close()

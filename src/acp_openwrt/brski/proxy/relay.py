@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-CHUNK = 16 * 1024
+CHUNK = 16 * 1024        # read at once; at most this much waits in the proxy per direction
+READ_BATCH = 8           # chunks passed on per wake-up while both sides keep up
 ACCEPT_BATCH = 16        # connections taken per listener wake-up
 ACCEPT_PAUSE = 1.0       # out of descriptors: the listener rests this long
 _LINGER_RST = (1).to_bytes(4, sys.byteorder) + bytes(4)  # struct linger {1, 0}: close = RST
@@ -377,7 +378,9 @@ class Relay:
         try:
             if mask & (IN | ERR) and not (circuit.up_eof if up else circuit.down_eof) and \
                     not (circuit.up_buf if up else circuit.down_buf):
-                self._read(circuit, up)
+                for _ in range(READ_BATCH):  # while it all goes straight through: no poll
+                    if not self._read(circuit, up):
+                        break
             if mask & (OUT | ERR) and (circuit.down_buf if up else circuit.up_buf):
                 self._flush(circuit, not up)
         except _RESET_ERRORS:  # a reset on one side resets the other at once
@@ -389,13 +392,15 @@ class Relay:
             return
         self._update(circuit)
 
-    def _read(self, circuit: Circuit, up: bool) -> None:
+    def _read(self, circuit: Circuit, up: bool) -> bool:
+        """Read a chunk and write it on; True when a whole chunk went straight through (the
+        source may have more, the destination takes it)."""
         src = circuit.psock if up else circuit.rsock
         assert src is not None
         try:
             data = src.recv(CHUNK)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         if not data:
             if up:
                 circuit.up_eof = True
@@ -409,6 +414,7 @@ class Relay:
             else:
                 circuit.down_buf = data
         self._flush(circuit, up)
+        return len(data) == CHUNK and not (circuit.up_buf if up else circuit.down_buf)
 
     def _flush(self, circuit: Circuit, up: bool) -> None:
         """Write what waits in one direction; pass a FIN on once it is all out (half-close)."""
