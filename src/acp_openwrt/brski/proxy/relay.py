@@ -217,6 +217,8 @@ class Relay:
         self.book = CircuitBook(limits)
         self._listeners: dict[str, tuple[_socket.socket, dict[str, Any]]] = {}
         self._idle_timer: Timer | None = None
+        self._scratch = bytearray(CHUNK)  # every read lands here first: no bytes per read
+        self._view = memoryview(self._scratch)
 
     # -- listeners ------------------------------------------------------------------------
     def add_listener(self, ifname: str, sock: _socket.socket) -> tuple[str, int]:
@@ -393,28 +395,35 @@ class Relay:
         self._update(circuit)
 
     def _read(self, circuit: Circuit, up: bool) -> bool:
-        """Read a chunk and write it on; True when a whole chunk went straight through (the
-        source may have more, the destination takes it)."""
-        src = circuit.psock if up else circuit.rsock
-        assert src is not None
+        """Read a chunk into the relay's one scratch buffer and write it on; what the other
+        side does not take now is kept (at most a chunk). True when a whole chunk went
+        straight through (the source may have more, the destination takes it)."""
+        src, dst = (circuit.psock, circuit.rsock) if up else (circuit.rsock, circuit.psock)
+        assert src is not None and dst is not None
         try:
-            data = src.recv(CHUNK)
+            n = src.recv_into(self._scratch)
         except (BlockingIOError, InterruptedError):
             return False
-        if not data:
+        if n == 0:
             if up:
                 circuit.up_eof = True
             else:
                 circuit.down_eof = True
-        else:
-            self.book.moved(circuit, len(data) if up else 0, 0 if up else len(data),
-                            time.monotonic())
+            self._flush(circuit, up)  # nothing waits: the FIN goes on at once
+            return False
+        self.book.moved(circuit, n if up else 0, 0 if up else n, time.monotonic())
+        try:
+            sent = dst.send(self._view[:n])
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent < n:
+            rest = bytes(self._view[sent:n])
             if up:
-                circuit.up_buf = data
+                circuit.up_buf = rest
             else:
-                circuit.down_buf = data
-        self._flush(circuit, up)
-        return len(data) == CHUNK and not (circuit.up_buf if up else circuit.down_buf)
+                circuit.down_buf = rest
+            return False
+        return n == CHUNK
 
     def _flush(self, circuit: Circuit, up: bool) -> None:
         """Write what waits in one direction; pass a FIN on once it is all out (half-close)."""
