@@ -48,3 +48,11 @@ def test_launcher_starts_the_entry_without_site(tmp_path: Path) -> None:
     argv = JoinProxyPart(ctx)._argv(7)
     assert argv[1:4] == ["-S", "-m", "acp_openwrt.brski.proxy.entry"]
     assert argv[argv.index("--handover-fd") + 1] == "7"
+
+
+def test_every_acpd_log_level_starts_the_proxy() -> None:
+    """acpd passes its own log_level on (notice included): the proxy must take each one."""
+    from acp_openwrt.brski.proxy.process import parse_args
+    from acp_openwrt.config.schema import LOG_LEVELS
+    for level in LOG_LEVELS:
+        assert parse_args(["--handover-fd", "3", "--log-level", level])["log_level"] == level

@@ -331,7 +331,7 @@ def serve(fd: int, limits: RelayLimits) -> None:
 
 USAGE = ("usage: acp-join-proxy --handover-fd N [--netns NS] [--user USER] [--group GROUP] "
          "[--max-connections N] [--max-per-pledge N] [--idle-timeout S] [--connect-timeout S] "
-         "[--log-level debug|info|warning|error]")
+         "[--log-level debug|info|notice|warning|error]")
 _OPTIONS = {"--handover-fd": int, "--netns": str, "--user": str, "--group": str,
             "--max-connections": int, "--max-per-pledge": int, "--idle-timeout": float,
             "--connect-timeout": float, "--log-level": str}

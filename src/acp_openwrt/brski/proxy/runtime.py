@@ -154,7 +154,7 @@ def _internal_error(exc: Exception) -> None:
     Log.warning("internal error at %s: %s: %s", where, type(exc).__name__, exc)
 
 
-LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+LEVELS = {"debug": 10, "info": 20, "notice": 25, "warning": 30, "error": 40}  # acpd's log_level
 
 
 class Log:
