@@ -105,7 +105,8 @@ def node_memory(acpd_pid: int, table: dict[int, tuple[int, str, str]]) -> dict[s
         kids = [pid for pid, (ppid, _, _) in table.items() if ppid == parent]
         below += kids
         todo += kids
-    proxy = sum(_kib(p, "status", "VmRSS:") for p in below if "brski.proxy.process" in table[p][2])
+    proxy = sum(_kib(p, "status", "VmRSS:") for p in below  # started as entry (-S) since 5efbf5c
+                if "brski.proxy.entry" in table[p][2] or "brski.proxy.process" in table[p][2])
     charon = sum(_kib(p, "status", "VmRSS:") for p in below if table[p][1] == "charon")
     acpd = _kib(acpd_pid, "status", "VmRSS:")
     return {"acpd_rss_mb": round(acpd / 1024, 1),
