@@ -47,6 +47,10 @@ class RplNode:
         self._ifaces: dict[str, int] = {}  # interface -> OF0 rank factor
         self._neighbors: dict[NeighborKey, Neighbor] = {}
         self._downward = DownwardTable()
+        # routes() is asked after every input (rpl/part.py); rebuilt only when what it reads
+        # changed: O(routes) per DAO that changes something, not per DIO (issue 20)
+        self._routes_key: tuple[Any, ...] | None = None
+        self._routes: frozenset[Route] = frozenset()
         self._dao = DaoSender(c.RPL_DEFAULT_INSTANCE, config.dao_delay, config.dao_ack_timeout,
                               config.dao_retries)
         cfg = config.dodag
@@ -504,7 +508,11 @@ class RplNode:
 
     def routes(self) -> frozenset[Route]:
         """The desired route set: default via the preferred parent, DAO targets via children,
-        a black hole for the unused part of the node's own prefix (RFC 8994 §6.12.1.11)."""
+        a black hole for the unused part of the node's own prefix (RFC 8994 §6.12.1.11).
+        The same (cached) object while none of that changed."""
+        key = (self.member, self.parents[0] if self.parents else None, self._downward.version)
+        if key == self._routes_key:
+            return self._routes
         routes: set[Route] = set()
         if self.member and self.parents:
             ifname, gateway = self.parents[0]
@@ -513,7 +521,8 @@ class RplNode:
             routes.add(Route(target, RouteKind.UNICAST, gateway, ifname))
         if self.config.prefix.prefixlen < 128:
             routes.add(Route(self.config.prefix, RouteKind.BLACKHOLE))
-        return frozenset(routes)
+        self._routes_key, self._routes = key, frozenset(routes)
+        return self._routes
 
     def status(self) -> dict[str, Any]:
         """For `acpctl rpl --json`: role, rank, dodag_id, parents, children, routes."""

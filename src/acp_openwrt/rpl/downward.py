@@ -29,6 +29,9 @@ class DownwardTable:
 
     def __init__(self) -> None:
         self._entries: dict[ipaddress.IPv6Network, dict[NeighborKey, DownwardEntry]] = {}
+        # Bumped by every change to the entries (a refresh too: best() prefers the most
+        # recently refreshed child), so that a route plan built from them can be cached.
+        self.version = 0
 
     def update(self, child: NeighborKey, target: ipaddress.IPv6Network, path_sequence: int,
                path_lifetime: int, lifetime_seconds: float | None, now: float) -> bool:
@@ -43,8 +46,10 @@ class DownwardTable:
             del per_child[child]
             if not per_child:
                 del self._entries[target]
+            self.version += 1
             return True
         expires = None if lifetime_seconds is None else now + lifetime_seconds
+        self.version += 1
         self._entries.setdefault(target, {})[child] = DownwardEntry(
             path_sequence, path_lifetime, expires, now)
         return old is None or old.path_sequence != path_sequence \
@@ -63,6 +68,8 @@ class DownwardTable:
                 changed = True
             if not per_child:
                 del self._entries[target]
+        if changed:
+            self.version += 1
         return changed
 
     def remove_child(self, child: NeighborKey) -> bool:
@@ -81,6 +88,8 @@ class DownwardTable:
                     changed = True
             if not per_child:
                 del self._entries[target]
+        if changed:
+            self.version += 1
         return changed
 
     def next_expiry(self) -> float | None:

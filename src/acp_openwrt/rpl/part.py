@@ -91,6 +91,7 @@ class RplPart(Part):
         self._timer: CoreTimer[Send] | None = None
         self._routes_dirty = asyncio.Event()
         self._desired: frozenset[Route] = frozenset()
+        self._plan_from: tuple[frozenset[Route], frozenset[Route]] | None = None
         self._running = False
         self._restart: asyncio.TimerHandle | None = None
         ctx.control.register("rpl", self._control)
@@ -289,7 +290,12 @@ class RplPart(Part):
     def _update_routes(self) -> None:
         if self.node is None:
             return
-        desired = self.node.routes() | self.extra_routes
+        plan = self.node.routes()
+        if self._plan_from is not None and self._plan_from[0] is plan \
+                and self._plan_from[1] is self.extra_routes:
+            return  # the engine's cached plan: nothing changed (no O(routes) union, compare)
+        self._plan_from = (plan, self.extra_routes)
+        desired = plan | self.extra_routes
         if desired != self._desired:
             self._desired = desired
             self._routes_dirty.set()
