@@ -22,8 +22,8 @@ ALLOWED = {"acp_openwrt", "acp_openwrt.brski", "acp_openwrt.brski.proxy",
 # No asyncio, selectors, logging, argparse, json, ipaddress, dataclasses, typing, enum, re or
 # socket.py: each is 0.5 to 3 MB of RSS in a process whose floor is the interpreter's own
 # 8.2 MB (docs/brski-proxy.md).
-PURE_PYTHON_ALLOWED = {"__future__", "_collections_abc", "genericpath", "heapq", "os",
-                       "os.path", "posixpath", "stat"}
+PURE_PYTHON_ALLOWED = {"__future__", "_collections_abc", "genericpath", "os", "os.path",
+                       "posixpath", "stat"}
 
 
 def imported_by(modules: tuple[str, ...]) -> dict[str, bool]:

@@ -7,11 +7,11 @@ wait is either an fd in the poll set or a deadline in the timer heap.
 """
 from __future__ import annotations
 
-import heapq
 import os
 import select
 import sys
 import time
+from _heapq import heappop, heappush  # the C module: heapq.py adds nothing we use
 
 TYPE_CHECKING = False  # typing itself is no lightweight import
 if TYPE_CHECKING:
@@ -87,7 +87,7 @@ class Loop:
     # -- timers ---------------------------------------------------------------------------
     def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
         timer = Timer(when, callback)
-        heapq.heappush(self._timers, timer)
+        heappush(self._timers, timer)
         return timer
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
@@ -95,7 +95,7 @@ class Loop:
 
     def _next_wait(self, limit: float) -> float:
         while self._timers and self._timers[0].cancelled:
-            heapq.heappop(self._timers)
+            heappop(self._timers)
         if not self._timers:
             return limit
         return min(limit, max(0.0, self._timers[0].when - time.monotonic()))
@@ -103,7 +103,7 @@ class Loop:
     def _run_timers(self) -> None:
         now = time.monotonic()
         while self._timers and (self._timers[0].cancelled or self._timers[0].when <= now):
-            timer = heapq.heappop(self._timers)
+            timer = heappop(self._timers)
             if not timer.cancelled:
                 timer.cancelled = True
                 try:
