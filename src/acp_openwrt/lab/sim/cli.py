@@ -47,8 +47,8 @@ def add_sim_parser(sub: argparse._SubParsersAction) -> None:
                    help="every node has its LDevID at t=0 (no BRSKI)")
     p.add_argument("--asa-flood", type=float, default=0.0, metavar="S",
                    help="every node also floods one objective every S seconds (an ASA)")
-    p.add_argument("--repeat-loop-count", type=int, default=None, metavar="K",
+    p.add_argument("--repeat-loop-count", type=int, default=1, metavar="K",
                    help="repeat the cached AN_join_registrar on a new channel with loop count "
-                        "K (default: as grasp/part.py does, the cached loop count)")
+                        "K (default 1, as grasp/part.py does; 255: the repeat before the fix)")
     p.add_argument("--no-memory", action="store_true", help="skip the per-node memory walk")
     p.set_defaults(func=_sim)

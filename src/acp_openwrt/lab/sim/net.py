@@ -95,7 +95,9 @@ class Model:
     registrar_flood_s: float = 60.0
     flood_jitter: float = 0.1
     asa_flood_s: float = 0.0          # >0: every node floods one objective this often (an ASA)
-    repeat_loop_count: int | None = None  # None: as grasp/part.py (the cached loop count)
+    # as grasp/part.py: 1, the new neighbour only; None keeps the cached loop count (what it did
+    # before this simulation found the cost: a network-wide flood per new channel)
+    repeat_loop_count: int | None = 1
     enrolled_at_start: bool = False   # every node has its LDevID at t=0 (no BRSKI)
 
 
