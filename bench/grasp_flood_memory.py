@@ -37,6 +37,7 @@ import cbor2
 
 from acp_openwrt.grasp.engine import Engine, EngineConfig
 
+SRC = str(Path(__file__).resolve().parents[1] / "src")  # the sender process's PYTHONPATH
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _SID_FIRST = 1 << 24  # session ids from here encode as 0x1a + 4 bytes: fixed offsets
 
@@ -121,7 +122,8 @@ def engine_phase(seconds: float, sources: int, value_bytes: int) -> dict[str, An
 
 SENDER = TEMPLATE + r"""
 import socket, sys, time
-ifname, seconds, sources, value_bytes = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+ifname, seconds = sys.argv[1], float(sys.argv[2])
+sources, value_bytes = int(sys.argv[3]), int(sys.argv[4])
 index = socket.if_nametoindex(ifname)
 sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 sock.setsockopt(socket.IPPROTO_IPV6, 78, 1)  # IPV6_FREEBIND: send from addresses we do not have
@@ -159,7 +161,8 @@ def service_phase(seconds: float, sources: int, value_bytes: int) -> dict[str, A
         topo.down()
 
 
-async def _service_flood(topo: Any, seconds: float, sources: int, value_bytes: int) -> dict[str, Any]:
+async def _service_flood(topo: Any, seconds: float, sources: int,
+                         value_bytes: int) -> dict[str, Any]:
     from acp_openwrt.grasp.service import GraspService
     from acp_openwrt.netns import netns_argv
 
@@ -168,7 +171,7 @@ async def _service_flood(topo: Any, seconds: float, sources: int, value_bytes: i
         recv = GraspService(namespace=topo["n2"].netns, mode="dull")  # EngineConfig() defaults
         await recv.start()
         await recv.add_interface(topo["n2"].ifname("n1"))
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+        env = dict(os.environ, PYTHONPATH=SRC)
         proc = await asyncio.create_subprocess_exec(
             *netns_argv(topo["n1"].netns, [sys.executable, "-c", SENDER, topo["n1"].ifname("n2"),
                                            str(seconds), str(sources), str(value_bytes)]),
@@ -230,7 +233,8 @@ def show(f: dict[str, Any]) -> None:
           f"(second half: {f['rss_growth_second_half_mb']:+.2f} MB)")
     print("  caches at the end: " + ", ".join(f"{k} {v}" for k, v in f["caches"].items() if v)
           + f"  (limits: {', '.join(f'{k} {v}' for k, v in f['limits'].items())})")
-    print("  RSS over time (s, floods, MB): " + "  ".join(f"{t:g}:{n}:{m:.1f}" for t, n, m in f["samples"]))
+    print("  RSS over time (s, floods, MB): "
+          + "  ".join(f"{t:g}:{n}:{m:.1f}" for t, n, m in f["samples"]))
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""GRASP over real sockets between two namespaces on a veth (needs root). Prints figures; not a test.
+"""GRASP over real sockets between two namespaces on a veth (needs root). Prints figures; not a
+test.
 
   flood intake   a sender process in n1 multicasts distinct M_FLOODs (loop count 1, distinct
                  session ids) at a fixed offered rate for --seconds; the GraspService in n2
@@ -32,6 +33,7 @@ from acp_openwrt.grasp.service import GraspService
 from acp_openwrt.lab.topology import Topology, line
 from acp_openwrt.netns import netns_argv
 
+SRC = str(Path(__file__).resolve().parents[1] / "src")  # the sender process's PYTHONPATH
 SENDER = r"""
 import socket, sys, time
 import cbor2
@@ -72,7 +74,7 @@ async def flood_intake(topo: Topology, rate: int, seconds: float) -> dict[str, f
     await recv.start()
     try:
         await recv.add_interface(topo["n2"].ifname("n1"))
-        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+        env = dict(os.environ, PYTHONPATH=SRC)
         proc = await asyncio.create_subprocess_exec(
             *netns_argv(topo["n1"].netns, [sys.executable, "-c", SENDER, topo["n1"].ifname("n2"),
                                            str(rate), str(seconds)]),
@@ -97,14 +99,16 @@ async def negotiation(topo: Topology, runs: int) -> list[float]:
     addr = {"n1": "fd00::1", "n2": "fd00::2"}
     svcs = {}
     for n in ("n1", "n2"):
-        cfg = EngineConfig(neighbour_rate=1e9, neighbour_burst=1e9)  # ~4000 messages/s from one peer
+        # ~4000 messages/s from one peer
+        cfg = EngineConfig(neighbour_rate=1e9, neighbour_burst=1e9)
         svcs[n] = GraspService(namespace=topo[n].netns, mode="acp", address=addr[n], config=cfg)
         await svcs[n].start()
         await svcs[n].add_interface(topo[n].ifname("n1" if n == "n2" else "n2"))
     try:
         a, b = svcs["n1"].register_asa("buyer"), svcs["n2"].register_asa("seller")
         obj = Objective("EX3", c.F_NEG, 6, ["NZD", 410])
-        peer = Locator(c.O_IPv6_LOCATOR, socket.inet_pton(socket.AF_INET6, addr["n2"]), c.IPPROTO_TCP, 7017)
+        peer = Locator(c.O_IPv6_LOCATOR, socket.inet_pton(socket.AF_INET6, addr["n2"]),
+                       c.IPPROTO_TCP, 7017)
 
         async def seller() -> None:
             while True:
@@ -141,8 +145,9 @@ def main() -> int:
         topo["n1"].add_address("lo", "fd00::1", 128)
         topo["n2"].add_address("lo", "fd00::2", 128)
         ll = {n: topo[n].link_local(topo[n].ifname(p)) for n, p in (("n1", "n2"), ("n2", "n1"))}
-        topo["n1"].run(["ip", "-6", "route", "add", "fd00::2/128", "via", ll["n2"], "dev", topo["n1"].ifname("n2")], check=True)
-        topo["n2"].run(["ip", "-6", "route", "add", "fd00::1/128", "via", ll["n1"], "dev", topo["n2"].ifname("n1")], check=True)
+        for here, there, dst in (("n1", "n2", "fd00::2/128"), ("n2", "n1", "fd00::1/128")):
+            topo[here].run(["ip", "-6", "route", "add", dst, "via", ll[there],
+                            "dev", topo[here].ifname(there)], check=True)
         print("flood intake across a veth (receiver: GraspService, one core)")
         floods = []
         for rate in (int(r) for r in args.rates.split(",")):

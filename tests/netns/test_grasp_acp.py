@@ -4,6 +4,7 @@ Each node has its ACP address on lo (fd00::1, ::2, ::3), routes to the others' v
 next hops, and B forwards: the veths stand in for the secure channels. One GraspService per
 node, all on the test's event loop; ASAs in other processes talk to them over the Unix API.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,21 +36,46 @@ def _routes(routes: list[tuple[str, str, str]], forward: bool) -> None:
         fh.write("1" if forward else "0")
     with IPRoute() as ipr:
         for dst, gateway, ifname in routes:
-            ipr.route("add", dst=f"{dst}/128", gateway=gateway, oif=ipr.link_lookup(ifname=ifname)[0])
+            ipr.route(
+                "add", dst=f"{dst}/128", gateway=gateway, oif=ipr.link_lookup(ifname=ifname)[0]
+            )
 
 
 def build(topology) -> Topology:
     topo = topology(from_edges([("a", "b"), ("b", "c")], NAMES))
     for name in NAMES:
         topo[name].add_address("lo", ADDRESS[name], 128)
-    ll = {(a, b): topo[a].link_local(topo[a].ifname(b)) for a, b in
-          [("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")]}
-    netns_exec.call_in(topo["a"].netns, _routes, [(ADDRESS["b"], ll[("b", "a")], topo["a"].ifname("b")),
-                                                 (ADDRESS["c"], ll[("b", "a")], topo["a"].ifname("b"))], False)
-    netns_exec.call_in(topo["c"].netns, _routes, [(ADDRESS["b"], ll[("b", "c")], topo["c"].ifname("b")),
-                                                 (ADDRESS["a"], ll[("b", "c")], topo["c"].ifname("b"))], False)
-    netns_exec.call_in(topo["b"].netns, _routes, [(ADDRESS["a"], ll[("a", "b")], topo["b"].ifname("a")),
-                                                 (ADDRESS["c"], ll[("c", "b")], topo["b"].ifname("c"))], True)
+    ll = {
+        (a, b): topo[a].link_local(topo[a].ifname(b))
+        for a, b in [("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")]
+    }
+    netns_exec.call_in(
+        topo["a"].netns,
+        _routes,
+        [
+            (ADDRESS["b"], ll[("b", "a")], topo["a"].ifname("b")),
+            (ADDRESS["c"], ll[("b", "a")], topo["a"].ifname("b")),
+        ],
+        False,
+    )
+    netns_exec.call_in(
+        topo["c"].netns,
+        _routes,
+        [
+            (ADDRESS["b"], ll[("b", "c")], topo["c"].ifname("b")),
+            (ADDRESS["a"], ll[("b", "c")], topo["c"].ifname("b")),
+        ],
+        False,
+    )
+    netns_exec.call_in(
+        topo["b"].netns,
+        _routes,
+        [
+            (ADDRESS["a"], ll[("a", "b")], topo["b"].ifname("a")),
+            (ADDRESS["c"], ll[("c", "b")], topo["b"].ifname("c")),
+        ],
+        True,
+    )
     return topo
 
 
@@ -57,7 +83,9 @@ async def services(topo: Topology, tmp: Path | None = None) -> dict[str, GraspSe
     out = {}
     for name in NAMES:
         api = str(tmp / f"{name}.sock") if tmp is not None else None
-        svc = GraspService(namespace=topo[name].netns, mode="acp", address=ADDRESS[name], api_path=api)
+        svc = GraspService(
+            namespace=topo[name].netns, mode="acp", address=ADDRESS[name], api_path=api
+        )
         await svc.start()
         out[name] = svc
         for link in topo.links:
@@ -73,7 +101,9 @@ async def stop_all(svcs: dict[str, GraspService]) -> None:
 
 
 def tcp_locator(name: str) -> Locator:
-    return Locator(c.O_IPv6_LOCATOR, socket.inet_pton(socket.AF_INET6, ADDRESS[name]), c.IPPROTO_TCP, 7017)
+    return Locator(
+        c.O_IPv6_LOCATOR, socket.inet_pton(socket.AF_INET6, ADDRESS[name]), c.IPPROTO_TCP, 7017
+    )
 
 
 EX1 = Objective("EX1", c.F_SYNCH, 2, ["value", 1])
@@ -169,7 +199,8 @@ async def main():
         await g.listen_synchronize(asa, ex3.with_value("sync-value"))
         print("ready", flush=True)
         req = await g.listen_negotiate(asa, ex3)
-        reply = await g.negotiate_step(asa, req.handle, ex3.with_value(["NZD", req.objective.value[1] - 10]))
+        offer = ex3.with_value(["NZD", req.objective.value[1] - 10])
+        reply = await g.negotiate_step(asa, req.handle, offer)
         print("ended", reply.handle, reply.objective.value, flush=True)
         await asyncio.sleep(30)
 asyncio.run(main())
@@ -194,8 +225,14 @@ asyncio.run(main())
 
 async def run_python(script: str, *args: str) -> asyncio.subprocess.Process:
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    return await asyncio.create_subprocess_exec(sys.executable, "-c", textwrap.dedent(script), *args,
-                                                stdout=asyncio.subprocess.PIPE, env=env)
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        textwrap.dedent(script),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+    )
 
 
 def test_negotiation_and_synchronization_between_processes(topology, tmp_path) -> None:
@@ -246,7 +283,10 @@ while True:
     due = int((now - start) * rate)
     while sent < due:
         k = sent % 10
-        data = good(sent) if k < 8 else (rng.randbytes(rng.randrange(1, 300)) if k == 8 else good(sent)[:-3])
+        if k < 8:
+            data = good(sent)
+        else:
+            data = rng.randbytes(rng.randrange(1, 300)) if k == 8 else good(sent)[:-3]
         try:
             s.sendto(data, dest)
         except OSError:
@@ -269,9 +309,12 @@ def test_hostile_sender_leaves_service_answering(topology) -> None:
             svcs["b"].on_flood("GOOD", good.append)
             cpu0 = time.process_time()
             hostile = await asyncio.create_subprocess_exec(
-                *netns_exec.netns_argv(topo["a"].netns, [sys.executable, "-c", HOSTILE,
-                                                          topo["a"].ifname("b"), "2", "10000"]),
-                stdout=asyncio.subprocess.PIPE)
+                *netns_exec.netns_argv(
+                    topo["a"].netns,
+                    [sys.executable, "-c", HOSTILE, topo["a"].ifname("b"), "2", "10000"],
+                ),
+                stdout=asyncio.subprocess.PIPE,
+            )
             for i in range(15):  # a well-behaved neighbour keeps flooding meanwhile
                 svcs["c"].flood(cc, 60000, [(Objective("GOOD", c.F_SYNCH, 1, i), None)])
                 await asyncio.sleep(0.1)
@@ -310,6 +353,7 @@ def _exchange(sock: socket.socket, messages: list[list], replies: int) -> list:
     import cbor2
 
     from acp_openwrt.grasp.stream import StreamFramer
+
     sock.settimeout(3.0)
     framer, got = StreamFramer(), []
     for msg in messages:
@@ -340,12 +384,16 @@ def test_unknown_options_are_skipped_and_the_connection_kept(topology) -> None:
             sent = asyncio.create_task(asyncio.to_thread(_exchange, sock, [request], 1))
             req = await asyncio.wait_for(listening, 3.0)
             assert req.objective.value == ["NZD", 410]
-            step = asyncio.create_task(svcs["b"].negotiate_step(b, req.handle, ex3.with_value(["NZD", 300])))
+            step = asyncio.create_task(
+                svcs["b"].negotiate_step(b, req.handle, ex3.with_value(["NZD", 300]))
+            )
             (answer,) = await asyncio.wait_for(sent, 3.0)
             assert answer[0] == c.M_NEGOTIATE and answer[1] == 4711 and answer[2][3] == ["NZD", 300]
             # the end, with an unknown option before O_ACCEPT, on the same connection
-            await asyncio.to_thread(sock.sendall, __import__("cbor2").dumps(
-                [c.M_END, 4711, UNKNOWN_OPTION, [c.O_ACCEPT]]))
+            await asyncio.to_thread(
+                sock.sendall,
+                __import__("cbor2").dumps([c.M_END, 4711, UNKNOWN_OPTION, [c.O_ACCEPT]]),
+            )
             reply = await asyncio.wait_for(step, 3.0)
             assert reply.handle is None and reply.objective.value == ["NZD", 300]  # accepted
             counters = svcs["b"].counters()["engine"]

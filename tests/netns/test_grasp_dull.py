@@ -1,5 +1,6 @@
 """DULL GRASP between two namespaces on a veth: each floods AN_ACP with its link-local locator,
 each hears the other's through on_flood; then interfaces come and go at run time."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,8 +14,10 @@ from acp_openwrt.lab.topology import line
 
 
 def an_acp(link_local: str) -> tuple[Objective, Locator]:
-    return (Objective("AN_ACP", c.F_SYNCH, 1, "IKEv2"),
-            Locator(c.O_IPv6_LOCATOR, ipaddress.IPv6Address(link_local).packed, c.IPPROTO_UDP, 500))
+    return (
+        Objective("AN_ACP", c.F_SYNCH, 1, "IKEv2"),
+        Locator(c.O_IPv6_LOCATOR, ipaddress.IPv6Address(link_local).packed, c.IPPROTO_UDP, 500),
+    )
 
 
 def test_dull_pair_hears_each_other(topology) -> None:
@@ -33,6 +36,7 @@ def test_dull_pair_hears_each_other(topology) -> None:
             def cb(flood: FloodReceived) -> None:
                 heard[name].append(flood)
                 got[name].set()
+
             return cb
 
         await s1.start()
@@ -48,10 +52,17 @@ def test_dull_pair_hears_each_other(topology) -> None:
             s2.flood(a2, ttl_ms=210000, items=[an_acp(ll2)], ifname=None)
             await asyncio.wait_for(asyncio.gather(got["n1"].wait(), got["n2"].wait()), 2.0)
             f1, f2 = heard["n1"][0], heard["n2"][0]
-            assert (f1.ifname, f1.source, f1.initiator) == (if1, ipaddress.IPv6Address(ll2).packed,
-                                                            ipaddress.IPv6Address(ll2).packed)
-            assert f1.locator.address == ipaddress.IPv6Address(ll2).packed and f1.locator.port == 500
-            assert f1.objective == Objective("AN_ACP", c.F_SYNCH, 1, "IKEv2") and f1.ttl_ms == 210000
+            assert (f1.ifname, f1.source, f1.initiator) == (
+                if1,
+                ipaddress.IPv6Address(ll2).packed,
+                ipaddress.IPv6Address(ll2).packed,
+            )
+            assert (
+                f1.locator.address == ipaddress.IPv6Address(ll2).packed and f1.locator.port == 500
+            )
+            assert (
+                f1.objective == Objective("AN_ACP", c.F_SYNCH, 1, "IKEv2") and f1.ttl_ms == 210000
+            )
             assert f2.ifname == if2 and f2.locator.address == ipaddress.IPv6Address(ll1).packed
             assert f2.expires - asyncio.get_running_loop().time() > 200
             (entry,) = s2.get_flood(a2, "AN_ACP")
