@@ -23,8 +23,9 @@ Runs in the guest (the host kernel has no ESP):
    initiations in flight, candidates parked). d is awaited after the flood too (discovery
    evicts an unconfirmed newcomer on a flooded link within a fraction of a second, and keeps
    the last fakes for their lifetime after the flood: d's figure is mostly that).
-   The spoofer runs at nice 19 (see ATTACKER). Targets: RSS growth <= 10 MB; the real
-   channel (c) within 2x its quiet time. Reported
+   The spoofer runs at nice 19 (ATTACKER_NICE; --attacker-nice 0 for the same priority as the
+   nodes: then it takes a vCPU and the nodes' own start-up starves). Targets: RSS growth
+   <= 10 MB; the real channel (c) within 2x its quiet time. Reported
    against the quiet figure and against the loaded one: the second ratio is v's own
    slowdown, the first also has the lab's CPU shared with the attacker in it.
 """
@@ -50,7 +51,7 @@ from acp_openwrt.lab.topology import line
 # The attacker is another machine in real life; here it shares the guest's two vCPUs with
 # every node, so it runs at the lowest priority: it still sends as fast as the CPU the nodes
 # leave allows (the rate is reported), and the newcomers' own start is not starved by it.
-ATTACKER = ("nice", "-n", "19", sys.executable)
+ATTACKER_NICE = 19
 
 
 def fault_figures(root: Path) -> dict[str, Any]:
@@ -110,10 +111,12 @@ def in_thread(fn: Any, *args: Any) -> dict[str, Any]:
     return out
 
 
-def flood_figures(root: Path, seconds: float, fakes: int) -> dict[str, Any]:
+def flood_figures(root: Path, seconds: float, fakes: int,
+                  nice: int = ATTACKER_NICE) -> dict[str, Any]:
     lab = AcpdLab(flood_topology(), root / "flood")
     attack: subprocess.Popen[str] | None = None
-    out: dict[str, Any] = {"flood_s": seconds, "fakes": fakes}
+    out: dict[str, Any] = {"flood_s": seconds, "fakes": fakes, "attacker_nice": nice}
+    spoofer = ["nice", "-n", str(nice), sys.executable, "-m", "acp_openwrt.lab.spoofer", "eth0"]
     try:
         lab.up()
         for name in ("v", "b", "c", "d", "e"):
@@ -124,8 +127,8 @@ def flood_figures(root: Path, seconds: float, fakes: int) -> dict[str, Any]:
         print(f"quiet: {out['quiet']}", flush=True)
         assert lab.topology is not None
         decoy = lab.topology["x"].popen(
-            [*ATTACKER, "-m", "acp_openwrt.lab.spoofer", "eth0", "--seconds", "600",
-             "--addresses", str(fakes), "--port", "7018"], stdout=subprocess.PIPE, text=True)
+            [*spoofer, "--seconds", "600", "--addresses", str(fakes), "--port", "7018"],
+            stdout=subprocess.PIPE, text=True)
         try:
             time.sleep(2.0)
             out["loaded"] = start_and_time(lab, "e")
@@ -138,8 +141,8 @@ def flood_figures(root: Path, seconds: float, fakes: int) -> dict[str, Any]:
         rss_before = rss_kb(acpd)
         cpu0 = cpu_by_role(lab, "v")
         attack = lab.topology["x"].popen(
-            [*ATTACKER, "-m", "acp_openwrt.lab.spoofer", "eth0", "--seconds", str(seconds),
-             "--addresses", str(fakes)], stdout=subprocess.PIPE, text=True)
+            [*spoofer, "--seconds", str(seconds), "--addresses", str(fakes)],
+            stdout=subprocess.PIPE, text=True)
         start = time.monotonic()
         peak = {"rss_kb": rss_before, "channels": 0, "in_flight": 0, "parked": 0}
         other_link, same_link = in_thread(start_and_time, lab, "c"), \
@@ -200,6 +203,8 @@ def main() -> int:
     parser.add_argument("--flood-seconds", type=float, default=60.0)
     parser.add_argument("--fakes", type=int, default=8192, help="spoofed sources")
     parser.add_argument("--skip-faults", action="store_true", help="the flood part only")
+    parser.add_argument("--attacker-nice", type=int, default=ATTACKER_NICE,
+                        help="the spoofer's nice value (default 19)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures here as JSON")
     args = parser.parse_args()
     if os.environ.get("ACP_LAB_GUEST") != "1":
@@ -211,13 +216,15 @@ def main() -> int:
     try:
         if not args.skip_faults:
             figures["faults"] = fault_figures(root)
-        figures["flood"] = flood_figures(root, args.flood_seconds, args.fakes)
+        figures["flood"] = flood_figures(root, args.flood_seconds, args.fakes,
+                                         args.attacker_nice)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     f = figures["flood"]
     rss = f["acpd_rss_mb"]
     print(f"flood {f['flood_s']:.0f} s from {f['fakes']} spoofed sources, "
-          f"{f['spoofer']['per_s']:,.0f} floods/s offered")
+          f"{f['spoofer']['per_s']:,.0f} floods/s offered (spoofer at nice "
+          f"{f['attacker_nice']})")
     print(f"v's acpd: RSS {rss['before']} -> peak {rss['peak']} -> {rss['after']} MB (growth "
           f"{rss['growth']} MB; target <= 10); CPU {f['acpd_cpu_share']:.0%} of a core "
           f"(charon {f['charon_cpu_share']:.0%})")
