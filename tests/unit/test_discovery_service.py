@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from acp_openwrt.discovery.an_acp import (
     our_flood,
     read_offer,
 )
+from acp_openwrt.discovery.liveness import Offer as LiveOffer
 from acp_openwrt.discovery.log_budget import LogBudget
 from acp_openwrt.discovery.part import DiscoveryPart
 from acp_openwrt.events import EventBus
@@ -148,9 +150,43 @@ def test_a_spoofed_flood_fills_only_its_link_and_is_counted(discovery, caplog) -
     assert status["table"]["ttl_capped"] == 5000
     assert status["table"]["confirmed"] == {"channel": 1, "reheard": 0, "answer": 0}
     assert status["table"]["limits"]["per_interface"] == 16
+    # The first 15 fakes found room and were announced. From the first eviction on, eth0 is
+    # under pressure: newcomers there wait for a confirmation before the bus hears of them,
+    # so the channels part heard of none of the other 4985, neither Up nor Down.
+    ups = [e for e in seen if isinstance(e, events.AdjacencyUp) and e.peer.startswith("fe80::a")]
     downs = [e for e in seen if isinstance(e, events.AdjacencyDown)]
-    assert len(downs) == 5000 - 15 and events.AdjacencyDown(REAL, "eth0") not in downs
-    assert len(caplog.records) <= 20  # 5000 ups, ~5000 evictions
+    assert len(ups) == len(downs) == 15 and events.AdjacencyDown(REAL, "eth0") not in downs
+    assert status["held"] == {"now": 15, "total": 5000 - 15, "links_under_pressure": ["eth0"]}
+    assert len(caplog.records) <= 20  # 5000 newcomers, ~5000 evictions
+
+
+def test_a_held_newcomer_is_announced_once_it_answers(discovery) -> None:
+    """Under pressure an unconfirmed newcomer is held back; its echo answer confirms it, and
+    then the channels hear AdjacencyUp and AdjacencyAlive, in that order."""
+    disc, seen = discovery
+    alive: list = []
+    disc.ctx.bus.subscribe(events.AdjacencyAlive, alive.append)
+    for n in range(1, 40):
+        disc._heard(heard(f"fe80::a:{n:x}", ttl_ms=0))
+    disc._heard(heard("fe80::d"))
+    assert not [e for e in seen if getattr(e, "peer", "") == "fe80::d"]
+    # the liveness core as the running part drives it: d heard, a probe out, d's answer in
+    now = time.monotonic()
+    disc.liveness.heard("eth0", "fe80::d", LiveOffer(("IKEv2",), 500, 210_000), now)
+    for out in disc.liveness.answered("eth0", "fe80::d", now + 0.01):
+        disc._alive(out, now + 0.01)
+    assert [e for e in seen if e.peer == "fe80::d"] == [
+        events.AdjacencyUp("fe80::d", "eth0", ("IKEv2",), 500)]
+    assert alive == [events.AdjacencyAlive("fe80::d", "eth0")]
+    assert disc.table.entries[("fe80::d", "eth0")].confirmed == "answer"
+
+
+def test_a_quiet_link_announces_every_newcomer_at_once(discovery) -> None:
+    disc, seen = discovery
+    for n in range(1, 10):
+        disc._heard(heard(f"fe80::b:{n:x}"))
+    assert len([e for e in seen if isinstance(e, events.AdjacencyUp)]) == 9
+    assert disc.status()["held"]["now"] == 0
 
 
 def test_the_period_comes_from_the_config(tmp_path: Path) -> None:

@@ -131,6 +131,12 @@ class GraspStatus(TypedDict):
     counters: dict[str, Any]
 
 
+class HeldStatus(TypedDict):
+    now: int                       # unconfirmed newcomers held back from the bus now
+    total: int                     # ... since start
+    links_under_pressure: list[str]  # DULL links whose table evicted in the last 10 s
+
+
 class DiscoveryStatus(TypedDict):
     flooding: bool
     floods_sent: int
@@ -141,6 +147,7 @@ class DiscoveryStatus(TypedDict):
     announcing_proxy: list[Any]
     table_full_drops: int
     drops: dict[str, int]
+    held: HeldStatus
     liveness: NotRequired[dict[str, int]]   # the echo probe's counters (where it runs)
     table: AdjacencyTableStatus
     grasp: GraspStatus | None

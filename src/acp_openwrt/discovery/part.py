@@ -12,7 +12,11 @@ neighbour gets a receive socket of its own (GraspService.watch_peer) so that a f
 spoofed addresses, which overflows the link's socket, cannot crowd it out. An unconfirmed
 neighbour also makes the node ask its link who is really there (liveness.py: one echo to all
 nodes, at most one a second per link): one that answers is confirmed and announced
-AdjacencyAlive, so its channel goes ahead of the spoofed ones. Drops are logged through a
+AdjacencyAlive, so its channel goes ahead of the spoofed ones. While a link is under pressure
+(its table evicted an entry in the last PRESSURE_HOLD_S), an unconfirmed newcomer there is
+held back from the bus: the channels part hears of it (AdjacencyUp) only once it is confirmed,
+so thousands of spoofed locators cost no channel work at all; on a quiet link every newcomer
+is announced at once, as before. Drops are logged through a
 LogBudget: a flood of floods is a handful of log lines.
 
 The table is a sans-I/O core (docs/core-contract.md): this part gives it the loop's clock with
@@ -65,6 +69,11 @@ DULL_FLOOD_CACHE = 64
 # quick at the price of one small multicast per link every 10 s, and only while a registrar is
 # known.
 PROXY_INTERVAL = 10.0
+# A link whose table evicted an entry this recently is under pressure (more newcomers than
+# room: a flood of spoofed locators, or a very crowded segment): unconfirmed newcomers there
+# wait for their confirmation (an echo answer, within about a second) before the channels
+# part hears of them.
+PRESSURE_HOLD_S = 10.0
 
 
 class DiscoveryPart(Part):
@@ -88,6 +97,10 @@ class DiscoveryPart(Part):
         self._watching: set[asyncio.Task[None]] = set()
         self._logs = LogBudget()
         self._answered: dict[str, float] = {}
+        self._pressure: dict[str, float] = {}   # ifname → when its table last evicted
+        self._held: dict[tuple[str, str], events.AdjacencyUp] = {}  # (peer, ifname) → its Up
+        self._announced: set[tuple[str, str]] = set()   # what the bus has heard AdjacencyUp of
+        self.held_total = 0
         self.proxies: dict[str, tuple[str, int]] = {}   # ifname → our join proxy's locator
         self.grasp: Any = None
         self._asa: Any = None
@@ -235,8 +248,11 @@ class DiscoveryPart(Part):
         if offer.peer in self.links.values():
             self.own_floods_ignored += 1  # two of our twins share a segment
             return
-        for event in self.table.heard(offer.peer, flood.ifname, offer.methods, offer.port,
-                                      flood.ttl_ms, now):
+        table_events = self.table.heard(offer.peer, flood.ifname, offer.methods, offer.port,
+                                        flood.ttl_ms, now)
+        if any(isinstance(e, events.AdjacencyDown) for e in table_events):
+            self._pressure[flood.ifname] = now   # an eviction made room for a newcomer
+        for event in table_events:
             self._publish(event, now)
             # A newcomer may have missed our last flood (it was not listening yet): answer at
             # once rather than in up to 66 s, but at most once a second per link.
@@ -308,13 +324,31 @@ class DiscoveryPart(Part):
                 task = asyncio.get_running_loop().create_task(self._watch(event.ifname, event.peer))
                 self._watching.add(task)
                 task.add_done_callback(self._watching.discard)
+            held = self._held.pop((event.peer, event.ifname), None)
+            if held is not None:   # confirmed while held back: the channels hear of it now
+                self._announced.add((event.peer, event.ifname))
+                self.ctx.bus.publish(held)
             return
         if isinstance(event, events.AdjacencyUp):
+            key = (event.peer, event.dull_ifname)
+            entry = self.table.entries.get(key)
+            if (key not in self._announced and entry is not None and entry.confirmed is None
+                    and now - self._pressure.get(event.dull_ifname, -1e18) < PRESSURE_HOLD_S):
+                self._held[key] = event
+                self.held_total += 1
+                return
+            self._held.pop(key, None)
+            self._announced.add(key)
             suppressed = self._logs.allow("up:" + event.dull_ifname, now)
             if suppressed is not None:
                 LOG.info("neighbour %s on %s (%s)%s", event.peer, event.dull_ifname,
                          ",".join(event.methods), suppressed_note(suppressed))
         elif isinstance(event, events.AdjacencyDown):
+            key = (event.peer, event.dull_ifname)
+            self._held.pop(key, None)
+            if key not in self._announced:
+                return   # never announced (held back): nothing to withdraw
+            self._announced.discard(key)
             if self.grasp is not None:
                 self.grasp.unwatch_peer(event.dull_ifname, event.peer)
             suppressed = self._logs.allow("down:" + event.dull_ifname, now)
@@ -354,6 +388,10 @@ class DiscoveryPart(Part):
                 "drops": {**self.drops,
                           "interface_full": table.counters["interface_full_drops"],
                           "table_full": table.counters["table_full_drops"]},
+                "held": {"now": len(self._held), "total": self.held_total,
+                         "links_under_pressure": sorted(
+                             n for n, t in self._pressure.items()
+                             if _now() - t < PRESSURE_HOLD_S)},
                 "liveness": {**self.liveness.status(),
                              **(self._echo.counters if self._echo is not None else {})},
                 "table": {"entries": len(table.entries), "confirmed": table.confirmed_count(),
