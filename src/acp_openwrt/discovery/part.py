@@ -64,6 +64,11 @@ PROXY_TTL_MS = 180_000
 # Nothing reads DULL's flood cache (floods reach us as callbacks); a small one stays cheap
 # when every flood of a spoofing host carries a new locator.
 DULL_FLOOD_CACHE = 64
+# DULL floods are never relayed (loop count 1): the seen pairs only drop a flood read twice
+# (a watched neighbour's socket and the link's get the same datagram, at once). The engine's
+# default (16384 pairs for the ACP's relaying) is about 5 MB of RSS once a spoofing host has
+# filled it with one new pair per flood; 2048 is a quarter of a second at 8000 floods a second.
+DULL_SEEN_PAIRS = 2048
 # AN_Proxy has no period in RFC 8995 (ACP-DIGEST D.3 [unspecified]). A pledge sends nothing we
 # could answer, so it waits up to one period to find a proxy: 10 s keeps zero-touch enrolment
 # quick at the price of one small multicast per link every 10 s, and only while a registrar is
@@ -119,7 +124,8 @@ class DiscoveryPart(Part):
 
     async def start(self) -> None:
         self.grasp = GraspService(namespace=self.ctx.dull_ns, mode="dull",
-                                  config=EngineConfig(max_flood_entries=DULL_FLOOD_CACHE))
+                                  config=EngineConfig(max_flood_entries=DULL_FLOOD_CACHE,
+                                                      max_seen=DULL_SEEN_PAIRS))
         await self.grasp.start()
         self._asa = self.grasp.register_asa("acpd")
         self.grasp.on_flood(AN_ACP, self._heard)
