@@ -71,13 +71,14 @@ def test_requests_are_idempotent_and_cancellable() -> None:
     assert not slots.waiting(b)
     assert slots.take() == [a]
     assert slots.in_flight(a)
-    slots.request(a)                 # already in flight: not queued twice
+    slots.request(a)                 # in flight: not started twice, but again once it ends
     assert slots.take() == []
     slots.release(a)
     slots.release(a)                 # twice is harmless
+    assert slots.waiting(a)
     slots.request(c)
-    assert slots.take() == [c]
-    assert slots.status()["started"] == 2 and slots.status()["waiting"] == 0
+    assert slots.take() == [a, c]
+    assert slots.status()["started"] == 3 and slots.status()["waiting"] == 0
 
 
 def test_parking_is_bounded_first_come_first_served_and_keeps_who_waits() -> None:
@@ -134,3 +135,32 @@ def test_knocks_are_served_in_their_order() -> None:
     assert slots.take() == [a]
     slots.release(a)
     assert slots.take() == [b]
+
+
+def test_asked_for_while_in_flight_it_is_queued_when_the_slot_frees() -> None:
+    """A knock while the failed attempt still cleans up (unloading in charon) asks for an
+    attempt of a key still in flight; dropping that request left the channel pending for an
+    attempt that never came (seen in the vm tier: a channel stuck for minutes)."""
+    slots = InitiationSlots(per_interface=1, per_node=1)
+    key, other = ("eth0", "fe80::1"), ("eth0", "fe80::2")
+    slots.request(key)
+    assert slots.take() == [key]
+    slots.request(other)
+    slots.request(key, urgent=True)        # the knock, during the attempt's tail
+    assert not slots.waiting(key)
+    slots.release(key)
+    assert slots.waiting(key)
+    assert slots.take() == [key]           # urgent: ahead of the one that waited
+    slots.release(key)
+    assert slots.take() == [other]
+
+
+def test_a_cancelled_key_is_not_queued_again() -> None:
+    slots = InitiationSlots(per_interface=1, per_node=1)
+    key = ("eth0", "fe80::1")
+    slots.request(key)
+    slots.take()
+    slots.request(key)
+    slots.cancel(key)                      # came up as responder meanwhile
+    slots.release(key)
+    assert slots.take() == []

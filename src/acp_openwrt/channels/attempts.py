@@ -51,11 +51,16 @@ class InitiationSlots:
         self._flying: dict[Key, None] = {}
         self._flying_on: dict[str, int] = {}
         self._urgent: set[Key] = set()
+        self._again: dict[Key, bool] = {}   # asked for while in flight -> urgent; queued at release
         self.started = 0
 
     def request(self, key: Key, urgent: bool = False) -> None:
-        """Wait for a slot (no-op if already waiting or in flight, unless urgent moves it up)."""
+        """Wait for a slot (no-op if already waiting, unless urgent moves it up). Asked for
+        while its attempt is still in flight (a knock during a failed attempt's clean-up), it
+        is queued when that attempt releases its slot: dropped, its channel would wait for an
+        attempt that never comes."""
         if key in self._flying:
+            self._again[key] = self._again.get(key, False) or urgent
             return
         link = key[0]
         line = self._lines.setdefault(link, {})
@@ -72,6 +77,7 @@ class InitiationSlots:
     def cancel(self, key: Key) -> None:
         """No longer waiting (the channel came up as responder, or went away)."""
         self._urgent.discard(key)
+        self._again.pop(key, None)
         line = self._lines.get(key[0])
         if line is not None:
             line.pop(key, None)
@@ -113,6 +119,9 @@ class InitiationSlots:
                 self._flying_on[key[0]] = left
             else:
                 del self._flying_on[key[0]]
+        again = self._again.pop(key, None)
+        if again is not None:
+            self.request(key, urgent=again)
 
     def in_flight(self, key: Key) -> bool:
         return key in self._flying
