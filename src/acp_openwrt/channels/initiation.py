@@ -219,10 +219,7 @@ def _knocked(svc: ChannelPart, me: str, peer: str) -> None:
     now = svc.now()
     known = svc.table.with_peer(peer)
     for ch in known:
-        actions = ch.fsm.knocked(now)
-        if actions:
-            LOG.info("channel %s %s: the peer knocked, trying it now", ch.dull_ifname, peer)
-            svc._dispatch(ch, actions)
+        _ahead(svc, ch, now, "the peer knocked")
     parked = svc.parking.with_peer(peer)
     for key in parked:
         svc.parking.remove(key)
@@ -241,13 +238,19 @@ def alive(svc: ChannelPart, link: str, peer: str) -> None:
         svc.parking.remove(key)
         _let_in(svc, key, heard=True, now=svc.now())
         return
-    if svc.slots.waiting(key):
-        svc.slots.request(key, urgent=True)
+    _ahead(svc, ch, svc.now(), "the neighbour answered")
+
+
+def _ahead(svc: ChannelPart, ch: Channel, now: float, why: str) -> None:
+    """The peer is alive: its attempt goes ahead of the line, whether it already waits in it
+    (moved up) or waits on its back-off (tried now)."""
+    if svc.slots.waiting(ch.key):
+        svc.slots.request(ch.key, urgent=True)
         pump(svc)
         return
-    actions = ch.fsm.knocked(svc.now())
+    actions = ch.fsm.knocked(now)
     if actions:
-        LOG.info("channel %s %s: the neighbour answered, trying it now", link, peer)
+        LOG.info("channel %s %s: %s, trying it now", ch.dull_ifname, ch.peer, why)
         svc._dispatch(ch, actions)
 
 
