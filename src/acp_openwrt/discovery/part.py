@@ -385,6 +385,7 @@ class DiscoveryPart(Part):
 
     def status(self) -> dict[str, Any]:
         table = self.table
+        now = _now()
         return {"flooding": self.flooding, "floods_sent": self.floods_sent,
                 "interval_s": self.interval,
                 "neighbors": self._neighbors(), "own_floods_ignored": self.own_floods_ignored,
@@ -397,7 +398,7 @@ class DiscoveryPart(Part):
                 "held": {"now": len(self._held), "total": self.held_total,
                          "links_under_pressure": sorted(
                              n for n, t in self._pressure.items()
-                             if _now() - t < PRESSURE_HOLD_S)},
+                             if now - t < PRESSURE_HOLD_S)},
                 "liveness": {**self.liveness.status(),
                              **(self._echo.counters if self._echo is not None else {})},
                 "table": {"entries": len(table.entries), "confirmed": table.confirmed_count(),
