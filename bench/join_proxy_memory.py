@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from acp_openwrt.brski.proxy import handover as ho  # noqa: E402
+from acp_openwrt.lab.tcp_echo import serve_echo  # noqa: E402
 from acp_openwrt.netns import create_namespace, remove_namespace, socket_in  # noqa: E402
 
 REGISTRAR, PROXY = "fd00:19::1", "fd00:19::2"
@@ -55,24 +56,7 @@ def echo_server(ns: str) -> tuple[socket.socket, int]:
     lsock = socket_in(ns, socket.AF_INET6, socket.SOCK_STREAM)
     lsock.bind((REGISTRAR, 0))
     lsock.listen(128)
-
-    def echo(conn: socket.socket) -> None:
-        with conn:
-            try:
-                while data := conn.recv(65536):
-                    conn.sendall(data)
-            except OSError:
-                pass
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=echo, args=(conn,), daemon=True).start()
-    threading.Thread(target=serve, daemon=True).start()
-    return lsock, lsock.getsockname()[1]
+    return lsock, serve_echo(lsock)
 
 
 def expect(sock: socket.socket, kind: type, within: float = 30) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -18,6 +17,7 @@ from acp_openwrt.brski.proxy.registrars import (
 from acp_openwrt.brski.proxy.relay import CHUNK, Admission, CircuitBook, Relay, RelayLimits
 from acp_openwrt.brski.proxy.runtime import Loop
 from acp_openwrt.grasp.messages import Locator
+from acp_openwrt.lab.tcp_echo import serve_echo
 
 # -- sans-I/O ------------------------------------------------------------------------------
 
@@ -100,24 +100,7 @@ def echo_server() -> tuple[socket.socket, int]:
     lsock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
     lsock.bind(("::1", 0))
     lsock.listen(16)
-
-    def echo(conn: socket.socket) -> None:
-        with conn:
-            try:
-                while data := conn.recv(65536):
-                    conn.sendall(data)
-            except OSError:
-                pass
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=echo, args=(conn,), daemon=True).start()
-    threading.Thread(target=serve, daemon=True).start()
-    return lsock, lsock.getsockname()[1]
+    return lsock, serve_echo(lsock)
 
 
 def listener() -> socket.socket:
