@@ -12,11 +12,13 @@ cannot be removed fails the test in teardown.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Protocol
 
 import pytest
 
-from acp_openwrt.lab.topology import Topology, TopologySpec, cleanup_stale, random_prefix
+from acp_openwrt.lab.acpd_lab import AcpdLab
+from acp_openwrt.lab.topology import Topology, TopologySpec, cleanup_stale, line, random_prefix
 from acp_openwrt.netns import list_namespaces
 
 
@@ -48,3 +50,14 @@ def topology() -> Iterator[TopologyFactory]:
     left = [name for name in list_namespaces() if name.startswith(prefixes)] if prefixes else []
     if problems or left:
         pytest.fail(f"topology teardown: {'; '.join(problems)} left: {left}", pytrace=False)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[AcpdLab]:
+    """Real acpd on a line of two nodes (n1 - n2), closed after the test; a module that needs
+    another shape defines its own `lab`."""
+    lab = AcpdLab(line(2), tmp_path).up()
+    try:
+        yield lab
+    finally:
+        lab.close()

@@ -4,21 +4,7 @@ with the new identity and floods AN_ACP, so the registrar hears it as a neighbou
 need kernel IPsec: the vm tier carries on from here.)"""
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from acp_openwrt.lab.acpd_lab import AcpdLab
-from acp_openwrt.lab.topology import line
-
-
-@pytest.fixture
-def lab(tmp_path: Path):
-    lab = AcpdLab(line(2), tmp_path).up()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def test_pledge_enrols_and_then_floods_an_acp(lab: AcpdLab) -> None:

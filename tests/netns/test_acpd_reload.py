@@ -2,22 +2,10 @@
 with it; a broken file changes nothing and the reply names the bad line."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from acp_openwrt.control.client import ControlClientError
 from acp_openwrt.lab.acpd_lab import AcpdLab
-from acp_openwrt.lab.topology import line
-
-
-@pytest.fixture
-def lab(tmp_path: Path):
-    lab = AcpdLab(line(2), tmp_path).up()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def test_reload_applies_a_changed_file_and_refuses_a_broken_one(lab: AcpdLab) -> None:

@@ -15,8 +15,6 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from acp_openwrt.acpmap.core import Limits
 from acp_openwrt.acpmap.part import MapPart
 from acp_openwrt.config import AcpConfig
@@ -25,7 +23,6 @@ from acp_openwrt.control.server import ControlServer
 from acp_openwrt.events import ChannelUp, EventBus
 from acp_openwrt.grasp.service import GraspService
 from acp_openwrt.lab.acpd_lab import AcpdLab
-from acp_openwrt.lab.topology import line
 from acp_openwrt.node_context import NodeContext, Ports
 
 from .test_grasp_acp import ADDRESS, NAMES, build
@@ -130,15 +127,6 @@ def test_the_map_reaches_two_hops_by_grasp_synchronization(topology, tmp_path: P
                 await svc.stop()
 
     asyncio.run(scenario())
-
-
-@pytest.fixture
-def lab(tmp_path: Path):
-    lab = AcpdLab(line(2), tmp_path).up()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def test_real_acpd_answers_map_with_itself(lab: AcpdLab) -> None:
