@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ from .config.identity_files import with_identity_files
 OPENWRT_CONFIG = Path("/etc/config/acp")
 EXIT_CONFIG = 2
 EXIT_IDENTITY = 3  # --check: the configuration is fine, the stored LDevID is not
+STOP_DUMP_S = 10.0  # a stop still running after this long dumps every thread's stack
 LOG = logging.getLogger("acpd")
 # UCI/syslog level names to Python's; syslog's "notice" has no Python twin.
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO,
@@ -113,8 +115,15 @@ async def _run_node(config: Any, identity: dict[str, Any] | None, keep: bool) ->
     from .coordinator import Node
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping() -> None:
+        stop.set()
+        # A shutdown that hangs says where: every thread's stack on stderr (procd's log) once
+        # it has taken STOP_DUMP_S; a normal stop exits long before and prints nothing.
+        faulthandler.dump_traceback_later(STOP_DUMP_S, exit=False)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, stopping)
     await Node(config, identity, keep=keep).run(stop)
 
 
@@ -210,7 +219,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         LOG.info("identity %s, ACP address %s", identity["acp_node_name"], identity["acp_address"])
         for problem in check_identity(config)[1]:  # BRSKI renews or re-enrols; say why
             LOG.error("LDevID unusable: %s", problem)
-    import faulthandler
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <acpd>` dumps every thread's stack
     if _private_mount_namespace():
         LOG.warning("running in a private mount namespace (ip netns exec?): the namespaces "

@@ -81,13 +81,16 @@ class AcpdNode:
                 time.sleep(0.5)
                 self.proc.kill()
                 self.proc.wait()
+                # shown by pytest with the failing test: the log tail and the threads' stacks
+                print(f"acpd {self.name} ignored signal {sig} for {timeout} s; its stderr:\n"
+                      f"{self.stderr()}", file=sys.stderr)
         rc = self.proc.returncode
         self.proc = None
         return rc
 
     def stderr(self) -> str:
         path = self.workdir / "acpd.stderr"
-        return path.read_text()[-3000:] if path.exists() else ""
+        return path.read_text()[-8000:] if path.exists() else ""
 
 
 def wait_for(predicate, timeout: float = 5.0, interval: float = 0.05, what: str = "condition"):
