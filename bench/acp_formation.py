@@ -23,13 +23,21 @@ Figures per scenario:
                 (acpd + proxy is "the node"), charon's RSS reported apart
 Bare IKE, same run: bench/channels.py's bare scenario (hand-written swanctl.conf, `swanctl
 --initiate` on one side, to the first echo reply) once per hop of the line: 3 hops, summed.
-Targets (issue 9): line4 formation_s <= 2 x sum of the 3 bare hops; acpd+proxy RSS <= 40 MB.
+  timeline      per node, from its stamped log (lab.timeline): answered, proxy_heard,
+                enrol_start (the attempt that worked), enrolled, brski_s (the pledge's own BRSKI
+                exchange), first_channel, rpl_joined; seconds after the last acpd answered
+  hops          per hop of line4: the upstream node's first channel up (for n2: its own
+                acpd answering) -> the pledge's LDevID stored, beside its brski_s
+Targets: issue 9: line4 formation_s <= 2 x sum of the 3 bare hops; acpd+proxy RSS <= 40 MB.
+Issue 19: line4 formation_s <= 2 x line4-enrolled formation_s (same run); each hop <= 2 x the
+pledge's own BRSKI exchange time.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import concurrent.futures
+import datetime
 import importlib.util
 import json
 import os
@@ -42,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from acp_openwrt.lab.acpd_lab import AcpdLab
+from acp_openwrt.lab.timeline import hop_figures, milestones
 from acp_openwrt.lab.topology import TopologySpec, from_edges, line
 from acp_openwrt.rpl.probe import EchoProber
 
@@ -151,12 +160,17 @@ class Formation:
                     lab.make_pledge(name)
                 lab.start_all([root])
                 lab.trust_registrar(root)
+            answered = {root: time.time()}
             launch = time.monotonic()
+
+            def start(name: str) -> None:
+                lab.nodes[name].start(timeout=300)
+                answered[name] = time.time()
             # Two at a time (the guest has 2 vCPUs): Python starting under TCG is slow, and
             # ten at once push each start (and the join proxies' hello) past its timeout.
             with concurrent.futures.ThreadPoolExecutor(max_workers=2) as starters:
-                list(starters.map(lambda n: lab.nodes[n].start(timeout=300), pledges))
-            t0 = time.monotonic()
+                list(starters.map(start, pledges))
+            t0, t0_wall = time.monotonic(), time.time()
             result["started_s"] = round(t0 - launch, 2)
             seen: dict[str, float] = {}
 
@@ -175,6 +189,7 @@ class Formation:
             self._wait("all-pairs reachability", lambda: self.unreachable() == 0, interval=0.0)
             result["formation_s"] = round(time.monotonic() - t0, 2)
             result["launch_to_formation_s"] = round(time.monotonic() - launch, 2)
+            self.timeline(result, answered, t0_wall)
             time.sleep(1.0)
             table = _proc_table()
             result["memory"] = {n: node_memory(lab.nodes[n].proc.pid, table) for n in self.names}
@@ -187,6 +202,22 @@ class Formation:
             self.pool.shutdown()
             lab.close()
         return result
+
+    def timeline(self, result: dict[str, Any], answered: dict[str, float],
+                 t0_wall: float) -> None:
+        """Per node, from its stamped log: when it answered, heard a proxy, enrolled (and its
+        own BRSKI exchange time), saw its first channel and its first RPL parent, in seconds
+        after the last acpd answered; per hop of a line, the hop against the pledge's BRSKI."""
+        day = datetime.date.today()
+        marks = {}
+        for name in self.names:
+            log = self.lab.nodes[name].workdir / "acpd.stderr"
+            marks[name] = milestones(log.read_text(errors="replace").splitlines(), day)
+        result["timeline"] = {
+            name: {"answered": round(answered[name] - t0_wall, 3),
+                   **marks[name].relative(t0_wall)} for name in self.names}
+        if not self.enrolled and self.label.startswith("line"):
+            result["hops"] = hop_figures(self.names, marks, answered)
 
     def _wait(self, what: str, check: Any, interval: float = 0.2) -> None:
         start = time.monotonic()
@@ -246,6 +277,22 @@ def summarise(results: dict[str, Any]) -> None:
     if "line4_enrolled_ratio" in results:
         print(f"line4-enrolled formation / sum of bare hops: "
               f"{results['line4_enrolled_ratio']:.2f}")
+    if "line4_vs_enrolled_ratio" in results:
+        print(f"line4 formation / line4-enrolled formation: "
+              f"{results['line4_vs_enrolled_ratio']:.2f} (target <= {RATIO_TARGET:g})")
+    for r in results["scenarios"]:
+        for hop in r.get("hops", ()):
+            print(f"{r['scenario']:>14} hop {hop['upstream']}->{hop['pledge']}: upstream channel "
+                  f"up -> LDevID stored {hop['hop_s']} s, the pledge's BRSKI {hop['brski_s']} s, "
+                  f"ratio {hop['ratio']} (target <= {RATIO_TARGET:g})")
+    cols = ("answered", "proxy_heard", "enrol_start", "enrolled", "brski_s", "first_channel",
+            "rpl_joined")
+    print(f"{'scenario':>14} {'node':>5} " + " ".join(f"{c:>13}" for c in cols)
+          + "  (s after the last acpd answered)")
+    for r in results["scenarios"]:
+        for name, t in r.get("timeline", {}).items():
+            print(f"{r['scenario']:>14} {name:>5} " + " ".join(
+                f"{'-' if t.get(c) is None else t[c]:>13}" for c in cols))
     print(f"{'scenario':>14} {'node':>5} {'acpd RSS':>9} {'acpd PSS':>9} {'proxy RSS':>10} "
           f"{'acpd+proxy':>11} {'charon RSS':>11}  (MB)")
     for r in results["scenarios"]:
@@ -291,6 +338,12 @@ def main() -> int:
     if "error" not in enrolled4:
         results["line4_enrolled_ratio"] = round(
             enrolled4["formation_s"] / sum(results["bare_ike_hops_s"]), 2)
+    if "error" not in line4 and "error" not in enrolled4:  # issue 19: both in this run
+        results["line4_vs_enrolled_ratio"] = round(
+            line4["formation_s"] / max(enrolled4["formation_s"], 0.01), 2)
+    hop_ratios = [h["ratio"] for h in line4.get("hops", ()) if h["ratio"] is not None]
+    if hop_ratios:
+        results["line4_worst_hop_ratio"] = max(hop_ratios)
     every = [m for r in formed for m in r["memory"].values()]
     if not every:
         print("acp_formation: no scenario formed", file=sys.stderr)

@@ -92,6 +92,7 @@ class RplPart(Part):
         self._routes_dirty = asyncio.Event()
         self._desired: frozenset[Route] = frozenset()
         self._plan_from: tuple[frozenset[Route], frozenset[Route]] | None = None
+        self._logged_parent: tuple[str, ipaddress.IPv6Address] | None = None
         self._running = False
         self._restart: asyncio.TimerHandle | None = None
         ctx.control.register("rpl", self._control)
@@ -283,6 +284,18 @@ class RplPart(Part):
             self._execute(actions)
         self._update_routes()
 
+    def _note_parent(self) -> None:
+        """Log a change of preferred parent: when this node joined the DODAG, and when it
+        moved (the formation bench reads these lines too)."""
+        parent = self.node.parents[0] if self.node is not None and self.node.parents else None
+        if parent == self._logged_parent:
+            return
+        self._logged_parent = parent
+        if parent is None:
+            LOG.info("RPL: no parent (detached)")
+        else:
+            LOG.info("RPL: preferred parent %s on %s", parent[1], parent[0])
+
     def _execute(self, actions: Sequence[Send]) -> None:
         for action in actions:
             self.transport.send(action)
@@ -290,6 +303,7 @@ class RplPart(Part):
     def _update_routes(self) -> None:
         if self.node is None:
             return
+        self._note_parent()
         plan = self.node.routes()
         if self._plan_from is not None and self._plan_from[0] is plan \
                 and self._plan_from[1] is self.extra_routes:

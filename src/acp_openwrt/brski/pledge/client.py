@@ -119,6 +119,7 @@ class PledgeClient:
         return Refused(reason)
 
     async def _attempt(self, locator: Locator) -> Enrolled | Refused:
+        LOG.info("pledge: enrolling via %s", locator)
         context = provisional_client_context(self.paths.idevid_cert, self.paths.idevid_key)
         try:
             reader, writer = await _connect(locator, context, self.namespace, self.io_timeout)
