@@ -74,6 +74,7 @@ class AcpConfig:
     registrar_masa_url: str | None = None
     registrar_ca_cert: Path | None = None
     registrar_ca_key: Path | None = None
+    registrar_id: int | None = None  # None: derived from the registrar's CA key
     join_proxy: bool = True
     join_proxy_user: str = "nobody"
     join_proxy_group: str | None = None
@@ -184,6 +185,14 @@ def _account(text: str) -> str:
     return text
 
 
+def _registrar_id(text: str) -> int:
+    from ..brski.registrar.registrar_id import RegistrarIdError, parse_registrar_id
+    try:
+        return parse_registrar_id(text)
+    except RegistrarIdError as exc:
+        raise _Invalid(str(exc)) from None
+
+
 def _int_range(low: int, high: int) -> Callable[[str], int]:
     def convert(text: str) -> int:
         if not text.isdigit() or not low <= int(text) <= high:
@@ -257,6 +266,10 @@ OPTIONS: tuple[OptionSpec, ...] = (
                "registrar makes its own root CA in registrar_dir."),
     OptionSpec("registrar_ca_key", _path, _ABS, "The key of registrar_ca_cert (PEM, "
                "unencrypted; keep it 0600)."),
+    OptionSpec("registrar_id", _registrar_id, "1 to 12 hex digits (not 0, at most "
+               "3fffffffffff) or a MAC address", "The registrar's domain-unique Registrar-ID "
+               "(RFC 8994 §6.11.7.2), the part of every address it allocates that tells "
+               "registrars apart; unset: derived from its CA's key at the first start."),
     OptionSpec("join_proxy", _bool, _BOOL, "Once enrolled, relay pledges to the registrar "
                "(BRSKI join proxy, an unprivileged process)."),
     OptionSpec("join_proxy_user", _account, "user name, not root", "User the join proxy runs as."),

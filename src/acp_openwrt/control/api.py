@@ -334,6 +334,15 @@ class ProxyEntry(TypedDict):
     last_refusal: str | None
 
 
+class EstServerEntry(TypedDict):
+    address: str
+    port: int
+    heard_ago: float
+    worked_ago: float | None
+    failed_ago: float | None
+    last_error: str | None
+
+
 class PledgeStatus(TypedDict):
     state: PledgeState
     acp_node_name: str | None
@@ -341,6 +350,7 @@ class PledgeStatus(TypedDict):
     last_refusal: str | None
     proxies: list[ProxyEntry]
     est_server: str | None
+    est_servers: list[EstServerEntry]
     next_renewal: str | None
     renewal_failures: int
     ldevid: str
@@ -356,6 +366,13 @@ class EnrollAnswer(TypedDict):
 
 
 # --- BRSKI registrar: `registrar`, status.registrar --------------------------------------------
+
+
+class OtherRegistrar(TypedDict):
+    address: str
+    port: int
+    last_heard: float
+    registrar_id: str | None
 
 
 class RegistrarStatus(TypedDict):
@@ -375,6 +392,8 @@ class RegistrarStatus(TypedDict):
     recent_refusals: list[Any]
     ldevid: str | None
     ldevid_key: str | None
+    other_registrars: list[OtherRegistrar]
+    registrar_id_conflict: str | None
     acp_node_name: NotRequired[str | None]   # the rest: once the registrar runs
     registrar_id: NotRequired[str]
     domain_ca: NotRequired[str]
@@ -454,6 +473,8 @@ class HeardRegistrar(TypedDict):
     address: str
     port: int
     expires_in: float
+    local: bool
+    suspect_for: float | None
 
 
 class ProxyListener(TypedDict):

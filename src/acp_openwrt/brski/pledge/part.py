@@ -28,6 +28,7 @@ from ...node_context import NodeContext, Part
 from ..store import StoredIdentity, load_identity
 from .client import IdentityPaths, Locator, PledgeClient, load_pledge_identity
 from .core import Enrolled, Refused
+from .est_servers import EstServer, EstServerBook
 from .proxies import INITIAL_BACKOFF, MAX_BACKOFF, ProxyBook, TryProxy
 from .renewal import RENEW_FRACTION, RenewalError, reenroll, renewal_time
 
@@ -71,8 +72,8 @@ class PledgePart(Part):
         self.last_refusal: str | None = None
         self.attempts = 0
         self.enrolled_at: float | None = None
-        self.est_server: Locator | None = None
-        self.est_namespace: str | None = None
+        self.est_servers = EstServerBook()  # every EST server heard, in the ACP namespace
+        self.est_server: Locator | None = None  # the last one a renewal worked at (or first)
         self.last_proxy: Locator | None = None
         self.renewal_failures = 0
         self.next_renewal: str | None = None
@@ -95,10 +96,12 @@ class PledgePart(Part):
             LOG.info("pledge: join proxy [%s%%%s]:%d heard", address, ifname, port)
             self._rearm()
 
-    def set_est_server(self, address: str, port: int, namespace: str | None = None) -> None:
-        """An EST server (SRV.est / the registrar) reachable in the ACP namespace, for renewal."""
-        self.est_server = Locator(address, int(port))
-        self.est_namespace = namespace if namespace is not None else self.ctx.acp_ns
+    def set_est_server(self, address: str, port: int) -> None:
+        """An EST server (SRV.est / a registrar) reachable in the ACP namespace, for renewal;
+        every one heard is kept (more than one registrar: renewal fails over)."""
+        self.est_servers.heard(EstServer(address, int(port)), _now())
+        if self.est_server is None:
+            self.est_server = Locator(address, int(port))
 
     async def _enroll(self, _request: dict[str, Any]) -> dict[str, Any]:
         """Control command `enroll` (`ubus call acp enroll`): not enrolled, try every proxy
@@ -135,6 +138,7 @@ class PledgePart(Part):
                 "attempts": self.attempts, "last_refusal": self.last_refusal,
                 "proxies": self.book.status(_now()),
                 "est_server": str(self.est_server) if self.est_server else None,
+                "est_servers": self.est_servers.status(_now()),
                 "next_renewal": self.next_renewal, "renewal_failures": self.renewal_failures,
                 "ldevid": str(self.paths.ldevid_cert), "ldevid_key": str(self.paths.ldevid_key)}
 
@@ -251,29 +255,42 @@ class PledgePart(Part):
         if acp_grasp is None:  # not in the ACP (yet), or its GRASP is not running
             return
         found = await acp_grasp.find_est_server()
-        if found is not None and self.est_server is None:
-            self.set_est_server(found[0], found[1], self.ctx.acp_ns)
+        if found is not None:
+            self.set_est_server(found[0], found[1])
 
     async def renew_now(self) -> bool:
-        """One renewal attempt at the known EST server (else the last proxy)."""
-        if self.est_server is None:
+        """One renewal: at each EST server heard in turn until one renews (the one that last
+        worked first, those that failed last), else through the last join proxy."""
+        if not self.est_servers:
             await self._ask_acp_grasp_for_est_server()
-        target, namespace = self.est_server, self.est_namespace
-        if target is None:
-            target, namespace = self.last_proxy, self.ctx.dull_ns
-        if target is None:
+        targets = [(Locator(s.address, s.port), self.ctx.acp_ns)
+                   for s in self.est_servers.candidates()]
+        if not targets and self.last_proxy is not None:
+            targets = [(self.last_proxy, self.ctx.dull_ns)]
+        if not targets:
             self.renewal_failures += 1
             self.last_refusal = "renewal due but no EST server known yet"
             LOG.warning("brski: %s", self.last_refusal)
             return False
         self.state = "renewing"
-        try:
-            await reenroll(target, self.stored, namespace=namespace)
-        except (RenewalError, OSError, ValueError) as exc:
-            self.renewal_failures += 1
-            self.last_refusal = f"renewal failed: {logsafe(exc, 400)}"  # the EST server's words
-            LOG.warning("brski: %s", self.last_refusal)
-            return False
-        self.renewal_failures = 0
-        self._publish()
-        return True
+        errors = []
+        for target, namespace in targets:
+            server = EstServer(target.address, target.port)
+            try:
+                await reenroll(target, self.stored, namespace=namespace)
+            except (RenewalError, OSError, ValueError) as exc:
+                error = logsafe(exc, 400)  # the EST server's words
+                errors.append(error)
+                if namespace == self.ctx.acp_ns:
+                    self.est_servers.failed(server, _now(), error)
+                LOG.warning("brski: renewal at %s failed: %s", target, error)
+                continue
+            if namespace == self.ctx.acp_ns:
+                self.est_servers.worked(server, _now())
+                self.est_server = target
+            self.renewal_failures = 0
+            self._publish()
+            return True
+        self.renewal_failures += 1
+        self.last_refusal = f"renewal failed: {'; '.join(errors)}"
+        return False

@@ -131,12 +131,25 @@ async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str |
     new = issued[0]
     if csr.certificate_node_name_text(new) != name:
         raise RenewalError(f"renewed certificate does not keep acp-node-name {name}")
-    if all(chain_problem(new, anchor) for anchor in anchors):
+    cas = [c for c in certs if c is not new]
+    if all(chain_problem(new, anchor, cas) for anchor in anchors):
         raise RenewalError("renewed certificate does not chain to our trust anchors")
-    store_identity(new, key, anchors, cert_path=stored.cert_path, key_path=stored.key_path,
-                   trust_anchors_path=stored.trust_anchors_path)
+    store_identity(new, key, renewed_anchors(anchors, cas), cert_path=stored.cert_path,
+                   key_path=stored.key_path, trust_anchors_path=stored.trust_anchors_path)
     LOG.info("renewed LDevID %s, valid until %s", name, validity(new)[1].isoformat())
     return new
+
+
+def renewed_anchors(anchors: list[x509.Certificate],
+                    cas: list[x509.Certificate]) -> list[x509.Certificate]:
+    """The trust anchors after a renewal: those held, then each CA the EST server sent that
+    chains to one of them and is not held yet (the renewing registrar's sub-CA, when another
+    registrar of the domain renewed us: IKE and TLS peers are shown it from this file)."""
+    held = list(anchors)
+    for ca in cas:
+        if ca not in held and any(chain_problem(ca, anchor, cas) is None for anchor in anchors):
+            held.append(ca)
+    return held
 
 
 def _serial(cert: x509.Certificate) -> str | None:

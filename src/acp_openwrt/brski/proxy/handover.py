@@ -10,7 +10,7 @@ listening socket travels as SCM_RIGHTS ancillary data of its "listen" message. S
 message boundaries, so a descriptor can never arrive attached to the wrong message.
 
 acpd -> proxy   listen{ifname,address,port}+1 fd, unlisten{ifname},
-                registrar{address,port,ttl_ms} (ttl_ms 0: forget it), status{seq}
+                registrar{address,port,ttl_ms[,local]} (ttl_ms 0: forget it), status{seq}
 proxy -> acpd   hello{pid,uid,gid}, listening{ifname,address,port}, listen_failed{ifname,reason},
                 registrar_state{known,address,port}, status_reply{seq,status}
 """
@@ -146,16 +146,19 @@ class Unlisten(_Message):
 
 
 class Registrar(_Message):
-    """An AN_join_registrar flood was heard: locator and its ttl (0 withdraws it)."""
-    __slots__ = ("address", "port", "ttl_ms")
+    """An AN_join_registrar flood was heard: locator and its ttl (0 withdraws it); `local`:
+    the registrar runs on this node (preferred)."""
+    __slots__ = ("address", "port", "ttl_ms", "local")
     op = "registrar"
     _fields = __slots__
+    _optional = ("local",)
     address: str
     port: int
     ttl_ms: int
+    local: bool
 
-    def __init__(self, address: str, port: int, ttl_ms: int) -> None:
-        self._set(address=address, port=port, ttl_ms=ttl_ms)
+    def __init__(self, address: str, port: int, ttl_ms: int, local: bool = False) -> None:
+        self._set(address=address, port=port, ttl_ms=ttl_ms, local=local)
 
 
 class StatusRequest(_Message):
@@ -275,9 +278,9 @@ def _check_field(op: str, name: str, value: Any) -> Any:
         return None
     if name in _CHECKS:
         return _CHECKS[name](value)
-    if name == "known":
+    if name in ("known", "local"):
         if not isinstance(value, bool):
-            raise HandoverError(f"known {value!r} is not true/false")
+            raise HandoverError(f"{name} {value!r} is not true/false")
         return value
     if name == "reason":
         if not isinstance(value, str):

@@ -36,7 +36,7 @@ from ...events import (
 from ...logsafe import logsafe
 from ...node_context import NodeContext, Part
 from . import handover as ho
-from .registrars import RegistrarLocator, RegistrarTable
+from .registrars import RegistrarLocator, RegistrarTable, ipv6_normal
 from .relay import RelayLimits
 
 __all__ = ["JoinProxyPart", "ProxySettings"]
@@ -175,8 +175,17 @@ class JoinProxyPart(Part):
         except ValueError as exc:
             LOG.warning("ignoring registrar: %s", exc)
             return
-        self._registrars.heard(locator, ttl_ms, time.monotonic())
-        self._post(ho.Registrar(locator.address, locator.port, max(0, ttl_ms)))
+        local = self._is_own_address(locator.address)
+        self._registrars.heard(locator, ttl_ms, time.monotonic(), local=local)
+        self._post(ho.Registrar(locator.address, locator.port, max(0, ttl_ms), local))
+
+    def _is_own_address(self, address: str) -> bool:
+        """The registrar runs on this node (its address is our ACP address): preferred."""
+        own = (self.ctx.identity or {}).get("acp_address")
+        try:
+            return bool(own) and ipv6_normal(str(own)) == address
+        except ValueError:
+            return False
 
     def _on_registrar(self, event: RegistrarHeard) -> None:
         self.registrar_heard(event.address, event.port, event.ttl_ms)
@@ -325,7 +334,8 @@ class JoinProxyPart(Part):
             for ifname in list(self._listeners):
                 self._post_listen(ifname)
             for locator, ttl_ms in self._registrars.remaining(time.monotonic()):
-                self._post(ho.Registrar(locator.address, locator.port, ttl_ms))
+                self._post(ho.Registrar(locator.address, locator.port, ttl_ms,
+                                        self._registrars.is_local(locator)))
             while True:
                 try:
                     received = await channel.receive()

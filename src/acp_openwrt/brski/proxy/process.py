@@ -90,7 +90,8 @@ class ProxyProcess:
         self.probes_failed = 0
         self.registrars = RegistrarTable()
         self.relay = Relay(self.loop, limits,
-                           lambda: self.registrars.candidates(time.monotonic()))
+                           lambda: self.registrars.candidates(time.monotonic()),
+                           failed=self._registrar_failed, answered=self.registrars.answered)
         self._reported: RegistrarLocator | None = None
         self._reported_once = False
         self._expiry: Timer | None = None
@@ -220,8 +221,13 @@ class ProxyProcess:
         except ValueError as exc:
             Log.warning("ignoring registrar: %s", exc)
             return
-        self.registrars.heard(locator, msg.ttl_ms, time.monotonic())
+        self.registrars.heard(locator, msg.ttl_ms, time.monotonic(), local=msg.local)
         self._report_registrar()
+
+    def _registrar_failed(self, locator: RegistrarLocator) -> None:
+        """A circuit could not reach it: the others first for a while (fail-over)."""
+        if self.registrars.failed(locator, time.monotonic()):
+            self._report_registrar()
 
     def _report_registrar(self) -> None:
         """Tell acpd when the registrar we would use changes (known, lost, or another one).
@@ -284,6 +290,10 @@ class ProxyProcess:
             self._report_registrar()
             return
         self.probes_failed += 1
+        if self.registrars.failed(locator, time.monotonic()):  # another one may answer
+            self._probing_for = None
+            self._report_registrar()
+            return
         if self.probes_failed in (1, 10) or self.probes_failed % 100 == 0:
             Log.info("registrar [%s]:%d does not answer yet (%d probes failed)",
                      locator.address, locator.port, self.probes_failed)

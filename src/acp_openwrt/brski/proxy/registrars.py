@@ -16,6 +16,7 @@ EST_TLS = "EST-TLS"
 IPPROTO_TCP = 6
 O_IPv6_LOCATOR = 103
 MAX_REGISTRARS = 16  # a flood storm must not grow the table without bound
+SUSPECT_FOR = 60.0   # s a registrar whose connect failed is tried after the others
 
 
 def ipv6_packed(text: str) -> bytes:
@@ -123,41 +124,80 @@ def registrar_from_flood(name: str, value: Any, locator: Any) -> RegistrarLocato
 
 
 class RegistrarTable:
-    """Registrars heard and when each expires; keeps the current choice while it lives."""
+    """Registrars heard and when each expires; keeps the current choice while it lives.
+
+    More than one registrar (RFC 8994 §6.11.7): the registrar on this very node (`local`) is
+    preferred, and one whose connect failed (`failed`) is tried after the others for
+    SUSPECT_FOR seconds, so circuits go to a registrar that answers instead of waiting for a
+    dead one's flood to expire (up to its ttl, 180 s)."""
 
     def __init__(self) -> None:
         self._expires: dict[RegistrarLocator, float] = {}
         self._current: RegistrarLocator | None = None
+        self._local: set[RegistrarLocator] = set()
+        self._suspect: dict[RegistrarLocator, float] = {}  # tried last until then
 
-    def heard(self, locator: RegistrarLocator, ttl_ms: int, now: float) -> None:
+    def heard(self, locator: RegistrarLocator, ttl_ms: int, now: float,
+              local: bool = False) -> None:
         """A flood (ttl_ms > 0) refreshes the entry; ttl_ms 0 withdraws it."""
         if ttl_ms <= 0:
-            self._expires.pop(locator, None)
+            self._forget(locator)
             return
         if locator not in self._expires and len(self._expires) >= MAX_REGISTRARS:
-            oldest = min(self._expires, key=self._expires.__getitem__)
-            del self._expires[oldest]
+            self._forget(min(self._expires, key=self._expires.__getitem__))
         self._expires[locator] = max(self._expires.get(locator, 0.0), now + ttl_ms / 1000.0)
+        if local:
+            self._local.add(locator)
+
+    def _forget(self, locator: RegistrarLocator) -> None:
+        self._expires.pop(locator, None)
+        self._suspect.pop(locator, None)
+        self._local.discard(locator)
+
+    def failed(self, locator: RegistrarLocator, now: float) -> bool:
+        """A connect to it failed: try it after the others for SUSPECT_FOR seconds. True when
+        that changed the current choice."""
+        if locator not in self._expires:
+            return False
+        before = self.current(now)
+        self._suspect[locator] = now + SUSPECT_FOR
+        return self.current(now) != before
+
+    def answered(self, locator: RegistrarLocator) -> None:
+        """A connect to it succeeded: no longer suspect."""
+        self._suspect.pop(locator, None)
 
     def expire(self, now: float) -> None:
         for locator, expires in list(self._expires.items()):
             if expires <= now:
-                del self._expires[locator]
+                self._forget(locator)
+        for locator, until in list(self._suspect.items()):
+            if until <= now:
+                del self._suspect[locator]
+
+    def _rank(self, locator: RegistrarLocator) -> tuple[bool, bool, float, RegistrarLocator]:
+        """Answering before suspect (the longest suspect last), local before remote."""
+        return (locator in self._suspect, locator not in self._local,
+                self._suspect.get(locator, 0.0), locator)
 
     def candidates(self, now: float) -> list[RegistrarLocator]:
         """Live registrars, the current choice first (stable: no flapping between equals)."""
         self.expire(now)
-        if self._current not in self._expires:
-            self._current = min(self._expires) if self._expires else None
-        rest = sorted(loc for loc in self._expires if loc != self._current)
-        return ([self._current] if self._current else []) + rest
+        best = min(self._expires, key=self._rank) if self._expires else None
+        current = self._current
+        if current is None or current not in self._expires or (
+                best is not None and self._rank(best)[:2] < self._rank(current)[:2]):
+            self._current = current = best
+        rest = sorted((loc for loc in self._expires if loc != current), key=self._rank)
+        return ([current] if current else []) + rest
 
     def current(self, now: float) -> RegistrarLocator | None:
         found = self.candidates(now)
         return found[0] if found else None
 
     def next_expiry(self) -> float | None:
-        return min(self._expires.values()) if self._expires else None
+        times = [*self._expires.values(), *self._suspect.values()]
+        return min(times) if times else None
 
     def remaining(self, now: float) -> list[tuple[RegistrarLocator, int]]:
         """Each live registrar with its remaining ttl in ms (to re-feed a restarted proxy)."""
@@ -165,6 +205,12 @@ class RegistrarTable:
         return [(loc, max(1, int((exp - now) * 1000)))
                 for loc, exp in sorted(self._expires.items())]
 
+    def is_local(self, locator: RegistrarLocator) -> bool:
+        return locator in self._local
+
     def status(self, now: float) -> list[dict[str, Any]]:
-        return [{**loc.to_dict(), "expires_in": round(ms / 1000.0, 1)}
+        return [{**loc.to_dict(), "expires_in": round(ms / 1000.0, 1),
+                 "local": loc in self._local,
+                 "suspect_for": round(self._suspect[loc] - now, 1) if loc in self._suspect
+                 else None}
                 for loc, ms in self.remaining(now)]

@@ -210,10 +210,13 @@ class Relay:
     """Listeners by interface and the circuits they carry, on a runtime.Loop."""
 
     def __init__(self, loop: Loop, limits: RelayLimits,
-                 registrars: Callable[[], list[RegistrarLocator]]) -> None:
+                 registrars: Callable[[], list[RegistrarLocator]], *,
+                 failed: Callable[[RegistrarLocator], None] | None = None,
+                 answered: Callable[[RegistrarLocator], None] | None = None) -> None:
         self.loop = loop
         self.limits = limits
         self._registrars = registrars
+        self._failed, self._answered = failed, answered  # the registrar table hears of both
         self.book = CircuitBook(limits)
         self._listeners: dict[str, tuple[_socket.socket, dict[str, Any]]] = {}
         self._idle_timer: Timer | None = None
@@ -323,6 +326,8 @@ class Relay:
 
     def _unreachable(self, registrar: RegistrarLocator, why: str) -> None:
         Log.warning("registrar [%s]:%d unreachable: %s", registrar.address, registrar.port, why)
+        if self._failed is not None:
+            self._failed(registrar)
 
     def _connected(self, circuit: Circuit) -> None:
         sock = circuit.rsock
@@ -338,6 +343,8 @@ class Relay:
         self.loop.watch(sock.fileno(), lambda mask: self._ready(circuit, mask, False), 0)
         registrar = circuit.registrar
         assert registrar is not None
+        if self._answered is not None:
+            self._answered(registrar)
         Log.info("circuit %d: %s on %s -> [%s]:%d", circuit.cid, circuit.pledge, circuit.ifname,
                  registrar.address, registrar.port)
         self._update(circuit)

@@ -1,6 +1,7 @@
 """The registrar's ACP address allocator (RFC 8994 §6.11.7), persistent in sqlite.
 
-One Registrar-ID (46 random bits, so it fits Zone's 48 and Vlong's 46; or given) and one
+One Registrar-ID (46 bits, so it fits Zone's 48 and Vlong's 46: given, else the caller's
+default, else random; fixed in the database at the first start) and one
 Node-Number counter per number space: Zone (any Zone-ID: Node-IDs are unique across zones),
 Vlong-8 and Vlong-16. A counter only ever goes up, so a Node-Number is never handed out twice,
 even after a node is forgotten. A serial number keeps its allocation, so renewal and
@@ -49,7 +50,7 @@ class Allocator:
     """Allocations of one ACP domain (and routing subdomain), kept in the sqlite file `path`."""
 
     def __init__(self, path: str | os.PathLike[str], *, domain: str, rsub: str = "",
-                 registrar_id: int | None = None) -> None:
+                 registrar_id: int | None = None, default_id: int | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
@@ -57,12 +58,15 @@ class Allocator:
         self._db.executescript(_SCHEMA)
         self.domain, self.rsub = domain, rsub
         parse_acp_node_name(f"0+{rsub}@{domain}" if rsub else f"0@{domain}")  # validates both
-        self.registrar_id = self._meta_init(registrar_id)
+        self.registrar_id = self._meta_init(registrar_id, default_id)
 
     def close(self) -> None:
         self._db.close()
 
-    def _meta_init(self, registrar_id: int | None) -> int:
+    def _meta_init(self, registrar_id: int | None, default_id: int | None) -> int:
+        """The stored Registrar-ID; on first use `registrar_id` (explicit, e.g. the option),
+        else `default_id`, else random. An explicit one that differs from the stored one is
+        refused: the addresses already issued carry the stored one."""
         with self._transaction() as db:
             rows = dict(db.execute("SELECT key, value FROM meta").fetchall())
             routing = f"{self.rsub}.{self.domain}" if self.rsub else self.domain
@@ -72,11 +76,13 @@ class Allocator:
             if "registrar_id" in rows:
                 stored = int(rows["registrar_id"])
                 if registrar_id is not None and registrar_id != stored:
-                    raise AllocationError(f"{self.path} holds Registrar-ID {stored:#x}; "
-                                          f"refusing to switch to {registrar_id:#x}")
+                    raise AllocationError(
+                        f"{self.path} holds Registrar-ID {stored:012x}, the addresses issued so "
+                        f"far carry it; refusing to switch to {registrar_id:012x} (set option "
+                        f"registrar_id to {stored:012x} or remove it)")
                 return stored
             chosen = registrar_id if registrar_id is not None else \
-                secrets.randbits(REGISTRAR_ID_BITS)
+                default_id if default_id is not None else secrets.randbits(REGISTRAR_ID_BITS)
             if not 0 <= chosen < (1 << REGISTRAR_ID_BITS):
                 raise AllocationError(f"Registrar-ID {chosen:#x} does not fit in 46 bits")
             db.execute("INSERT INTO meta VALUES ('registrar_id', ?), ('routing_subdomain', ?)",
@@ -131,6 +137,11 @@ class Allocator:
                                (acp_node_name,)).fetchone()
         return None if row is None else Allocation(row[0], acp_node_name,
                                                    AcpAddress.decode(row[1]), False)
+
+    def holds(self, serial: str) -> bool:
+        """The serial has an allocation already (renewal, a retried enrolment)."""
+        return self._db.execute("SELECT 1 FROM nodes WHERE serial = ?",
+                                (serial,)).fetchone() is not None
 
     def forget(self, serial: str) -> bool:
         """Drop a node's allocation; its Node-Number is still never reused."""

@@ -38,6 +38,7 @@ from ..store import StoreError, load_identity, store_identity, write_atomic
 from ..wellknown import ID_KP_CMC_RA
 from .allocation import AllocationError, Allocator
 from .domain_ca import NODE_LIFETIME, DomainCA, DomainCAError, PrivateKey
+from .registrar_id import derived_registrar_id
 
 LOG = logging.getLogger("acpd.brski.registrar")
 CA_CERT_NAME = "domain-ca.crt"
@@ -90,9 +91,12 @@ def _prepare_dir(directory: Path) -> None:
 
 
 def open_registrar_files(directory: Path, domain: str, ca_cert: Path | None = None,
-                         ca_key: Path | None = None) -> RegistrarFiles:
+                         ca_key: Path | None = None, *,
+                         registrar_id: int | None = None) -> RegistrarFiles:
     """The domain CA (the operator's `ca_cert`/`ca_key`, else created in `directory` on
-    first use) and the allocator of `directory` for `domain`."""
+    first use) and the allocator of `directory` for `domain`. A new allocator takes
+    `registrar_id` (the option), else the one derived from the CA's key; an existing one keeps
+    its own and refuses a different `registrar_id`."""
     _prepare_dir(directory)
     try:  # a restore that crashed: its CA and database are installed wholly or not at all
         recover_switch(directory / RESTORE_MARKER, [directory / CA_CERT_NAME,
@@ -112,7 +116,9 @@ def open_registrar_files(directory: Path, domain: str, ca_cert: Path | None = No
     except OSError as exc:
         raise RegistrarSetupError(f"domain CA in {directory}: {exc.strerror or exc}") from None
     try:
-        allocator = Allocator(directory / ALLOCATIONS_NAME, domain=domain)
+        allocator = Allocator(directory / ALLOCATIONS_NAME, domain=domain,
+                              registrar_id=registrar_id,
+                              default_id=derived_registrar_id(ca.certificate))
     except (AllocationError, ValueError) as exc:
         raise RegistrarSetupError(f"allocations {directory / ALLOCATIONS_NAME}: {exc}") from None
     except Exception as exc:  # sqlite3.DatabaseError: a file that is not a database
@@ -244,7 +250,8 @@ def bootstrap_registrar(config: Any, ldevid_cert: Path | None, ldevid_key: Path 
     cert_path, key_path, anchors_path = Path(ldevid_cert), Path(ldevid_key), Path(trust_anchors)
     files = open_registrar_files(Path(config.registrar_dir), domain,
                                  getattr(config, "registrar_ca_cert", None),
-                                 getattr(config, "registrar_ca_key", None))
+                                 getattr(config, "registrar_ca_key", None),
+                                 registrar_id=getattr(config, "registrar_id", None))
     try:
         existing = check_existing(files, cert_path, key_path, domain)
         if existing is not None and existing[1] is None:

@@ -34,13 +34,14 @@ from cryptography.hazmat.primitives import serialization
 
 from ...identity.address import Scheme, address_from_name
 from ...identity.certificate import CertificateError, check_key_strength
+from ...identity.membership import check_domain_membership
 from ...identity.node_name import parse_acp_node_name
 from ...logsafe import logsafe
 from .. import cms, csr, idevid, wellknown
 from ..http import Request, Response, serve_connection, text_response
 from ..pledge.core import PrivateKey, generate_key
 from ..store import load_identity, store_identity
-from ..tls import chain_problem, peer_certificate, server_context
+from ..tls import chain_problem, peer_certificate, peer_chain, server_context
 from ..voucher import Voucher, VoucherError, parse_voucher
 from . import masa_client
 from .allocation import AllocationError, Allocator
@@ -136,6 +137,10 @@ class Registrar:
         self.telemetry: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_TELEMETRY)
         self.counters: collections.Counter[str] = collections.Counter()
         self._cert_der = cert.public_bytes(serialization.Encoding.DER)
+        self._client_chain: list[x509.Certificate] = []  # of the request being handled
+        # why no new address may be allocated now (another registrar with our Registrar-ID,
+        # RFC 8994 §6.11.7.2); renewals and serials allocated before are still served
+        self.refuse_new: str | None = None
 
     def status(self) -> dict[str, Any]:
         return {"registrar_id": f"{self.allocator.registrar_id:012x}",
@@ -149,6 +154,10 @@ class Registrar:
     async def handle(self, request: Request, writer: asyncio.StreamWriter, *,
                      now: Now) -> Response:
         client = peer_certificate(writer)
+        # what the client sent above its certificate: the sub-CA of another registrar of the
+        # domain that issued its LDevID (renewal through us, RFC 8994 §9.2.3); the handlers
+        # read it (_is_ldevid) before their first await
+        self._client_chain = [c for c in peer_chain(writer) if c != client]
         routes = {
             ("POST", wellknown.REQUEST_VOUCHER): self._request_voucher,
             ("POST", wellknown.VOUCHER_STATUS): self._status_report,
@@ -182,7 +191,15 @@ class Registrar:
                           if ("enrollstatus", p) in self.awaiting_status and p != pledge}
 
     def _is_ldevid(self, client: x509.Certificate, now: Now) -> bool:
-        return chain_problem(client, self.ca.certificate, now=now.wall) is None
+        """Issued by our CA, or (another registrar's sub-CA, RFC 8994 §9.2.4) a member of
+        the domain under its trust anchor, through the intermediates the client sent."""
+        if chain_problem(client, self.ca.certificate, now=now.wall) is None:
+            return True
+        if not self.ca.chain:  # an own root CA: nobody else issues in this domain
+            return False
+        return check_domain_membership(client, self._client_chain, [self.ca.root],
+                                       self.allocator.domain, now=now.wall,
+                                       for_secure_channel=False).ok
 
     @staticmethod
     def _who(client: x509.Certificate | None) -> str:
@@ -317,6 +334,8 @@ class Registrar:
         since = self.vouched.get(serial)
         if since is None or now.mono - since > VOUCHED_FOR:
             return None, serial, "no voucher was issued for this pledge (request one first)"
+        if self.refuse_new is not None and not self.allocator.holds(serial):
+            return None, serial, self.refuse_new
         try:
             allocation = self.allocator.allocate(serial, self.scheme_policy(serial, client))
         except AllocationError as exc:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import ipaddress
 import logging
 import os
 import socket
@@ -55,6 +56,7 @@ from .bootstrap import (  # noqa: F401  (bootstrap_registrar: acpd imports it he
 )
 from .core import Registrar
 from .domain_ca import PrivateKey
+from .registrar_id import conflict, format_registrar_id, registrar_id_of
 from .revocation import CrlPublisher, RevocationError, RevocationStore, revoked_view, serve_crl
 
 LOG = logging.getLogger("acpd.brski.registrar")
@@ -142,6 +144,9 @@ class RegistrarPart(Part):
         self.revocation: RevocationStore | None = None
         self.crl: CrlPublisher | None = None
         self._crl_server: asyncio.base_events.Server | None = None
+        self.others: dict[str, dict[str, Any]] = {}  # other registrars heard, by address
+        self.conflict: str | None = None
+        ctx.bus.subscribe(RegistrarHeard, self._on_registrar_heard)
         ctx.control.register("registrar", lambda _request: self.status())
         ctx.control.register("revoke", self._cmd_revoke)
         ctx.control.register("revoked", lambda _request: self.revoked_view())
@@ -231,7 +236,8 @@ class RegistrarPart(Part):
         if config.ldevid_cert is None or config.ldevid_key is None:
             raise RegistrarSetupError("ldevid_cert and ldevid_key are not set")
         self.files = open_registrar_files(Path(config.registrar_dir), config.registrar_domain,
-                                          config.registrar_ca_cert, config.registrar_ca_key)
+                                          config.registrar_ca_cert, config.registrar_ca_key,
+                                          registrar_id=config.registrar_id)
         found = load_identity(config.ldevid_cert, config.ldevid_key)
         if found is None:
             raise RegistrarSetupError(f"cannot load the LDevID {config.ldevid_cert} with its key")
@@ -361,6 +367,31 @@ class RegistrarPart(Part):
             self.renew_if_due()
             await asyncio.sleep(self.flood_interval)
 
+    # -- other registrars (RFC 8994 §6.11.7) ----------------------------------------------
+    def _on_registrar_heard(self, event: RegistrarHeard) -> None:
+        """Another registrar of the ACP announced itself: remember it, and stop allocating
+        new addresses if it has our Registrar-ID (both would hand out the same ones)."""
+        if self.address is None or self.files is None:
+            return
+        try:
+            if ipaddress.IPv6Address(event.address) == ipaddress.IPv6Address(self.address):
+                return
+        except ValueError:
+            return
+        if event.ttl_ms <= 0:
+            self.others.pop(event.address, None)
+            return
+        other = registrar_id_of(event.address)
+        self.others[event.address] = {
+            "address": event.address, "port": event.port, "last_heard": round(time.time(), 1),
+            "registrar_id": None if other is None else format_registrar_id(other)}
+        problem = conflict(self.files.allocator.registrar_id, self.address, event.address)
+        if problem is not None and self.conflict is None:
+            self.conflict = problem
+            LOG.error("registrar: %s; new pledges are refused until then", problem)
+            if self.registrar is not None:
+                self.registrar.refuse_new = problem
+
     # -- our own LDevID -------------------------------------------------------------------
     def renew_if_due(self, now: dt.datetime | None = None) -> bool:
         """Re-issue our own LDevID in place when due: new TLS handshakes and MASA requests use
@@ -412,6 +443,8 @@ class RegistrarPart(Part):
             "crl_url": self.crl_url if self._crl_server is not None else None,
             "crl_number": self.crl.number if self.crl is not None else None,
             "revoked": len(self.revocation.revoked()) if self.revocation is not None else 0,
+            "other_registrars": sorted(self.others.values(), key=lambda o: o["address"]),
+            "registrar_id_conflict": self.conflict,
             "ldevid": str(config.ldevid_cert) if config.ldevid_cert else None,
             "ldevid_key": str(config.ldevid_key) if config.ldevid_key else None}
         if self.registrar is not None and self.files is not None:
