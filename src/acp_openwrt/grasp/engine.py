@@ -6,6 +6,7 @@ GRASP instance: a DULL instance per link, or the ACP instance) feeds it:
   add_interface(ifname, link_local) / remove_interface(ifname)
   receive_datagram(ifname, src, data, now, src_port) -> outputs   a UDP datagram to ff02::13:7017
   stream_accepted(peer, ifname, now) -> (conn_id, outputs)         an incoming TCP connection
+  receive_stream_data(conn_id, data, now) -> outputs      bytes as read from a TCP connection
   receive_stream_message(conn_id, data, now) -> outputs   one framed message (StreamFramer)
   stream_closed(conn_id, now) -> outputs                  the peer closed, or the connect failed
   handle_timer(now) -> outputs                            at (or after) next_timer()
@@ -63,6 +64,7 @@ from .negotiation import SessionRole
 from .rate_limit import TokenBuckets
 from .seen_cache import SeenCache
 from .session import SessionIds
+from .stream import StreamFramer
 
 _log = logging.getLogger(__name__)
 _UNSPECIFIED = bytes(16)
@@ -91,11 +93,12 @@ class EngineConfig:
 
 
 class _Stream:
-    __slots__ = ("peer", "ifname")
+    __slots__ = ("peer", "ifname", "framer")
 
     def __init__(self, peer: bytes, ifname: str | None) -> None:
         self.peer = peer
         self.ifname = ifname
+        self.framer: StreamFramer | None = None  # made when a read is not one whole message
 
 
 class Engine:
@@ -224,23 +227,66 @@ class Engine:
             self.close_stream(conn_id)
         return conn_id, self._take()
 
+    def receive_stream_data(self, conn_id: int, data: bytes, now: float) -> list[Output]:
+        """Bytes as read from connection ``conn_id``: part of a message, one, or several
+        (RFC 8990 §2.5.3: back-to-back CBOR items). Each whole message is handled as by
+        receive_stream_message; a stream that breaks the framing (not CBOR, an item over
+        tcp_max_size) is closed."""
+        stream = self.streams.get(conn_id)
+        if stream is None:
+            self.drop("unknown_stream", conn_id)
+            return []
+        framer = stream.framer
+        max_size = self.config.tcp_max_size
+        if (framer is None or not framer.pending) and len(data) <= max_size:
+            # the usual case: one read is exactly one message, decoded once here (the framer
+            # would decode it to find that out, and then the message path again)
+            try:
+                decoded = decode_counted(data, max_size)
+            except GraspDecodeError:
+                pass  # part of one, several, or garbage: the framer decides
+            else:
+                self._stream_message(conn_id, stream, data, decoded, now)
+                return self._take()
+        if framer is None:
+            framer = stream.framer = StreamFramer(max_size)
+        try:
+            messages = framer.feed(data)
+        except GraspDecodeError as exc:
+            self._neighbours.penalise((stream.ifname, stream.peer), self.config.garbage_cost)
+            self.drop("stream_framing_error", exc)
+            self._lost_stream(conn_id, now)
+            return self._take()
+        for message in messages:
+            if self.streams.get(conn_id) is not stream:  # closed by the previous message
+                break
+            self._stream_message(conn_id, stream, message, None, now)
+        return self._take()
+
     def receive_stream_message(self, conn_id: int, data: bytes, now: float) -> list[Output]:
         """One framed message arrived on connection ``conn_id``."""
         stream = self.streams.get(conn_id)
         if stream is None:
             self.drop("unknown_stream", conn_id)
             return []
+        self._stream_message(conn_id, stream, data, None, now)
+        out = self._out
+        self._out = []
+        return out
+
+    def _stream_message(self, conn_id: int, stream: _Stream, data: bytes,
+                        decoded: tuple[Message, int] | None, now: float) -> None:
         key = (stream.ifname, stream.peer)
         if not self._neighbours.take(key, now):
-            self.drop("rate_limited", stream.peer.hex())
-            return []
-        try:
-            msg, skipped = decode_counted(data, self.config.tcp_max_size)
-        except GraspDecodeError as exc:
-            self._neighbours.penalise(key, self.config.garbage_cost)
-            self.drop("decode_error", exc)
-            self._lost_stream(conn_id, now)
-            return self._take()
+            return self.drop("rate_limited", stream.peer.hex())
+        if decoded is None:
+            try:
+                decoded = decode_counted(data, self.config.tcp_max_size)
+            except GraspDecodeError as exc:
+                self._neighbours.penalise(key, self.config.garbage_cost)
+                self.drop("decode_error", exc)
+                return self._lost_stream(conn_id, now)
+        msg, skipped = decoded
         if skipped:
             self._skipped(skipped)
         if isinstance(msg, Flood):  # ACP hop-by-hop flooding over link-local TCP (RFC 8994 §6.9.2)
@@ -256,9 +302,7 @@ class Engine:
             self.count("noop")
         else:
             self.sessions.on_message(msg, conn_id, stream, now)
-        out = self._out
-        self._out = []
-        return out
+        return None
 
     def stream_closed(self, conn_id: int, now: float) -> list[Output]:
         """The peer closed the connection (or it could not be opened)."""

@@ -47,6 +47,7 @@ HOUSEKEEPING = 1.0     # s between engine timer runs when nothing is due sooner 
 CONNECT_TIMEOUT = 5.0
 MAX_STREAMS = 256
 _SRC_CACHE_MAX = 4096
+ACCEPT_BATCH = 16      # connections accepted per wake-up of the listener
 MAX_PEER_SOCKETS = 32  # per interface (watch_peer): file descriptors are finite
 
 
@@ -85,7 +86,7 @@ class GraspService(AsaApi):
         self._conns: dict[int, StreamConnection] = {}
         self._src_cache: dict[str, bytes] = {}
         self._factory = SocketFactory(namespace)
-        self._server: asyncio.AbstractServer | None = None
+        self._listener: socket.socket | None = None
         self._api: Any = None
         self._timer: CoreTimer[Output] | None = None  # while started
         self._executing = False
@@ -99,9 +100,10 @@ class GraspService(AsaApi):
         self._loop = asyncio.get_running_loop()
         try:
             if self.mode == "acp":
-                sock = await self._loop.run_in_executor(None, in_namespace, self.namespace,
-                                                        open_listener, self.port)
-                self._server = await self._loop.create_server(self._accepted_protocol, sock=sock)
+                listener = await self._loop.run_in_executor(None, in_namespace, self.namespace,
+                                                            open_listener, self.port)
+                self._listener = listener
+                self._loop.add_reader(listener.fileno(), self._accept)
                 await self._factory.prime()
             if self.api_path is not None:
                 from .api_server import ApiServer
@@ -124,9 +126,11 @@ class GraspService(AsaApi):
             self._timer = None
         for ifname in list(self._udp):
             self.remove_interface(ifname)
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        if self._listener is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
         for task in list(self._connects):
             task.cancel()
         for conn in list(self._conns.values()):
@@ -273,77 +277,118 @@ class GraspService(AsaApi):
             out = receive(ifname, src, data, now, addr[1])
             if out:
                 outputs += out
-        if outputs:  # one execution per batch; see _stream_message for why no re-arm
+        if outputs:  # one execution per batch; see _stream_data for why no re-arm
             self._execute(outputs)
 
     # -- streams ------------------------------------------------------------------------------
-    def _new_conn(self, on_open: Any = None) -> StreamConnection:
-        return StreamConnection(self._stream_message, self._stream_closed, self.transport_counters,
-                                self.engine.config.tcp_max_size, on_open)
+    def _new_conn(self) -> StreamConnection:
+        assert self._loop is not None
+        return StreamConnection(self._loop, self._stream_data, self._stream_closed,
+                                self.transport_counters)
 
-    def _accepted_protocol(self) -> StreamConnection:
-        return self._new_conn(self._stream_opened)
+    def _accept(self) -> None:
+        """The listener is readable: take what connections wait (no task, no transport: the
+        connection is read at once, its request usually being there already)."""
+        listener = self._listener
+        for _ in range(ACCEPT_BATCH):
+            if listener is None:
+                return
+            try:
+                sock, peer = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors, or the like: the next wake-up retries
+                counters = self.transport_counters
+                counters["accept_error"] = counters.get("accept_error", 0) + 1
+                _log.debug("grasp accept failed: %s", exc)
+                return
+            self._stream_accepted(sock, peer)
 
-    def _stream_opened(self, conn: StreamConnection) -> None:
-        peer = conn.transport.get_extra_info("peername") if conn.transport else None
-        if peer is None or len(self._conns) >= MAX_STREAMS:
-            counters = self.transport_counters
-            counters["stream_refused"] = counters.get("stream_refused", 0) + 1
-            conn.abort()
-            return
+    def _stream_accepted(self, sock: socket.socket, peer: Any) -> None:
         try:
+            if len(self._conns) >= MAX_STREAMS:
+                counters = self.transport_counters
+                counters["stream_refused"] = counters.get("stream_refused", 0) + 1
+                raise OSError("too many streams")
             src = socket.inet_pton(socket.AF_INET6, peer[0].partition("%")[0])
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
-            conn.abort()
+            sock.close()
             return
         ifname = self._ifname_of.get(peer[3]) if is_link_local(src) else None
+        conn = self._new_conn()
+        conn.peer = peer
         conn.conn_id, outputs = self.engine.stream_accepted(src, ifname, self._now())
         self._conns[conn.conn_id] = conn
         if outputs:
             self._execute(outputs)
+        conn.attach(sock, read_now=True)
 
     def _open_stream(self, action: OpenStream) -> None:
         conn = self._new_conn()
         conn.conn_id = action.conn_id
         self._conns[action.conn_id] = conn
-        task = asyncio.get_running_loop().create_task(self._connect(conn, action))
+        try:
+            address = self._sockaddr(action)
+        except OSError as exc:
+            self._connect_failed(conn, None, exc)
+            return
+        sock = self._factory.take()
+        if sock is not None:  # the usual case: no task, no loop turn before the SYN
+            self._start_connect(conn, sock, address)
+            return
+        task = asyncio.get_running_loop().create_task(self._connect(conn, address))
         self._connects.add(task)
         task.add_done_callback(self._connects.discard)
 
-    async def _connect(self, conn: StreamConnection, action: OpenStream) -> None:
-        sock = None
+    def _sockaddr(self, action: OpenStream) -> tuple[str, int, int, int]:
+        if len(action.address) != 16:
+            raise OSError("only IPv6 locators are reachable")
+        scope = 0
+        if is_link_local(action.address):
+            scope = self._ifindex.get(action.ifname or "", 0)
+            if not scope:
+                raise OSError(f"link-local peer without a known interface ({action.ifname})")
+        return socket.inet_ntop(socket.AF_INET6, action.address), action.port, 0, scope
+
+    async def _connect(self, conn: StreamConnection, address: tuple[str, int, int, int]) -> None:
         try:
-            if len(action.address) != 16:
-                raise OSError("only IPv6 locators are reachable")
-            scope = 0
-            if is_link_local(action.address):
-                scope = self._ifindex.get(action.ifname or "", 0)
-                if not scope:
-                    raise OSError(f"link-local peer without a known interface ({action.ifname})")
-            host = socket.inet_ntop(socket.AF_INET6, action.address)
-            loop = asyncio.get_running_loop()
             sock = await self._factory.tcp()
-            # Start the handshake and hand the socket to a transport at once: what is written
-            # meanwhile waits in the transport's buffer until the socket becomes writable, and a
-            # refused or unreachable peer shows up as the connection's loss. Saves a loop turn
-            # per exchange; the engine's session timeout bounds a handshake that never ends.
-            err = sock.connect_ex((host, action.port, 0, scope))
+        except OSError as exc:
+            self._connect_failed(conn, None, exc)
+            return
+        self._start_connect(conn, sock, address)
+
+    def _start_connect(self, conn: StreamConnection, sock: socket.socket,
+                       address: tuple[str, int, int, int]) -> None:
+        # Start the handshake and hand the socket to the connection at once: what is written
+        # meanwhile waits in its buffer until the socket becomes writable, and a refused or
+        # unreachable peer shows up as the connection's loss. The engine's session timeout
+        # bounds a handshake that never ends.
+        try:
+            err = sock.connect_ex(address)
             if err not in (0, errno.EINPROGRESS):
                 raise OSError(err, os.strerror(err))
-            await loop.create_connection(lambda: conn, sock=sock)
-        except (TimeoutError, OSError) as exc:
-            if sock is not None:
-                sock.close()
-            counters = self.transport_counters
-            counters["connect_failed"] = counters.get("connect_failed", 0) + 1
-            _log.debug("grasp connect %d failed: %s", action.conn_id, exc)
-            conn.finished()
+        except OSError as exc:
+            self._connect_failed(conn, sock, exc)
+            return
+        conn.attach(sock)
+
+    def _connect_failed(self, conn: StreamConnection, sock: socket.socket | None,
+                        exc: OSError) -> None:
+        if sock is not None:
+            sock.close()
+        counters = self.transport_counters
+        counters["connect_failed"] = counters.get("connect_failed", 0) + 1
+        _log.debug("grasp connect %d failed: %s", conn.conn_id, exc)
+        conn.finished()
 
     # Deadlines that received messages set (session timeouts, a peer's M_WAIT) are met by the
     # housekeeping tick (the CoreTimer's ceiling, HOUSEKEEPING); only API calls re-arm the
     # timer, so a message costs no walk of the engine's timers (next_timer()).
-    def _stream_message(self, conn: StreamConnection, data: bytes) -> None:
-        outputs = self.engine.receive_stream_message(conn.conn_id, data, self._now())
+    def _stream_data(self, conn: StreamConnection, data: bytes) -> None:
+        outputs = self.engine.receive_stream_data(conn.conn_id, data, self._now())
         if outputs:
             self._execute(outputs)
 

@@ -7,8 +7,10 @@ in, bytes out, one callback each way. A receive path never raises: errors are co
 * ``MulticastSocket``: UDP 7017 on one interface, joined to ff02::13 there (MLD join with the
   ifindex), bound to the device so the receiving interface is known, hop limit 1, no loopback
   of our own sends. Reads are batched (up to ``BATCH`` datagrams per wake-up).
-* ``StreamConnection``: one TCP connection (accepted or opened), framed by ``StreamFramer``,
-  with a bounded write buffer.
+* ``StreamConnection``: one TCP connection (accepted or opened) on a non-blocking socket
+  watched with add_reader/add_writer, with a bounded write buffer; what it reads goes to the
+  engine as read (``Engine.receive_stream_data`` frames it).
+* ``open_listener``: the TCP listener; the service accepts on it from an add_reader callback.
 * ``SocketFactory``: creates sockets in the namespace; keeps a few spare TCP sockets made in
   advance, so opening a unicast exchange does not wait for a thread to enter the namespace.
 """
@@ -24,8 +26,6 @@ from collections.abc import Callable
 from typing import Any
 
 from . import constants as c
-from .codec import GraspDecodeError
-from .stream import StreamFramer
 
 _log = logging.getLogger(__name__)
 
@@ -151,6 +151,17 @@ class SocketFactory:
         self._refill()
         return sock
 
+    def take(self) -> socket.socket | None:
+        """A socket now, without waiting: None when only a thread in the namespace can make
+        one (the spares are used up; ``tcp()`` waits for it)."""
+        if self.namespace is None:
+            return _tcp_socket()
+        if not self._pool:
+            return None
+        sock = self._pool.popleft()
+        self._refill()
+        return sock
+
     def _refill(self) -> None:
         if self._refilling or len(self._pool) > self.spare // 2 or self.namespace is None:
             return
@@ -238,83 +249,158 @@ class MulticastSocket:
         self.sock.close()
 
 
-class StreamConnection(asyncio.Protocol):
-    """One GRASP TCP connection: framed messages to ``on_message(conn, data)``; ``on_closed``
-    once when it ends for any reason. Data sent before the connection is up is queued."""
+class StreamConnection:
+    """One GRASP TCP connection: bytes as read to ``on_data(conn, data)``; ``on_closed`` once
+    when it ends for any reason. Data written before the socket is attached is queued.
 
-    def __init__(self, on_message: Callable[[StreamConnection, bytes], None],
-                 on_closed: Callable[[StreamConnection], None], counters: dict[str, int],
-                 max_size: int = c.DEFAULT_TCP_MAX_SIZE,
-                 on_open: Callable[[StreamConnection], None] | None = None) -> None:
+    A non-blocking socket driven by the loop's add_reader/add_writer rather than an asyncio
+    transport and protocol: a negotiation is three small messages on a fresh connection, and
+    the transport machinery (a task and a waiter per accept or connect, connection_made and
+    connection_lost scheduled as callbacks) cost more loop turns than the exchange itself.
+    Writes go to the socket at once (a connect still in progress queues them until it is
+    writable); a refused or reset connection is seen by the next read or write.
+    """
+
+    __slots__ = ("conn_id", "sock", "peer", "_fd", "_loop", "_on_data", "_on_closed",
+                 "_counters", "_out", "_writing", "_closing", "_done")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 on_data: Callable[[StreamConnection, bytes], None],
+                 on_closed: Callable[[StreamConnection], None], counters: dict[str, int]) -> None:
         self.conn_id = 0
-        self._on_open = on_open
-        self.transport: asyncio.Transport | None = None
-        self._framer = StreamFramer(max_size)
-        self._on_message = on_message
+        self.sock: socket.socket | None = None
+        self.peer: Any = None  # the peer's address tuple, for an accepted connection
+        self._fd = -1
+        self._loop = loop
+        self._on_data = on_data
         self._on_closed = on_closed
         self._counters = counters
-        self._queued: list[bytes] = []
+        self._out = bytearray()  # written, not yet taken by the socket
+        self._writing = False  # add_writer is armed
         self._closing = False
         self._done = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        for data in self._queued:
-            transport.write(data)  # type: ignore[attr-defined]
-        self._queued = []
-        if self._closing:
-            transport.close()
-        elif self._on_open is not None:
-            self._on_open(self)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            messages = self._framer.feed(data)
-        except GraspDecodeError as exc:
-            counters = self._counters
-            counters["stream_framing_error"] = counters.get("stream_framing_error", 0) + 1
-            _log.debug("grasp stream %d: %s", self.conn_id, exc)
-            self.abort()
+    def attach(self, sock: socket.socket, read_now: bool = False) -> None:
+        """Drive ``sock`` (non-blocking; connected, accepted or with a connect in progress);
+        ``read_now``: try a read at once (an accepted connection's first message is usually
+        there already), saving a loop turn."""
+        if self._done:
+            sock.close()
             return
-        for message in messages:
-            if self._done:
-                return
-            try:
-                self._on_message(self, message)
-            except Exception:
-                self._counters["receive_exception"] = self._counters.get("receive_exception", 0) + 1
-                _log.exception("grasp stream %d: message handling failed", self.conn_id)
+        self.sock, self._fd = sock, sock.fileno()
+        self._loop.add_reader(self._fd, self._readable)
+        if self._out:
+            self._flush()
+        elif self._closing:
+            self._finish()
+        elif read_now:
+            self._readable()
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self.finished()
-
-    def finished(self) -> None:
-        if not self._done:
-            self._done = True
-            self._on_closed(self)
+    def _readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # reset, refused
+            _log.debug("grasp stream %d: %s", self.conn_id, exc)
+            self._finish()
+            return
+        if not data:  # the peer's FIN: what we still send goes out, then we close too
+            self._loop.remove_reader(self._fd)
+            self.close()
+            return
+        try:
+            self._on_data(self, data)
+        except Exception:  # never out of the reader
+            self._counters["receive_exception"] = self._counters.get("receive_exception", 0) + 1
+            _log.exception("grasp stream %d: message handling failed", self.conn_id)
 
     def write(self, data: bytes) -> None:
         if self._done or self._closing:
             return
-        if self.transport is None:
-            self._queued.append(data)
-            return
-        if self.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+        if len(self._out) > MAX_WRITE_BUFFER:
             counters = self._counters
             counters["stream_write_overflow"] = counters.get("stream_write_overflow", 0) + 1
             self.abort()
             return
-        self.transport.write(data)
+        if self._out or self.sock is None:
+            self._out += data
+            return
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):  # a connect in progress, or a full buffer
+            sent = 0
+        except OSError as exc:
+            _log.debug("grasp stream %d: %s", self.conn_id, exc)
+            self._finish()
+            return
+        if sent < len(data):
+            self._out += data[sent:]
+            self._want_write()
+
+    def _want_write(self) -> None:
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._flush)
+
+    def _flush(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        if self._out:
+            try:
+                sent = sock.send(self._out)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                _log.debug("grasp stream %d: %s", self.conn_id, exc)
+                self._finish()
+                return
+            del self._out[:sent]
+        if self._out:
+            self._want_write()
+            return
+        if self._writing:
+            self._writing = False
+            self._loop.remove_writer(self._fd)
+        if self._closing:
+            self._finish()
 
     def close(self) -> None:
         """Close after what is queued has been sent."""
+        if self._done:
+            return
         self._closing = True
-        if self.transport is not None:
-            self.transport.close()
+        if self.sock is not None and not self._out:
+            self._finish()
 
     def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-        else:
+        """Close at once, dropping what is queued."""
+        if self.sock is None:  # not attached yet: attach() closes it
             self._closing = True
+            self._out.clear()
+            return
+        self._finish()
+
+    def finished(self) -> None:
+        """It ended without a socket (the connect could not start)."""
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._out.clear()
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            loop = self._loop
+            if not loop.is_closed():
+                loop.remove_reader(self._fd)
+                if self._writing:
+                    loop.remove_writer(self._fd)
+            self._writing = False
+            sock.close()
+        self._on_closed(self)
