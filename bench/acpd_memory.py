@@ -1,13 +1,20 @@
-"""acpd's memory on a fully running enrolled node: RSS and PSS of acpd, its join proxy and charon.
+"""acpd's memory per node: RSS and PSS of acpd, its join proxy and charon, on three nodes.
 
-Run as root: python3 bench/acpd_memory.py [N] [--settle S] [--imports] [--json PATH].
-Two enrolled acpd on one link (host kernel: every part starts; the secure channel is tried but
-never comes up, the host has no ESP). After S seconds (default 10) it reads node n1's processes
-from /proc ("idle": all parts running, one link), then adopts N more interfaces (default 20) and
-reads them again. --imports adds what each import costs acpd, in acpd's own order, measured in a
-fresh interpreter. Prints the figures as JSON; exits 0. Budget (issues 4, 9): acpd within 40 MB
-RSS per node on x86-64 (the join proxy is its own process; charon is strongSwan's); issue 19:
-acpd + join proxy within 40 MB (the proxy alone: bench/join_proxy_memory.py).
+Run as root: python3 bench/acpd_memory.py [N] [--settle S] [--imports] [--json PATH]
+[--only enrolled|pledge|registrar ...].
+- enrolled: two enrolled acpd on one link (host kernel: every part starts; the secure channel is
+  tried but never comes up, the host has no ESP). After S seconds (default 10) it reads node
+  n1's processes from /proc ("idle": all parts running, one link), then adopts N more
+  interfaces (default 20) and reads them again.
+- pledge: two acpd with only an IDevID on one link (no proxy anywhere: both stay idle pledges).
+- registrar: a registrar node (its own domain CA, MASA in this process) and a pledge on one link;
+  read once the pledge has enrolled through it and S seconds have passed.
+--imports adds what each import costs acpd, in acpd's own order, measured in a fresh
+interpreter (acpd's lean asyncio and pyroute2 installed first, as acpd.main does), and for each
+node the modules its acpd holds beyond those (what its parts import while running). Prints the
+figures as JSON; exits 0. Budget (issue 19, x86-64 RSS, charon apart): acpd + join proxy <= 40 MB
+on an enrolled node (the proxy alone: bench/join_proxy_memory.py); an idle pledge <= 30 MB; the
+registrar node <= 55 MB.
 """
 from __future__ import annotations
 
@@ -28,6 +35,11 @@ from acp_openwrt.lab.topology import line
 from acp_openwrt.netns import call_in, create_namespace, list_namespaces, remove_namespace
 
 ROLES = ("acpd", "join_proxy", "charon")
+SCENARIOS = ("enrolled", "pledge", "registrar")
+# issue 19's targets, MB of RSS: (what, roles summed, limit)
+TARGETS = {"enrolled": ("acpd + join proxy", ("acpd", "join_proxy"), 40.0),
+           "pledge": ("acpd + join proxy", ("acpd", "join_proxy"), 30.0),
+           "registrar": ("acpd + join proxy", ("acpd", "join_proxy"), 55.0)}
 # acpd's imports in the order a running enrolled node makes them (acpd.main, then the parts).
 IMPORT_ORDER = (
     "asyncio", "acp_openwrt.acpd", "cryptography.x509", "acp_openwrt.identity.summary",
@@ -43,10 +55,12 @@ def kb(key):
     for line in open('/proc/self/status'):
         if line.startswith(key):
             return int(line.split()[1])
-from acp_openwrt import pyroute2_lean
+from acp_openwrt import asyncio_lean, pyroute2_lean
 pyroute2_lean.install()  # as acpd.main does
 rows = [("interpreter", kb("VmRSS:"), kb("RssAnon:"), kb("RssFile:"), len(sys.modules))]
 for name in sys.argv[1:]:
+    if name == "asyncio":
+        asyncio_lean.install()  # as acpd.main does: asyncio without ssl
     importlib.import_module(name)
     gc.collect()
     rows.append((name, kb("VmRSS:"), kb("RssAnon:"), kb("RssFile:"), len(sys.modules)))
@@ -131,8 +145,47 @@ def site_hooks_mb() -> float:
     return round((with_site - without) / 1024, 1)
 
 
-def measure(n: int, settle: float) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix="acpd-mem-"))
+def mappings(pid: int, top: int = 10) -> dict[str, float]:
+    """Where a process's RSS lies (MB): its heap, its anonymous mappings (pymalloc arenas,
+    thread stacks, malloc arenas) and its largest file mappings (libpython, extension modules,
+    libcrypto...), from /proc/PID/smaps."""
+    sizes: dict[str, float] = {}
+    name = ""
+    try:
+        for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+            fields = line.split()
+            if not fields[0].endswith(":"):  # a mapping: range perms offset dev inode [path]
+                name = Path(fields[5]).name if len(fields) > 5 else "[anon]"
+            elif fields[0] == "Rss:":
+                sizes[name] = sizes.get(name, 0.0) + int(fields[1]) / 1024
+    except OSError:
+        return {}
+    biggest = sorted(sizes.items(), key=lambda kv: kv[1], reverse=True)[:top]
+    return {k: round(v, 1) for k, v in biggest}
+
+
+def acpd_pid(node: Any) -> int:
+    assert node.proc is not None
+    return next(pid for pid in (node.proc.pid, *descendants(node.proc.pid))
+                if process_role(pid) == "acpd")
+
+
+def read_node(lab: AcpdLab, name: str, scenario: str) -> dict[str, Any]:
+    """One node's figures: per role, the target's sum, the parts, where acpd's RSS lies."""
+    node = lab.nodes[name]
+    assert node.proc is not None
+    status = lab.ask(name, "status")
+    figures = node_memory(node.proc.pid)
+    what, roles, limit = TARGETS[scenario]
+    total = {key: round(sum(figures[r].get(key, 0.0) for r in roles), 1)
+             for key in ("VmRSS", "Pss")}
+    return {"node": figures, "target": {"what": what, "limit_mb": limit, **total,
+                                        "met": total["VmRSS"] <= limit},
+            "parts": status["parts"], "failed_parts": status["failed_parts"],
+            "acpd_mappings_mb": mappings(acpd_pid(node))}
+
+
+def measure_enrolled(workdir: Path, n: int, settle: float) -> dict[str, Any]:
     lab = AcpdLab(line(2), workdir)
     wire = ""
     results: dict[str, Any] = {}
@@ -144,18 +197,12 @@ def measure(n: int, settle: float) -> dict[str, Any]:
         node = lab.nodes["n1"]
         assert node.proc is not None
         time.sleep(settle)
-        status = lab.ask("n1", "status")
-        results["parts"] = status["parts"]
-        results["failed_parts"] = status["failed_parts"]
+        results.update(read_node(lab, "n1", "enrolled"))
         results["settle_s"] = settle
-        results["node"] = node_memory(node.proc.pid)
         results["idle"] = results["node"]["acpd"]  # the figure bench_summary checks
         # issue 19's target: acpd and its join proxy together (RSS; PSS counts the shared
         # interpreter pages once)
-        results["acpd_plus_join_proxy"] = {
-            key: round(sum(results["node"][role].get(key, 0.0)
-                           for role in ("acpd", "join_proxy")), 1) for key in ("VmRSS", "Pss")}
-        results["site_hooks_mb"] = site_hooks_mb()
+        results["acpd_plus_join_proxy"] = {k: results["target"][k] for k in ("VmRSS", "Pss")}
         if n:
             wire = f"{node.name}-memw"
             create_namespace(wire)
@@ -171,23 +218,92 @@ def measure(n: int, settle: float) -> dict[str, Any]:
         lab.close()
         if wire and wire in list_namespaces():
             remove_namespace(wire)
+    return results
+
+
+def measure_pledge(workdir: Path, settle: float) -> dict[str, Any]:
+    """Two IDevID-only nodes on one link: no join proxy anywhere, so both stay idle pledges."""
+    lab = AcpdLab(line(2), workdir)
+    try:
+        lab.up()
+        lab.start_masa("n1")
+        for name in lab.nodes:
+            lab.make_pledge(name)
+        lab.start_all()
+        time.sleep(settle)
+        results = read_node(lab, "n1", "pledge")
+        results["brski_state"] = lab.ask("n1", "brski")["state"]
+    finally:
+        lab.close()
+    return results
+
+
+def measure_registrar(workdir: Path, settle: float) -> dict[str, Any]:
+    """n1 the registrar, n2 a pledge that enrols through it; read n1 once it has."""
+    lab = AcpdLab(line(2), workdir)
+    try:
+        lab.up()
+        lab.start_masa("n1")
+        lab.make_registrar("n1")
+        lab.make_pledge("n2")
+        lab.start_all(["n1"])
+        lab.trust_registrar("n1")
+        lab.start_all(["n2"])
+        t0 = time.monotonic()
+        wait_for(lambda: lab.enrolled("n2"), timeout=60, what="n2 enrolled through n1")
+        enrolled_s = round(time.monotonic() - t0, 1)
+        time.sleep(settle)
+        results = read_node(lab, "n1", "registrar")
+        results["pledge_enrolled_s"] = enrolled_s
+    finally:
+        lab.close()
+    return results
+
+
+def measure(n: int, settle: float, only: tuple[str, ...] = SCENARIOS) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="acpd-mem-"))
+    results: dict[str, Any] = {}
+    try:
+        if "enrolled" in only:
+            results.update(measure_enrolled(workdir / "enrolled", n, settle))
+        if "pledge" in only:
+            results["idle_pledge"] = measure_pledge(workdir / "pledge", settle)
+        if "registrar" in only:
+            results["registrar"] = measure_registrar(workdir / "registrar", settle)
+        results["site_hooks_mb"] = site_hooks_mb()
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return results
 
 
+def _role_rows(label: str, figures: dict[str, dict[str, float]]) -> list[str]:
+    return [f"{label + ' ' + role:<30} {f['VmRSS']:>6} {f['Pss']:>6} {f['RssAnon']:>6} "
+            f"{f['VmHWM']:>6}" for role, f in figures.items() if f]
+
+
+def _node_rows(label: str, node: dict[str, Any]) -> list[str]:
+    t = node["target"]
+    verdict = "met" if t["met"] else "MISSED"
+    return [*_role_rows(label, node["node"]),
+            f"{label + ' ' + t['what']:<30} {t['VmRSS']:>6} {t['Pss']:>6}   target <= "
+            f"{t['limit_mb']:.0f} MB: {verdict}",
+            f"{label} acpd RSS by mapping: "
+            + ", ".join(f"{k} {v}" for k, v in node["acpd_mappings_mb"].items())]
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [f"{'MB':<30} {'RSS':>6} {'PSS':>6} {'anon':>6} {'HWM':>6}"]
-    for label, key in (("all parts", "node"), *[(k.replace("_", " "), k) for k in results
-                                                 if k.startswith("with_")]):
-        for role, f in results[key].items():
-            if f:
-                lines.append(f"{label + ' ' + role:<30} {f['VmRSS']:>6} {f['Pss']:>6} "
-                             f"{f['RssAnon']:>6} {f['VmHWM']:>6}")
-    if "acpd_plus_join_proxy" in results:
-        both = results["acpd_plus_join_proxy"]
-        lines.append(f"{'acpd + join proxy':<30} {both['VmRSS']:>6} {both['Pss']:>6}")
+    if "node" in results:
+        lines += _node_rows("enrolled", results)
+    for key in results:
+        if key.startswith("with_"):
+            lines += _role_rows("enrolled " + key.replace("_", " "), results[key])
+    if "idle_pledge" in results:
+        lines += _node_rows("idle pledge", results["idle_pledge"])
+    if "registrar" in results:
+        lines += _node_rows("registrar", results["registrar"])
     if "site_hooks_mb" in results:
-        lines.append(f"of acpd's RSS, this interpreter's site .pth hooks: "
+        lines.append(f"of each acpd's RSS, this interpreter's site .pth hooks: "
                      f"{results['site_hooks_mb']} MB")
     for row in results.get("imports", []):
         extra = f"  (+{row['modules']} modules)" if "anon_mb" in row else ""
@@ -204,8 +320,10 @@ def main() -> int:
     parser.add_argument("--imports", action="store_true",
                         help="also measure what each of acpd's imports costs")
     parser.add_argument("--json", metavar="PATH", help="also write the figures here as JSON")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=SCENARIOS,
+                        help="which nodes to measure (default: all three)")
     args = parser.parse_args()
-    results = measure(args.n, args.settle)
+    results = measure(args.n, args.settle, tuple(args.only))
     if args.imports:
         results["imports"] = import_costs()
     print(table(results), file=sys.stderr)

@@ -113,6 +113,10 @@ def test_the_pledge_runs_the_proxy_book_on_one_timer(tmp_path: Path, monkeypatch
                 return Refused("not yet")
             return Enrolled(None, None, (), "node+@acp.example", None)  # type: ignore[arg-type]
 
+    async def no_problem(*args) -> None:
+        return None
+
+    monkeypatch.setattr(pledge_part, "idevid_problem", no_problem)  # (a child process's check)
     monkeypatch.setattr(pledge_part, "load_pledge_identity", lambda *args: object())
     monkeypatch.setattr(pledge_part, "PledgeClient", FakeClient)
     ctx = NodeContext(config=AcpConfig(run_dir=tmp_path), bus=EventBus(),

@@ -19,12 +19,13 @@ SwitchError and leaves everything as it is for the operator.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..sha256 import sha256
 
 JOURNAL_VERSION = 1
 MAX_MARKER_BYTES = 64 * 1024
@@ -73,7 +74,7 @@ def write_synced(path: Path, data: bytes, mode: int) -> None:
 
 def _sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256(path.read_bytes()).hexdigest()
     except FileNotFoundError:
         return None
 
@@ -179,7 +180,7 @@ def switch_files(files: Sequence[NewFile], marker: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     journal = json.dumps({"version": JOURNAL_VERSION, "files": [
         {"path": os.path.relpath(f.path, marker.parent),
-         "sha256": hashlib.sha256(f.data).hexdigest()} for f in files]})
+         "sha256": sha256(f.data).hexdigest()} for f in files]})
     try:
         for new in files:
             write_synced(pending_path(new.path), new.data, new.mode)

@@ -12,10 +12,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from typing import TYPE_CHECKING, Any
 
 from .file_switch import (
     NewFile,
@@ -28,7 +25,20 @@ from .file_switch import (
     write_synced,
 )
 
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def __getattr__(name: str) -> Any:
+    """PrivateKey at run time too, with cryptography imported only then: an acpd that only
+    recovers an interrupted switch or waits to pledge needs none of it (issue 19)."""
+    if name == "PrivateKey":
+        from cryptography.hazmat.primitives.asymmetric import ec, rsa
+        return ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class StoreError(OSError):
@@ -61,6 +71,7 @@ def store_identity(cert: x509.Certificate, key: PrivateKey, anchors: Sequence[x5
                    *, cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
                    trust_anchors_path: str | os.PathLike[str]) -> StoredIdentity:
     """Write key (0600), trust anchors and certificate, all together or not at all."""
+    from cryptography.hazmat.primitives import serialization
     if not anchors:
         raise StoreError("refusing to store an identity without trust anchors")
     files = [
@@ -107,9 +118,16 @@ def load_identity(cert_path: str | os.PathLike[str], key_path: str | os.PathLike
                   ) -> tuple[x509.Certificate, PrivateKey] | None:
     """The stored certificate and its key, or None when absent or not a matching pair."""
     try:
-        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
-        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)
-    except (OSError, ValueError, TypeError):
+        cert_pem, key_pem = Path(cert_path).read_bytes(), Path(key_path).read_bytes()
+    except OSError:
+        return None  # (a pledge has none yet: cryptography is not even imported)
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, None)
+    except (ValueError, TypeError):
         return None
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)) or \
@@ -122,6 +140,7 @@ def load_identity(cert_path: str | os.PathLike[str], key_path: str | os.PathLike
 def key_problem(cert: x509.Certificate, key_path: str | os.PathLike[str]) -> str | None:
     """Why `key_path` is not the private key of `cert`, or None. PermissionError passes up:
     a user who may not read the key learns nothing about it."""
+    from cryptography.hazmat.primitives import serialization
     try:
         data = Path(key_path).read_bytes()
     except PermissionError:

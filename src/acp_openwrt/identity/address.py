@@ -10,10 +10,10 @@ Types 2 and 3 are reserved; decoding one is an error.
 from __future__ import annotations
 
 import enum
-import hashlib
 import ipaddress
 from dataclasses import dataclass
 
+from ..sha256 import sha256
 from .node_name import AcpNodeName
 
 
@@ -36,7 +36,7 @@ _SUB_MASK = (1 << 78) - 1
 
 def ula_global_id(routing_subdomain: str) -> int:
     """First 40 bits of SHA-256 over the routing subdomain (§6.11.2)."""
-    return int.from_bytes(hashlib.sha256(routing_subdomain.encode("ascii")).digest()[:5], "big")
+    return int.from_bytes(sha256(routing_subdomain.encode("ascii")).digest()[:5], "big")
 
 
 def ula_prefix(routing_subdomain: str) -> ipaddress.IPv6Network:

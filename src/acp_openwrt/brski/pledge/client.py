@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -34,31 +33,11 @@ from .core import (
     Wait,
     _status_body,
 )
+from .locator import IdentityPaths, Locator
 
 LOG = logging.getLogger("acpd.brski.pledge")
 ATTEMPT_TIMEOUT = 30.0
 IO_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class Locator:
-    """Where to reach a registrar: a join proxy's (link-local) address, port and DULL link."""
-    address: str
-    port: int
-    ifname: str | None = None
-
-    def __str__(self) -> str:
-        scope = f"%{self.ifname}" if self.ifname else ""
-        return f"[{self.address}{scope}]:{self.port}"
-
-
-@dataclass(frozen=True)
-class IdentityPaths:
-    idevid_cert: Path
-    idevid_key: Path
-    ldevid_cert: Path
-    ldevid_key: Path
-    trust_anchors: Path
 
 
 def _wall_clock() -> dt.datetime:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import importlib
 import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ...config.identity_files import STATE_DIR, with_identity_files
 from ...control.server import RequestError
@@ -26,11 +27,36 @@ from ...events import EstServerHeard, IdentityChanged, ProxyHeard
 from ...logsafe import logsafe
 from ...node_context import NodeContext, Part
 from ..store import StoredIdentity, load_identity
-from .client import IdentityPaths, Locator, PledgeClient, load_pledge_identity
-from .core import Enrolled, Refused
 from .est_servers import EstServer, EstServerBook
+from .locator import IdentityPaths, Locator
+from .plan import RENEW_FRACTION, RenewalError, renewal_time
 from .proxies import INITIAL_BACKOFF, MAX_BACKOFF, ProxyBook, TryProxy
-from .renewal import RENEW_FRACTION, RenewalError, reenroll, renewal_time
+
+if TYPE_CHECKING:
+    from .client import PledgeClient
+    from .core import Enrolled, Refused
+
+# The BRSKI work (client.py: TLS, CMS, the IDevID and its key; renewal.py: EST re-enrolment)
+# loads when a proxy is first tried or a renewal is due, not in every enrolled acpd (memory,
+# issue 19). Module attributes all the same: `part.reenroll` and the others resolve on first
+# use (and a test may replace them).
+_BRSKI_WORK = {"PledgeClient": ".client", "load_pledge_identity": ".client",
+               "idevid_problem": ".idevid_check",
+               "Enrolled": ".core", "Refused": ".core", "reenroll": ".renewal"}
+
+
+def __getattr__(name: str) -> Any:
+    where = _BRSKI_WORK.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(where, __package__), name)
+    globals()[name] = value
+    return value
+
+
+def _work(name: str) -> Any:
+    """A BRSKI work name: as set on this module (a test's stand-in), else imported now."""
+    return globals()[name] if name in globals() else __getattr__(name)
 
 LOG = logging.getLogger("acpd.brski")
 DEFAULT_STATE_DIR = STATE_DIR
@@ -156,16 +182,14 @@ class PledgePart(Part):
     # --- pledging ----------------------------------------------------------------------------
 
     async def _pledge(self) -> bool:
-        try:
-            identity = load_pledge_identity(self.paths.idevid_cert, self.paths.idevid_key,
-                                            self.masa_anchors)
-        except (ValueError, OSError) as exc:
-            self.state = "no-idevid"
-            self.last_refusal = str(exc)
-            LOG.error("pledge: cannot start: %s", exc)
+        # The IDevID is checked now in a short-lived process, and loaded (with the BRSKI
+        # work's modules) only for the first attempt: an idle pledge stays small.
+        problem = await _work("idevid_problem")(self.paths.idevid_cert, self.paths.idevid_key,
+                                                self.masa_anchors)
+        if problem is not None:
+            self._no_idevid(problem)
             return False
-        self._client = PledgeClient(identity, self.paths, namespace=self.ctx.dull_ns,
-                                    accept_nonceless=self.accept_nonceless)
+        self._client = None
         self.state = "pledging"
         self._enrolled = asyncio.get_running_loop().create_future()
         self._timer = CoreTimer(self.book, self._execute, name="pledge")
@@ -185,16 +209,42 @@ class PledgePart(Part):
             self._attempt = asyncio.get_running_loop().create_task(
                 self._try(output.locator), name="pledge attempt")
 
+    def _no_idevid(self, problem: str) -> None:
+        self.state = "no-idevid"
+        self.last_refusal = problem
+        LOG.error("pledge: cannot start: %s", problem)
+
+    def _load_client(self) -> PledgeClient | None:
+        """The pledge's client with its IDevID, loaded at the first attempt; None (and pledging
+        ends: state no-idevid) if the IDevID has become unusable since the start."""
+        try:
+            identity = _work("load_pledge_identity")(
+                self.paths.idevid_cert, self.paths.idevid_key, self.masa_anchors)
+        except (ValueError, OSError) as exc:
+            self._no_idevid(str(exc))
+            if self._enrolled is not None and not self._enrolled.done():
+                self._enrolled.set_result(False)
+            return None
+        client: PledgeClient = _work("PledgeClient")(
+            identity, self.paths, namespace=self.ctx.dull_ns,
+            accept_nonceless=self.accept_nonceless)
+        return client
+
     async def _try(self, locator: Locator) -> None:
-        assert self._client is not None
+        if self._client is None:
+            self._client = self._load_client()
+            if self._client is None:
+                self._attempt = None
+                return
         self.attempts += 1
         try:
             result: Enrolled | Refused = await self._client.attempt(locator)
         except Exception as exc:  # the book must hear of every attempt's end
             LOG.exception("pledge: attempt via %s failed", locator)
-            result = Refused(f"{type(exc).__name__}: {exc}")
+            result = _work("Refused")(f"{type(exc).__name__}: {exc}")
         self._attempt = None
-        if isinstance(result, Enrolled):
+        enrolled: type[Enrolled] = _work("Enrolled")
+        if isinstance(result, enrolled):
             self.book.done(locator)
             self.acp_node_name, self.last_proxy = result.acp_node_name, locator
             self.enrolled_at = time.time()
@@ -203,8 +253,9 @@ class PledgePart(Part):
             if self._enrolled is not None and not self._enrolled.done():
                 self._enrolled.set_result(True)
             return
-        self.last_refusal = result.reason
-        self.book.failed(locator, _now(), result.reason)
+        refused = cast("Refused", result)
+        self.last_refusal = refused.reason
+        self.book.failed(locator, _now(), refused.reason)
         self._rearm()
 
     def _stop_pledging(self) -> None:
@@ -277,7 +328,7 @@ class PledgePart(Part):
         for target, namespace in targets:
             server = EstServer(target.address, target.port)
             try:
-                await reenroll(target, self.stored, namespace=namespace)
+                await _work("reenroll")(target, self.stored, namespace=namespace)
             except (RenewalError, OSError, ValueError) as exc:
                 error = logsafe(exc, 400)  # the EST server's words
                 errors.append(error)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .client import Locator
+from .locator import Locator
 
 INITIAL_BACKOFF = 2.0
 MAX_BACKOFF = 3600.0

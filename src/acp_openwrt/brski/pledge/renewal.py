@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 import logging
 import ssl
-from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -26,40 +24,12 @@ from ..store import StoredIdentity, load_identity, store_identity
 from ..tls import chain_problem, peer_certificate, verified_client_context
 from .client import IO_TIMEOUT, Locator, _connect
 from .core import generate_key
+from .plan import MIN_RETRY, RENEW_FRACTION, RenewalError, RenewalPlan, renewal_time
+
+__all__ = ["MIN_RETRY", "RENEW_FRACTION", "RenewalError", "RenewalPlan", "reenroll",
+           "renewal_time", "renewed_anchors"]
 
 LOG = logging.getLogger("acpd.brski.renewal")
-RENEW_FRACTION = 0.4
-MIN_RETRY = dt.timedelta(seconds=30)
-
-
-class RenewalError(Exception):
-    """A re-enrolment failed; the message is the logged reason. The old identity stays."""
-
-
-@dataclass(frozen=True)
-class RenewalPlan:
-    at: dt.datetime
-    due: bool
-    reason: str
-
-
-def renewal_time(cert: x509.Certificate, now: dt.datetime, *, fraction: float = RENEW_FRACTION,
-                 failures: int = 0) -> RenewalPlan:
-    """When to (next) try renewing `cert`, given how many tries already failed."""
-    start, end = validity(cert)
-    lifetime = end - start
-    planned = start + lifetime * fraction
-    if failures == 0:
-        if now >= end:
-            return RenewalPlan(now, True, "certificate expired: re-enrol (RFC 8994 §6.2.5.5)")
-        if now < planned:
-            return RenewalPlan(planned, False, f"{fraction:.0%} of the lifetime not yet passed")
-        return RenewalPlan(now, True, f"{fraction:.0%} of the lifetime passed")
-    backoff = max(MIN_RETRY, min(lifetime / 20, MIN_RETRY * (2 ** min(failures - 1, 16))))
-    retry = max(now, planned) + backoff
-    if now < end:
-        retry = min(retry, end)
-    return RenewalPlan(retry, retry <= now, f"retry {failures} after a failed renewal")
 
 
 def _server_problem(server: x509.Certificate | None) -> str | None:

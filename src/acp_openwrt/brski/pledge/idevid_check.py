@@ -1,0 +1,58 @@
+"""Whether the IDevID loads, checked in a short-lived process when the pledge starts.
+
+An idle pledge waits for a join proxy and needs none of the BRSKI work until one is heard
+(cryptography, ssl, CMS: about 14 MB of RSS it would keep for good, issue 19). It still says at
+once when its IDevID, its key or the manufacturer's anchors cannot be used (state `no-idevid`,
+what `acpctl diagnose` reads): `idevid_problem` runs `python3 -m acp_openwrt.brski.pledge.
+idevid_check CERT KEY ANCHORS`, which loads them exactly as an attempt will (client.py's
+load_pledge_identity) and answers with the same one-line reason, then exits. The pledge loads
+them itself at its first attempt.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # src/, above acp_openwrt/
+EXIT_UNUSABLE = 1
+CHECK_TIMEOUT = 60.0  # a slow router's Python importing cryptography: seconds, not minutes
+
+
+async def idevid_problem(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
+                         anchors_path: str | os.PathLike[str]) -> str | None:
+    """Why the IDevID cannot be used (load_pledge_identity's ValueError or OSError text), or
+    None when it loads."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", __name__, os.fspath(cert_path), os.fspath(key_path),
+        os.fspath(anchors_path), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), CHECK_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return f"IDevID check took longer than {CHECK_TIMEOUT:.0f} s"
+    if proc.returncode == 0:
+        return None
+    if proc.returncode == EXIT_UNUSABLE:
+        return out.decode(errors="replace").strip()
+    tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+    return f"IDevID check failed (exit {proc.returncode}): {tail[0]}"
+
+
+def main(argv: list[str]) -> int:
+    from .client import load_pledge_identity
+    try:
+        load_pledge_identity(argv[0], argv[1], argv[2])
+    except (ValueError, OSError) as exc:
+        print(exc)
+        return EXIT_UNUSABLE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
