@@ -257,12 +257,27 @@ def test_proxy_fails_over_from_a_registrar_that_does_not_answer() -> None:
     assert table.status(2.0)[0]["suspect_for"] == SUSPECT_FOR - 1.0
     assert table.current(1.0 + SUSPECT_FOR + 1) == B   # suspicion over: B stays (stable)
     assert table.failed(B, 100.0) is True and table.current(100.0) == A
-    table.answered(B)
+    assert table.answered(B, 101.0) is False
     assert table.current(101.0) == A           # answering does not steal the choice back
     assert table.failed(fd := RegistrarLocator("fd00::9", 1), 1.0) is False and fd
     single = RegistrarTable()
     single.heard(A, 180_000, 0.0)
     assert single.failed(A, 1.0) is False and single.current(1.0) == A  # the only one
+
+
+def test_proxy_with_every_registrar_failing_tries_the_one_failed_longest_ago() -> None:
+    table = RegistrarTable()
+    table.heard(A, 180_000, 0.0)
+    table.heard(B, 180_000, 0.0)
+    assert table.failed(A, 1.0) is True and table.current(1.0) == B
+    assert table.failed(B, 2.0) is True and table.candidates(2.0) == [A, B]
+    # B answers (a circuit or the probe reached it): the only one not suspect is the choice
+    assert table.answered(B, 3.0) is True and table.current(3.0) == B
+    # a probe that failed once and then answered leaves no suspicion behind: a registrar heard
+    # later does not take over
+    table.answered(A, 4.0)
+    table.heard(C, 180_000, 5.0)
+    assert table.current(5.0) == B
 
 
 def test_handover_carries_local_and_old_messages_still_parse() -> None:
@@ -333,3 +348,38 @@ def test_renewal_goes_on_at_the_registrar_that_answers(tmp_path: Path, monkeypat
 async def _always_fails(target: Any, stored: Any, namespace: str | None = None) -> None:
     from acp_openwrt.brski.pledge.renewal import RenewalError
     raise RenewalError(f"nobody at {target.address}")
+
+
+def test_proxy_process_reports_the_registrar_it_fails_over_to(monkeypatch) -> None:
+    """A probe that failed once then answered leaves no suspicion (a second registrar heard
+    later does not take over); a circuit that cannot reach the current registrar moves the
+    choice, and acpd hears of it (the AN_Proxy it floods follows)."""
+    from .test_brski_proxy_process import Acpd
+    monkeypatch.setattr("acp_openwrt.brski.proxy.process.PROBE_RETRY", 0.05)
+    probed: list[RegistrarLocator] = []
+
+    def second_time_lucky(loop, locator, _within, done):
+        probed.append(locator)
+        timer = loop.call_later(0.01, lambda: done(len(probed) >= 2))
+        return timer.cancel
+
+    acpd = Acpd(probe=second_time_lucky)
+    acpd.expect()  # Hello
+    assert acpd.expect() == ho.RegistrarState(False)
+    acpd.send(ho.Registrar("fd00::1", 8443, 60_000))
+    assert acpd.expect() == ho.RegistrarState(True, "fd00::1", 8443)
+    acpd.send(ho.Registrar("fd00::2", 8443, 60_000))
+    acpd.send(ho.StatusRequest(1))
+    reply = acpd.expect()
+    assert isinstance(reply, ho.StatusReply)
+    assert reply.status["registrar"] == {"address": "fd00::1", "port": 8443}
+    # a pledge's circuit finds fd00::1 gone: fd00::2 is probed and reported
+    acpd.proxy._registrar_failed(RegistrarLocator("fd00::1", 8443))
+    assert acpd.expect() == ho.RegistrarState(False)
+    assert acpd.expect() == ho.RegistrarState(True, "fd00::2", 8443)
+    acpd.send(ho.StatusRequest(2))
+    reply = acpd.expect()
+    assert isinstance(reply, ho.StatusReply)
+    heard = {r["address"]: r["suspect_for"] for r in reply.status["registrars"]}
+    assert heard["fd00::2"] is None and heard["fd00::1"] is not None
+    acpd.close()

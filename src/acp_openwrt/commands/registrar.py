@@ -18,7 +18,7 @@ from . import CommandError, add_json_flag, node_request, print_json, print_table
 
 FIELDS = ("running", "domain", "acp_node_name", "address", "port", "namespace", "registrar_id",
           "enrolled", "default_masa_url", "flooding", "floods_sent", "last_flood_age",
-          "crl_url", "crl_number", "revoked", "problem")
+          "crl_url", "crl_number", "revoked", "registrar_id_conflict", "problem")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -29,6 +29,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     for key in FIELDS:
         value = status.get(key)
         print(f"{key:17} {'-' if value is None else value}")
+    others = status.get("other_registrars") or []
+    if others:
+        print()
+        now = time.time()
+        print_table(("other registrar", "port", "Registrar-ID", "heard (s ago)"),
+                    [(o["address"], o["port"], o["registrar_id"] or "-",
+                      round(now - o["last_heard"])) for o in others])
     counters = status.get("counters") or {}
     if counters:
         print()

@@ -91,7 +91,7 @@ class ProxyProcess:
         self.registrars = RegistrarTable()
         self.relay = Relay(self.loop, limits,
                            lambda: self.registrars.candidates(time.monotonic()),
-                           failed=self._registrar_failed, answered=self.registrars.answered)
+                           failed=self._registrar_failed, answered=self._registrar_answered)
         self._reported: RegistrarLocator | None = None
         self._reported_once = False
         self._expiry: Timer | None = None
@@ -229,6 +229,11 @@ class ProxyProcess:
         if self.registrars.failed(locator, time.monotonic()):
             self._report_registrar()
 
+    def _registrar_answered(self, locator: RegistrarLocator) -> None:
+        """A circuit reached it: no longer suspect (it may be the choice again)."""
+        if self.registrars.answered(locator, time.monotonic()):
+            self._report_registrar()
+
     def _report_registrar(self) -> None:
         """Tell acpd when the registrar we would use changes (known, lost, or another one).
         A new registrar counts as known once it answered a probe."""
@@ -286,6 +291,7 @@ class ProxyProcess:
             return
         if ok:
             self._probing_for = None
+            self.registrars.answered(locator, time.monotonic())
             self._reachable = locator
             self._report_registrar()
             return

@@ -163,9 +163,13 @@ class RegistrarTable:
         self._suspect[locator] = now + SUSPECT_FOR
         return self.current(now) != before
 
-    def answered(self, locator: RegistrarLocator) -> None:
-        """A connect to it succeeded: no longer suspect."""
-        self._suspect.pop(locator, None)
+    def answered(self, locator: RegistrarLocator, now: float) -> bool:
+        """A connect to it succeeded: no longer suspect. True when that changed the current
+        choice (it was the only one left that had not failed)."""
+        if self._suspect.pop(locator, None) is None:
+            return False
+        before = self._current
+        return self.current(now) != before
 
     def expire(self, now: float) -> None:
         for locator, expires in list(self._expires.items()):
@@ -176,7 +180,9 @@ class RegistrarTable:
                 del self._suspect[locator]
 
     def _rank(self, locator: RegistrarLocator) -> tuple[bool, bool, float, RegistrarLocator]:
-        """Answering before suspect (the longest suspect last), local before remote."""
+        """Answering before suspect (the one that failed longest ago first), local before
+        remote. A suspect current choice yields to the best; any other only to a better class
+        (a local registrar)."""
         return (locator in self._suspect, locator not in self._local,
                 self._suspect.get(locator, 0.0), locator)
 
@@ -185,7 +191,7 @@ class RegistrarTable:
         self.expire(now)
         best = min(self._expires, key=self._rank) if self._expires else None
         current = self._current
-        if current is None or current not in self._expires or (
+        if current is None or current not in self._expires or current in self._suspect or (
                 best is not None and self._rank(best)[:2] < self._rank(current)[:2]):
             self._current = current = best
         rest = sorted((loc for loc in self._expires if loc != current), key=self._rank)
