@@ -1,0 +1,36 @@
+"""What a running acpd holds (issue 19's memory budget), read from its /proc/PID/maps: an idle
+pledge loads no OpenSSL at all (not ssl, hashlib's libcrypto or cryptography: the IDevID is
+checked in a short-lived process), an enrolled node no ssl (TLS is only for BRSKI work). The
+import-level twin is tests/unit/test_acpd_lean_imports.py; this one also sees what the parts
+import while they run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from acp_openwrt.lab.acpd_lab import AcpdLab
+
+SSL = ("/_ssl.", "/libssl.")
+OPENSSL = (*SSL, "/_hashlib.", "/libcrypto.", "/cryptography/")
+
+
+def mapped(lab: AcpdLab, name: str, markers: tuple[str, ...]) -> list[str]:
+    (pid,) = lab.pids(name, "acpd")
+    paths = {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+             if len(line.split()) > 5}
+    return sorted(p for p in paths if any(m in p for m in markers))
+
+
+def test_an_idle_pledge_holds_no_openssl_and_an_enrolled_node_no_ssl(lab: AcpdLab) -> None:
+    lab.start_masa("n1")
+    lab.make_pledge("n1")
+    lab.enrol("n2")
+    lab.start_all()
+    try:
+        lab.wait("n1 pledging", lambda: lab.ask("n1", "brski")["state"] == "pledging", 20)
+        lab.wait("n2's parts up", lambda: {"channels", "discovery", "brski"}
+                 <= set(lab.ask("n2", "status")["parts"]), 20)
+        assert mapped(lab, "n1", OPENSSL) == []
+        assert mapped(lab, "n2", SSL) == []
+    except BaseException:
+        print(lab.logs())
+        raise
