@@ -130,9 +130,10 @@ class Formation:
     """One scenario: bring the lab up, start everything, time the milestones, tear down."""
 
     def __init__(self, label: str, spec: TopologySpec, workdir: Path, limit: float,
-                 enrolled: bool = False) -> None:
+                 enrolled: bool = False, logs: Path | None = None) -> None:
         self.label, self.spec, self.workdir, self.limit = label, spec, workdir, limit
         self.enrolled = enrolled  # every node starts with its LDevID: no BRSKI in the figure
+        self.logs = logs  # where to copy each node's acpd log once formed (None: nowhere)
         self.names = [n.name for n in spec.nodes]
         self.degree = {n: sum(1 for lk in spec.links if n in (lk.a.node, lk.b.node))
                        for n in self.names}
@@ -190,6 +191,10 @@ class Formation:
             result["formation_s"] = round(time.monotonic() - t0, 2)
             result["launch_to_formation_s"] = round(time.monotonic() - launch, 2)
             self.timeline(result, answered, t0_wall)
+            if self.logs is not None:
+                for name in self.names:
+                    log = self.lab.nodes[name].workdir / "acpd.stderr"
+                    (self.logs / f"{self.label}-{name}.log").write_bytes(log.read_bytes())
             time.sleep(1.0)
             table = _proc_table()
             result["memory"] = {n: node_memory(lab.nodes[n].proc.pid, table) for n in self.names}
@@ -309,6 +314,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--limit", type=float, default=300.0, help="seconds per milestone")
     parser.add_argument("--json", metavar="PATH", help="also write the figures here as JSON")
+    parser.add_argument("--logs", metavar="DIR", type=Path,
+                        help="copy every node's acpd log here (<scenario>-<node>.log), e.g. "
+                             "$ACP_LAB_OUT with `acp-lab vm --out DIR`")
+    parser.add_argument("--only", metavar="SCENARIO", action="append",
+                        help="run only these scenarios (line4, line4-enrolled, meshN)")
     args = parser.parse_args()
     if os.environ.get("ACP_LAB_GUEST") != "1":
         print("acp_formation: run it in the guest: acp-lab vm -- python3 bench/acp_formation.py",
@@ -322,19 +332,23 @@ def main() -> int:
             scenarios.append((f"mesh{args.mesh_size}", random_mesh(args.mesh_size, args.seed),
                               False))
         results["scenarios"] = []
+        if args.only:
+            scenarios = [s for s in scenarios if s[0] in args.only]
         for label, spec, enrolled in scenarios:
             try:
-                done = Formation(label, spec, work / label, args.limit, enrolled).run()
+                done = Formation(label, spec, work / label, args.limit, enrolled,
+                                 args.logs).run()
             except Exception as e:  # the other scenario's figures still count
                 done = {"scenario": label, "nodes": len(spec.nodes), "links": len(spec.links),
                         "error": f"{type(e).__name__}: {e}"}
             print(f"{label}: {json.dumps(done)}", file=sys.stderr, flush=True)
             results["scenarios"].append(done)
     formed = [r for r in results["scenarios"] if "error" not in r]
-    line4 = results["scenarios"][0]
+    by_label = {r["scenario"]: r for r in results["scenarios"]}
+    failed = {"error": "not run"}
+    line4, enrolled4 = by_label.get("line4", failed), by_label.get("line4-enrolled", failed)
     if "error" not in line4:
         results["line4_ratio"] = round(line4["formation_s"] / sum(results["bare_ike_hops_s"]), 2)
-    enrolled4 = results["scenarios"][1]
     if "error" not in enrolled4:
         results["line4_enrolled_ratio"] = round(
             enrolled4["formation_s"] / sum(results["bare_ike_hops_s"]), 2)

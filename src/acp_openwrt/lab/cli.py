@@ -59,6 +59,10 @@ def _vm(args: argparse.Namespace) -> int:
         if e.console:
             print(f"guest console (tail):\n{e.console}", file=sys.stderr)
         return EXIT_TIMEOUT if isinstance(e, GuestTimeout) else EXIT_GUEST_FAILED
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, data in result.outputs.items():
+            (args.out / name).write_bytes(data)
     if args.verbose:
         print(f"acp-lab vm: boot {result.boot_seconds:.1f} s, total {result.total_seconds:.1f} s,"
               f" exit status {result.status}", file=sys.stderr)
@@ -72,6 +76,8 @@ def add_vm_parser(sub: argparse._SubParsersAction) -> None:
                     "same working directory (the host's / read-only with a tmpfs overlay). "
                     "Exits with CMD's status; 2 if no guest can be had, 124 on timeout, 125 "
                     "if the guest failed. Cache: $ACP_LAB_CACHE or /var/cache/acp-lab.")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="write here the files CMD leaves in $ACP_LAB_OUT (else they are lost)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                    help="kill the guest after this long (default 600)")
     p.add_argument("-v", "--verbose", action="store_true", help="report boot and run times")
