@@ -468,9 +468,11 @@ class Engine:
     def next_timer(self) -> float | None:
         """When handle_timer next has work (None: nothing pending). The seen-pair caches only
         free memory, so a periodic call (e.g. every few seconds) suffices for them."""
-        times = [t for t in (self.flood_cache.next_expiry(), self.discovery.next_timer(),
-                             self.sessions.next_timer()) if t is not None]
-        return min(times, default=None)
+        best = self.flood_cache.next_expiry()
+        for t in (self.discovery.next_timer(), self.sessions.next_timer()):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
 
 def _fill_locator(locator: Locator | None, link_local: bytes) -> Locator | None:

@@ -23,11 +23,15 @@ class FloodCache:
     room; a batch of 1/16 of the cache at once, so that a flood of new names costs each a
     share of one scan, not a scan of the whole cache."""
 
-    __slots__ = ("max_entries", "_entries")
+    __slots__ = ("max_entries", "_entries", "_soonest")
 
     def __init__(self, max_entries: int = 1024) -> None:
         self.max_entries = max_entries
         self._entries: dict[tuple[str, Locator | None], FloodEntry] = {}
+        # no entry expires before this (exact after expire(); an overwrite or removal may
+        # leave it early, which costs one early timer): next_expiry() without a scan, as the
+        # engine's next_timer() runs after every API call
+        self._soonest = float("inf")
 
     def put(self, objective: Objective, locator: Locator | None, initiator: bytes, ifname: str,
             ttl_ms: int, now: float) -> FloodEntry:
@@ -38,6 +42,8 @@ class FloodCache:
         if key not in entries and len(entries) >= self.max_entries:
             self._make_room(now)
         entries[key] = entry
+        if expires < self._soonest:
+            self._soonest = expires
         return entry
 
     def _make_room(self, now: float) -> None:
@@ -56,14 +62,19 @@ class FloodCache:
         return self._entries.pop((name, locator), None) is not None
 
     def expire(self, now: float) -> int:
-        gone = [k for k, e in self._entries.items() if e.expires <= now]
+        if self._soonest > now:
+            return 0
+        entries = self._entries
+        gone = [k for k, e in entries.items() if e.expires <= now]
         for key in gone:
-            del self._entries[key]
+            del entries[key]
+        self._soonest = min((e.expires for e in entries.values()), default=float("inf"))
         return len(gone)
 
     def next_expiry(self) -> float | None:
-        finite = [e.expires for e in self._entries.values() if e.expires != float("inf")]
-        return min(finite, default=None)
+        """When the first entry expires (None: never), or a little earlier (see _soonest)."""
+        soonest = self._soonest
+        return None if soonest == float("inf") else soonest
 
     def entries(self) -> list[FloodEntry]:
         return list(self._entries.values())

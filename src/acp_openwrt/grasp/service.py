@@ -47,8 +47,8 @@ HOUSEKEEPING = 1.0     # s between engine timer runs when nothing is due sooner 
 CONNECT_TIMEOUT = 5.0
 MAX_STREAMS = 256
 _SRC_CACHE_MAX = 4096
-ACCEPT_BATCH = 16      # connections accepted per wake-up of the listener
 MAX_PEER_SOCKETS = 32  # per interface (watch_peer): file descriptors are finite
+ACCEPT_RETRY_DELAY = 1.0  # s the listener rests after accept() failed (out of descriptors)
 
 
 def _open_interface(ifname: str, port: int, timeout: float) -> tuple[int, bytes, socket.socket]:
@@ -287,22 +287,29 @@ class GraspService(AsaApi):
                                 self.transport_counters)
 
     def _accept(self) -> None:
-        """The listener is readable: take what connections wait (no task, no transport: the
-        connection is read at once, its request usually being there already)."""
+        """The listener is readable: take one connection (no task, no transport: it is read at
+        once, its request usually being there already). One per wake-up: more waiting keep
+        the listener readable, and the usual single one costs no accept that fails."""
         listener = self._listener
-        for _ in range(ACCEPT_BATCH):
-            if listener is None:
-                return
-            try:
-                sock, peer = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # out of descriptors, or the like: the next wake-up retries
-                counters = self.transport_counters
-                counters["accept_error"] = counters.get("accept_error", 0) + 1
-                _log.debug("grasp accept failed: %s", exc)
-                return
-            self._stream_accepted(sock, peer)
+        if listener is None:
+            return
+        try:
+            sock, peer = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # out of descriptors, or the like: pause, as asyncio does
+            counters = self.transport_counters
+            counters["accept_error"] = counters.get("accept_error", 0) + 1
+            _log.debug("grasp accept failed: %s", exc)
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(listener.fileno())
+            loop.call_later(ACCEPT_RETRY_DELAY, self._resume_accept, listener)
+            return
+        self._stream_accepted(sock, peer)
+
+    def _resume_accept(self, listener: socket.socket) -> None:
+        if self._listener is listener and self._loop is not None:
+            self._loop.add_reader(listener.fileno(), self._accept)
 
     def _stream_accepted(self, sock: socket.socket, peer: Any) -> None:
         try:
@@ -373,7 +380,7 @@ class GraspService(AsaApi):
         except OSError as exc:
             self._connect_failed(conn, sock, exc)
             return
-        conn.attach(sock)
+        conn.attach(sock, read_later=True)
 
     def _connect_failed(self, conn: StreamConnection, sock: socket.socket | None,
                         exc: OSError) -> None:

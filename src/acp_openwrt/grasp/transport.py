@@ -262,7 +262,7 @@ class StreamConnection:
     """
 
     __slots__ = ("conn_id", "sock", "peer", "_fd", "_loop", "_on_data", "_on_closed",
-                 "_counters", "_out", "_writing", "_closing", "_done")
+                 "_counters", "_out", "_reading", "_writing", "_closing", "_done")
 
     def __init__(self, loop: asyncio.AbstractEventLoop,
                  on_data: Callable[[StreamConnection, bytes], None],
@@ -276,25 +276,37 @@ class StreamConnection:
         self._on_closed = on_closed
         self._counters = counters
         self._out = bytearray()  # written, not yet taken by the socket
+        self._reading = False  # add_reader is armed
         self._writing = False  # add_writer is armed
         self._closing = False
         self._done = False
 
-    def attach(self, sock: socket.socket, read_now: bool = False) -> None:
-        """Drive ``sock`` (non-blocking; connected, accepted or with a connect in progress);
+    def attach(self, sock: socket.socket, read_now: bool = False,
+               read_later: bool = False) -> None:
+        """Drive ``sock`` (non-blocking; connected, accepted or with a connect in progress).
         ``read_now``: try a read at once (an accepted connection's first message is usually
-        there already), saving a loop turn."""
+        there already), saving a loop turn. ``read_later``: watch for reading from the next
+        loop turn (a connection just opened: its request, written right after, goes out
+        first, and the peer works on it meanwhile)."""
         if self._done:
             sock.close()
             return
         self.sock, self._fd = sock, sock.fileno()
-        self._loop.add_reader(self._fd, self._readable)
+        if read_later:
+            self._loop.call_soon(self._start_reading)
+        else:
+            self._start_reading()
         if self._out:
             self._flush()
         elif self._closing:
             self._finish()
         elif read_now:
             self._readable()
+
+    def _start_reading(self) -> None:
+        if not self._reading and self.sock is not None:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._readable)
 
     def _readable(self) -> None:
         sock = self.sock
@@ -309,6 +321,7 @@ class StreamConnection:
             self._finish()
             return
         if not data:  # the peer's FIN: what we still send goes out, then we close too
+            self._reading = False
             self._loop.remove_reader(self._fd)
             self.close()
             return
@@ -398,9 +411,10 @@ class StreamConnection:
         if sock is not None:
             loop = self._loop
             if not loop.is_closed():
-                loop.remove_reader(self._fd)
+                if self._reading:
+                    loop.remove_reader(self._fd)
                 if self._writing:
                     loop.remove_writer(self._fd)
-            self._writing = False
+            self._reading = self._writing = False
             sock.close()
         self._on_closed(self)
