@@ -311,6 +311,20 @@ def test_est_server_book_order() -> None:
         ("cannot reach", None), (None, None), ("refused", 2.0)]
 
 
+def test_est_server_book_prefers_the_issuing_registrar_until_another_worked() -> None:
+    book = EstServerBook()
+    issuer, other = EstServer("fd00::1", 8443), EstServer("fd00::2", 8443)
+    book.heard(issuer, 0.0)
+    book.heard(other, 1.0)
+    book.prefer("fd00::1")
+    assert book.candidates() == [issuer, other]
+    book.failed(issuer, 2.0, "cannot reach")
+    book.worked(other, 3.0)
+    assert book.candidates() == [other, issuer]
+    book.heard(issuer, 4.0)                    # back: still after the one that worked
+    assert book.candidates() == [other, issuer]
+
+
 def test_renewal_goes_on_at_the_registrar_that_answers(tmp_path: Path, monkeypatch) -> None:
     from acp_openwrt.brski.pledge.client import Locator
     from acp_openwrt.brski.pledge.renewal import RenewalError

@@ -4,9 +4,10 @@ With more than one registrar in the ACP (RFC 8994 §6.11.7, §9.2.3) every one a
 (AN_join_registrar, SRV.est) and any of them renews a node's LDevID keeping its address. The
 book remembers each EST server heard (at most MAX_SERVERS, the longest unheard dropped) and
 orders them for a renewal: servers that did not fail since they were last heard first (the
-one that last worked, then the most recently heard), then those that failed (the longest
-failed first). So a renewal goes on at the registrar that still answers, and a dead one is
-tried last until it is heard again. Time is passed in, never read here.
+one that last worked, then the registrar that issued our certificate (`prefer`: RFC 8994
+§6.2.5.1 has a node keep talking to its registrar), then the most recently heard), then those
+that failed (the longest failed first). So a renewal goes on at the registrar that still
+answers, and a dead one is tried last until it is heard again. Time is passed in, never read here.
 """
 from __future__ import annotations
 
@@ -39,6 +40,12 @@ class EstServerBook:
 
     def __init__(self) -> None:
         self._servers: dict[EstServer, _Entry] = {}
+        self._preferred: str | None = None
+
+    def prefer(self, address: str | None) -> None:
+        """The ACP address of the registrar that issued our certificate (its CRL distribution
+        point names it), tried before others that have not worked yet."""
+        self._preferred = address
 
     def heard(self, server: EstServer, now: float) -> None:
         """Announced (a flood, a discovery answer): a failure before this is forgotten."""
@@ -63,11 +70,12 @@ class EstServerBook:
 
     def candidates(self) -> list[EstServer]:
         """Every server, in the order to try them now."""
-        def rank(server: EstServer) -> tuple[bool, float, float, float, EstServer]:
+        def rank(server: EstServer) -> tuple[bool, float, float, bool, float, EstServer]:
             entry = self._servers[server]
             if entry.failed is not None:
-                return (True, entry.failed, 0.0, 0.0, server)
-            return (False, 0.0, -(entry.worked or float("-inf")), -entry.heard, server)
+                return (True, entry.failed, 0.0, False, 0.0, server)
+            return (False, 0.0, -(entry.worked or float("-inf")),
+                    server.address != self._preferred, -entry.heard, server)
         return sorted(self._servers, key=rank)
 
     def __len__(self) -> int:

@@ -309,11 +309,24 @@ class PledgePart(Part):
         if found is not None:
             self.set_est_server(found[0], found[1])
 
+    def _issuing_registrar(self) -> str | None:
+        """The ACP address of the registrar that issued our LDevID: it names itself as the CRL
+        distribution point (brski/registrar/revocation.py), None if unknown."""
+        from ...revocation.crl import CrlError, crl_urls, split_url
+        found = load_identity(self.paths.ldevid_cert, self.paths.ldevid_key)
+        for url in crl_urls(found[0]) if found is not None else []:
+            try:
+                return split_url(url)[0]
+            except CrlError:
+                continue
+        return None
+
     async def renew_now(self) -> bool:
         """One renewal: at each EST server heard in turn until one renews (the one that last
         worked first, those that failed last), else through the last join proxy."""
         if not self.est_servers:
             await self._ask_acp_grasp_for_est_server()
+        self.est_servers.prefer(self._issuing_registrar())
         targets = [(Locator(s.address, s.port), self.ctx.acp_ns)
                    for s in self.est_servers.candidates()]
         if not targets and self.last_proxy is not None:
