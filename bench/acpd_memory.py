@@ -45,10 +45,15 @@ IMPORT_ORDER = (
     "asyncio", "acp_openwrt.acpd", "cryptography.x509", "acp_openwrt.identity.summary",
     "pyroute2.iproute.linux", "acp_openwrt.coordinator", "acp_openwrt.links.part",
     "acp_openwrt.rpl.part", "cbor2", "acp_openwrt.grasp.part", "vici",
-    "acp_openwrt.channels.part", "acp_openwrt.discovery.part",
+    "acp_openwrt.acpmap.part", "acp_openwrt.channels.part", "acp_openwrt.revocation.part",
+    "acp_openwrt.discovery.part",
     "acp_openwrt.brski.proxy.part", "acp_openwrt.brski.pledge.part",
     "acp_openwrt.control.part",
 )
+# Not in an enrolled node's steady state: what a pledge's first attempt (or a renewal) adds,
+# then what the registrar's part adds on top (shown after the total).
+IMPORT_EXTRA = ("acp_openwrt.brski.pledge.client", "acp_openwrt.brski.pledge.renewal",
+                "acp_openwrt.brski.registrar.part")
 IMPORT_PROBE = """
 import gc, importlib, json, sys
 def kb(key):
@@ -119,18 +124,20 @@ def add_links(host: str, wire: str, n: int) -> None:
 
 def import_costs() -> list[dict[str, Any]]:
     """RSS added by each of acpd's imports (MB), in a fresh interpreter."""
-    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *IMPORT_ORDER], check=True,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *IMPORT_ORDER, *IMPORT_EXTRA],
+                         check=True, capture_output=True, text=True, timeout=120)
     rows = json.loads(out.stdout)
     result = [{"import": rows[0][0], "rss_mb": round(rows[0][1] / 1024, 1)}]
-    for before, after in pairwise(rows):
-        result.append({"import": after[0],
+    for i, (before, after) in enumerate(pairwise(rows)):
+        if i == len(IMPORT_ORDER):
+            result.append({"import": "total", "rss_mb": round(before[1] / 1024, 1),
+                           "modules": before[4]})
+        result.append({"import": after[0] + (" (not enrolled: BRSKI work)"
+                                             if i >= len(IMPORT_ORDER) else ""),
                        "rss_mb": round((after[1] - before[1]) / 1024, 1),
                        "anon_mb": round((after[2] - before[2]) / 1024, 1),
                        "file_mb": round((after[3] - before[3]) / 1024, 1),
                        "modules": after[4] - before[4]})
-    result.append({"import": "total", "rss_mb": round(rows[-1][1] / 1024, 1),
-                   "modules": rows[-1][4]})
     return result
 
 
@@ -308,6 +315,8 @@ def table(results: dict[str, Any]) -> str:
     for row in results.get("imports", []):
         extra = f"  (+{row['modules']} modules)" if "anon_mb" in row else ""
         lines.append(f"import {row['import']:<40} {row['rss_mb']:>5}{extra}")
+    if results.get("imports"):
+        lines.append("(imports: RSS added in MB, in a fresh interpreter, in acpd's order)")
     return "\n".join(lines)
 
 

@@ -76,6 +76,17 @@ TARGETS = (
            lambda v, f: f"{v:.1f} MB (PSS {f['idle']['Pss']:.1f} MB"
                         + (f"; {f['site_hooks_mb']:.1f} MB of it this machine's site .pth hooks"
                            if f.get("site_hooks_mb") else "") + ")"),
+    Target("acpd + join proxy RSS, enrolled node, all parts (x86-64)", "acpd_memory",
+           "<= 40 MB", lambda f: f["acpd_plus_join_proxy"]["VmRSS"], lambda v: v <= 40,
+           lambda v, f: f"{v:.1f} MB (acpd {f['idle']['VmRSS']:.1f} + join proxy "
+                        f"{f['node']['join_proxy'].get('VmRSS', 0.0):.1f})"),
+    Target("acpd RSS, idle pledge (x86-64)", "acpd_memory", "<= 30 MB",
+           lambda f: f["idle_pledge"]["target"]["VmRSS"], lambda v: v <= 30,
+           lambda v, f: f"{v:.1f} MB (PSS {f['idle_pledge']['target']['Pss']:.1f} MB)"),
+    Target("acpd + join proxy RSS, registrar node (x86-64)", "acpd_memory", "<= 55 MB",
+           lambda f: f["registrar"]["target"]["VmRSS"], lambda v: v <= 55,
+           lambda v, f: f"{v:.1f} MB (acpd {f['registrar']['node']['acpd']['VmRSS']:.1f} MB, "
+                        f"after enrolling a pledge)"),
     Target("acpd + join proxy RSS per node, ACP formed (guest)", "acp_formation", "<= 40 MB",
            lambda f: f["max_node_rss_mb"], lambda v: v <= 40,
            lambda v, f: f"{v:.1f} MB largest, {f['mean_node_rss_mb']:.1f} MB mean "
