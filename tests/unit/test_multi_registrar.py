@@ -397,3 +397,20 @@ def test_proxy_process_reports_the_registrar_it_fails_over_to(monkeypatch) -> No
     heard = {r["address"]: r["suspect_for"] for r in reply.status["registrars"]}
     assert heard["fd00::2"] is None and heard["fd00::1"] is not None
     acpd.close()
+
+
+def test_peer_chain_of_a_client_without_certificate_is_empty() -> None:
+    """CPython 3.11's private get_unverified_chain answers [None] on a server whose client
+    sent no certificate (a status report without one must get 401, not a crash)."""
+    from acp_openwrt.brski.tls import peer_chain
+
+    class NoCertificate:
+        def get_extra_info(self, name: str) -> Any:
+            class SslObject:
+                def getpeercert(self, binary_form: bool = False) -> None:
+                    return None
+
+                def get_unverified_chain(self) -> list[None]:
+                    return [None]
+            return SslObject() if name == "ssl_object" else None
+    assert peer_chain(NoCertificate()) == []

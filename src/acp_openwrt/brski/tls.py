@@ -96,9 +96,9 @@ def peer_chain(transport_or_writer: HasExtraInfo) -> list[x509.Certificate]:
     unverified = getattr(ssl_object, "get_unverified_chain", None) or \
         getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
     if unverified is not None:
-        chain = unverified() or []
+        chain = unverified() or []  # a server without a client certificate: [None] on 3.11
         return [x509.load_der_x509_certificate(c if isinstance(c, bytes) else
-                                               c.public_bytes(_DER)) for c in chain]
+                                               c.public_bytes(_DER)) for c in chain if c]
     leaf = peer_certificate(transport_or_writer)
     return [leaf] if leaf is not None else []
 

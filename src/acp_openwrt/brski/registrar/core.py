@@ -157,7 +157,7 @@ class Registrar:
         # what the client sent above its certificate: the sub-CA of another registrar of the
         # domain that issued its LDevID (renewal through us, RFC 8994 §9.2.3); the handlers
         # read it (_is_ldevid) before their first await
-        self._client_chain = [c for c in peer_chain(writer) if c != client]
+        self._client_chain = [c for c in peer_chain(writer) if c != client] if client else []
         routes = {
             ("POST", wellknown.REQUEST_VOUCHER): self._request_voucher,
             ("POST", wellknown.VOUCHER_STATUS): self._status_report,
