@@ -5,9 +5,10 @@ pinning).
 
   flood intake   a sender process in n1 (CPU A) multicasts distinct M_FLOODs (loop count 1,
                  distinct session ids) at a fixed offered rate for --seconds; a receiver process
-                 in n2 (CPU B: one GraspService, per-neighbour rate limit lifted, a fresh process
-                 per rate) counts the floods accepted into its flood cache, its CPU time over the
-                 run and its RSS (and peak RSS) at the end.
+                 in n2 (CPU B: one GraspService, per-neighbour rate limit lifted, its other limits
+                 the engine's defaults, a fresh process per rate) counts the floods accepted into
+                 its flood cache, its CPU time over the run, its RSS (and peak RSS) at the end,
+                 and the datagrams its namespace dropped for a full socket buffer.
   negotiation    request -> one step -> end, a new TCP connection each, between an initiator
                  process in n1 (CPU A) and a responder in n2 (CPU B), each one GraspService in
                  ACP mode with one ASA; timed in the initiator from the request_negotiate call to
@@ -100,6 +101,14 @@ def rss_mb() -> dict[str, float]:
     return out
 
 
+def rcvbuf_errors() -> int:
+    """UDP datagrams this namespace dropped for a full socket buffer (the receiver too slow)."""
+    for row in Path("/proc/self/net/snmp6").read_text().splitlines():
+        if row.startswith("Udp6RcvbufErrors"):
+            return int(row.split()[1])
+    return 0
+
+
 def pin(cpu_index: int) -> None:
     if cpu_index >= 0:
         os.sched_setaffinity(0, {cpu_index})
@@ -124,21 +133,24 @@ async def _stdin_lines() -> Any:
 
 
 # -- the child processes ----------------------------------------------------------------------
-async def flood_receiver(ifname: str) -> None:
-    svc = GraspService(mode="acp", address=ADDR["n2"], config=no_limits(max_seen=1 << 20))
+async def flood_receiver(ifname: str, max_seen: int) -> None:
+    cfg = no_limits(max_seen=max_seen) if max_seen else no_limits()
+    svc = GraspService(mode="acp", address=ADDR["n2"], config=cfg)
     await svc.start()
     await svc.add_interface(ifname)
     print("ready", flush=True)
     cpu0 = t0 = 0.0
+    errors0 = 0
     async for cmd in _stdin_lines():
         if cmd == "start":
-            cpu0, t0 = cpu(), time.perf_counter()
+            cpu0, t0, errors0 = cpu(), time.perf_counter(), rcvbuf_errors()
         elif cmd == "report":
             used, wall = cpu() - cpu0, time.perf_counter() - t0
             mem = rss_mb()
             print(json.dumps({"accepted": svc.engine.counters.get("flood_accepted", 0),
                               "cpu_s": used, "wall_s": wall, "rss_mb": mem["VmRSS"],
-                              "peak_rss_mb": mem["VmHWM"]}), flush=True)
+                              "peak_rss_mb": mem["VmHWM"],
+                              "socket_drops": rcvbuf_errors() - errors0}), flush=True)
     await svc.stop()
 
 
@@ -177,10 +189,10 @@ async def grasp_initiator() -> None:
     await svc.stop()
 
 
-def child(role: str, cpu_index: int, ifname: str) -> int:
+def child(role: str, cpu_index: int, ifname: str, max_seen: int = 0) -> int:
     pin(cpu_index)
     if role == "flood-receiver":
-        asyncio.run(flood_receiver(ifname))
+        asyncio.run(flood_receiver(ifname, max_seen))
     elif role == "grasp-responder":
         asyncio.run(grasp_responder())
     elif role == "grasp-initiator":
@@ -224,14 +236,16 @@ class Child:
             self.proc.wait()
 
 
-def grasp_child(netns: str, role: str, cpu_index: int, ifname: str = "") -> Child:
+def grasp_child(netns: str, role: str, cpu_index: int, ifname: str = "",
+                max_seen: int = 0) -> Child:
     return Child(netns, [sys.executable, __file__, "--role", role, "--cpu", str(cpu_index),
-                         "--ifname", ifname])
+                         "--ifname", ifname, "--max-seen", str(max_seen)])
 
 
-def flood_intake(topo: Topology, rate: int, seconds: float, cpus: tuple[int, int]
-                 ) -> dict[str, float]:
-    recv = grasp_child(topo["n2"].netns, "flood-receiver", cpus[1], topo["n2"].ifname("n1"))
+def flood_intake(topo: Topology, rate: int, seconds: float, cpus: tuple[int, int],
+                 max_seen: int = 0) -> dict[str, float]:
+    recv = grasp_child(topo["n2"].netns, "flood-receiver", cpus[1], topo["n2"].ifname("n1"),
+                       max_seen)
     sender = None
     try:
         sender = Child(topo["n1"].netns, [sys.executable, "-c", SENDER, topo["n1"].ifname("n2"),
@@ -250,7 +264,8 @@ def flood_intake(topo: Topology, rate: int, seconds: float, cpus: tuple[int, int
     return {"offered": sent / send_time, "sent": sent, "accepted": accepted,
             "accepted_per_s": accepted / send_time, "cpu_share": got["cpu_s"] / got["wall_s"],
             "cpu_us_per_flood": got["cpu_s"] / max(accepted, 1) * 1e6,
-            "receiver_rss_mb": got["rss_mb"], "receiver_peak_rss_mb": got["peak_rss_mb"]}
+            "receiver_rss_mb": got["rss_mb"], "receiver_peak_rss_mb": got["peak_rss_mb"],
+            "receiver_socket_drops": got["socket_drops"]}
 
 
 def engine_messages() -> tuple[bytes, bytes, bytes]:
@@ -359,9 +374,11 @@ def main() -> int:
     parser.add_argument("--role", help=argparse.SUPPRESS)  # a child process of this bench
     parser.add_argument("--cpu", type=int, default=-1, help=argparse.SUPPRESS)
     parser.add_argument("--ifname", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--max-seen", type=int, default=0,
+                        help="the flood receiver's seen-pair cache (0: the engine's default)")
     args = parser.parse_args()
     if args.role:
-        return child(args.role, args.cpu, args.ifname)
+        return child(args.role, args.cpu, args.ifname, args.max_seen)
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
@@ -379,12 +396,14 @@ def main() -> int:
         if not args.skip_floods:
             print(f"flood intake across a veth (receiver: one GraspService process, CPU {b})")
             for rate in (int(r) for r in args.rates.split(",")):
-                f = flood_intake(topo, rate, args.seconds, cpus)
+                f = flood_intake(topo, rate, args.seconds, cpus, args.max_seen)
                 floods.append({"rate": rate, **{k: round(v, 3) for k, v in f.items()}})
                 print(f"  offered {f['offered']:>8,.0f}/s  accepted {f['accepted_per_s']:>8,.0f}/s"
                       f" ({f['accepted']}/{f['sent']}, loss {1 - f['accepted'] / f['sent']:.2%})"
                       f"  receiver CPU {f['cpu_share']:.0%}  {f['cpu_us_per_flood']:.1f} us/flood"
-                      f"  RSS {f['receiver_rss_mb']:.1f} MB at the end")
+                      f"  RSS {f['receiver_rss_mb']:.1f} MB at the end"
+                      + (f"  ({f['receiver_socket_drops']:.0f} dropped at its full socket)"
+                         if f["receiver_socket_drops"] else ""))
         neg = negotiation(topo, args.runs, args.rounds, cpus)
         g, bare = neg["grasp"], neg["bare"]
         print(f"negotiation request -> step -> end, new TCP connection each, {neg['runs']} runs "

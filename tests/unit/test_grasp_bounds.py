@@ -38,7 +38,7 @@ def test_caches_stay_bounded_under_a_distinct_flood() -> None:
                 peak[name] = max(peak.get(name, 0), n)
     assert engine.counters["flood_accepted"] == 40000  # nothing throttled: distinct sources
     assert peak["flood_cache"] == cfg.max_flood_entries
-    assert peak["seen_floods"] == cfg.max_seen
+    assert cfg.max_seen - cfg.max_seen // 16 < peak["seen_floods"] <= cfg.max_seen
     assert 0 < peak["neighbour_buckets"] <= 4096
     flood_caches = ("flood_cache", "seen_floods", "neighbour_buckets")
     assert sum(n for name, n in peak.items() if name not in flood_caches) == 0

@@ -2,6 +2,7 @@
 floods and discoveries (RFC 8990 §2.5.4.4, §2.5.6.2)."""
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable
 from typing import Any
 
@@ -11,14 +12,18 @@ class SeenCache:
 
     RFC 8990 asks to keep flood pairs for at least 2 x GRASP_DEF_TIMEOUT; at a hostile rate that
     is unbounded, so the oldest entries go first once ``max_entries`` is reached (the loop count
-    still bounds any loop that this lets through).
+    still bounds any loop that this lets through), 1/16 of them at once: a dict's first entry
+    is found by skipping the slots of those deleted before it, so taking the oldest one at a
+    time cost a walk of the deleted slots for every new key (3 us each at 16384 entries, more
+    than the rest of a flood's intake) where a batch costs one walk for 1/16 of the keys.
     """
 
-    __slots__ = ("lifetime", "max_entries", "_expiry")
+    __slots__ = ("lifetime", "max_entries", "_expiry", "_batch")
 
     def __init__(self, lifetime: float, max_entries: int) -> None:
         self.lifetime = lifetime
         self.max_entries = max_entries
+        self._batch = max(1, max_entries // 16)
         self._expiry: dict[Hashable, tuple[float, Any]] = {}
 
     def add(self, key: Hashable, now: float, data: Any = None,
@@ -30,7 +35,9 @@ class SeenCache:
         if entry is not None:
             del self._expiry[key]
         elif len(self._expiry) >= self.max_entries:
-            del self._expiry[next(iter(self._expiry))]
+            expiry = self._expiry
+            for old in list(itertools.islice(expiry, self._batch)):
+                del expiry[old]
         self._expiry[key] = (now + (self.lifetime if lifetime is None else lifetime), data)
         return True
 
