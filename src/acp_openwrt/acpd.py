@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, asyncio_lean, pyroute2_lean
+from . import __version__, asyncio_lean, pyroute2_lean, stand_ins
 from .config.identity_files import with_identity_files
 
 OPENWRT_CONFIG = Path("/etc/config/acp")
@@ -206,6 +206,7 @@ def _check(config_path: Path | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     pyroute2_lean.install()  # before anything imports pyroute2: 6 MB less RSS
     asyncio_lean.install()  # before anything imports asyncio: ssl only once TLS is needed
+    stand_ins.install(stand_ins.CRYPTOGRAPHY)  # no hashlib (OpenSSL's libcrypto) until used
     args = _parse_args(argv)
     config_path = args.config
     if config_path is None and OPENWRT_CONFIG.exists():

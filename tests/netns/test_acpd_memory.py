@@ -1,6 +1,7 @@
 """What a running acpd holds (issue 19's memory budget), read from its /proc/PID/maps: an idle
 pledge loads no OpenSSL at all (not ssl, hashlib's libcrypto or cryptography: the IDevID is
-checked in a short-lived process), an enrolled node no ssl (TLS is only for BRSKI work). The
+checked in a short-lived process), an enrolled node only cryptography's (no ssl: TLS is only
+for BRSKI work; no hashlib, which would load the system's libcrypto beside it). The
 import-level twin is tests/unit/test_acpd_lean_imports.py; this one also sees what the parts
 import while they run."""
 from __future__ import annotations
@@ -9,8 +10,8 @@ from pathlib import Path
 
 from acp_openwrt.lab.acpd_lab import AcpdLab
 
-SSL = ("/_ssl.", "/libssl.")
-OPENSSL = (*SSL, "/_hashlib.", "/libcrypto.", "/cryptography/")
+PYTHON_OPENSSL = ("/_ssl.", "/_hashlib.")  # the ssl and hashlib modules' own
+OPENSSL = (*PYTHON_OPENSSL, "/libssl.", "/libcrypto.", "/cryptography/")
 
 
 def mapped(lab: AcpdLab, name: str, markers: tuple[str, ...]) -> list[str]:
@@ -20,7 +21,8 @@ def mapped(lab: AcpdLab, name: str, markers: tuple[str, ...]) -> list[str]:
     return sorted(p for p in paths if any(m in p for m in markers))
 
 
-def test_an_idle_pledge_holds_no_openssl_and_an_enrolled_node_no_ssl(lab: AcpdLab) -> None:
+def test_an_idle_pledge_holds_no_openssl_and_an_enrolled_node_only_cryptography(
+        lab: AcpdLab) -> None:
     lab.start_masa("n1")
     lab.make_pledge("n1")
     lab.enrol("n2")
@@ -30,7 +32,7 @@ def test_an_idle_pledge_holds_no_openssl_and_an_enrolled_node_no_ssl(lab: AcpdLa
         lab.wait("n2's parts up", lambda: {"channels", "discovery", "brski"}
                  <= set(lab.ask("n2", "status")["parts"]), 20)
         assert mapped(lab, "n1", OPENSSL) == []
-        assert mapped(lab, "n2", SSL) == []
+        assert mapped(lab, "n2", PYTHON_OPENSSL) == []
     except BaseException:
         print(lab.logs())
         raise

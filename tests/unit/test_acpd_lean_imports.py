@@ -19,9 +19,10 @@ IDENTITY = {"acp_node_name": "fd89b714f3db00000200000064000001+@acp.example.com"
 # part_names), their modules imported as the coordinator does.
 PROBE = textwrap.dedent("""
     import importlib, json, sys
-    from acp_openwrt import asyncio_lean, pyroute2_lean
+    from acp_openwrt import asyncio_lean, pyroute2_lean, stand_ins
     pyroute2_lean.install()
     asyncio_lean.install()
+    stand_ins.install(stand_ins.CRYPTOGRAPHY)
     import acp_openwrt.acpd
     from acp_openwrt.config import AcpConfig
     from acp_openwrt.coordinator import part_names
@@ -36,15 +37,17 @@ PROBE = textwrap.dedent("""
     print(json.dumps({"parts": parts, "modules": sorted(sys.modules)}))
 """)
 
-# Only for BRSKI work (enrolment, renewal: TLS, CMS, the voucher) or never (pyroute2's test
-# and probe helpers).
-RARE = ("ssl", "_ssl", "unittest", "asn1crypto", "acp_openwrt.brski.tls",
+# Only for BRSKI work (enrolment, renewal: TLS, CMS, the voucher, building certificates) or
+# never (pyroute2's test and probe helpers); hashlib would load OpenSSL's libcrypto beside
+# cryptography's own.
+RARE = ("ssl", "_ssl", "unittest", "asn1crypto", "hashlib", "_hashlib", "hmac",
+        "acp_openwrt.brski.tls",
         "acp_openwrt.brski.cms", "acp_openwrt.brski.csr", "acp_openwrt.brski.voucher",
         "acp_openwrt.brski.pledge.client", "acp_openwrt.brski.pledge.core",
         "acp_openwrt.brski.pledge.renewal")
 # An idle pledge needs no OpenSSL at all until a join proxy is heard (the IDevID is checked
 # in a short-lived process).
-OPENSSL = ("cryptography", "hashlib", "_hashlib", "hmac")
+OPENSSL = ("cryptography", "_cffi_backend")
 
 
 def loaded(identity: dict[str, str] | None) -> dict:
@@ -57,6 +60,7 @@ def test_an_enrolled_node_imports_no_brski_work() -> None:
     got = loaded(IDENTITY)
     assert "brski.pledge.part:PledgePart" in got["parts"]
     assert "channels.part:ChannelPart" in got["parts"]
+    assert "cryptography.x509" in got["modules"]  # (the peer checks: it is still needed)
     assert [m for m in RARE if m in got["modules"]] == []
 
 

@@ -1,0 +1,132 @@
+"""Stand-ins for modules that a library imports but acpd never uses, for its memory budget.
+
+Some of the libraries acpd runs on import a heavy module at import time for a feature acpd
+does not use: pyroute2 0.9 imports unittest (to make one `unittest.mock.Mock()`, the dummy queue
+of its synchronous IPRSocket) and ssl (for its TLS probe); cryptography imports hashlib (for
+SubjectKeyIdentifier.from_public_key) and hmac (constant-time compare), which load OpenSSL's
+libcrypto beside cryptography's own (3.6 MB of RSS on x86-64). `install({module: imported})`
+puts a finder on sys.meta_path that, while `module` executes, has a stand-in in sys.modules
+for each of its `imported`: a `LazyModule` imports the real module at its first attribute (and
+from then on is a view of it), `unittest`'s stand-in has a `mock.Mock` that makes the real Mock
+when first used. Each stand-in is gone from sys.modules as soon as the module has executed, so
+any later import anywhere is the real module; if the real one was imported already, nothing is
+stood in. Only acpd's entry point installs any (pyroute2_lean.py, acpd.main).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# cryptography (41 to 48): what its x509 and primitives modules import at import time and use
+# only for building certificates and comparing MACs, not for the parsing and signature checks
+# of an enrolled node's steady state.
+CRYPTOGRAPHY = {"cryptography.x509.extensions": ("hashlib",),
+                "cryptography.hazmat.primitives.constant_time": ("hmac",)}
+
+
+class LazyModule(types.ModuleType):
+    """A module imported at its first attribute; each attribute read is kept."""
+
+    def __getattr__(self, name: str) -> Any:
+        if sys.modules.get(self.__name__) is self:  # read while still standing in
+            del sys.modules[self.__name__]
+        value = getattr(importlib.import_module(self.__name__), name)
+        self.__dict__[name] = value
+        return value
+
+
+class LazyMock:
+    """unittest.mock.Mock(*args, **kwargs), made when first used."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__["_lazy"] = (args, kwargs, None)
+
+    def _real(self) -> Any:
+        args, kwargs, real = self.__dict__["_lazy"]
+        if real is None:  # the library's import, on its behalf (not a dependency of acp's own)
+            real = importlib.import_module("unittest.mock").Mock(*args, **kwargs)
+            self.__dict__["_lazy"] = (args, kwargs, real)
+        return real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._real(), name, value)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._real()(*args, **kwargs)
+
+
+def stand_in(name: str) -> types.ModuleType:
+    if name == "unittest":
+        module = types.ModuleType("unittest")
+        mock = types.ModuleType("unittest.mock")
+        mock.Mock = LazyMock  # type: ignore[attr-defined]
+        module.mock = mock  # type: ignore[attr-defined]
+        return module
+    return LazyModule(name)
+
+
+class _WithStandIns(importlib.abc.Loader):
+    """The module's own loader, run with stand-ins in sys.modules for what it imports."""
+
+    def __init__(self, loader: Any, imported: Sequence[str]) -> None:
+        self.loader = loader
+        self.imported = imported
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        placed = {name: stand_in(name) for name in self.imported if name not in sys.modules}
+        sys.modules.update(placed)
+        try:
+            self.loader.exec_module(module)
+        finally:
+            for name, placeholder in placed.items():
+                if sys.modules.get(name) is placeholder:
+                    del sys.modules[name]
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_filename, ...: the real one's
+        return getattr(self.loader, name)
+
+
+class StandInFinder(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: for the modules it knows it asks the finders after it and wraps
+    the loader."""
+
+    def __init__(self) -> None:
+        self.stand_ins: dict[str, tuple[str, ...]] = {}
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None,
+                  target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        imported = self.stand_ins.get(fullname)
+        if imported is None:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _WithStandIns(spec.loader, imported)
+                return spec
+        return None
+
+
+def install(stand_ins: Mapping[str, Sequence[str]]) -> None:
+    """While each module named executes (imported from now on), the modules it imports that
+    are named with it are stand-ins."""
+    finder = next((f for f in sys.meta_path if isinstance(f, StandInFinder)), None)
+    if finder is None:
+        finder = StandInFinder()
+        sys.meta_path.insert(0, finder)
+    for module, imported in stand_ins.items():
+        finder.stand_ins[module] = tuple(imported)
