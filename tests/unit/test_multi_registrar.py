@@ -414,3 +414,42 @@ def test_peer_chain_of_a_client_without_certificate_is_empty() -> None:
                     return [None]
             return SslObject() if name == "ssl_object" else None
     assert peer_chain(NoCertificate()) == []
+
+
+def test_registrar_part_hears_others_and_stops_new_enrolments_on_a_collision(tmp_path) -> None:
+    from acp_openwrt.brski.registrar.part import RegistrarPart
+    from acp_openwrt.control.server import ControlServer
+    from acp_openwrt.events import EventBus, RegistrarHeard
+    from acp_openwrt.identity.address import AcpAddress
+    from acp_openwrt.identity.summary import load_identity_summary
+    from acp_openwrt.node_context import NodeContext
+
+    from .test_registrar_service import boot, make_config
+    config = make_config(tmp_path)
+    boot(config)
+    ctx = NodeContext(config, EventBus(), ControlServer(tmp_path / "s"),
+                      identity=load_identity_summary(config.ldevid_cert))
+    part = RegistrarPart(ctx)
+    part._open()
+    try:
+        assert part.address is not None and part.files is not None and part.registrar
+        own = AcpAddress.decode(part.address)
+        assert own.registrar_id == part.files.allocator.registrar_id
+        base = int(own.ula_prefix.network_address)
+        other_id = (own.registrar_id or 0) ^ 0x5A5A
+        other = str(AcpAddress.decode(base | other_id << 16 | 2).address)
+        ctx.bus.publish(RegistrarHeard(part.address, 8443, 180_000))   # ourselves: ignored
+        ctx.bus.publish(RegistrarHeard(other, 8443, 180_000))
+        status = part.status()
+        assert [o["registrar_id"] for o in status["other_registrars"]] == \
+            [format_registrar_id(other_id)]
+        assert status["registrar_id_conflict"] is None and part.registrar.refuse_new is None
+        twin = str(AcpAddress.decode(base | (own.registrar_id or 0) << 16 | 14).address)
+        ctx.bus.publish(RegistrarHeard(twin, 8443, 180_000))
+        status = part.status()
+        assert status["registrar_id_conflict"] and "registrar_id" in status["registrar_id_conflict"]
+        assert part.registrar.refuse_new == status["registrar_id_conflict"]
+        ctx.bus.publish(RegistrarHeard(other, 8443, 0))                # withdrawn
+        assert {o["address"] for o in part.status()["other_registrars"]} == {twin}
+    finally:
+        part._close_files()

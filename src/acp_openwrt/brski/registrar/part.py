@@ -388,7 +388,7 @@ class RegistrarPart(Part):
         problem = conflict(self.files.allocator.registrar_id, self.address, event.address)
         if problem is not None and self.conflict is None:
             self.conflict = problem
-            LOG.error("registrar: %s; new pledges are refused until then", problem)
+            LOG.error("registrar: %s; new pledges are refused until acpd restarts", problem)
             if self.registrar is not None:
                 self.registrar.refuse_new = problem
 
