@@ -32,6 +32,7 @@ from .node_context import NodeContext, Ports, Service
 
 LOG = logging.getLogger("acpd")
 NAMESPACE_LEDGER = "namespaces"
+PRELOAD_DELAY_S = 0.5  # after a join proxy is heard: the enrolled parts' modules, see below
 
 
 def _lo_up() -> None:
@@ -175,7 +176,7 @@ class Node:
 
     def _preload_enrolled_parts(self, _event: ProxyHeard) -> None:
         """A join proxy was heard, so enrolment is near: import the modules of the parts an
-        enrolled node runs now, one per event-loop turn, while the BRSKI exchange mostly waits
+        enrolled node soon, one per event-loop turn, while the BRSKI exchange mostly waits
         on the registrar, rather than after the LDevID is stored, when they delay the first
         channel (about 1.7 s under the lab guest's emulation; issue 19). An idle pledge that
         hears no proxy never pays their memory. In the loop's thread, not a worker thread:
@@ -195,7 +196,9 @@ class Node:
                 except ImportError:  # reported when the part is built
                     pass
                 loop.call_soon(next_one)
-        loop.call_soon(next_one)
+        # the pledge's attempt goes first: its own imports and TLS handshake are what the
+        # registrar waits on; the modules come while the exchange waits on the registrar
+        loop.call_later(PRELOAD_DELAY_S, next_one)
 
     def _identity_changed(self, event: IdentityChanged) -> None:
         """An LDevID was stored (enrolment or renewal): with a new acp-node-name the node
