@@ -23,6 +23,7 @@ from .config.identity_files import with_identity_files
 OPENWRT_CONFIG = Path("/etc/config/acp")
 EXIT_CONFIG = 2
 EXIT_IDENTITY = 3  # --check: the configuration is fine, the stored LDevID is not
+M_ARENA_MAX = -8  # glibc's mallopt parameter
 TRIM_AFTER_S = 5.0  # the parts have started and dropped their start-up garbage by then
 STOP_DUMP_S = 10.0  # a stop still running after this long dumps every thread's stack
 LOG = logging.getLogger("acpd")
@@ -130,6 +131,19 @@ async def _run_node(config: Any, identity: dict[str, Any] | None, keep: bool) ->
     await Node(config, identity, keep=keep).run(stop)
 
 
+def one_malloc_arena() -> bool:
+    """One C heap for every thread (glibc's mallopt M_ARENA_MAX = 1): each thread acpd starts
+    (netns workers, the executor's, vici's) would otherwise get an arena of its own, a few
+    hundred kB of RSS each (issue 19; the GIL serialises nearly every allocation anyway). False
+    where there is no mallopt (musl, OpenWrt's C library, has no per-thread arenas)."""
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_ARENA_MAX, 1))
+
+
 def release_free_heap() -> bool:
     """Give the C heap's free pages back to the system (glibc's malloc_trim): starting the
     parts leaves about 1 MB of freed memory inside the heap that glibc would otherwise keep
@@ -207,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pyroute2_lean.install()  # before anything imports pyroute2: 6 MB less RSS
     asyncio_lean.install()  # before anything imports asyncio: ssl only once TLS is needed
     stand_ins.install(stand_ins.CRYPTOGRAPHY)  # no hashlib (OpenSSL's libcrypto) until used
+    one_malloc_arena()  # before any thread starts
     args = _parse_args(argv)
     config_path = args.config
     if config_path is None and OPENWRT_CONFIG.exists():
