@@ -19,16 +19,18 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import AcpConfig
-from .control.api import ReloadAnswer
 from .control.server import ControlServer, RequestError
 from .events import EventBus, IdentityChanged, ProxyHeard
 from .identity.summary import load_identity_summary
 from .netns import call_in, create_namespace, list_namespaces, remove_namespace
 from .node_context import NodeContext, Ports, Service
+
+if TYPE_CHECKING:  # the control API's types: 2 MB of TypedDicts acpd needs no instance of
+    from .control.api import ReloadAnswer
 
 LOG = logging.getLogger("acpd")
 NAMESPACE_LEDGER = "namespaces"
@@ -145,15 +147,26 @@ class Node:
                 LOG.error("%s: %s", service.name, exc)
             built.append(service)
         for service in built:
-            try:
-                await service.start()
-            except Exception as exc:  # one broken part must not take the node down
-                LOG.exception("%s did not start", service.name)
-                self.failed[service.name] = f"{type(exc).__name__}: {exc}"
-                await self._stop_one(service)
-                continue
-            self.services.append(service)
-            LOG.debug("started %s", service.name)
+            service.prepare()  # slow independent work (charon) overlaps the starts before it
+        pending = list(built)
+        try:
+            while pending:
+                service = pending[0]
+                try:
+                    await service.start()
+                except Exception as exc:  # one broken part must not take the node down
+                    LOG.exception("%s did not start", service.name)
+                    self.failed[service.name] = f"{type(exc).__name__}: {exc}"
+                    pending.pop(0)
+                    await self._stop_one(service)
+                    continue
+                pending.pop(0)  # (one cancelled mid-start stays pending: stopped below)
+                self.services.append(service)
+                LOG.debug("started %s", service.name)
+        except BaseException:  # cancelled (acpd stopping mid-rebuild): undo what prepare began
+            for service in pending:
+                await self._stop_one(service, keep=True)
+            raise
         LOG.info("node up: %s", ", ".join(s.name for s in self.services))
 
     async def _stop_one(self, service: Service, keep: bool = False) -> None:

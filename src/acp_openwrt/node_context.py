@@ -128,6 +128,12 @@ class Service(Protocol):
         """The ports this part provides (filled when the parts are built)."""
         ...
 
+    def prepare(self) -> None:
+        """Called on every built part before any starts: begin slow work that needs no other
+        part (spawning a daemon) as a task, so that it overlaps the earlier parts' starts;
+        start() then waits for it, stop() cancels it."""
+        ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -148,6 +154,9 @@ class Part:
 
     def ports(self) -> Ports:
         return Ports()
+
+    def prepare(self) -> None:
+        return None
 
     async def start(self) -> None:
         return None

@@ -109,6 +109,7 @@ class ChannelPart(Part):
         self._domain = ""
         self.revocation = RevocationView()   # RevocationUpdated: revoked peers get no channel
         self.running = False
+        self._charon_start: asyncio.Task[None] | None = None  # prepare() began charon's start
 
     # --- time ---
     def now(self) -> float:
@@ -143,6 +144,15 @@ class ChannelPart(Part):
         return await self._in(self._vici_ex, getattr(self.driver, fn_name), *args)
 
     # --- life cycle ---
+    def prepare(self) -> None:
+        """charon's start (a second or more on a small box or the lab guest) overlaps the starts
+        of the parts before this one; start() waits for it."""
+        if self.ctx.identity is None or self.ctx.config.ldevid_cert is None \
+                or self._charon_start is not None:
+            return
+        self._charon_start = asyncio.get_running_loop().create_task(self.charon.start(),
+                                                                    name="charon-start")
+
     async def start(self) -> None:
         if not self._registered:
             self.ctx.control.register("channels", self._cmd_channels)
@@ -158,8 +168,13 @@ class ChannelPart(Part):
                                                               thread_name_prefix="ike-init")
         if self._acp_address is not None:
             await self._in(self._acp_ex, xi.set_loopback, str(self._acp_address), True)
-        await self.charon.start()
-        await self._connect_driver()
+        starting, self._charon_start = self._charon_start, None
+        try:
+            await (starting if starting is not None else self.charon.start())
+            await self._connect_driver()
+        except BaseException:  # no half-started part: stop() returns early when not running
+            await self.charon.stop()
+            raise
         self.running = True
         self._timer = CoreTimer(self.table, self._timers_due, name="channels")
         await self._reconcile()
@@ -204,6 +219,12 @@ class ChannelPart(Part):
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe = []
+        if self._charon_start is not None:  # prepared, never started (an earlier part failed)
+            starting, self._charon_start = self._charon_start, None
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+            await self.charon.stop()
         if not self.running:
             return
         self.running = False
