@@ -21,10 +21,9 @@ import os
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .. import netns
-from ..control.api import ConnectEntry, ConnectStatus
 from ..events import ConnectSubnetDown, ConnectSubnetUp
 from ..identity.address import AddressError
 from ..node_context import NodeContext, Part
@@ -34,6 +33,9 @@ from .config import ConnectConfig
 from .ra import MAX_RTR_ADV_INTERVAL, MIN_DELAY_BETWEEN_RAS, RaContent, RaSchedule
 from .ra_sender import RaSender
 from .relay import TcpRelay, UdpRelay
+
+if TYPE_CHECKING:  # the control API's types: 2 MB of TypedDicts acpd needs no instance of
+    from ..control.api import ConnectEntry, ConnectStatus
 
 LOG = logging.getLogger("acpd.connect")
 T = TypeVar("T")

@@ -21,14 +21,16 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import events
 from ..logsafe import logsafe
 from ..node_context import NodeContext, Part
 from . import ubus_protocol as proto
-from .api import UbusCounters, UbusStatus
 from .ubus_protocol import Hello, Invoke, Malformed, RequestDone, UbusClientProtocol
+
+if TYPE_CHECKING:  # the control API's types: 2 MB of TypedDicts acpd needs no instance of
+    from .api import UbusCounters, UbusStatus
 
 LOG = logging.getLogger("acpd.ubus")
 OBJECT = "acp"

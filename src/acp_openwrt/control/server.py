@@ -14,9 +14,10 @@ import os
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .api import ControlCounters, ControlStatus
+if TYPE_CHECKING:  # the control API's types: 2 MB of TypedDicts acpd needs no instance of
+    from .api import ControlCounters, ControlStatus
 
 LOG = logging.getLogger("acpd.control")
 MAX_REQUEST = 64 * 1024   # one line; anything longer is a client bug or an attack

@@ -12,15 +12,17 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import events
-from ..control.api import InterfaceEntry, LinksStatus, RescanAnswer
 from ..netns import call_in
 from ..node_context import NodeContext, Part
 from . import netlink
 from .netlink import NetlinkWorker
 from .plan import Adopt, Release, RemoveStrayPort, Twin, plan
+
+if TYPE_CHECKING:  # the control API's types: 2 MB of TypedDicts acpd needs no instance of
+    from ..control.api import InterfaceEntry, LinksStatus, RescanAnswer
 
 LOG = logging.getLogger("acpd.links")
 RESCAN_INTERVAL = 30.0
