@@ -60,8 +60,9 @@ def kb(key):
     for line in open('/proc/self/status'):
         if line.startswith(key):
             return int(line.split()[1])
-from acp_openwrt import asyncio_lean, pyroute2_lean
+from acp_openwrt import asyncio_lean, pyroute2_lean, stand_ins
 pyroute2_lean.install()  # as acpd.main does
+stand_ins.install(stand_ins.CRYPTOGRAPHY)
 rows = [("interpreter", kb("VmRSS:"), kb("RssAnon:"), kb("RssFile:"), len(sys.modules))]
 for name in sys.argv[1:]:
     if name == "asyncio":
