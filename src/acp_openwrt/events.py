@@ -166,8 +166,11 @@ class RevocationUpdated:
 @dataclass(frozen=True)
 class CrlDistributionPointsSeen:
     """A verified peer's certificate names CRL distribution points the channels had not seen
-    (e.g. another registrar's): the revocation part fetches those CRLs too."""
+    (e.g. another registrar's): the revocation part fetches those CRLs too. `cas`: the CA
+    certificates (DER) its certificate verified through up to one of our anchors (another
+    registrar's sub-CA signs that registrar's CRL)."""
     urls: tuple[str, ...]
+    cas: tuple[bytes, ...] = ()
 
 
 Event = (LinkAdopted | LinkReleased | AdjacencyUp | AdjacencyAlive | AdjacencyDown | ChannelUp

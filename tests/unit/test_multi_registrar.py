@@ -453,3 +453,44 @@ def test_registrar_part_hears_others_and_stops_new_enrolments_on_a_collision(tmp
         assert {o["address"] for o in part.status()["other_registrars"]} == {twin}
     finally:
         part._close_files()
+
+
+# --- CRLs of another registrar's sub-CA --------------------------------------------------------
+
+def test_a_peer_verified_through_another_sub_ca_makes_its_crls_acceptable(tmp_path: Path) -> None:
+    """A node enrolled by r1 holds the root and r1's sub-CA; r2's CRL is signed by r2's
+    sub-CA. The channels' peer check hands on the CAs a peer verified through; with them the
+    node takes r2's CRL (and so its revocations), never a CRL of a CA it has not verified."""
+    import datetime as dt
+
+    from acp_openwrt.channels.peer_check import check_peer
+    from acp_openwrt.revocation.crl import RevokedEntry, build_crl
+    from acp_openwrt.revocation.keeper import CrlKeeper
+    now = dt.datetime.now(dt.UTC)
+    root = make_ca("Operator Root CA", path_length=1)
+    sub1, _ = make_ca("ACP registrar r1", root, path_length=0)
+    sub2, sub2_key = make_ca("ACP registrar r2", root, path_length=0)
+    ca2 = DomainCA.load_operator(*write(tmp_path, [sub2, root[0]], sub2_key), domain=DOMAIN)
+    address = zone_address(DOMAIN, 0x2AA00000002, 5)
+    from acp_openwrt.identity.address import name_for_address
+    peer = ca2.issue(generate_key().public_key(), name_for_address(address, DOMAIN).format(),
+                     address=address.address)
+    der = serialization.Encoding.DER
+    verdict = check_peer(str(address.address), [peer.public_bytes(der)],
+                         [sub2.public_bytes(der)], [root[0], sub1], DOMAIN)
+    assert verdict.ok, verdict.reason
+    assert verdict.cas == (sub2, root[0])
+    revoked = build_crl(sub2, sub2_key, [RevokedEntry(77, now)], now=now, number=3)
+    keeper = CrlKeeper([root[0], sub1])
+    url = "http://[fd00::2]/acp.crl"
+    keeper.add_urls([url], 0.0)
+    assert keeper.fetched(url, revoked.public_bytes(der), 1.0, now) is False   # not ours: refused
+    assert keeper.refused == 1
+    assert keeper.add_issuers(verdict.cas) == [sub2]                   # root: held already
+    assert keeper.add_issuers(verdict.cas) == []
+    assert keeper.fetched(url, revoked.public_bytes(der), 2.0, now) is True
+    assert (sub2.subject.public_bytes(), 77) in keeper.revoked()
+    stranger, stranger_key = make_ca("not verified")
+    keeper.add_urls(["http://[fd00::3]/acp.crl"], 3.0)
+    forged = build_crl(stranger, stranger_key, [RevokedEntry(78, now)], now=now, number=9)
+    assert keeper.fetched("http://[fd00::3]/acp.crl", forged.public_bytes(der), 4.0, now) is False

@@ -102,6 +102,11 @@ def test_two_registrars_enrol_and_take_over(lab: AcpdLab, tmp_path: Path) -> Non
         assert check_domain_membership(
             p2_leaf, [sub["r2"]], load_certificates(lab.nodes["p1"].workdir / "domain-ca.pem"),
             lab.domain).ok
+        # p1 and p2 hold both registrars' CRLs: each learnt the other sub-CA from its peer
+        for name in ("p1", "p2"):
+            lab.wait(f"{name} holds both CRLs", lambda name=name: {
+                c["issuer"] for c in lab.ask(name, "status")["revocation"]["crls"]} == {
+                sub[r].subject.rfc4514_string() for r in ("r1", "r2")}, 90)
         # every one hears of the other: the registrars, m's proxy, p1's and p2's renewal
         for name, other in (("r1", "r2"), ("r2", "r1")):
             lab.wait(f"{name} heard {other}", lambda name=name, other=other: [

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from cryptography.hazmat.primitives import serialization
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import events
@@ -437,7 +438,9 @@ class ChannelPart(Part):
         if verdict.ok and verdict.address is not None and verdict.node_name is not None:
             urls = self.revocation.learn(leaves)
             if urls:
-                self.ctx.bus.publish(events.CrlDistributionPointsSeen(urls))
+                der = serialization.Encoding.DER
+                self.ctx.bus.publish(events.CrlDistributionPointsSeen(
+                    urls, tuple(c.public_bytes(der) for c in verdict.cas)))
             actions = ch.fsm.peer_verified(action.sa_id, int(verdict.address),
                                            verdict.node_name, now)
         else:

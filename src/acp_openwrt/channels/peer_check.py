@@ -25,6 +25,7 @@ class PeerVerdict:
     reason: str
     node_name: str | None = None
     address: ipaddress.IPv6Address | None = None
+    cas: tuple[x509.Certificate, ...] = ()  # the verified path above the peer's certificate
 
 
 def check_peer(remote_id: str, leaves: Sequence[bytes], others: Sequence[bytes],
@@ -59,7 +60,8 @@ def check_peer(remote_id: str, leaves: Sequence[bytes], others: Sequence[bytes],
             address = address_from_name(result.node_name).address
             problem = identity_problem(remote_id, address)
             verdict = (PeerVerdict(False, problem) if problem else
-                       PeerVerdict(True, result.reason, result.node_name.format(), address))
+                       PeerVerdict(True, result.reason, result.node_name.format(), address,
+                                   tuple(result.path[1:])))
         if verdict.ok:
             return verdict
         first = first or verdict

@@ -30,6 +30,7 @@ DEFAULT_REFRESH = 300.0
 FIRST_RETRY = 10.0
 MIN_GAP = 5.0
 MAX_SOURCES = 16
+MAX_ISSUERS = 16  # CAs learned from peers (other registrars' sub-CAs)
 FUTURE_SKEW = dt.timedelta(minutes=10)
 
 RevokedSet = frozenset[tuple[bytes, int]]
@@ -64,6 +65,7 @@ class CrlKeeper:
                  refresh: float = DEFAULT_REFRESH, first_retry: float = FIRST_RETRY,
                  min_gap: float = MIN_GAP, max_sources: int = MAX_SOURCES) -> None:
         self.anchors = list(anchors)
+        self.issuers: list[x509.Certificate] = []  # learned from verified peers (add_issuers)
         self.refresh, self.first_retry, self.min_gap = refresh, first_retry, min_gap
         self.max_sources = max_sources
         self.sources: dict[str, Source] = {}
@@ -82,6 +84,17 @@ class CrlKeeper:
             if problem:
                 problems.append(problem)
         return problems
+
+    def add_issuers(self, cas: Iterable[x509.Certificate]) -> list[x509.Certificate]:
+        """CA certificates a verified peer's certificate chained through to our anchors
+        (another registrar's sub-CA): CRLs they sign are taken too. Returns the new ones."""
+        added = []
+        for ca in cas:
+            if ca not in self.anchors and ca not in self.issuers and \
+                    len(self.issuers) < MAX_ISSUERS:
+                self.issuers.append(ca)
+                added.append(ca)
+        return added
 
     def add_urls(self, urls: Iterable[str], now: float) -> list[str]:
         """Distribution points to fetch from now on (fetched at once); returns the new ones."""
@@ -153,7 +166,7 @@ class CrlKeeper:
               wall: dt.datetime) -> str | None:
         """Keep `crl` if it is our CA's and newer than the one held; why not, else None."""
         try:
-            crl_issuer(crl, self.anchors)
+            crl_issuer(crl, [*self.anchors, *self.issuers])
         except CrlError as exc:
             return str(exc)
         if this_update(crl) > wall + FUTURE_SKEW:

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from .. import netns
 from ..brski.http import HttpConnection, HttpError
 from ..brski.store import write_atomic
@@ -161,6 +163,13 @@ class RevocationPart(Part):
     def _on_urls(self, event: CrlDistributionPointsSeen) -> None:
         if self.problem == "no LDevID":
             return
+        try:
+            cas = [x509.load_der_x509_certificate(der) for der in event.cas]
+        except ValueError:
+            cas = []
+        for ca in self.keeper.add_issuers(cas):
+            LOG.info("revocation: CRLs signed by %s (a verified peer's CA) are taken too",
+                     ca.subject.rfc4514_string())
         for url in self.keeper.add_urls(event.urls, self._now()):
             LOG.info("revocation: a peer's certificate names CRL distribution point %s", url)
         if self._timer is not None:
