@@ -260,7 +260,14 @@ class AsaApi:
         self._own_session(asa, handle)
         self._sessions.pop(handle, None)
         self._mail.pop(handle, None)
-        self._call(self.engine.end_negotiate, handle, accept, self._now(), reason)
+        try:
+            outputs = self.engine.end_negotiate(handle, accept, self._now(), reason)
+        except GraspApiError as exc:
+            self._feed(exc.outputs)
+            raise
+        # Ending a session only takes a deadline away, so the armed timer is right or early
+        # (it then finds nothing due and re-arms): no re-arm on the negotiation's last step.
+        self._execute(outputs)
 
     async def listen_negotiate(self, asa: Asa, objective: Objective) -> NegotiationRequested:
         """Wait for the next M_REQ_NEG for ``objective``: (handle, peer's objective, peer)."""

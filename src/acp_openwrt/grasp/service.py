@@ -330,7 +330,7 @@ class GraspService(AsaApi):
         self._conns[conn.conn_id] = conn
         if outputs:
             self._execute(outputs)
-        conn.attach(sock, read_now=True)
+        conn.attach(sock, read_now=True, read_later=True)
 
     def _open_stream(self, action: OpenStream) -> None:
         conn = self._new_conn()

@@ -286,25 +286,26 @@ class StreamConnection:
         """Drive ``sock`` (non-blocking; connected, accepted or with a connect in progress).
         ``read_now``: try a read at once (an accepted connection's first message is usually
         there already), saving a loop turn. ``read_later``: watch for reading from the next
-        loop turn (a connection just opened: its request, written right after, goes out
-        first, and the peer works on it meanwhile)."""
+        loop turn, so that what answers the first message (an opened connection's request,
+        written right after this; an accepted one's reply, written by its ASA in the next
+        turn) goes out before the loop's bookkeeping, and the peer works on it meanwhile."""
         if self._done:
             sock.close()
             return
         self.sock, self._fd = sock, sock.fileno()
-        if read_later:
-            self._loop.call_soon(self._start_reading)
-        else:
-            self._start_reading()
         if self._out:
             self._flush()
         elif self._closing:
             self._finish()
         elif read_now:
             self._readable()
+        if read_later:  # scheduled after what the read woke up
+            self._loop.call_soon(self._start_reading)
+        else:
+            self._start_reading()
 
     def _start_reading(self) -> None:
-        if not self._reading and self.sock is not None:
+        if not self._reading and self.sock is not None and not self._closing:
             self._reading = True
             self._loop.add_reader(self._fd, self._readable)
 
