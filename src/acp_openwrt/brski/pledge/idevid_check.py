@@ -3,10 +3,10 @@
 An idle pledge waits for a join proxy and needs none of the BRSKI work until one is heard
 (cryptography, ssl, CMS: about 14 MB of RSS it would keep for good, issue 19). It still says at
 once when its IDevID, its key or the manufacturer's anchors cannot be used (state `no-idevid`,
-what `acpctl diagnose` reads): `idevid_problem` runs `python3 -m acp_openwrt.brski.pledge.
-idevid_check CERT KEY ANCHORS`, which loads them exactly as an attempt will (client.py's
-load_pledge_identity) and answers with the same one-line reason, then exits. The pledge loads
-them itself at its first attempt.
+what `acpctl diagnose` reads): `idevid_problem` runs this module's main(CERT, KEY, ANCHORS)
+in a new Python, which loads them exactly as an attempt will (client.py's load_pledge_identity)
+and answers with the same one-line reason, then exits. The pledge loads them itself at its
+first attempt.
 """
 from __future__ import annotations
 
@@ -18,18 +18,19 @@ from pathlib import Path
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # src/, above acp_openwrt/
 EXIT_UNUSABLE = 1
 CHECK_TIMEOUT = 60.0  # a slow router's Python importing cryptography: seconds, not minutes
+# The child finds this package where acpd found it (after everything else on its path).
+CHILD = ("import sys; sys.path.append(sys.argv[1]); "
+         "from acp_openwrt.brski.pledge.idevid_check import main; sys.exit(main(sys.argv[2:]))")
 
 
 async def idevid_problem(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
                          anchors_path: str | os.PathLike[str]) -> str | None:
     """Why the IDevID cannot be used (load_pledge_identity's ValueError or OSError text), or
     None when it loads."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", __name__, os.fspath(cert_path), os.fspath(key_path),
+        sys.executable, "-c", CHILD, PACKAGE_ROOT, os.fspath(cert_path), os.fspath(key_path),
         os.fspath(anchors_path), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), CHECK_TIMEOUT)
     except TimeoutError:
