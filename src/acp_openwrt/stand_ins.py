@@ -7,10 +7,11 @@ SubjectKeyIdentifier.from_public_key) and hmac (constant-time compare), which lo
 libcrypto beside cryptography's own (3.6 MB of RSS on x86-64). `install({module: imported})`
 puts a finder on sys.meta_path that, while `module` executes, has a stand-in in sys.modules
 for each of its `imported`: a `LazyModule` imports the real module at its first attribute (and
-from then on is a view of it), `unittest`'s stand-in has a `mock.Mock` that makes the real Mock
-when first used. Each stand-in is gone from sys.modules as soon as the module has executed, so
-any later import anywhere is the real module; if the real one was imported already, nothing is
-stood in. Only acpd's entry point installs any (pyroute2_lean.py, acpd.main).
+from then on is a view of it); `unittest`'s stand-in has a lazy `mock` whose `Mock` makes the
+real Mock when first used. Each stand-in is gone from sys.modules as soon as the module has
+executed, so any later import anywhere is the real module; if the real one was imported
+already, nothing is stood in. Only acpd's entry point installs any (pyroute2_lean.py,
+acpd.main).
 """
 from __future__ import annotations
 
@@ -64,9 +65,9 @@ class LazyMock:
 
 
 def stand_in(name: str) -> types.ModuleType:
-    if name == "unittest":
+    if name == "unittest":  # `from unittest import mock`: a lazy mock, whose Mock is lazy too
         module = types.ModuleType("unittest")
-        mock = types.ModuleType("unittest.mock")
+        mock = LazyModule("unittest.mock")
         mock.Mock = LazyMock  # type: ignore[attr-defined]
         module.mock = mock  # type: ignore[attr-defined]
         return module
