@@ -15,7 +15,6 @@ acp_openwrt leaves asyncio alone.
 """
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
 import sys
 import types
@@ -52,7 +51,7 @@ def give_asyncio_ssl(ssl: types.ModuleType) -> None:
             ssl.SSLWantReadError, ssl.SSLSyscallError)
 
 
-class _ArmingLoader(importlib.abc.Loader):
+class _ArmingLoader:  # a loader (importlib.abc.Loader's protocol)
     """ssl's own loader, then give_asyncio_ssl()."""
 
     def __init__(self, loader: Any) -> None:
@@ -69,7 +68,7 @@ class _ArmingLoader(importlib.abc.Loader):
         return getattr(self.loader, name)
 
 
-class _SslFinder(importlib.abc.MetaPathFinder):
+class _SslFinder:  # a meta path finder (the protocol)
     """Finds nothing itself: for "ssl" it asks the finders after it and wraps the loader."""
 
     def find_spec(self, fullname: str, path: Sequence[str] | None = None,

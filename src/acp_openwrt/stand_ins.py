@@ -16,7 +16,6 @@ acpd.main).
 from __future__ import annotations
 
 import importlib
-import importlib.abc
 import importlib.machinery
 import sys
 import types
@@ -74,7 +73,7 @@ def stand_in(name: str) -> types.ModuleType:
     return LazyModule(name)
 
 
-class _WithStandIns(importlib.abc.Loader):
+class _WithStandIns:  # a loader (importlib.abc.Loader's protocol)
     """The module's own loader, run with stand-ins in sys.modules for what it imports."""
 
     def __init__(self, loader: Any, imported: Sequence[str]) -> None:
@@ -98,7 +97,7 @@ class _WithStandIns(importlib.abc.Loader):
         return getattr(self.loader, name)
 
 
-class StandInFinder(importlib.abc.MetaPathFinder):
+class StandInFinder:  # a meta path finder (the protocol)
     """Finds nothing itself: for the modules it knows it asks the finders after it and wraps
     the loader."""
 

@@ -8,9 +8,14 @@ Each check runs in a fresh interpreter: pytest's own process already holds most 
 from __future__ import annotations
 
 import json
+import os
+import site
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 IDENTITY = {"acp_node_name": "fd89b714f3db00000200000064000001+@acp.example.com",
             "acp_address": "fd89:b714:f3db:0:200:0:6400:1"}
@@ -39,9 +44,10 @@ PROBE = textwrap.dedent("""
 
 # Only for BRSKI work (enrolment, renewal: TLS, CMS, the voucher, building certificates) or
 # never (pyroute2's test and probe helpers); hashlib would load OpenSSL's libcrypto beside
-# cryptography's own; the control API's TypedDicts are for acpctl, the docs and the tests.
+# cryptography's own; the control API's TypedDicts are for acpctl, the docs and the tests;
+# importlib.abc (3.11) imports importlib.resources and with it zipfile, tempfile, bz2, lzma.
 RARE = ("ssl", "_ssl", "unittest", "asn1crypto", "hashlib", "_hashlib", "hmac",
-        "acp_openwrt.control.api",
+        "acp_openwrt.control.api", "importlib.abc", "importlib.resources", "zipfile", "difflib",
         "acp_openwrt.brski.tls",
         "acp_openwrt.brski.cms", "acp_openwrt.brski.csr", "acp_openwrt.brski.voucher",
         "acp_openwrt.brski.pledge.client", "acp_openwrt.brski.pledge.core",
@@ -52,8 +58,13 @@ OPENSSL = ("cryptography", "_cffi_backend")
 
 
 def loaded(identity: dict[str, str] | None) -> dict:
-    out = subprocess.run([sys.executable, "-c", PROBE, json.dumps(identity)], check=True,
-                         capture_output=True, text=True, timeout=120)
+    """The probe without the site module (a machine's .pth hooks would import on their own:
+    this sandbox's imports importlib.resources), with this package and the site-packages on
+    its path instead."""
+    path = [str(SRC), *site.getsitepackages()]
+    out = subprocess.run([sys.executable, "-S", "-c", PROBE, json.dumps(identity)], check=True,
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(path)})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -7,7 +7,6 @@ a default. Loading reads the file and nothing else: no directory is made, no pat
 """
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import re
 from collections.abc import Callable
@@ -298,6 +297,7 @@ _SPECS = {spec.name: spec for spec in OPTIONS}
 
 
 def _unknown(name: str) -> str:
+    import difflib  # only to name what a misspelt option was meant to be
     close = difflib.get_close_matches(name, _SPECS, n=1)
     hint = f"did you mean {close[0]}?" if close else "the options are listed in files/acp.config"
     return f"option {name}: unknown option in config {SECTION_TYPE} '{SECTION_NAME}' ({hint})"
