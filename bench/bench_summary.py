@@ -106,6 +106,19 @@ TARGETS = (
                         f"acpd answered (channels may start before: "
                         f"{_line4(f, 'line4-enrolled')['launch_to_formation_s']:.1f} s from "
                         f"launch) vs bare IKE {sum(f['bare_ike_hops_s']):.1f} s: ratio {v:.2f}"),
+    Target("ACP formation, 4-node line, IDevID only vs already enrolled (guest)",
+           "acp_formation", "<= 2x the enrolled line, same run (issue 19)",
+           lambda f: f["line4_vs_enrolled_ratio"], lambda v: v <= 2.0,
+           lambda v, f: f"{_line4(f)['formation_s']:.1f} s vs "
+                        f"{_line4(f, 'line4-enrolled')['formation_s']:.1f} s after the last "
+                        f"acpd answered: ratio {v:.2f}"),
+    Target("ACP formation, per hop: upstream channel up -> pledge's LDevID (guest)",
+           "acp_formation", "<= 2x that pledge's own BRSKI exchange (issue 19)",
+           lambda f: f["line4_worst_hop_ratio"], lambda v: v <= 2.0,
+           lambda v, f: "; ".join(
+               f"{h['upstream']}->{h['pledge']} {h['hop_s']:.1f} s vs BRSKI "
+               f"{h['brski_s']:.1f} s ({h['ratio']:.2f}x)" for h in _line4(f)["hops"]
+               if h["ratio"] is not None) + f": worst {v:.2f}x"),
     Target("ACP formation, random mesh, IDevID only (guest)", "acp_formation", "(figure only)",
            lambda f: _mesh(f)["launch_to_formation_s"], lambda v: True,
            lambda v, f: f"{_mesh(f)['nodes']} nodes, {_mesh(f)['links']} links: {v:.1f} s from "
