@@ -86,6 +86,12 @@ class _WithStandIns:  # a loader (importlib.abc.Loader's protocol)
     def exec_module(self, module: types.ModuleType) -> None:
         placed = {name: stand_in(name) for name in self.imported if name not in sys.modules}
         sys.modules.update(placed)
+        for name, placeholder in placed.items():
+            # `import ctypes.util` binds `ctypes` and reads `.util` off it later: the parent
+            # holds the stand-in until the real submodule is imported (which replaces it)
+            parent, _, child = name.rpartition(".")
+            if parent and not hasattr(importlib.import_module(parent), child):
+                setattr(sys.modules[parent], child, placeholder)
         try:
             self.loader.exec_module(module)
         finally:
