@@ -390,6 +390,9 @@ class StreamConnection:
         self._closing = True
         if self.sock is not None and not self._out:
             self._finish()
+        elif self._reading:  # nothing more is read while the rest goes out
+            self._reading = False
+            self._loop.remove_reader(self._fd)
 
     def abort(self) -> None:
         """Close at once, dropping what is queued."""
