@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import site
 import subprocess
 import sys
 import tempfile
@@ -123,11 +125,24 @@ def add_links(host: str, wire: str, n: int) -> None:
     call_in(wire, up)
 
 
+def _probe(names: tuple[str, ...], site_module: bool) -> list[list[Any]]:
+    """The import probe's rows; without the site module, this package and the site-packages
+    are on its path instead."""
+    import acp_openwrt
+    path = [str(Path(acp_openwrt.__file__).parents[1]), *site.getsitepackages()]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    flags = [] if site_module else ["-S"]
+    out = subprocess.run([sys.executable, *flags, "-c", IMPORT_PROBE, *names], check=True,
+                         capture_output=True, text=True, timeout=120, env=env)
+    rows: list[list[Any]] = json.loads(out.stdout)
+    return rows
+
+
 def import_costs() -> list[dict[str, Any]]:
-    """RSS added by each of acpd's imports (MB), in a fresh interpreter."""
-    out = subprocess.run([sys.executable, "-c", IMPORT_PROBE, *IMPORT_ORDER, *IMPORT_EXTRA],
-                         check=True, capture_output=True, text=True, timeout=120)
-    rows = json.loads(out.stdout)
+    """RSS added by each of acpd's imports (MB), in a fresh interpreter without the site
+    module: what they cost on a machine without this one's .pth hooks (site_hooks_mb), such as
+    OpenWrt."""
+    rows = _probe((*IMPORT_ORDER, *IMPORT_EXTRA), site_module=False)
     result = [{"import": rows[0][0], "rss_mb": round(rows[0][1] / 1024, 1)}]
     for i, (before, after) in enumerate(pairwise(rows)):
         if i == len(IMPORT_ORDER):
@@ -143,13 +158,11 @@ def import_costs() -> list[dict[str, Any]]:
 
 
 def site_hooks_mb() -> float:
-    """RSS that this interpreter's site-packages .pth hooks add before acpd imports anything
-    (python3 -c pass against python3 -S -c pass). A sandbox or distribution hook (one here
-    pulls in certifi) counts in acpd's RSS but is not acpd's; reported beside the figure."""
-    probe = "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
-    with_site, without = (int(subprocess.run([sys.executable, *flags, "-c", probe], check=True,
-                                             capture_output=True, text=True).stdout)
-                          for flags in ([], ["-S"]))
+    """What this interpreter's site-packages .pth hooks add to an enrolled acpd's RSS: acpd's
+    imports with the site module against without it (a sandbox or distribution hook, one here
+    pulls in certifi, counts in acpd's RSS but is not acpd's; most of what it imports acpd
+    imports anyway, so this is less than the hook alone costs a bare interpreter)."""
+    with_site, without = (_probe(IMPORT_ORDER, site_module=flag)[-1][1] for flag in (True, False))
     return round((with_site - without) / 1024, 1)
 
 
@@ -317,7 +330,8 @@ def table(results: dict[str, Any]) -> str:
         extra = f"  (+{row['modules']} modules)" if "anon_mb" in row else ""
         lines.append(f"import {row['import']:<40} {row['rss_mb']:>5}{extra}")
     if results.get("imports"):
-        lines.append("(imports: RSS added in MB, in a fresh interpreter, in acpd's order)")
+        lines.append("(imports: RSS added in MB, in acpd's order, in a fresh interpreter without "
+                     "the site module's hooks)")
     return "\n".join(lines)
 
 
