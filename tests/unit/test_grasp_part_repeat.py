@@ -50,3 +50,61 @@ def test_a_new_channel_gets_the_registrar_flood_with_loop_count_one(tmp_path: An
     ((objective, sent_locator),) = items
     assert objective == registrar._replace(loop_count=1) and sent_locator == locator
     assert part.floods_repeated == 1
+
+
+def _part(tmp_path: Any) -> AcpGraspPart:
+    from acp_openwrt.config import AcpConfig
+    return AcpGraspPart(NodeContext(config=AcpConfig(run_dir=tmp_path), bus=EventBus(),
+                                    control=ControlServer(tmp_path / "ctl")))
+
+
+class DiscoveringGrasp(FakeGrasp):
+    """Discovery answers only from the `answer_from`th try on (the first ones were lost: the
+    neighbour's GRASP had not joined the new channel yet)."""
+
+    def __init__(self, answer_from: int) -> None:
+        super().__init__({})
+        self.answer_from = answer_from
+        self.tries: list[int] = []
+
+    async def discover(self, asa: Any, objective: Objective, timeout_ms: int,
+                       flush: bool) -> list[Locator]:
+        self.tries.append(timeout_ms)
+        if len(self.tries) < self.answer_from:
+            return []
+        return [Locator(c.O_IPv6_LOCATOR, bytes.fromhex("fd00" + "00" * 13 + "02"),
+                        c.IPPROTO_TCP, 8443)]
+
+
+def test_registrar_discovery_is_retried_and_then_announced_on_new_channels(
+        tmp_path: Any) -> None:
+    import asyncio
+    part = _part(tmp_path)
+    grasp = DiscoveringGrasp(answer_from=2)
+    part.grasp = grasp  # type: ignore[assignment]
+    part.interfaces.add("acp-1")
+    asyncio.run(part._discover_until_known())
+    assert grasp.tries == [1000, 2000]  # the lost first try did not end the search
+    assert part._registrar_known() and part.est_server == ("fd00::2", 8443)
+    asyncio.run(part._discover_until_known())
+    assert grasp.tries == [1000, 2000]  # known: no more discovery
+    # no flood of the registrar was cached, yet a new channel hears of it: the discovered
+    # registrar is announced as a repeated flood would be (loop count 1)
+    part._repeat_floods("acp-9")
+    ((ttl_ms, items, ifname),) = grasp.sent
+    ((objective, locator),) = items
+    assert ifname == "acp-9" and 0 < ttl_ms <= 180_000
+    assert objective == Objective("AN_join_registrar", c.F_SYNCH, 1, "EST-TLS")
+    assert locator == Locator(c.O_IPv6_LOCATOR, bytes.fromhex("fd00" + "00" * 13 + "02"),
+                              c.IPPROTO_TCP, 8443)
+
+
+def test_registrar_discovery_gives_up_after_its_tries(tmp_path: Any) -> None:
+    import asyncio
+    part = _part(tmp_path)
+    grasp = DiscoveringGrasp(answer_from=99)
+    part.grasp = grasp  # type: ignore[assignment]
+    part.interfaces.add("acp-1")
+    asyncio.run(part._discover_until_known())
+    assert grasp.tries == [1000, 2000, 4000, 8000]  # then the registrar's floods only
+    assert not part._registrar_known() and grasp.sent == []

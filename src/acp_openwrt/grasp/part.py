@@ -41,6 +41,10 @@ AN_JOIN_REGISTRAR = "AN_join_registrar"
 SRV_EST = "SRV.est"
 API_SOCKET_NAME = "grasp.sock"
 DISCOVERY_TIMEOUT_MS = 3000
+# A new channel's registrar discovery, retried while none is known: the first can reach the
+# neighbour before its GRASP joined the channel interface and be lost (the lab saw a node wait
+# 38 s for the registrar's next flood that way). Each try waits its timeout for answers.
+DISCOVERY_TRIES_MS = (1000, 2000, 4000, 8000)
 DISCOVERED_TTL_MS = 180_000  # as long as an AN_join_registrar flood would have lasted
 MAX_TTL_MS = 2**32 - 1       # the longest ttl the join proxy's handover carries
 
@@ -84,6 +88,8 @@ class AcpGraspPart(Part):
         self._asa: Any = None
         self.floods_repeated = 0
         self.registrars_discovered = 0
+        self._discovered: dict[tuple[str, int], float] = {}  # registrar -> until (monotonic)
+        self._discovering: asyncio.Task[None] | None = None
 
     def ports(self) -> Ports:
         return Ports(acp_grasp=self)
@@ -149,26 +155,48 @@ class AcpGraspPart(Part):
             return
         self._repeat_floods(ifname)
         self.ctx.bus.publish(events.AcpGraspInterfaceUp(ifname))
-        if not self.grasp.get_flood(self._asa, AN_JOIN_REGISTRAR):
-            await self._discover_registrar()
+        if not self._registrar_known() and (self._discovering is None
+                                            or self._discovering.done()):
+            self._discovering = asyncio.get_running_loop().create_task(
+                self._discover_until_known(), name="registrar discovery")
+            self._tasks.add(self._discovering)
+            self._discovering.add_done_callback(self._tasks.discard)
 
-    async def _discover_registrar(self) -> None:
+    def _registrar_known(self) -> bool:
+        now = time.monotonic()
+        return bool(self.grasp is not None and self.grasp.get_flood(self._asa, AN_JOIN_REGISTRAR)
+                    or any(until > now for until in self._discovered.values()))
+
+    async def _discover_until_known(self) -> None:
         """No registrar heard yet: ask (M_DISCOVERY; RFC 8995 §4.3 has proxies support
-        discovering registrars). A neighbour's repeated flood can race our joining ff02::13
-        on a new channel; discovery is answered over unicast and does not."""
+        discovering registrars), again while none is known (DISCOVERY_TRIES_MS). A neighbour's
+        repeated flood can race our joining ff02::13 on a new channel, and our discovery its
+        joining: whichever side joins later gets through."""
+        for timeout_ms in DISCOVERY_TRIES_MS:
+            if self.grasp is None or not self.interfaces or self._registrar_known():
+                return
+            if await self._discover_registrar(timeout_ms):
+                return
+
+    async def _discover_registrar(self, timeout_ms: int = DISCOVERY_TIMEOUT_MS) -> bool:
+        """One M_DISCOVERY for AN_join_registrar; True when a registrar answered."""
         assert self.grasp is not None
         objective = Objective(AN_JOIN_REGISTRAR, c.F_SYNCH, 255, "EST-TLS")
         try:
             locators = await self.grasp.discover(self._asa, objective,
-                                                 timeout_ms=DISCOVERY_TIMEOUT_MS, flush=True)
+                                                 timeout_ms=timeout_ms, flush=True)
         except GraspApiError as exc:
             LOG.debug("discovering a registrar: %s", exc)
-            return
+            return False
+        answered = False
         for locator in locators:
             found = tcp_locator(locator)
             if found is not None:
+                answered = True
                 self.registrars_discovered += 1
+                self._discovered[found] = time.monotonic() + DISCOVERED_TTL_MS / 1000
                 self._registrar_found(found[0], found[1], DISCOVERED_TTL_MS)
+        return answered
 
     def _repeat_floods(self, ifname: str) -> None:
         """The registrar's floods we hold, again on a new channel, for the new neighbour only:
@@ -192,6 +220,24 @@ class AcpGraspPart(Part):
                     self.floods_repeated += 1
                 except (OSError, GraspApiError) as exc:
                     LOG.warning("repeating %s on %s: %s", name, ifname, exc)
+        if grasp.get_flood(self._asa, AN_JOIN_REGISTRAR):
+            return
+        # learnt by discovery, not by flood (our own channel raced a repeat): announced the
+        # same way, so the new neighbour need not win a race of its own
+        for (address, port), until in list(self._discovered.items()):
+            ttl_ms = int((until - now) * 1000)
+            if ttl_ms <= 0:
+                del self._discovered[(address, port)]
+                continue
+            locator = Locator(c.O_IPv6_LOCATOR, ipaddress.IPv6Address(address).packed,
+                              c.IPPROTO_TCP, port)
+            try:
+                grasp.flood(self._asa, ttl_ms,
+                            [(Objective(AN_JOIN_REGISTRAR, c.F_SYNCH, 1, "EST-TLS"), locator)],
+                            ifname=ifname)
+                self.floods_repeated += 1
+            except (OSError, GraspApiError) as exc:
+                LOG.warning("announcing a discovered registrar on %s: %s", ifname, exc)
 
     def _channel_down(self, event: events.ChannelDown) -> None:
         self.interfaces.discard(event.acp_ifname)
