@@ -128,7 +128,15 @@ async def _run_node(config: Any, identity: dict[str, Any] | None, keep: bool) ->
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping)
     loop.call_later(TRIM_AFTER_S, release_free_heap)
-    await Node(config, identity, keep=keep).run(stop)
+    await Node(config, identity, keep=keep, reexec=_run_anew).run(stop)
+
+
+def _run_anew() -> None:
+    """acpd again in this process, with the same command line (after enrolment: a fresh
+    interpreter holds only what an enrolled node imports). Raises OSError if exec fails."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, sys.orig_argv)
 
 
 def one_malloc_arena() -> bool:

@@ -9,6 +9,8 @@ The parts talk by events on `ctx.bus` and typed ports on the context (docs/parts
 calls only the `Service` hooks, never probes a part: it fills `ctx.ports` from every part's
 `ports()` when it builds them, clears a part's ports before stopping it (or when it failed to
 start), sets `keep_on_stop` before a restart, and calls `reload_identity()` after a renewal.
+After enrolment (a new identity) acpd runs itself anew (`reexec`, exec in the same process), so
+the enrolled node does not carry the pledge's BRSKI work in memory.
 """
 from __future__ import annotations
 
@@ -18,13 +20,14 @@ import importlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import AcpConfig
 from .control.server import ControlServer, RequestError
-from .events import EventBus, IdentityChanged, ProxyHeard
+from .events import EventBus, IdentityChanged
 from .identity.summary import load_identity_summary
 from .netns import call_in, create_namespace, list_namespaces, remove_namespace
 from .node_context import NodeContext, Ports, Service
@@ -34,7 +37,9 @@ if TYPE_CHECKING:  # the control API's types: 2 MB of TypedDicts acpd needs no i
 
 LOG = logging.getLogger("acpd")
 NAMESPACE_LEDGER = "namespaces"
-PRELOAD_DELAY_S = 0.5  # after a join proxy is heard: the enrolled parts' modules, see below
+# What acpd run anew after enrolment (Node.reexec) carries over: "<rebuilds> <started>", the
+# second on the system-wide monotonic clock, so that status's rebuilds and uptime go on.
+CARRIED_ENV = "ACPD_CARRIED"
 
 
 def _lo_up() -> None:
@@ -80,9 +85,10 @@ def part_names(config: AcpConfig, identity: dict[str, Any] | None) -> list[str]:
 
 class Node:
     def __init__(self, config: AcpConfig, identity: dict[str, Any] | None,
-                 keep: bool = False) -> None:
+                 keep: bool = False, reexec: Callable[[], None] | None = None) -> None:
         self.config = config
         self.keep = keep
+        self.reexec = reexec  # runs acpd anew in this process (exec); None: rebuild in place
         socket_path = config.control_socket
         assert socket_path is not None  # AcpConfig derives it from run_dir when not given
         self.ctx = NodeContext(config=config, bus=EventBus(),
@@ -90,12 +96,10 @@ class Node:
         self.services: list[Service] = []
         self.failed: dict[str, str] = {}
         self.created_namespaces: list[str] = []
-        self.started = time.monotonic()
-        self.rebuilds = 0
+        self.started, self.rebuilds = _carried_over()
         self._rebuilding: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._parts_lock = asyncio.Lock()  # one start/stop/restart of the parts at a time
-        self._preloading = False  # the enrolled parts' modules: being imported ahead, or were
         self.ctx.control.register("status", self._status)
         self.ctx.control.register("reload", self._reload)
         self._own_commands = self.ctx.control.commands()
@@ -130,8 +134,6 @@ class Node:
 
     async def _start_parts(self) -> None:
         self.ctx.bus.subscribe(IdentityChanged, self._identity_changed)
-        if self.ctx.identity is None:
-            self.ctx.bus.subscribe(ProxyHeard, self._preload_enrolled_parts)
         built: list[Service] = []
         for spec in part_names(self.config, self.ctx.identity):
             module_name, _, class_name = spec.partition(":")
@@ -187,32 +189,6 @@ class Node:
         self.failed.clear()
         self.ctx.ports = Ports()  # also those of parts built but never started
 
-    def _preload_enrolled_parts(self, _event: ProxyHeard) -> None:
-        """A join proxy was heard, so enrolment is near: import the modules of the parts an
-        enrolled node soon, one per event-loop turn, while the BRSKI exchange mostly waits
-        on the registrar, rather than after the LDevID is stored, when they delay the first
-        channel (about 1.7 s under the lab guest's emulation; issue 19). An idle pledge that
-        hears no proxy never pays their memory. In the loop's thread, not a worker thread:
-        concurrent imports of modules that import each other can deadlock."""
-        if self._preloading:
-            return
-        self._preloading = True
-        pending = [spec.partition(":")[0] for spec in part_names(self.config, {})
-                   if spec not in part_names(self.config, None)]
-        loop = asyncio.get_running_loop()
-
-        def next_one() -> None:
-            if pending:
-                module_name = pending.pop(0)
-                try:
-                    importlib.import_module(f"{__package__}.{module_name}")
-                except ImportError:  # reported when the part is built
-                    pass
-                loop.call_soon(next_one)
-        # the pledge's attempt goes first: its own imports and TLS handshake are what the
-        # registrar waits on; the modules come while the exchange waits on the registrar
-        loop.call_later(PRELOAD_DELAY_S, next_one)
-
     def _identity_changed(self, event: IdentityChanged) -> None:
         """An LDevID was stored (enrolment or renewal): with a new acp-node-name the node
         rebuilds its parts (links and ACP connect stay, as in a restart with --keep)."""
@@ -233,8 +209,32 @@ class Node:
                 self._spawn(service.reload_identity(), f"reload {service.name}")
             return
         if self._rebuilding is None or self._rebuilding.done():
-            self._rebuilding = asyncio.get_running_loop().create_task(
-                self._rebuild(config, identity), name="rebuild")
+            work = (self._run_anew(config, identity) if self.reexec is not None
+                    else self._rebuild(config, identity))
+            self._rebuilding = asyncio.get_running_loop().create_task(work, name="rebuild")
+
+    async def _run_anew(self, config: AcpConfig, identity: dict[str, Any]) -> None:
+        """A new identity (enrolment): acpd runs itself anew in this process (exec: the same
+        pid for procd; namespaces and links adopted as after `acpd --keep`) instead of
+        rebuilding its parts in place, which would keep the pledge's BRSKI work (TLS, CMS, the
+        voucher: 12-17 MB of modules) for the node's whole life. If exec fails, the parts are
+        rebuilt here."""
+        assert self.reexec is not None
+        async with self._parts_lock:
+            LOG.info("identity %s: acpd starts anew, without the pledge's memory",
+                     identity["acp_node_name"])
+            await self._stop_parts(keep=True)
+            await self.ctx.control.stop()
+            os.environ[CARRIED_ENV] = f"{self.rebuilds + 1} {self.started!r}"
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            try:
+                self.reexec()  # returns only if it failed
+            except OSError as exc:
+                LOG.error("could not run acpd anew (%s): restarting the parts in place", exc)
+            os.environ.pop(CARRIED_ENV, None)
+            await self.ctx.control.start()
+        await self._rebuild(config, identity)
 
     def _spawn(self, coro: Any, what: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=what)
@@ -336,6 +336,15 @@ class Node:
         for service in self.services:
             out[service.name] = service.status()
         return out
+
+
+def _carried_over() -> tuple[float, int]:
+    """(started, rebuilds): fresh, or what the acpd this one replaced carried over."""
+    carried = os.environ.pop(CARRIED_ENV, "").split()
+    try:
+        return float(carried[1]), int(carried[0])
+    except (IndexError, ValueError):
+        return time.monotonic(), 0
 
 
 def _write_sysctl(key: str, value: str) -> None:

@@ -1,8 +1,10 @@
 """Zero-touch enrolment between two real acpd processes on this host's kernel: the registrar's
-join proxy answers a node that has only an IDevID; once enrolled, the node rebuilds its parts
-with the new identity and floods AN_ACP, so the registrar hears it as a neighbour. (Channels
-need kernel IPsec: the vm tier carries on from here.)"""
+join proxy answers a node that has only an IDevID; once enrolled, the node runs acpd anew (exec,
+same pid) with the new identity and floods AN_ACP, so the registrar hears it as a neighbour.
+(Channels need kernel IPsec: the vm tier carries on from here.)"""
 from __future__ import annotations
+
+from pathlib import Path
 
 from acp_openwrt.lab.acpd_lab import AcpdLab
 
@@ -17,11 +19,17 @@ def test_pledge_enrols_and_then_floods_an_acp(lab: AcpdLab) -> None:
     try:
         before = lab.ask("n2", "status")
         assert before["identity"] is None and "rpl" not in before["parts"]
+        proc = lab.nodes["n2"].proc
+        assert proc is not None
         acp_parts = {"rpl", "grasp", "channels", "discovery"}  # discovery starts after channels
         lab.wait("n2 enrolled and running its ACP parts",
                  lambda: acp_parts <= set(lab.ask("n2", "status")["parts"]), timeout=30)
         after = lab.ask("n2", "status")
         assert after["rebuilds"] == 1 and after["failed_parts"] == {}
+        assert after["uptime_s"] >= before["uptime_s"]  # carried over the exec
+        # the same process (procd's pid), but a fresh interpreter: the pledge's TLS is gone
+        assert proc.poll() is None
+        assert "/_ssl." not in Path(f"/proc/{proc.pid}/maps").read_text()
         assert acp_parts <= set(after["parts"])
         assert after["identity"]["acp_domain"] == "acp.example.com"
         # the stored LDevID is where the config said, and a restart would find it
