@@ -193,8 +193,12 @@ class Formation:
             self.timeline(result, answered, t0_wall)
             if self.logs is not None:
                 for name in self.names:
-                    log = self.lab.nodes[name].workdir / "acpd.stderr"
-                    (self.logs / f"{self.label}-{name}.log").write_bytes(log.read_bytes())
+                    work = self.lab.nodes[name].workdir
+                    (self.logs / f"{self.label}-{name}.log").write_bytes(
+                        (work / "acpd.stderr").read_bytes())
+                    for charon in sorted(work.glob("log/charon*.log")):  # the IKE side
+                        (self.logs / f"{self.label}-{name}-{charon.name}").write_bytes(
+                            charon.read_bytes())
             time.sleep(1.0)
             table = _proc_table()
             result["memory"] = {n: node_memory(lab.nodes[n].proc.pid, table) for n in self.names}
