@@ -26,18 +26,41 @@ from typing import Any
 # only for building certificates and comparing MACs, not for the parsing and signature checks
 # of an enrolled node's steady state.
 CRYPTOGRAPHY = {"cryptography.x509.extensions": ("hashlib",),
-                "cryptography.hazmat.primitives.constant_time": ("hmac",)}
+                "cryptography.hazmat.primitives.constant_time": ("hmac",),
+                # RFC822Name(value) checks a new name with email.utils.parseaddr; parsed names
+                # do not (0.3 MB: email's charset, quoting, calendar...)
+                "cryptography.x509.general_name": ("email.utils",)}
+# Functions that a module takes from a stood-in module by name (`from email.utils import
+# parseaddr`): the stand-in holds a function that imports the real module when called.
+FUNCTIONS = {"email.utils": ("parseaddr",)}
 
 
 class LazyModule(types.ModuleType):
     """A module imported at its first attribute; each attribute read is kept."""
 
-    def __getattr__(self, name: str) -> Any:
-        if sys.modules.get(self.__name__) is self:  # read while still standing in
+    def _real(self) -> types.ModuleType:
+        if sys.modules.get(self.__name__) is self:  # used while still standing in
             del sys.modules[self.__name__]
-        value = getattr(importlib.import_module(self.__name__), name)
+        return importlib.import_module(self.__name__)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            # what the import system asks (`from email.utils import x` looks for __path__),
+            # not a use: answered from the real module only once something imported it
+            real = sys.modules.get(self.__name__)
+            if real is None or real is self:
+                raise AttributeError(name)
+            return getattr(real, name)
+        value = getattr(self._real(), name)
         self.__dict__[name] = value
         return value
+
+
+def _lazy_function(module: LazyModule, name: str) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(module._real(), name)(*args, **kwargs)
+    call.__name__ = call.__qualname__ = name
+    return call
 
 
 class LazyMock:
@@ -70,7 +93,10 @@ def stand_in(name: str) -> types.ModuleType:
         mock.Mock = LazyMock  # type: ignore[attr-defined]
         module.mock = mock  # type: ignore[attr-defined]
         return module
-    return LazyModule(name)
+    lazy = LazyModule(name)
+    for function in FUNCTIONS.get(name, ()):
+        setattr(lazy, function, _lazy_function(lazy, function))
+    return lazy
 
 
 class _WithStandIns:  # a loader (importlib.abc.Loader's protocol)

@@ -46,10 +46,11 @@ PROBE = textwrap.dedent("""
 # never (pyroute2's test and probe helpers); hashlib would load OpenSSL's libcrypto beside
 # cryptography's own; the control API's TypedDicts are for acpctl, the docs and the tests;
 # importlib.abc (3.11) imports importlib.resources and with it zipfile, tempfile, bz2, lzma;
-# ctypes.util (pyroute2's netns: find_library) tempfile, shutil, bz2, lzma.
+# ctypes.util (pyroute2's netns: find_library) tempfile, shutil, bz2, lzma; email.utils
+# (cryptography: only to check a new RFC822Name) email's charset and quoting modules.
 RARE = ("ssl", "_ssl", "unittest", "asn1crypto", "hashlib", "_hashlib", "hmac",
         "acp_openwrt.control.api", "importlib.abc", "importlib.resources", "zipfile", "difflib",
-        "ctypes.util", "tempfile",
+        "ctypes.util", "tempfile", "email.utils",
         "acp_openwrt.brski.tls",
         "acp_openwrt.brski.cms", "acp_openwrt.brski.csr", "acp_openwrt.brski.voucher",
         "acp_openwrt.brski.pledge.client", "acp_openwrt.brski.pledge.core",
