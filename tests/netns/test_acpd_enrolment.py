@@ -10,12 +10,7 @@ from acp_openwrt.lab.acpd_lab import AcpdLab
 
 
 def test_pledge_enrols_and_then_floods_an_acp(lab: AcpdLab) -> None:
-    lab.start_masa("n1")
-    lab.make_registrar("n1")
-    lab.make_pledge("n2")
-    lab.start_all(["n1"])
-    lab.trust_registrar("n1")
-    lab.start_all(["n2"])
+    lab.registrar_and_pledges("n1", "n2")
     try:
         before = lab.ask("n2", "status")
         assert before["identity"] is None and "rpl" not in before["parts"]

@@ -56,12 +56,7 @@ def serve_masa_in(lab: AcpdLab, name: str) -> asyncio.base_events.Server:
 
 
 def test_a_restored_registrar_carries_on_the_domain(lab: AcpdLab, tmp_path: Path) -> None:
-    lab.start_masa("n1")
-    lab.make_registrar("n1")
-    lab.make_pledge("n2")
-    lab.start_all(["n1"])
-    lab.trust_registrar("n1")
-    lab.start_all(["n2"])
+    lab.registrar_and_pledges("n1", "n2")
     backup = tmp_path / "registrar.backup"
     try:
         lab.wait("n2 enrolled", lambda: lab.enrolled("n2"), timeout=30)

@@ -19,14 +19,10 @@ from acp_openwrt.channels.peer_check import check_peer
 from acp_openwrt.identity.certificate import load_certificate, load_certificates
 from acp_openwrt.identity.membership import check_domain_membership
 from acp_openwrt.lab.acpd_lab import AcpdLab
+from acp_openwrt.lab.operator_pki import SUB_EXT  # the sub-CA extensions, as in docs/brski.md
 from acp_openwrt.lab.topology import line
 
 # docs/brski.md, "The operator's CA", steps 1 to 3 (the same commands, the same order)
-SUB_EXT = """basicConstraints = critical, CA:TRUE, pathlen:0
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-"""
 OPENSSL_STEPS = [
     "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out root.key",
     "openssl req -x509 -new -key root.key -sha256 -days 7300"

@@ -120,6 +120,17 @@ class AcpdLab:
                        f"option manufacturer_trust_anchor '{self.masa.anchor_path}'",
                        *self.own_files(name), *extra)
 
+    def registrar_and_pledges(self, registrar: str, *pledges: str) -> None:
+        """The usual zero-touch start: the MASA and the registrar, which the MASA then trusts,
+        and the pledges (IDevID only) started once it runs."""
+        self.start_masa(registrar)
+        self.make_registrar(registrar)
+        for name in pledges:
+            self.make_pledge(name)
+        self.start_all([registrar])
+        self.trust_registrar(registrar)
+        self.start_all(pledges)
+
     def enrolled(self, name: str) -> bool:
         return self.ask(name, "status").get("identity") is not None
 
