@@ -91,17 +91,20 @@ def test_proxy_reports_listeners_registrar_known_lost_and_status() -> None:
     acpd.close()
 
 
+
+def lucky_on(attempt: int, probed: list):
+    """A registrar probe that fails until its `attempt`th try (each recorded in `probed`)."""
+    def probe(loop, locator, _within, done):
+        probed.append(locator)
+        timer = loop.call_later(0.01, lambda: done(len(probed) >= attempt))
+        return timer.cancel
+    return probe
+
 def test_registrar_is_known_only_once_it_answers(monkeypatch) -> None:
     """Heard before the ACP routes to it exist: no AN_Proxy yet (pledges would fail, back off)."""
     monkeypatch.setattr("acp_openwrt.brski.proxy.process.PROBE_RETRY", 0.05)
-    probed = []
-
-    def third_time_lucky(loop, locator, _within, done):
-        probed.append(locator)
-        timer = loop.call_later(0.01, lambda: done(len(probed) >= 3))
-        return timer.cancel
-
-    acpd = Acpd(probe=third_time_lucky)
+    probed: list = []
+    acpd = Acpd(probe=lucky_on(3, probed))
     acpd.expect()  # Hello
     assert acpd.expect() == ho.RegistrarState(False)
     acpd.send(ho.Registrar("fd00::1", 8443, 60_000))

@@ -368,16 +368,10 @@ def test_proxy_process_reports_the_registrar_it_fails_over_to(monkeypatch) -> No
     """A probe that failed once then answered leaves no suspicion (a second registrar heard
     later does not take over); a circuit that cannot reach the current registrar moves the
     choice, and acpd hears of it (the AN_Proxy it floods follows)."""
-    from .test_brski_proxy_process import Acpd
+    from .test_brski_proxy_process import Acpd, lucky_on
     monkeypatch.setattr("acp_openwrt.brski.proxy.process.PROBE_RETRY", 0.05)
     probed: list[RegistrarLocator] = []
-
-    def second_time_lucky(loop, locator, _within, done):
-        probed.append(locator)
-        timer = loop.call_later(0.01, lambda: done(len(probed) >= 2))
-        return timer.cancel
-
-    acpd = Acpd(probe=second_time_lucky)
+    acpd = Acpd(probe=lucky_on(2, probed))
     acpd.expect()  # Hello
     assert acpd.expect() == ho.RegistrarState(False)
     acpd.send(ho.Registrar("fd00::1", 8443, 60_000))
