@@ -38,6 +38,7 @@ SAMPLES: dict[str, str | tuple[str, ...]] = {
     "namespace_acp": "acp.x_1",
     "log_level": "debug",
     "registrar_domain": "acp.example.com",
+    "registrar_id": "1a2b3c",
     "registrar_masa_url": "https://masa.example.com/.well-known/brski",
     "join_proxy_user": "acpproxy",
     "join_proxy_group": "nogroup",
@@ -182,6 +183,7 @@ def test_anonymous_acp_section_from_uci_add_is_refused(uci: UciRun, tmp_path: Pa
 BAD_VALUES = [
     ("log_level", "verbose", "is not one of debug, info"),
     ("registrar_port", "70000", "is not a whole number from 1 to 65535"),
+    ("registrar_id", "0", "an all-zero Registrar-ID"),
     ("enabled", "maybe", "is not one of 1, 0, yes, no"),
     ("namespace_acp", "acp-dull", "is both namespace_dull and namespace_acp"),
     ("join_proxy_user", "root", "root is refused"),
