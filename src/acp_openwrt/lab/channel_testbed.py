@@ -139,9 +139,19 @@ def run_scenario(scenario: Callable[[Testbed], Awaitable[None]], root: Path) -> 
         bed = Testbed(root)
         try:
             await scenario(bed)
+        except BaseException:
+            print_charon_logs(root)
+            raise
         finally:
             await bed.close()
     asyncio.run(main())
+
+
+def print_charon_logs(root: Path) -> None:
+    """What each node's charon saw, on stdout: in a failing test's report."""
+    for log in sorted(root.glob("*/log/charon.log")):
+        print(f"--- {log.relative_to(root)} (tail) ---\n"
+              f"{log.read_text(errors='replace')[-6000:]}")
 
 
 def _lo_up() -> None:
