@@ -139,28 +139,30 @@ def _run_anew() -> None:
     os.execv(sys.executable, sys.orig_argv)
 
 
+def _glibc(name: str) -> Any:
+    """glibc's function `name` from the running process, or None (musl, OpenWrt's C library,
+    has neither mallopt nor malloc_trim, and needs neither)."""
+    import ctypes
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def one_malloc_arena() -> bool:
     """One C heap for every thread (glibc's mallopt M_ARENA_MAX = 1): each thread acpd starts
     (netns workers, the executor's, vici's) would otherwise get an arena of its own, a few
-    hundred kB of RSS each (issue 19; the GIL serialises nearly every allocation anyway). False
-    where there is no mallopt (musl, OpenWrt's C library, has no per-thread arenas)."""
-    import ctypes
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_ARENA_MAX, 1))
+    hundred kB of RSS each (issue 19; the GIL serialises nearly every allocation anyway)."""
+    mallopt = _glibc("mallopt")
+    return mallopt is not None and bool(mallopt(M_ARENA_MAX, 1))
 
 
 def release_free_heap() -> bool:
     """Give the C heap's free pages back to the system (glibc's malloc_trim): starting the
     parts leaves about 1 MB of freed memory inside the heap that glibc would otherwise keep
-    (issue 19). False where there is no malloc_trim (musl: OpenWrt's C library returns free
-    memory by itself)."""
-    import ctypes
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+    (issue 19; musl returns free memory by itself)."""
+    trim = _glibc("malloc_trim")
+    if trim is None:
         return False
     trim(0)
     return True

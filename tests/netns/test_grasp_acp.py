@@ -49,33 +49,11 @@ def build(topology) -> Topology:
         (a, b): topo[a].link_local(topo[a].ifname(b))
         for a, b in [("a", "b"), ("b", "a"), ("b", "c"), ("c", "b")]
     }
-    netns_exec.call_in(
-        topo["a"].netns,
-        _routes,
-        [
-            (ADDRESS["b"], ll[("b", "a")], topo["a"].ifname("b")),
-            (ADDRESS["c"], ll[("b", "a")], topo["a"].ifname("b")),
-        ],
-        False,
-    )
-    netns_exec.call_in(
-        topo["c"].netns,
-        _routes,
-        [
-            (ADDRESS["b"], ll[("b", "c")], topo["c"].ifname("b")),
-            (ADDRESS["a"], ll[("b", "c")], topo["c"].ifname("b")),
-        ],
-        False,
-    )
-    netns_exec.call_in(
-        topo["b"].netns,
-        _routes,
-        [
-            (ADDRESS["a"], ll[("a", "b")], topo["b"].ifname("a")),
-            (ADDRESS["c"], ll[("c", "b")], topo["b"].ifname("c")),
-        ],
-        True,
-    )
+    # a and c route through b, which forwards
+    for node, via, forward in (("a", "b", False), ("c", "b", False), ("b", None, True)):
+        routes = [(ADDRESS[other], ll[(via or other, node)], topo[node].ifname(via or other))
+                  for other in NAMES if other != node]
+        netns_exec.call_in(topo[node].netns, _routes, routes, forward)
     return topo
 
 
