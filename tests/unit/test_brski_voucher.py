@@ -157,3 +157,42 @@ def test_certs_only_round_trip(signer) -> None:
         [node.certificate, ca.certificate]
     with pytest.raises(cms.CmsError):
         cms.load_certs_only(b"\x30\x03\x02\x01\x00")
+
+
+def _ipv6_crldp_certificate(key, pad: int):
+    """A certificate whose CRL distribution point is an IPv6 literal, `pad` bytes longer."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pledge")])
+    url = "http://[fd73:9fc2:3c34:0:c8e:bc89:faa:2]/acp.crl"
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(4242 + pad)
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("p" * (1 + pad))]), False)
+            .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                [x509.UniformResourceIdentifier(url)], None, None, None)]), False)
+            .sign(key, hashes.SHA256()))
+
+
+def test_cms_keeps_certificates_whose_length_ends_in_0x80() -> None:
+    """asn1crypto takes a long-form length ending in 0x80 for an indefinite one and re-encodes
+    the certificate, which fails on an IPv6 CRLDP URI: the registrar answered every
+    voucher-request 500 for such a certificate (one length in 256)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    key = ec.generate_private_key(ec.SECP256R1())
+    certs = [_ipv6_crldp_certificate(key, pad) for pad in range(300)]
+    sizes = [len(c.public_bytes(serialization.Encoding.DER)) for c in certs]
+    hits = 0
+    for cert, size in zip(certs, sizes):
+        for other, other_size in zip(certs, sizes):
+            both = size + other_size
+            if size & 0xFF == 0x80 and other is cert or both & 0xFF == 0x80 and both < 1000:
+                signed = cms.verify(cms.sign(b"{}", cert, key, chain=[other]))
+                assert signed.signer == cert
+                assert set(signed.certificates) == {cert, other}
+                hits += 1
+                break
+    assert hits >= 2  # the certificate's own length and the set's both met 0x80

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asn1crypto import algos, cms, core
+from asn1crypto import algos, cms, core, parser
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -101,10 +101,30 @@ def sign(content: bytes, signer: x509.Certificate, key: PrivateKey, *,
         "version": "v1" if content_type == ID_DATA else "v3",
         "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest_name})],
         "encap_content_info": {"content_type": content_type, "content": content},
-        "certificates": [signer_asn1] + [asn1_x509.Certificate.load(_der(c)) for c in chain],
+        "certificates": _certificate_set([_der(signer)] + [_der(c) for c in chain]),
         "signer_infos": [signer_info],
     })
     return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def _certificate_set(ders: Sequence[bytes]) -> cms.CertificateSet:
+    """The certificates, byte for byte, as a SET OF (DER order).
+
+    Never hand asn1crypto (1.5.1) a parsed certificate to encode again: it takes a long-form
+    length whose last byte is 0x80 (a certificate of 384, 640, ... bytes) for BER's indefinite
+    length and re-encodes the whole certificate from its parsed values, and the parsed value of
+    a URI with an IPv6 literal (the CRL distribution point `http://[fd..]/acp.crl`) has lost its
+    brackets, so the re-encoding fails ("Port could not be cast to integer"). A set loaded from
+    bytes and put into SignedData is retagged [0] and keeps those bytes as its contents."""
+    body = b"".join(sorted(ders))
+    return cms.CertificateSet.load(b"\x31" + _der_length(len(body)) + body)
 
 
 def _load(der: bytes) -> cms.SignedData:
@@ -126,14 +146,20 @@ def _load(der: bytes) -> cms.SignedData:
 
 
 def _certificates(signed: cms.SignedData) -> list[x509.Certificate]:
+    """The certificates as sent: the bytes are cut from the set, not re-encoded by asn1crypto
+    (see _certificate_set: it would re-encode one whose length ends in 0x80)."""
     found: list[x509.Certificate] = []
-    for choice in signed["certificates"] or []:
-        if choice.name != "certificate":
-            continue  # attribute certificates and others are not used here
+    certificates = signed["certificates"]
+    rest = certificates.contents if certificates.contents is not None else b""
+    while rest:
+        size = parser.peek(rest)
+        element, rest = rest[:size], rest[size:]
+        if element[0] != 0x30:
+            continue  # attribute certificates and others ([0]..[3]) are not used here
         if len(found) >= MAX_CERTIFICATES:
             raise CmsError(f"CMS object carries more than {MAX_CERTIFICATES} certificates")
         try:
-            found.append(x509.load_der_x509_certificate(choice.chosen.dump()))
+            found.append(x509.load_der_x509_certificate(element))
         except ValueError:
             raise CmsError("CMS object carries an undecodable certificate") from None
     return found
