@@ -192,13 +192,7 @@ class Formation:
             result["launch_to_formation_s"] = round(time.monotonic() - launch, 2)
             self.timeline(result, answered, t0_wall)
             if self.logs is not None:
-                for name in self.names:
-                    work = self.lab.nodes[name].workdir
-                    (self.logs / f"{self.label}-{name}.log").write_bytes(
-                        (work / "acpd.stderr").read_bytes())
-                    for charon in sorted(work.glob("log/charon*.log")):  # the IKE side
-                        (self.logs / f"{self.label}-{name}-{charon.name}").write_bytes(
-                            charon.read_bytes())
+                lab.keep_logs(self.logs, self.label, self.names)
             time.sleep(1.0)
             table = _proc_table()
             result["memory"] = {n: node_memory(lab.nodes[n].proc.pid, table) for n in self.names}

@@ -3,7 +3,7 @@
 Runs in the guest (the host kernel has no ESP):
 
     acp-lab vm -- python3 bench/channel_faults.py [--flood-seconds 60] [--fakes 8192]
-                                                  [--skip-faults] [--json PATH]
+                                                  [--skip-faults] [--json PATH] [--logs DIR]
 
 1. Faults (lab.channel_faults, the scenarios tests/vm/test_channel_faults.py asserts): a line
    n1 (root) - n2 - n3 of real enrolled acpd; acpd SIGKILL + restart (n3), charon SIGKILL
@@ -111,8 +111,8 @@ def in_thread(fn: Any, *args: Any) -> dict[str, Any]:
     return out
 
 
-def flood_figures(root: Path, seconds: float, fakes: int,
-                  nice: int = ATTACKER_NICE) -> dict[str, Any]:
+def flood_figures(root: Path, seconds: float, fakes: int, nice: int = ATTACKER_NICE,
+                  logs: Path | None = None) -> dict[str, Any]:
     lab = AcpdLab(flood_topology(), root / "flood")
     attack: subprocess.Popen[str] | None = None
     out: dict[str, Any] = {"flood_s": seconds, "fakes": fakes, "attacker_nice": nice}
@@ -194,6 +194,8 @@ def flood_figures(root: Path, seconds: float, fakes: int,
         if attack is not None:
             attack.terminate()
             attack.communicate(timeout=60)
+        if logs is not None:
+            lab.keep_logs(logs, "flood")
         lab.close()
     return out
 
@@ -206,6 +208,8 @@ def main() -> int:
     parser.add_argument("--attacker-nice", type=int, default=ATTACKER_NICE,
                         help="the spoofer's nice value (default 19)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures here as JSON")
+    parser.add_argument("--logs", metavar="DIR", type=Path,
+                        help="keep the flood lab's acpd and charon logs here")
     args = parser.parse_args()
     if os.environ.get("ACP_LAB_GUEST") != "1":
         print("runs in the guest (needs ESP): acp-lab vm -- python3 bench/channel_faults.py",
@@ -217,7 +221,7 @@ def main() -> int:
         if not args.skip_faults:
             figures["faults"] = fault_figures(root)
         figures["flood"] = flood_figures(root, args.flood_seconds, args.fakes,
-                                         args.attacker_nice)
+                                         args.attacker_nice, args.logs)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     f = figures["flood"]

@@ -183,6 +183,17 @@ class AcpdLab:
         return "\n".join(f"--- {name} acpd ---\n{node.stderr()}"
                          for name, node in self.nodes.items())
 
+    def keep_logs(self, dest: Path, label: str, names: Iterable[str] | None = None) -> None:
+        """Copy each node's acpd log and charon's logs to `dest` as `<label>-<node>...`: a
+        bench's evidence of where the seconds went, after the lab's directory is gone."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in names if names is not None else self.nodes:
+            work = self.nodes[name].workdir
+            if (work / "acpd.stderr").exists():
+                (dest / f"{label}-{name}.log").write_bytes((work / "acpd.stderr").read_bytes())
+            for charon in sorted(work.glob("log/charon*.log")):  # the IKE side
+                (dest / f"{label}-{name}-{charon.name}").write_bytes(charon.read_bytes())
+
     def pids(self, name: str, role: str) -> list[int]:
         """Node `name`'s processes of one role (acpd, join proxy, charon): acpd and its
         children, read from /proc."""
