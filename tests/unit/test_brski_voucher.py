@@ -184,15 +184,13 @@ def test_cms_keeps_certificates_whose_length_ends_in_0x80() -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
     key = ec.generate_private_key(ec.SECP256R1())
     certs = [_ipv6_crldp_certificate(key, pad) for pad in range(300)]
-    sizes = [len(c.public_bytes(serialization.Encoding.DER)) for c in certs]
-    hits = 0
-    for cert, size in zip(certs, sizes):
-        for other, other_size in zip(certs, sizes):
-            both = size + other_size
-            if size & 0xFF == 0x80 and other is cert or both & 0xFF == 0x80 and both < 1000:
-                signed = cms.verify(cms.sign(b"{}", cert, key, chain=[other]))
-                assert signed.signer == cert
-                assert set(signed.certificates) == {cert, other}
-                hits += 1
-                break
-    assert hits >= 2  # the certificate's own length and the set's both met 0x80
+    size = {c: len(c.public_bytes(serialization.Encoding.DER)) for c in certs}
+    assert all(256 + 4 <= n < 65536 for n in size.values())  # header: 30 82 <2 length bytes>
+    lone = next(c for c in certs if (size[c] - 4) & 0xFF == 0x80)  # the certificate's length
+    pair = next((a, b) for a in certs for b in certs  # the set's length, neither certificate's
+                if (size[a] + size[b]) & 0xFF == 0x80
+                and (size[a] - 4) & 0xFF != 0x80 and (size[b] - 4) & 0xFF != 0x80)
+    for signer, chain in ((lone, []), (pair[0], [pair[1]])):
+        signed = cms.verify(cms.sign(b"{}", signer, key, chain=chain))
+        assert signed.signer == signer
+        assert set(signed.certificates) == {signer, *chain}

@@ -118,7 +118,7 @@ def _certificate_set(ders: Sequence[bytes]) -> cms.CertificateSet:
     """The certificates, byte for byte, as a SET OF (DER order).
 
     Never hand asn1crypto (1.5.1) a parsed certificate to encode again: it takes a long-form
-    length whose last byte is 0x80 (a certificate of 384, 640, ... bytes) for BER's indefinite
+    length whose last byte is 0x80 (384, 640, ... bytes of content) for BER's indefinite
     length and re-encodes the whole certificate from its parsed values, and the parsed value of
     a URI with an IPv6 literal (the CRL distribution point `http://[fd..]/acp.crl`) has lost its
     brackets, so the re-encoding fails ("Port could not be cast to integer"). A set loaded from
