@@ -7,7 +7,7 @@ import asyncio
 import ipaddress
 
 from acp_openwrt.grasp import constants as c
-from acp_openwrt.grasp.actions import FloodReceived
+from acp_openwrt.grasp.actions import DiscoveryHeard, FloodReceived
 from acp_openwrt.grasp.messages import Locator, Objective
 from acp_openwrt.grasp.service import GraspService
 from acp_openwrt.lab.topology import line
@@ -93,5 +93,42 @@ def test_dull_pair_hears_each_other(topology) -> None:
             await s1.stop()
             await s2.stop()
         assert s1.interfaces == {} and s1.counters()["interfaces"] == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_solicitation_reaches_the_neighbour_as_an_event(topology) -> None:
+    """A pledge's M_DISCOVERY for AN_Proxy (link-local multicast, loop count 1) reaches the
+    neighbour's DULL GRASP as DiscoveryHeard from the pledge's link-local address, and nothing
+    answers it by unicast; the pledge does not hear its own."""
+    topo = topology(line(2))
+    n1, n2 = topo["n1"], topo["n2"]
+    if1, if2 = n1.ifname("n2"), n2.ifname("n1")
+    ll1 = n1.link_local(if1)
+
+    async def scenario() -> None:
+        pledge = GraspService(namespace=n1.netns, mode="dull")
+        proxy = GraspService(namespace=n2.netns, mode="dull")
+        heard: list[DiscoveryHeard] = []
+        got = asyncio.Event()
+        await pledge.start()
+        await proxy.start()
+        try:
+            await pledge.add_interface(if1)
+            await proxy.add_interface(if2)
+            asa = pledge.register_asa("acpd")
+            proxy.on_discovery("AN_Proxy", lambda ev: (heard.append(ev), got.set()))
+            pledge.on_discovery("AN_Proxy", lambda ev: heard.append(ev))
+            pledge.solicit(asa, Objective("AN_Proxy", c.F_DISC | c.F_SYNCH, 1), ifname=if1)
+            await asyncio.wait_for(got.wait(), 2.0)
+            await asyncio.sleep(0.2)
+            (event,) = heard
+            assert event.ifname == if2 and event.source == ipaddress.IPv6Address(ll1).packed
+            assert event.objective == Objective("AN_Proxy", c.F_DISC | c.F_SYNCH, 1)
+            assert proxy.counters()["engine"]["dull_discovery_heard"] == 1
+            assert pledge.counters()["engine"]["dull_solicited"] == 1
+        finally:
+            await pledge.stop()
+            await proxy.stop()
 
     asyncio.run(scenario())

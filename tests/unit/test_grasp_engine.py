@@ -11,6 +11,7 @@ from acp_openwrt.grasp import constants as c
 from acp_openwrt.grasp.actions import (
     CloseStream,
     Discovered,
+    DiscoveryHeard,
     FloodReceived,
     NegotiationEnded,
     NegotiationRequested,
@@ -326,9 +327,9 @@ def test_dull_drops() -> None:
     b.receive_datagram("B-A", addr(1), encode(ok), 0.0)  # global source
     b.receive_datagram("B-A", ll, encode(ok._replace(session_id=2, objectives=(
         TaggedObjective(Objective("AN_ACP", 4, 2, "IKEv2")),))), 0.0)
-    b.receive_datagram("B-A", ll, encode(Discovery(3, ll, Objective("AN_ACP", 5, 1))), 0.0)
+    b.receive_datagram("B-A", ll, encode(Discovery(3, ll, Objective("AN_ACP", 5, 2))), 0.0)
     b.receive_datagram("B-A", ll, encode(RequestNegotiation(4, Objective("X", 2, 1, 0))), 0.0)
-    assert b.counters == {"dull_not_link_local": 1, "dull_loop_count": 1, "dull_not_flood": 2}
+    assert b.counters == {"dull_not_link_local": 1, "dull_loop_count": 2, "dull_not_flood": 1}
     assert b.get_flood("AN_ACP", 0.0) == []
     out = b.receive_datagram("B-A", ll, encode(ok), 0.0)
     assert b.get_flood("AN_ACP", 0.0) and b.counters["flood_accepted"] == 1
@@ -373,3 +374,25 @@ def test_garbage_from_a_peer_never_raises() -> None:
         b.receive_datagram("B-A", net.ll("A", "A-B"), junk, i * 0.01)
         b.receive_stream_message(conn, junk, i * 0.01)
     assert b.counters["decode_error"] > 0
+
+
+def test_dull_solicit_is_heard_as_an_event_never_answered_by_unicast() -> None:
+    """A pledge's M_DISCOVERY in DULL (RFC 8990 §2.5.2: link-local multicast, loop count 1):
+    the neighbour's engine hands it up as DiscoveryHeard and sends nothing itself."""
+    a, b, net = dull_pair()
+    asked = Objective("AN_Proxy", c.F_DISC | c.F_SYNCH, 6)
+    sid, out = a.solicit(asked, 0.0)
+    (sent,) = out
+    assert isinstance(sent, SendMulticast) and sent.ifname == "A-B"
+    ll = net.ll("A", "A-B")
+    heard = b.receive_datagram("B-A", ll, sent.data, 0.0)
+    assert heard == [DiscoveryHeard("B-A", ll, asked._replace(loop_count=1))]
+    assert b.counters["dull_discovery_heard"] == 1 and a.counters["dull_solicited"] == 1
+    # our own, looped back: not an event
+    assert a.receive_datagram("A-B", ll, sent.data, 0.0) == []
+    assert a.counters["own_discovery"] == 1
+    with pytest.raises(GraspApiError):
+        a.solicit(asked, 0.0, ifname="nope")
+    acp = Engine(EngineConfig(address=addr(9)))
+    with pytest.raises(GraspApiError):
+        acp.solicit(asked, 0.0)

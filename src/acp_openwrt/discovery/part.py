@@ -4,7 +4,11 @@ RFC 8994 §6.4: with a valid LDevID the node floods ["AN_ACP", 4, 1, "IKEv2"] wi
 locator (its link-local on that link, UDP 500) on every DULL interface, at once when the link
 gets its address and every `discovery_interval` (60 s; ttl 3.5 times that) with jitter.
 Without an LDevID it floods nothing (it is a pledge), but it still listens, so `acpctl
-neighbors` shows what is around.
+neighbors` shows what is around, and asks each link for a join proxy: an M_DISCOVERY for
+AN_Proxy when the link comes up, retried with back-off (solicit.py). A node whose join proxy
+serves a link answers such a solicitation there with its AN_Proxy flood at once (at most once a
+second per link), so a pledge next to a proxy already serving need not wait for its next
+periodic flood.
 
 A DULL link may hold a hostile host (issue 15): a flood that is not a usable neighbour is
 counted and dropped (an_acp.py), the table is bounded per link (adjacency.py), and a confirmed
@@ -57,6 +61,7 @@ from .echo import EchoSocket
 from .liveness import Alive, LivenessProbe, Offer, Probe
 from .log_budget import LogBudget, suppressed_note
 from .schedule import FloodDue, FloodSchedule
+from .solicit import Solicit, SolicitBackoff
 
 LOG = logging.getLogger("acpd.discovery")
 AN_PROXY = "AN_Proxy"
@@ -69,10 +74,10 @@ DULL_FLOOD_CACHE = 64
 # default (16384 pairs for the ACP's relaying) is about 5 MB of RSS once a spoofing host has
 # filled it with one new pair per flood; 2048 is a quarter of a second at 8000 floods a second.
 DULL_SEEN_PAIRS = 2048
-# AN_Proxy has no period in RFC 8995 (ACP-DIGEST D.3 [unspecified]). A pledge sends nothing we
-# could answer, so it waits up to one period to find a proxy: 10 s keeps zero-touch enrolment
-# quick at the price of one small multicast per link every 10 s, and only while a registrar is
-# known.
+# AN_Proxy has no period in RFC 8995 (ACP-DIGEST D.3 [unspecified]). A pledge of ours asks for
+# it when its link comes up (solicit.py) and is answered at once; another implementation's
+# pledge only listens, and waits up to one period: 10 s keeps zero-touch enrolment quick at the
+# price of one small multicast per link every 10 s, and only while a registrar is known.
 PROXY_INTERVAL = 10.0
 # A link whose table evicted an entry this recently is under pressure (more newcomers than
 # room: a flood of spoofed locators, or a very crowded segment): unconfirmed newcomers there
@@ -107,6 +112,10 @@ class DiscoveryPart(Part):
         self._announced: set[tuple[str, str]] = set()   # what the bus has heard AdjacencyUp of
         self.held_total = 0
         self.proxies: dict[str, tuple[str, int]] = {}   # ifname → our join proxy's locator
+        self.solicit = SolicitBackoff()                 # a pledge's AN_Proxy solicitations
+        self._solicit_timer: CoreTimer[Solicit] | None = None
+        self._solicited: dict[str, float] = {}          # ifname → when we last answered one
+        self.solicitations_answered = 0
         self.grasp: Any = None
         self._asa: Any = None
         self._floods: CoreTimer[FloodDue] | None = None   # the periodic floods (schedule.py)
@@ -130,6 +139,8 @@ class DiscoveryPart(Part):
         self._asa = self.grasp.register_asa("acpd")
         self.grasp.on_flood(AN_ACP, self._heard)
         self.grasp.on_flood(AN_PROXY, self._heard_proxy)
+        self.grasp.on_discovery(AN_PROXY, self._proxy_solicited)
+        self._solicit_timer = CoreTimer(self.solicit, self._solicit_out, name="proxy solicit")
         self._timer = CoreTimer(self.table, self._expired, name="adjacency expiry")
         self._probe_timer = CoreTimer(self.liveness, self._liveness_out, name="liveness probe")
         echo = EchoSocket(self.ctx.dull_ns, self._echo_reply)
@@ -148,6 +159,10 @@ class DiscoveryPart(Part):
         if self._floods is not None:
             self._floods.close()
             self._floods = None
+        if self._solicit_timer is not None:
+            self._solicit_timer.close()
+            self._solicit_timer = None
+        self.solicit.stop()
         for task in list(self._watching):
             task.cancel()
         for task in list(self._watching):
@@ -182,6 +197,8 @@ class DiscoveryPart(Part):
         self.links.pop(event.dull_ifname, None)
         self.ifindex.pop(event.dull_ifname, None)
         self.liveness.forget(event.dull_ifname)
+        self.solicit.link_down(event.dull_ifname)
+        self._solicited.pop(event.dull_ifname, None)
         if self.grasp is not None:
             self.grasp.remove_interface(event.dull_ifname)
         now = _now()
@@ -196,6 +213,8 @@ class DiscoveryPart(Part):
             return
         self._flood(ifname)  # at once, not only at the next period
         self._flood_proxy(ifname)
+        if not self.flooding and self._solicit_timer is not None:  # a pledge: ask for a proxy
+            self._solicit_timer.feed(self.solicit.link_up(ifname, _now()))
 
     # -- floods out --------------------------------------------------------------------
     def _flood(self, ifname: str) -> None:
@@ -226,6 +245,32 @@ class DiscoveryPart(Part):
                              ifname=ifname)
         except (OSError, GraspApiError) as exc:
             LOG.warning("AN_Proxy flood on %s failed: %s", ifname, exc)
+
+    def _proxy_solicited(self, event: Any) -> None:
+        """A pledge's M_DISCOVERY for AN_Proxy: flood ours on that link now, if our join proxy
+        serves it (at most once a second per link: a solicitation costs one flood at most)."""
+        ifname = event.ifname
+        if ifname not in self.proxies:
+            return
+        now = _now()
+        if now - self._solicited.get(ifname, -1e18) < 1.0:
+            return
+        self._solicited[ifname] = now
+        self.solicitations_answered += 1
+        self._flood_proxy(ifname)
+
+    def _solicit_out(self, outputs: Sequence[Solicit]) -> None:
+        """The solicitation back-off's timer (and a link's first): M_DISCOVERY for AN_Proxy."""
+        if self.flooding or self.grasp is None:
+            self.solicit.stop()   # enrolled meanwhile: nothing more to ask for
+            return
+        for out in outputs:
+            if out.ifname not in self.grasp.interfaces:
+                continue
+            try:
+                self.grasp.solicit(self._asa, _AN_PROXY_SOLICIT, ifname=out.ifname)
+            except (OSError, GraspApiError) as exc:
+                LOG.warning("AN_Proxy solicitation on %s failed: %s", out.ifname, exc)
 
     def _floods_due(self, due: Sequence[FloodDue]) -> None:
         """The schedule's timer: AN_ACP on every link, AN_Proxy where our join proxy serves."""
@@ -391,6 +436,8 @@ class DiscoveryPart(Part):
                 "neighbors": self._neighbors(), "own_floods_ignored": self.own_floods_ignored,
                 "unusable_floods": self.drops[UNUSABLE_LOCATOR],
                 "announcing_proxy": sorted(self.proxies),
+                "proxy_solicitations": {"sent": self.solicit.counters["solicitations"],
+                                        "answered": self.solicitations_answered},
                 "table_full_drops": table.counters["table_full_drops"],
                 "drops": {**self.drops,
                           "interface_full": table.counters["interface_full_drops"],
@@ -415,6 +462,10 @@ def _now() -> float:
         return asyncio.get_running_loop().time()
     except RuntimeError:   # no loop (a status read outside acpd): the same monotonic clock
         return time.monotonic()
+
+
+# what a pledge's M_DISCOVERY asks for (RFC 8990 §2.10: no value, discovery and synchronization)
+_AN_PROXY_SOLICIT = Objective(AN_PROXY, c.F_DISC | c.F_SYNCH, 1)
 
 
 def _an_proxy(address: str, port: int) -> tuple[Objective, Locator]:

@@ -7,8 +7,8 @@ Transport actions (the asyncio edge performs them in order):
   SendStream(conn_id, data)           one message on that connection
   CloseStream(conn_id)                close it (after sending what is queued)
 Events for ASAs (the API layer routes them by handle):
-  FloodReceived, Discovered, NegotiationRequested, NegotiationStep, NegotiationEnded,
-  SynchronizationRequested (informative), SynchronizationDone
+  FloodReceived, DiscoveryHeard (DULL only), Discovered, NegotiationRequested, NegotiationStep,
+  NegotiationEnded, SynchronizationRequested (informative), SynchronizationDone
 """
 from __future__ import annotations
 
@@ -46,6 +46,15 @@ class FloodReceived(NamedTuple):
     expires: float
     source: bytes = b""  # the transport source (the neighbour's link-local address)
     ttl_ms: int = 0
+
+
+class DiscoveryHeard(NamedTuple):
+    """DULL only: a neighbour's link-local M_DISCOVERY (loop count 1) for ``objective``. DULL
+    has no unicast, so nothing answers it with M_RESPONSE; a subscriber may flood at once
+    (a join proxy answers a pledge's solicitation with its AN_Proxy flood)."""
+    ifname: str
+    source: bytes       # the neighbour's link-local address (the transport source)
+    objective: Objective
 
 
 class Discovered(NamedTuple):

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from . import constants as c
 from .actions import (
     Discovered,
+    DiscoveryHeard,
     FloodReceived,
     NegotiationEnded,
     NegotiationRequested,
@@ -32,6 +33,7 @@ from .messages import Locator, Objective, TaggedObjective
 MAX_MAILBOX = 1024     # undelivered session events kept (an ASA that never collects)
 LISTEN_QUEUE = 16      # negotiation requests waiting for an ASA's listen_negotiate
 FloodCallback = Callable[[FloodReceived], Any]
+DiscoveryCallback = Callable[[DiscoveryHeard], Any]
 
 
 class Asa(NamedTuple):
@@ -61,6 +63,7 @@ class AsaApi:
         self._asa_names: dict[str, int] = {}
         self._objectives: dict[str, int] = {}            # name -> owning nonce
         self._flood_subs: dict[str, dict[int, FloodCallback]] = {}
+        self._discovery_subs: dict[str, DiscoveryCallback] = {}  # DULL: name -> callback
         self._sub_ids = itertools.count(1)
         self._waiters: dict[int, asyncio.Future[Any]] = {}
         self._mail: collections.OrderedDict[int, collections.deque[Any]] = collections.OrderedDict()
@@ -95,6 +98,17 @@ class AsaApi:
         kind = type(event)
         if kind is FloodReceived:
             self._flood_heard(event)
+        elif kind is DiscoveryHeard:
+            callback = self._discovery_subs.get(event.objective.name)
+            if callback is None:
+                self.engine.count("dull_discovery_unheeded")
+                return
+            try:
+                callback(event)
+            except Exception:
+                self.engine.count("discovery_callback_error")
+                import logging
+                logging.getLogger(__name__).exception("on_discovery callback failed")
         elif kind is NegotiationRequested:
             entry = self._neg_queues.get(event.objective.name)
             if entry is None or entry[1].full():
@@ -332,6 +346,23 @@ class AsaApi:
         self._check(asa)
         tagged = [t if isinstance(t, TaggedObjective) else TaggedObjective(*t) for t in items]
         return self._call_id(self.engine.flood, tagged, ttl_ms, self._now(), ifname)
+
+    def solicit(self, asa: Asa, objective: Objective, ifname: str | None = None) -> int:
+        """DULL only: M_DISCOVERY for ``objective`` (loop count 1) on every interface, or on
+        ``ifname``, answered by nobody directly (no unicast in DULL): a neighbour that heard it
+        (``on_discovery``) floods. Returns the Session ID."""
+        self._check(asa)
+        return self._call_id(self.engine.solicit, objective, self._now(), ifname)
+
+    def on_discovery(self, name: str, callback: DiscoveryCallback) -> Callable[[], None]:
+        """DULL only: call ``callback(DiscoveryHeard)`` for a neighbour's M_DISCOVERY of
+        ``name`` (one subscriber per name); returns the function that unsubscribes."""
+        self._discovery_subs[name] = callback
+
+        def unsubscribe() -> None:
+            if self._discovery_subs.get(name) is callback:
+                del self._discovery_subs[name]
+        return unsubscribe
 
     def get_flood(self, asa: Asa, objective: Objective | str) -> list[FloodEntry]:
         """Unexpired cached floods of one objective (one entry per locator)."""

@@ -30,10 +30,12 @@ logged at debug level; nothing a peer sends can raise out of a receive call. Opt
 not consistent with a message's type are skipped and counted (``unknown_option_skipped``); the
 rest of that message is processed (RFC 8990 §2.8.2).
 
-DULL mode (RFC 8990 §2.5.2, RFC 8994 §6.4): only M_FLOOD is accepted, only from link-local
-sources and only with loop count 1 in every objective; nothing is relayed and there is no
-unicast. Our own floods go out per interface with that interface's link-local address as
-initiator, loop count 1, and a locator address of ``::`` replaced by the same address.
+DULL mode (RFC 8990 §2.5.2, RFC 8994 §6.4): only M_FLOOD and M_DISCOVERY are accepted, only
+from link-local sources and only with loop count 1 in every objective; nothing is relayed and
+there is no unicast. A neighbour's M_DISCOVERY is handed up as a ``DiscoveryHeard`` event (no
+M_RESPONSE: that would be unicast), and ``solicit`` sends one (a pledge asking for AN_Proxy).
+Our own floods go out per interface with that interface's link-local address as initiator,
+loop count 1, and a locator address of ``::`` replaced by the same address.
 """
 from __future__ import annotations
 
@@ -43,7 +45,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import constants as c
-from .actions import CloseStream, FloodReceived, OpenStream, Output, SendMulticast, SendStream
+from .actions import (
+    CloseStream,
+    DiscoveryHeard,
+    FloodReceived,
+    OpenStream,
+    Output,
+    SendMulticast,
+    SendStream,
+)
 from .codec import GraspDecodeError, decode_counted, encode
 from .discovery import DiscoveryRole
 from .errors import GraspApiError, GraspError
@@ -204,7 +214,10 @@ class Engine:
         if isinstance(msg, Flood):
             self._on_flood(msg, ifname, src, now)
         elif dull:
-            self.drop("dull_not_flood", message_name(msg))
+            if isinstance(msg, Discovery):
+                self._on_dull_discovery(msg, ifname, src)
+            else:
+                self.drop("dull_not_flood", message_name(msg))
         elif isinstance(msg, Discovery):
             self.discovery.on_discovery(msg, ifname, src, src_port, None, now)
         elif isinstance(msg, Noop):
@@ -315,6 +328,16 @@ class Engine:
         self.close_stream(conn_id)
         self.sessions.on_stream_lost(conn_id, now)
 
+    def _on_dull_discovery(self, msg: Discovery, ifname: str, src: bytes) -> None:
+        """RFC 8990 §2.5.2: a DULL M_DISCOVERY is link-local multicast with loop count 1."""
+        if msg.objective.loop_count != 1:
+            return self.drop("dull_loop_count", msg.objective.loop_count)
+        if msg.initiator in self._ifaces.values():
+            return self.drop("own_discovery")  # looped back, or a twin on the same segment
+        self.count("dull_discovery_heard")
+        self._out.append(DiscoveryHeard(ifname, src, msg.objective))
+        return None
+
     # -- floods -------------------------------------------------------------------------------
     def _on_flood(self, msg: Flood, ifname: str, src: bytes, now: float) -> None:
         first = msg.objectives[0].objective
@@ -373,6 +396,24 @@ class Engine:
                                           _fill_locator(t.locator, link_local))
                           for t in objectives)
             self._out.append(SendMulticast(out_if, encode(Flood(sid, link_local, ttl_ms, local))))
+        return sid, self._take()
+
+    def solicit(self, objective: Objective, now: float,
+                ifname: str | None = None) -> tuple[int, list[Output]]:
+        """DULL only: an M_DISCOVERY for ``objective`` as link-local multicast with loop count 1
+        on every interface (or only ``ifname``), our link-local address as initiator; nothing
+        waits for responses (DULL has no unicast: what answers comes as floods). Returns its
+        Session ID."""
+        if not self.config.dull:
+            raise GraspApiError(GraspError.notFloodDisc, "solicit is for DULL; use discover")
+        if ifname is not None and ifname not in self._ifaces:
+            raise GraspApiError(GraspError.noSocket, f"no interface {ifname}")
+        sid = self.session_ids.new(now)
+        local = objective.with_loop_count(1)
+        targets = self._ifaces.items() if ifname is None else ((ifname, self._ifaces[ifname]),)
+        for out_if, link_local in targets:
+            self._out.append(SendMulticast(out_if, encode(Discovery(sid, link_local, local))))
+        self.count("dull_solicited")
         return sid, self._take()
 
     def get_flood(self, name: str, now: float) -> list[FloodEntry]:
