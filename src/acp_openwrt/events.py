@@ -138,6 +138,14 @@ class AcpGraspInterfaceUp:
 
 
 @dataclass(frozen=True)
+class AcpRoutesChanged:
+    """RPL changed what the ACP can route to or from this node: it installed routes here
+    (`installed`), or a parent acknowledged our DAO (it routes to us now). What waited for a
+    path across the ACP (the join proxy's registrar probe) tries again at once."""
+    installed: bool
+
+
+@dataclass(frozen=True)
 class ConnectSubnetUp:
     """An ACP connect interface is in the ACP namespace, addressed, and advertising its subnet;
     RPL adds the subnet as a DAO target when `dao_target` (RFC 8994 §8.1.1)."""
@@ -175,8 +183,8 @@ class CrlDistributionPointsSeen:
 
 Event = (LinkAdopted | LinkReleased | AdjacencyUp | AdjacencyAlive | AdjacencyDown | ChannelUp
          | ChannelDown | IdentityChanged | ProxyHeard | AnProxyStart | AnProxyStop | RegistrarHeard
-         | EstServerHeard | AcpGraspInterfaceUp | ConnectSubnetUp | ConnectSubnetDown
-         | RevocationUpdated | CrlDistributionPointsSeen)
+         | EstServerHeard | AcpGraspInterfaceUp | AcpRoutesChanged | ConnectSubnetUp
+         | ConnectSubnetDown | RevocationUpdated | CrlDistributionPointsSeen)
 """Every event type published on the bus (a test checks that no other module defines one)."""
 E = TypeVar("E", bound=Event)
 

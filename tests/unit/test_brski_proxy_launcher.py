@@ -5,10 +5,11 @@ import asyncio
 import time
 from pathlib import Path
 
+from acp_openwrt.brski.proxy import handover as ho
 from acp_openwrt.brski.proxy.part import JoinProxyPart
 from acp_openwrt.config.schema import AcpConfig
 from acp_openwrt.control.server import ControlServer
-from acp_openwrt.events import EventBus, LinkAdopted, RegistrarHeard
+from acp_openwrt.events import AcpRoutesChanged, EventBus, LinkAdopted, RegistrarHeard
 from acp_openwrt.grasp.actions import FloodReceived
 from acp_openwrt.grasp.messages import Locator, Objective
 from acp_openwrt.grasp.part import registrar_heard
@@ -63,3 +64,16 @@ def test_without_ldevid_the_service_stays_off(tmp_path: Path) -> None:
         await svc.stop()
     asyncio.run(scenario())
     assert svc.announcements() == []
+
+
+def test_new_routes_make_the_proxy_probe_again_until_a_registrar_answers(tmp_path: Path) -> None:
+    """RPL's AcpRoutesChanged (routes installed, a DAO acknowledged) becomes a Reprobe for the
+    proxy process while it knows no registrar that answers; once one answered, nothing."""
+    svc = service(tmp_path)
+    posted: list = []
+    svc._post = lambda msg, fds=(): posted.append(msg)  # type: ignore[method-assign]
+    svc.ctx.bus.publish(AcpRoutesChanged(installed=False))
+    assert posted == [ho.Reprobe()]
+    svc._state = ho.RegistrarState(True, "fd00::5", 443)
+    svc.ctx.bus.publish(AcpRoutesChanged(installed=True))
+    assert posted == [ho.Reprobe()]

@@ -117,6 +117,57 @@ def test_registrar_is_known_only_once_it_answers(monkeypatch) -> None:
     acpd.close()
 
 
+def hangs_until(answer_from: int, probed: list, cancelled: list):
+    """A probe whose connects get no answer (a SYN-ACK with no route back) until the
+    `answer_from`th, which answers at once."""
+    def probe(loop, locator, _within, done):
+        probed.append(locator)
+        n = len(probed)
+        if n >= answer_from:
+            timer = loop.call_later(0, lambda: done(True))
+            return timer.cancel
+        return lambda: cancelled.append(n)
+    return probe
+
+
+def test_an_unanswered_probe_does_not_hold_up_the_next(monkeypatch) -> None:
+    """A probe whose SYN found no route back would wait for the kernel's resend (1 s): the next
+    probe starts at PROBE_RETRY all the same, and the first answer ends the others."""
+    monkeypatch.setattr("acp_openwrt.brski.proxy.process.PROBE_RETRY", 0.05)
+    probed: list = []
+    cancelled: list = []
+    acpd = Acpd(probe=hangs_until(3, probed, cancelled))
+    acpd.expect()  # Hello
+    assert acpd.expect() == ho.RegistrarState(False)
+    started = time.monotonic()
+    acpd.send(ho.Registrar("fd00::1", 8443, 60_000))
+    assert acpd.expect() == ho.RegistrarState(True, "fd00::1", 8443)
+    assert len(probed) == 3 and sorted(cancelled) == [1, 2]
+    assert time.monotonic() - started < 0.5  # 0.05 + 0.1, not a resend's 1 s
+    acpd.close()
+
+
+def test_reprobe_probes_at_once_and_only_while_probing(monkeypatch) -> None:
+    """acpd's Reprobe (its routes changed) starts a probe now instead of at the next retry."""
+    monkeypatch.setattr("acp_openwrt.brski.proxy.process.PROBE_RETRY", 30.0)
+    probed: list = []
+    cancelled: list = []
+    acpd = Acpd(probe=hangs_until(2, probed, cancelled))
+    acpd.expect()  # Hello
+    assert acpd.expect() == ho.RegistrarState(False)
+    acpd.send(ho.Reprobe())                    # nothing to probe: ignored
+    acpd.send(ho.Registrar("fd00::1", 8443, 60_000))
+    acpd.send(ho.StatusRequest(1))
+    assert acpd.expect().status["reprobes"] == 0 and len(probed) == 1
+    acpd.send(ho.Reprobe())                    # the next retry is 30 s away: probed now
+    assert acpd.expect(within=1.0) == ho.RegistrarState(True, "fd00::1", 8443)
+    assert len(probed) == 2 and cancelled == [1]
+    acpd.send(ho.Reprobe())                    # known: nothing more
+    acpd.send(ho.StatusRequest(2))
+    assert acpd.expect().status["reprobes"] == 1 and len(probed) == 2
+    acpd.close()
+
+
 def test_tcp_probe_tells_a_listening_registrar_from_a_closed_port() -> None:
     from acp_openwrt.brski.proxy.process import tcp_probe
     from acp_openwrt.brski.proxy.registrars import RegistrarLocator

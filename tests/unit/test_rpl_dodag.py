@@ -78,8 +78,12 @@ def test_non_root_solicits_then_joins_and_advertises():
     [(targets, transits)] = daos[0].message.groups()
     assert [t.prefix for t in targets] == [ipaddress.IPv6Network(f"{ME}/127")]
     assert transits[0].path_lifetime == CFG.default_lifetime and transits[0].parent is None
+    assert n.daos_acknowledged == 0
     n.receive("up", ROOT_LL, 3, encode_body(DaoAck(0, daos[0].message.sequence)), 0.25)
+    assert n.daos_acknowledged == 1   # the part tells the join proxy: a path to us exists now
     assert not [s for s in run_until(n, 5.0) if isinstance(s.message, Dao)]  # acknowledged
+    n.receive("up", ROOT_LL, 3, encode_body(DaoAck(0, daos[0].message.sequence)), 5.1)
+    assert n.daos_acknowledged == 1   # a stale or repeated ACK is no news
 
 
 def test_slow_link_rank_factor():

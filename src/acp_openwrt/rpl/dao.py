@@ -43,6 +43,7 @@ class DaoSender:
         self._due: float | None = None
         self.sent = 0
         self.retransmitted = 0
+        self.acknowledged = 0   # DAO-ACKs that accepted a DAO of ours
 
     def schedule(self, now: float) -> None:
         """DelayDAO: not restarted by further changes (§9.5)."""
@@ -97,6 +98,7 @@ class DaoSender:
         if status >= c.DAO_ACK_REJECT:
             self._parents.pop(parent, None)
             return False
+        self.acknowledged += 1
         return True
 
     def poll(self, now: float) -> tuple[list[tuple[NeighborKey, Dao]], list[NeighborKey]]:

@@ -544,6 +544,11 @@ class RplNode:
     def neighbor_count(self) -> int:
         return len(self._neighbors)
 
+    @property
+    def daos_acknowledged(self) -> int:
+        """DAO-ACKs so far that accepted a DAO of ours: a parent routes to our targets."""
+        return self._dao.acknowledged
+
     def counters(self) -> dict[str, int]:
         return {"decode_errors": self.decode_errors, "dropped": self.dropped,
                 "dao_sent": self._dao.sent, "dao_retransmitted": self._dao.retransmitted,

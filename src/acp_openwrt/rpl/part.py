@@ -272,8 +272,12 @@ class RplPart(Part):
 
     def _on_receive(self, ifname: str, src: ipaddress.IPv6Address, code: int, body: bytes,
                     dst: ipaddress.IPv6Address) -> None:
-        if self.node is not None:
-            self._dispatch(self.node.receive(ifname, src, code, body, self._now(), dst))
+        node = self.node
+        if node is not None:
+            acked = node.daos_acknowledged
+            self._dispatch(node.receive(ifname, src, code, body, self._now(), dst))
+            if node.daos_acknowledged != acked:   # a parent routes to us now
+                self.ctx.bus.publish(events.AcpRoutesChanged(installed=False))
 
     def _dispatch(self, actions: list[Send]) -> None:
         """What an input to the engine returned: sent, the route plan looked at, the timer
@@ -325,6 +329,8 @@ class RplPart(Part):
                 continue
             if change:
                 LOG.debug("routes: +%d -%d", len(change.add), len(change.remove))
+                if change.add:
+                    self.ctx.bus.publish(events.AcpRoutesChanged(installed=True))
 
     # ------------------------------------------------------------- external
     def _schedule_restart(self) -> None:

@@ -10,7 +10,8 @@ listening socket travels as SCM_RIGHTS ancillary data of its "listen" message. S
 message boundaries, so a descriptor can never arrive attached to the wrong message.
 
 acpd -> proxy   listen{ifname,address,port}+1 fd, unlisten{ifname},
-                registrar{address,port,ttl_ms[,local]} (ttl_ms 0: forget it), status{seq}
+                registrar{address,port,ttl_ms[,local]} (ttl_ms 0: forget it), status{seq},
+                reprobe{} (the ACP's routes changed: probe a registrar that did not answer now)
 proxy -> acpd   hello{pid,uid,gid}, listening{ifname,address,port}, listen_failed{ifname,reason},
                 registrar_state{known,address,port}, status_reply{seq,status}
 """
@@ -171,6 +172,17 @@ class StatusRequest(_Message):
         self._set(seq=seq)
 
 
+class Reprobe(_Message):
+    """acpd's RPL installed routes or had its DAO acknowledged: a registrar that has not
+    answered the probe yet may answer now, so probe it at once rather than at the next retry."""
+    __slots__ = ()
+    op = "reprobe"
+    _fields = ()
+
+    def __init__(self) -> None:
+        pass
+
+
 class Hello(_Message):
     __slots__ = ("pid", "uid", "gid")
     op = "hello"
@@ -231,11 +243,11 @@ class StatusReply(_Message):
         self._set(seq=seq, status=status)
 
 
-Message = (Listen | Unlisten | Registrar | StatusRequest | Hello | Listening | ListenFailed
-           | RegistrarState | StatusReply)
+Message = (Listen | Unlisten | Registrar | StatusRequest | Reprobe | Hello | Listening
+           | ListenFailed | RegistrarState | StatusReply)
 _MESSAGE_TYPES: tuple[type[Message], ...] = (
-    Listen, Unlisten, Registrar, StatusRequest, Hello, Listening, ListenFailed, RegistrarState,
-    StatusReply)
+    Listen, Unlisten, Registrar, StatusRequest, Reprobe, Hello, Listening, ListenFailed,
+    RegistrarState, StatusReply)
 _TYPES: dict[str, type[Message]] = {t.op: t for t in _MESSAGE_TYPES}
 _FDS_WANTED = {"listen": 1}
 

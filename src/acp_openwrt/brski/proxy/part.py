@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 
 from ... import netns
 from ...events import (
+    AcpRoutesChanged,
     AnProxyStart,
     AnProxyStop,
     IdentityChanged,
@@ -125,7 +126,8 @@ class JoinProxyPart(Part):
         self._unsubscribe = [bus.subscribe(LinkAdopted, self._on_adopted),
                              bus.subscribe(LinkReleased, self._on_released),
                              bus.subscribe(IdentityChanged, self._on_identity),
-                             bus.subscribe(RegistrarHeard, self._on_registrar)]
+                             bus.subscribe(RegistrarHeard, self._on_registrar),
+                             bus.subscribe(AcpRoutesChanged, self._on_routes)]
 
     # -- service life ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -189,6 +191,12 @@ class JoinProxyPart(Part):
 
     def _on_registrar(self, event: RegistrarHeard) -> None:
         self.registrar_heard(event.address, event.port, event.ttl_ms)
+
+    def _on_routes(self, _event: AcpRoutesChanged) -> None:
+        """A path across the ACP may exist now: a registrar the proxy is still probing may
+        answer, so it probes at once (while none is known; otherwise the proxy ignores it)."""
+        if self._state is None or not self._state.known:
+            self._post(ho.Reprobe())
 
     def _on_adopted(self, event: LinkAdopted) -> None:
         self._links[event.dull_ifname] = event

@@ -39,9 +39,15 @@ if TYPE_CHECKING:
     Probe = Callable[[Loop, RegistrarLocator, float, Done], Cancel]
 
 EXIT_USAGE = 2
-PROBE_TIMEOUT = 3.0
-PROBE_RETRY = 0.5      # first retry; doubles up to PROBE_RETRY_MAX (routes usually follow soon)
+PROBE_TIMEOUT = 3.0    # one probe's connect (the kernel resends a SYN after 1 s, then 3 s)
+# The next probe starts this long after the last one, whether or not that one has ended: a SYN
+# whose answer found no route back (the registrar's DAO route not there yet) is resent by the
+# kernel only after 1 s, so a fresh probe is sent meanwhile. Doubles up to PROBE_RETRY_MAX;
+# acpd's Reprobe (its routes changed, its DAO was acknowledged) starts one at once and the
+# ladder again from the bottom.
+PROBE_RETRY = 0.25
 PROBE_RETRY_MAX = 5.0
+MAX_PROBES = 4         # probes open at once (each ends within PROBE_TIMEOUT)
 DRAIN_TIME = 0.5       # at the end, this long to get the last reports to acpd
 
 
@@ -85,9 +91,12 @@ class ProxyProcess:
         self._probe = probe
         self._reachable: RegistrarLocator | None = None
         self._probing_for: RegistrarLocator | None = None
-        self._probe_cancel: Cancel | None = None
+        self._probes: dict[int, Cancel] = {}   # the open probes, by a serial number
+        self._probe_serial = 0
+        self._probe_delay = PROBE_RETRY
         self._probe_retry: Timer | None = None
         self.probes_failed = 0
+        self.reprobes = 0
         self.registrars = RegistrarTable()
         self.relay = Relay(self.loop, limits,
                            lambda: self.registrars.candidates(time.monotonic()),
@@ -124,8 +133,9 @@ class ProxyProcess:
         for timer in (self._expiry, self._probe_retry):
             if timer is not None:
                 timer.cancel()
-        if self._probe_cancel is not None:
-            self._probe_cancel()
+        for cancel in list(self._probes.values()):
+            cancel()
+        self._probes.clear()
         self.relay.close()
         if self._outbox and self.sock.fileno() >= 0:
             self.loop.run_until(lambda: not self._outbox, DRAIN_TIME)
@@ -185,6 +195,8 @@ class ProxyProcess:
             self._registrar(msg)
         elif isinstance(msg, ho.StatusRequest):
             self._post(ho.StatusReply(msg.seq, self.status()))
+        elif isinstance(msg, ho.Reprobe):
+            self._reprobe()
         else:
             Log.warning("ignoring %s from acpd (not a message for the proxy)", msg.op)
 
@@ -266,45 +278,66 @@ class ProxyProcess:
             return
         self._stop_probe()
         self._probing_for = locator
-        self._probe_once(locator, PROBE_RETRY)
+        self._probe_delay = PROBE_RETRY
+        self._probe_once(locator)
 
     def _stop_probe(self) -> None:
-        if self._probe_cancel is not None:
-            self._probe_cancel()
-            self._probe_cancel = None
+        for cancel in list(self._probes.values()):
+            cancel()
+        self._probes.clear()
         if self._probe_retry is not None:
             self._probe_retry.cancel()
             self._probe_retry = None
         self._probing_for = None
 
-    def _probe_once(self, locator: RegistrarLocator, delay: float) -> None:
+    def _reprobe(self) -> None:
+        """acpd's routes changed: a registrar not answering yet may answer now."""
+        locator = self._probing_for
+        if locator is None:
+            return
+        self.reprobes += 1
+        if self._probe_retry is not None:
+            self._probe_retry.cancel()
+            self._probe_retry = None
+        self._probe_delay = PROBE_RETRY
+        self._probe_once(locator)
+
+    def _probe_once(self, locator: RegistrarLocator) -> None:
+        """One more probe now (the open ones go on), and the next after the current delay."""
         self._probe_retry = None
         if self.registrars.current(time.monotonic()) != locator or self._closing:
-            self._probing_for = None
+            self._stop_probe()
             return
-        self._probe_cancel = self._probe(self.loop, locator, PROBE_TIMEOUT,
-                                         lambda ok: self._probed(locator, ok, delay))
+        if len(self._probes) < MAX_PROBES:
+            self._probe_serial += 1
+            serial = self._probe_serial
+            self._probes[serial] = lambda: None  # the probe may answer before it returns
+            cancel = self._probe(self.loop, locator, PROBE_TIMEOUT,
+                                 lambda ok: self._probed(locator, serial, ok))
+            if serial in self._probes:
+                self._probes[serial] = cancel
+        delay = self._probe_delay
+        self._probe_delay = min(delay * 2, PROBE_RETRY_MAX)
+        if self._probing_for == locator:
+            self._probe_retry = self.loop.call_later(delay, lambda: self._probe_once(locator))
 
-    def _probed(self, locator: RegistrarLocator, ok: bool, delay: float) -> None:
-        self._probe_cancel = None
-        if self._probing_for != locator:
+    def _probed(self, locator: RegistrarLocator, serial: int, ok: bool) -> None:
+        if self._probes.pop(serial, None) is None or self._probing_for != locator:
             return
         if ok:
-            self._probing_for = None
+            self._stop_probe()
             self.registrars.answered(locator, time.monotonic())
             self._reachable = locator
             self._report_registrar()
             return
         self.probes_failed += 1
         if self.registrars.failed(locator, time.monotonic()):  # another one may answer
-            self._probing_for = None
+            self._stop_probe()
             self._report_registrar()
             return
         if self.probes_failed in (1, 10) or self.probes_failed % 100 == 0:
             Log.info("registrar [%s]:%d does not answer yet (%d probes failed)",
                      locator.address, locator.port, self.probes_failed)
-        self._probe_retry = self.loop.call_later(
-            delay, lambda: self._probe_once(locator, min(delay * 2, PROBE_RETRY_MAX)))
 
     def status(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -312,6 +345,7 @@ class ProxyProcess:
         return {"pid": os.getpid(), "uid": os.getuid(), "gid": os.getgid(),
                 "registrar": current.to_dict() if current else None,
                 "registrars": self.registrars.status(now), "probes_failed": self.probes_failed,
+                "reprobes": self.reprobes,
                 **self.relay.status()}
 
 
