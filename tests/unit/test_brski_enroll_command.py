@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -139,3 +140,43 @@ def test_the_pledge_runs_the_proxy_book_on_one_timer(tmp_path: Path, monkeypatch
     assert [loc for loc, _ in tried] == [Locator("fe80::1", 4000, "eth0")] * 2
     assert tried[1][1] - tried[0][1] >= 0.19  # the back-off, timed by the book
     assert published == ["enrolled"] and svc.attempts == 2 and svc._timer is None
+
+
+def test_a_pledge_loads_the_brski_work_ahead_when_an_acp_node_is_next_to_it(
+        tmp_path: Path, monkeypatch) -> None:
+    """AdjacencyUp while pledging: the IDevID (and the BRSKI work's modules) load in a worker
+    thread, and the first attempt through a proxy uses what was loaded; not pledging (idle,
+    enrolled), nothing loads."""
+    from acp_openwrt.brski.pledge import part as pledge_part
+    from acp_openwrt.events import AdjacencyUp
+
+    svc = service(tmp_path)
+    loaded: list = []
+    built: list = []
+
+    def load(cert, key, anchors):
+        loaded.append(threading.current_thread() is not threading.main_thread())
+        return "the idevid"
+
+    class Client:
+        def __init__(self, identity, paths, **_kw) -> None:
+            built.append(identity)
+
+        async def attempt(self, _locator):
+            return pledge_part.__getattr__("Refused")("test")
+
+    monkeypatch.setattr(pledge_part, "load_pledge_identity", load, raising=False)
+    monkeypatch.setattr(pledge_part, "PledgeClient", Client, raising=False)
+
+    async def scenario() -> None:
+        up = AdjacencyUp("fe80::2", "eth0", ("IKEv2",), 500)
+        svc.ctx.bus.publish(up)                  # not pledging: nothing
+        assert svc._loading is None
+        svc.state = "pledging"
+        svc.ctx.bus.publish(up)
+        svc.ctx.bus.publish(up)                  # once
+        assert await svc._loading == "the idevid"
+        await svc._try(Locator("fe80::2", 4000, "eth0"))
+        assert loaded == [True] and built == ["the idevid"]
+
+    asyncio.run(scenario())
