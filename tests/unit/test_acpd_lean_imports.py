@@ -7,6 +7,7 @@ Each check runs in a fresh interpreter: pytest's own process already holds most 
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import site
@@ -14,6 +15,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+from acp_openwrt.lab.pki import TestCA
+from acp_openwrt.revocation.crl import RevokedEntry, build_crl
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -39,6 +45,28 @@ PROBE = textwrap.dedent("""
     if identity is None:  # a pledge looks for a stored LDevID at its start
         from acp_openwrt.brski.store import load_identity
         assert load_identity("/nonexistent/ldevid.pem", "/nonexistent/ldevid.key") is None
+    if len(sys.argv) > 2:  # an enrolled node's certificate work, on real files
+        work = json.loads(sys.argv[2])
+        import datetime as dt
+        from acp_openwrt.brski.store import identity_problems, stored_certificate
+        from acp_openwrt.channels.ike_identity import local_identity
+        from acp_openwrt.channels.peer_check import check_peer
+        from acp_openwrt.identity.cert_reader import load_certificates
+        from acp_openwrt.identity.summary import load_identity_summary
+        from acp_openwrt.revocation.crl import load_crl
+        from acp_openwrt.revocation.keeper import CrlKeeper
+        now = dt.datetime.now(dt.UTC)
+        assert load_identity_summary(work["cert"])["acp_node_name"] == work["name"]
+        assert identity_problems(work["cert"], work["key"], now) == []
+        assert stored_certificate(work["cert"], work["key"]) is not None
+        anchors = load_certificates(work["anchors"])
+        assert local_identity(load_certificates(work["cert"])[0]).kind == "ID_IPV6_ADDR"
+        peer = load_certificates(work["peer"])[0]
+        verdict = check_peer(work["peer_id"], [peer.der], [], anchors, work["domain"])
+        assert verdict.ok, verdict.reason
+        keeper = CrlKeeper(anchors)
+        assert keeper.load([(None, load_crl(bytes.fromhex(work["crl"])))], now) == []
+        assert len(keeper.revoked()) == 1
     print(json.dumps({"parts": parts, "modules": sorted(sys.modules)}))
 """)
 
@@ -56,16 +84,19 @@ RARE = ("ssl", "_ssl", "unittest", "asn1crypto", "hashlib", "_hashlib", "hmac",
         "acp_openwrt.brski.pledge.client", "acp_openwrt.brski.pledge.core",
         "acp_openwrt.brski.pledge.renewal")
 # An idle pledge needs no OpenSSL at all until a join proxy is heard (the IDevID is checked
-# in a short-lived process).
-OPENSSL = ("cryptography", "_cffi_backend")
+# in a short-lived process); an enrolled node reads and checks certificates, keys and CRLs with
+# the parse-only readers (identity/cert_reader.py, signature.py, key_reader.py: 8 MB less).
+OPENSSL = ("cryptography", "_cffi_backend", "acp_openwrt.identity.certificate")
 
 
-def loaded(identity: dict[str, str] | None) -> dict:
+def loaded(identity: dict[str, str] | None, work: dict[str, str] | None = None) -> dict:
     """The probe without the site module (a machine's .pth hooks would import on their own:
     this sandbox's imports importlib.resources), with this package and the site-packages on
-    its path instead."""
+    its path instead; with `work`, it also does an enrolled node's certificate work."""
     path = [str(SRC), *site.getsitepackages()]
-    out = subprocess.run([sys.executable, "-S", "-c", PROBE, json.dumps(identity)], check=True,
+    extra = [json.dumps(work)] if work is not None else []
+    out = subprocess.run([sys.executable, "-S", "-c", PROBE, json.dumps(identity), *extra],
+                         check=True,
                          capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(path)})
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -75,8 +106,28 @@ def test_an_enrolled_node_imports_no_brski_work() -> None:
     got = loaded(IDENTITY)
     assert "brski.pledge.part:PledgePart" in got["parts"]
     assert "channels.part:ChannelPart" in got["parts"]
-    assert "cryptography.x509" in got["modules"]  # (the peer checks: it is still needed)
-    assert [m for m in RARE if m in got["modules"]] == []
+    assert [m for m in (*RARE, *OPENSSL) if m in got["modules"]] == []
+
+
+def test_an_enrolled_nodes_certificate_work_needs_no_cryptography(tmp_path: Path) -> None:
+    """acpd's start checks of its LDevID and key, the BRSKI part's look at them, the channels'
+    own identity and the membership check of a peer (signatures included), a CRL taken: all
+    with the parse-only readers (identity/cert_reader.py, signature.py, key_reader.py)."""
+    domain = "acp.example.com"
+    ca = TestCA.create(tmp_path, domain=domain)
+    me = ca.issue_node("me", acp_node_name=IDENTITY["acp_node_name"],
+                       ip_address=IDENTITY["acp_address"])
+    peer_name = "fd89b714f3db00000200000064000002+@acp.example.com"
+    peer = ca.issue_node("peer", acp_node_name=peer_name,
+                         ip_address="fd89:b714:f3db:0:200:0:6400:2")
+    crl = build_crl(ca.certificate, ca.private_key, [RevokedEntry(5, dt.datetime.now(dt.UTC))],
+                    now=dt.datetime.now(dt.UTC), number=1)
+    work = {"cert": str(me.cert_path), "key": str(me.key_path), "anchors": str(ca.anchor_path),
+            "name": IDENTITY["acp_node_name"], "peer": str(peer.cert_path),
+            "peer_id": "fd89:b714:f3db:0:200:0:6400:2", "domain": domain,
+            "crl": crl.public_bytes(serialization.Encoding.DER).hex()}
+    got = loaded(IDENTITY, work)
+    assert [m for m in (*RARE, *OPENSSL) if m in got["modules"]] == []
 
 
 def test_an_idle_pledge_imports_no_openssl() -> None:

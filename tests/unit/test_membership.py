@@ -33,7 +33,8 @@ def test_good_certificate(ca: TestCA) -> None:
                              "(via otherName, 0 intermediate(s))")
     assert result.node_name is not None and result.node_name.acp_address == NAME[:32]
     assert result.carrier == "otherName"
-    assert result.path == (node.certificate, ca.certificate)
+    assert [c.der for c in result.path] == [c.public_bytes(serialization.Encoding.DER)
+                                            for c in (node.certificate, ca.certificate)]
 
 
 def test_accepts_pem_bytes_and_extra_anchors(ca: TestCA, tmp_path: Path) -> None:

@@ -4,6 +4,10 @@ The three files change in one `file_switch` (pending copies, a commit marker bes
 certificate, renames): after a crash at any point `recover_identity` (acpd at start, and every
 store before it writes) leaves them wholly old or wholly new, never a key that does not match
 its certificate. `identity_problems` is what `acpd --check` reports about the stored identity.
+
+What an enrolled node reads in its steady state (acpd's start checks, `stored_certificate`)
+uses the parse-only readers (identity/cert_reader.py, key_reader.py), not cryptography (issue
+19); `load_identity` (the key as cryptography's object) is for renewal and enrolment.
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ from .file_switch import (
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from ..identity.cert_reader import Certificate
 
     PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -137,10 +143,26 @@ def load_identity(cert_path: str | os.PathLike[str], key_path: str | os.PathLike
     return cert, key
 
 
-def key_problem(cert: x509.Certificate, key_path: str | os.PathLike[str]) -> str | None:
+def stored_certificate(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
+                       ) -> Certificate | None:
+    """The stored LDevID certificate (parsed, no cryptography), or None when it or its key is
+    absent, unreadable or not a matching pair (load_identity's verdict, without the key)."""
+    from ..identity.cert_reader import CertificateError, load_certificates
+    from ..identity.key_reader import KeyFileError, key_matches
+    try:
+        cert = load_certificates(cert_path)[0]
+        if key_matches(cert.public_key, Path(key_path).read_bytes()):
+            return cert
+    except (OSError, CertificateError, KeyFileError):
+        pass
+    return None
+
+
+def key_problem(cert: Any, key_path: str | os.PathLike[str]) -> str | None:
     """Why `key_path` is not the private key of `cert`, or None. PermissionError passes up:
     a user who may not read the key learns nothing about it."""
-    from cryptography.hazmat.primitives import serialization
+    from ..identity.cert_reader import as_certificate
+    from ..identity.key_reader import KeyFileError, key_matches
     try:
         data = Path(key_path).read_bytes()
     except PermissionError:
@@ -148,19 +170,17 @@ def key_problem(cert: x509.Certificate, key_path: str | os.PathLike[str]) -> str
     except OSError as exc:
         return f"ldevid_key {key_path}: {exc.strerror or exc}"
     try:
-        key = serialization.load_pem_private_key(data, None)
-    except (ValueError, TypeError) as exc:
+        matches = key_matches(as_certificate(cert).public_key, data)
+    except KeyFileError as exc:
         return f"ldevid_key {key_path} is not a usable PEM private key ({exc})"
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    if cert.public_key().public_bytes(serialization.Encoding.DER, spki) != \
-            key.public_key().public_bytes(serialization.Encoding.DER, spki):
+    if not matches:
         return f"ldevid_key {key_path} is not the key of the LDevID certificate"
     return None
 
 
-def validity_problem(cert: x509.Certificate, now: dt.datetime) -> str | None:
+def validity_problem(cert: Any, now: dt.datetime) -> str | None:
     """"expired" or "not yet valid" in one line, or None."""
-    from ..identity.certificate import validity
+    from ..identity.cert_reader import validity
     not_before, not_after = validity(cert)
     if now < not_before:
         return f"not valid before {not_before:%Y-%m-%d %H:%M} UTC (is the clock right?)"
@@ -173,7 +193,7 @@ def identity_problems(cert_path: str | os.PathLike[str], key_path: str | os.Path
                       now: dt.datetime) -> list[str]:
     """What makes the stored LDevID unusable: unreadable, expired, not yet valid, a key that
     is missing or not its own. Empty when it is fine (or absent: the node will enrol)."""
-    from ..identity.certificate import CertificateError, load_certificate
+    from ..identity.cert_reader import CertificateError, load_certificate
     if not Path(cert_path).exists():
         return []
     try:

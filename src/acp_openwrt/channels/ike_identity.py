@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-
-from cryptography import x509
+from typing import Any
 
 from ..identity.address import address_from_name
-from ..identity.certificate import find_acp_node_name
+from ..identity.cert_name import find_acp_node_name
+from ..identity.cert_reader import Certificate, as_certificate
 
 KIND_IPV6 = "ID_IPV6_ADDR"
 KIND_RFC822 = "ID_RFC822_ADDR"
@@ -31,28 +31,21 @@ class IkeIdentity:
     value: str | None          # None: let strongSwan use the certificate's subject DN
 
 
-def _acp_address(cert: x509.Certificate) -> ipaddress.IPv6Address | None:
+def _acp_address(cert: Certificate) -> ipaddress.IPv6Address | None:
     found = find_acp_node_name(cert)
     if found is None or not found.node_name.has_address:
         return None
     return address_from_name(found.node_name).address
 
 
-def _san_values(cert: x509.Certificate, kind: type) -> list:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return []
-    return list(san.get_values_for_type(kind))
-
-
-def local_identity(cert: x509.Certificate) -> IkeIdentity:
+def local_identity(certificate: Any) -> IkeIdentity:
     """Our identity: the ACP address if an iPAddress SAN confirms it, else the fallbacks."""
+    cert = as_certificate(certificate)
     address = _acp_address(cert)
-    if address is not None and address in _san_values(cert, x509.IPAddress):
+    if address is not None and address in cert.san_values("iPAddress"):
         return IkeIdentity(KIND_IPV6, str(address))
     found = find_acp_node_name(cert)
-    rfc822 = _san_values(cert, x509.RFC822Name)
+    rfc822 = cert.san_values("rfc822Name")
     if found is not None and found.text in rfc822:
         return IkeIdentity(KIND_RFC822, found.text)
     return IkeIdentity(KIND_DN, None)

@@ -26,12 +26,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from cryptography.hazmat.primitives import serialization
 from pyroute2.netlink.exceptions import NetlinkError
 
 from .. import events
 from ..core import CoreTimer
-from ..identity.certificate import load_certificates
+from ..identity.cert_reader import load_certificates
 from ..netns import namespace_executor
 from ..node_context import Part
 from . import initiation, reconcile
@@ -438,9 +437,8 @@ class ChannelPart(Part):
         if verdict.ok and verdict.address is not None and verdict.node_name is not None:
             urls = self.revocation.learn(leaves)
             if urls:
-                der = serialization.Encoding.DER
                 self.ctx.bus.publish(events.CrlDistributionPointsSeen(
-                    urls, tuple(c.public_bytes(der) for c in verdict.cas)))
+                    urls, tuple(c.der for c in verdict.cas)))
             actions = ch.fsm.peer_verified(action.sa_id, int(verdict.address),
                                            verdict.node_name, now)
         else:

@@ -7,15 +7,13 @@ import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cryptography import x509
-
 from ..identity.address import address_from_name
-from ..identity.certificate import CertificateError, as_certificate, validity
+from ..identity.cert_reader import Certificate, CertificateError, as_certificate, validity
 from ..identity.membership import check_domain_membership
 from .ike_identity import identity_problem
 
 
-def _issued(cert: x509.Certificate) -> dt.datetime:
+def _issued(cert: Certificate) -> dt.datetime:
     return validity(cert)[0]
 
 
@@ -25,13 +23,13 @@ class PeerVerdict:
     reason: str
     node_name: str | None = None
     address: ipaddress.IPv6Address | None = None
-    cas: tuple[x509.Certificate, ...] = ()  # the verified path above the peer's certificate
+    cas: tuple[Certificate, ...] = ()  # the verified path above the peer's certificate
 
 
 def check_peer(remote_id: str, leaves: Sequence[bytes], others: Sequence[bytes],
-               anchors: Sequence[x509.Certificate], domain: str,
+               anchors: Sequence[Certificate], domain: str,
                now: dt.datetime | None = None,
-               revoked: Callable[[x509.Certificate], str | None] | None = None) -> PeerVerdict:
+               revoked: Callable[[Certificate], str | None] | None = None) -> PeerVerdict:
     """Accept if one of the certificates charon holds for `remote_id` passes.
 
     `revoked` (RFC 8994 §6.2.3 rule 3): why a certificate is revoked according to the CRLs

@@ -13,9 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from cryptography import x509
-
-from ..identity.certificate import CertificateError, as_certificate
+from ..identity.cert_reader import Certificate, CertificateError, as_certificate
 from ..revocation.crl import crl_urls
 from ..revocation.keeper import RevokedSet, revocation_problem
 from .driver import DriverError
@@ -41,7 +39,7 @@ class RevocationView:
         self.revoked = revoked
         self.updates += 1
 
-    def problem(self, cert: x509.Certificate) -> str | None:
+    def problem(self, cert: Certificate) -> str | None:
         return revocation_problem(cert, self.revoked) if self.revoked else None
 
     def learn(self, leaves: Sequence[bytes]) -> tuple[str, ...]:

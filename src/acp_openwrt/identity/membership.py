@@ -19,30 +19,37 @@ rules are not RFC 8994's), and the client verifier exists only from cryptography
 we support 41. The walk below is small and checks what §6.2 asks: issuer/subject chaining,
 signatures, validity, basicConstraints, keyUsage keyCertSign, pathLenConstraint, unknown
 critical extensions, key and signature-hash strength.
+
+The walk reads certificates with cert_reader.py and checks signatures with signature.py, so an
+enrolled node checks its peers with no cryptography loaded (issue 19: about 8 MB of RSS
+otherwise); cryptography's certificates are taken too (read again from their DER).
 """
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-
-from .certificate import (
+from . import signature
+from .cert_name import find_acp_node_name
+from .cert_reader import (
+    KEY_CERT_SIGN,
+    KNOWN_EXTENSIONS,
+    OTHER_KEYS,
+    Certificate,
     CertificateError,
+    Name,
+    PublicKey,
     as_certificate,
-    find_acp_node_name,
-    key_strength_problem,
-    signature_hash_problem,
     validity,
 )
 from .node_name import AcpNodeName
 
-_Ext = TypeVar("_Ext", bound=x509.ExtensionType)
-
 MAX_INTERMEDIATES = 2
+MIN_RSA_BITS = 2048
+MIN_EC_BITS = 256
+ACCEPTED_SIGNATURE_HASHES = ("sha256", "sha384", "sha512")
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ class MembershipResult:
     reason: str
     node_name: AcpNodeName | None = None
     carrier: str | None = None
-    path: tuple[x509.Certificate, ...] = field(default=(), repr=False)
+    path: tuple[Certificate, ...] = field(default=(), repr=False)
 
     def __bool__(self) -> bool:
         return self.ok
@@ -67,11 +74,11 @@ def _stamp(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _label(cert: x509.Certificate) -> str:
+def _label(cert: Certificate) -> str:
     return repr(cert.subject.rfc4514_string() or f"serial {cert.serial_number}")
 
 
-def _time_problem(cert: x509.Certificate, now: dt.datetime, what: str) -> str | None:
+def _time_problem(cert: Certificate, now: dt.datetime, what: str) -> str | None:
     before, after = validity(cert)
     if now > after:
         return f"{what} expired at {_stamp(after)}"
@@ -80,44 +87,60 @@ def _time_problem(cert: x509.Certificate, now: dt.datetime, what: str) -> str | 
     return None
 
 
-def _critical_problem(cert: x509.Certificate, what: str) -> str | None:
+def _critical_problem(cert: Certificate, what: str) -> str | None:
     """RFC 5280 §6.1.3: an unrecognised critical extension makes the certificate unusable."""
-    try:
-        extensions = list(cert.extensions)
-    except ValueError as exc:
-        return f"{what} has undecodable extensions ({exc})"
-    for ext in extensions:
-        if ext.critical and isinstance(ext.value, x509.UnrecognizedExtension):
-            return f"{what} has an unknown critical extension {ext.oid.dotted_string}"
+    for ext in cert.extensions:
+        if ext.critical and ext.oid not in KNOWN_EXTENSIONS:
+            return f"{what} has an unknown critical extension {ext.oid}"
     return None
 
 
-def _extension(cert: x509.Certificate, kind: type[_Ext]) -> _Ext | None:
-    try:
-        return cert.extensions.get_extension_for_class(kind).value
-    except x509.ExtensionNotFound:
+def key_strength_problem(key: PublicKey) -> str | None:
+    """Why a public key is not acceptable for ACP certificates (§6.2.1), or None."""
+    if key.kind == "rsa":
+        if key.key_size < MIN_RSA_BITS:
+            return f"RSA key of {key.key_size} bits is too small (minimum {MIN_RSA_BITS})"
         return None
+    if key.kind == "ec":
+        if key.curve is None:
+            return "EC key on an unknown curve is not accepted"
+        if key.key_size < MIN_EC_BITS:
+            return (f"EC key on {key.curve} ({key.key_size} bits) "
+                    f"is too small (minimum {MIN_EC_BITS})")
+        return None
+    name = OTHER_KEYS.get(key.algorithm, f"public key algorithm {key.algorithm}")
+    return f"{name} keys are not accepted (RSA or ECDSA only)"
 
 
-def _issuer_problem(ca: x509.Certificate, what: str, below: int, now: dt.datetime) -> str | None:
+def signature_hash_problem(cert: Certificate) -> str | None:
+    """Why the certificate's signature hash is not acceptable (SHA-256/384/512 only), or None."""
+    try:
+        name = signature.signature_hash(cert.signature_algorithm_oid, cert.signature_parameters)
+    except signature.UnsupportedSignature:
+        return f"signature algorithm {cert.signature_algorithm_oid} is not supported"
+    if name not in ACCEPTED_SIGNATURE_HASHES:
+        return f"signature hash {name} is not accepted (SHA-256/384/512 only)"
+    return None
+
+
+def _issuer_problem(ca: Certificate, what: str, below: int, now: dt.datetime) -> str | None:
     """Can this CA certificate issue a certificate that has `below` intermediates under it?"""
     label = f"{what} {_label(ca)}"
     problem = (_time_problem(ca, now, label) or _critical_problem(ca, label)
-               or _with_label(label, key_strength_problem(ca.public_key())))
+               or _with_label(label, key_strength_problem(ca.public_key)))
     if problem:
         return problem
-    constraints = _extension(ca, x509.BasicConstraints)
+    constraints = ca.basic_constraints
     if constraints is None:
         if what != "trust anchor":  # a v1 self-signed root may lack it; an intermediate not
             return f"{label} has no basicConstraints (not a CA)"
     else:
-        if not constraints.ca:
+        is_ca, path_length = constraints
+        if not is_ca:
             return f"{label} is not a CA (basicConstraints cA is false)"
-        if constraints.path_length is not None and below > constraints.path_length:
-            return (f"{label} allows {constraints.path_length} intermediate(s) below it, "
-                    f"path has {below}")
-    usage = _extension(ca, x509.KeyUsage)
-    if usage is not None and not usage.key_cert_sign:
+        if path_length is not None and below > path_length:
+            return f"{label} allows {path_length} intermediate(s) below it, path has {below}"
+    if ca.key_usage is not None and not ca.key_usage & KEY_CERT_SIGN:
         return f"{label} keyUsage lacks keyCertSign"
     return None
 
@@ -126,23 +149,24 @@ def _with_label(label: str, problem: str | None) -> str | None:
     return f"{label}: {problem}" if problem else None
 
 
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> str | None:
+def _signed_by(cert: Certificate, issuer: Certificate) -> str | None:
     try:
-        cert.verify_directly_issued_by(issuer)
-    except InvalidSignature:
+        signature.verify(cert.tbs_bytes, cert.signature_algorithm_oid,
+                         cert.signature_parameters, cert.signature, issuer.public_key)
+    except signature.InvalidSignature:
         return f"signature does not verify with the key of {_label(issuer)}"
-    except (ValueError, TypeError) as exc:
+    except signature.UnsupportedSignature as exc:
         return f"cannot verify signature with {_label(issuer)} ({exc})"
     return None
 
 
-def _build_path(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
-                anchors: Sequence[x509.Certificate], now: dt.datetime,
-                ) -> tuple[tuple[x509.Certificate, ...] | None, list[str]]:
+def _build_path(leaf: Certificate, intermediates: Sequence[Certificate],
+                anchors: Sequence[Certificate], now: dt.datetime,
+                ) -> tuple[tuple[Certificate, ...] | None, list[str]]:
     """Depth-first search for leaf -> (up to 2 intermediates) -> anchor; failures explain why."""
     failures: list[str] = []
 
-    def extend(path: list[x509.Certificate]) -> list[x509.Certificate] | None:
+    def extend(path: list[Certificate]) -> list[Certificate] | None:
         current = path[-1]
         depth = len(path) - 1  # intermediates already below the next issuer
         for anchor in anchors:
@@ -175,9 +199,9 @@ def _build_path(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate
 
 
 def check_domain_membership(
-    peer_cert: x509.Certificate | bytes,
-    peer_chain: Sequence[x509.Certificate | bytes],
-    trust_anchors: Sequence[x509.Certificate | bytes],
+    peer_cert: Any,
+    peer_chain: Sequence[Any],
+    trust_anchors: Sequence[Any],
     our_domain: str,
     *,
     now: dt.datetime | None = None,
@@ -185,10 +209,10 @@ def check_domain_membership(
 ) -> MembershipResult:
     """Apply §6.2.3 rules 2, 4 and (for secure channels) 5 to a peer certificate.
 
-    peer_chain holds the intermediates the peer sent, in any order (extra certificates are
-    ignored). now=None means the system clock; a naive datetime is taken as UTC.
-    Unreadable certificates raise CertificateError; every policy refusal is a result with
-    ok=False and a one-line reason.
+    Certificates are cert_reader's, cryptography's or PEM/DER bytes. peer_chain holds the
+    intermediates the peer sent, in any order (extra certificates are ignored). now=None means
+    the system clock; a naive datetime is taken as UTC. Unreadable certificates raise
+    CertificateError; every policy refusal is a result with ok=False and a one-line reason.
     """
     leaf = as_certificate(peer_cert)
     intermediates = [as_certificate(c) for c in peer_chain]
@@ -199,7 +223,7 @@ def check_domain_membership(
                ) -> MembershipResult:
         return MembershipResult(False, reason, node, carrier)
 
-    problem = (_time_problem(leaf, moment, "certificate") or key_strength_problem(leaf.public_key())
+    problem = (_time_problem(leaf, moment, "certificate") or key_strength_problem(leaf.public_key)
                or signature_hash_problem(leaf) or _critical_problem(leaf, "certificate"))
     if problem:
         return refuse(problem)
@@ -230,5 +254,5 @@ def check_domain_membership(
         node, carrier, path)
 
 
-def _label_name(name: x509.Name) -> str:
+def _label_name(name: Name) -> str:
     return repr(name.rfc4514_string())

@@ -36,7 +36,8 @@ def identity_summary(name: AcpNodeName) -> dict[str, Any]:
 
 def load_identity_summary(cert_path: Path) -> dict[str, Any]:
     """identity_summary() of an LDevID file; ValueError with a one-line reason if unusable."""
-    from .certificate import certificate_node_name, load_certificate
+    from .cert_name import certificate_node_name
+    from .cert_reader import load_certificate
     try:
         found = certificate_node_name(load_certificate(cert_path))
     except OSError as exc:

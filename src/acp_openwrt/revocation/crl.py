@@ -5,6 +5,10 @@ address; every certificate it issues names that URL in a cRLDistributionPoints e
 (`http://[<registrar ACP address>]/acp.crl`): an IPv6 ULA literal, so nodes fetch it across
 the ACP (a DNS name would mean the data plane). The CRL is signed, so HTTP needs no TLS, and a
 revoked node can still fetch it and learn of its revocation.
+
+Nodes read CRLs with `Crl` (a strict DER reader, ../identity/der.py) and check their signatures
+with ../identity/signature.py: an enrolled acpd holds no cryptography for them (issue 19). The
+registrar builds them with cryptography (`build_crl`, imported there only).
 """
 from __future__ import annotations
 
@@ -12,11 +16,22 @@ import datetime as dt
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from ..identity import der, signature
+from ..identity.cert_reader import (
+    Certificate,
+    CertificateError,
+    Name,
+    as_certificate,
+    pem,
+    pem_blocks,
+)
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 CRL_PORT = 80
 CRL_PATH = "/acp.crl"
@@ -57,24 +72,15 @@ def split_url(url: str) -> tuple[str, int, str]:
 
 def distribution_points(url: str) -> x509.CRLDistributionPoints:
     """The cRLDistributionPoints extension naming `url` (full name, all reasons, CA = issuer)."""
+    from cryptography import x509
     return x509.CRLDistributionPoints([x509.DistributionPoint(
         full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, reasons=None,
         crl_issuer=None)])
 
 
-def crl_urls(cert: x509.Certificate) -> list[str]:
+def crl_urls(cert: Any) -> list[str]:
     """The http URLs of the certificate's CRL distribution points ([] without any)."""
-    try:
-        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    except x509.ExtensionNotFound:
-        return []
-    out: list[str] = []
-    for point in points:
-        for name in point.full_name or []:
-            if isinstance(name, x509.UniformResourceIdentifier) and \
-                    name.value.lower().startswith("http://") and name.value not in out:
-                out.append(name.value)
-    return out
+    return list(as_certificate(cert).crl_urls)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,8 @@ class RevokedEntry:
 
 
 def _hash(key: Any) -> hashes.SHA256 | hashes.SHA384:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:
         return hashes.SHA384()
     return hashes.SHA256()
@@ -94,6 +102,7 @@ def build_crl(issuer: x509.Certificate, key: ec.EllipticCurvePrivateKey | rsa.RS
               validity: dt.timedelta = DEFAULT_VALIDITY) -> x509.CertificateRevocationList:
     """A CRL of `issuer` (signed with its `key`) listing `entries`, with CRL number `number`
     (monotonic: a node keeps the CRL with the highest) and nextUpdate `now + validity`."""
+    from cryptography import x509
     builder = (x509.CertificateRevocationListBuilder().issuer_name(issuer.subject)
                .last_update(now).next_update(now + validity)
                .add_extension(x509.CRLNumber(number), critical=False)
@@ -106,24 +115,108 @@ def build_crl(issuer: x509.Certificate, key: ec.EllipticCurvePrivateKey | rsa.RS
     return builder.sign(key, _hash(key))
 
 
-def load_crl(data: bytes) -> x509.CertificateRevocationList:
+CRL_NUMBER = "2.5.29.20"
+
+
+class Crl:
+    """A parsed CRL (RFC 5280 §5): issuer, thisUpdate, nextUpdate, the CRL number and the
+    revoked serials with their dates; CrlError if `data` (DER) is not one."""
+
+    def __init__(self, data: bytes) -> None:
+        try:
+            self._parse(bytes(data))
+        except der.DerError as exc:
+            raise CrlError(f"not a CRL: {exc}") from None
+
+    def _parse(self, data: bytes) -> None:
+        self.der = data
+        tbs_el, algorithm_el, signature_el = der.sequence(der.parse(data, "CRL"), "CRL",
+                                                          range(3, 4))
+        self.tbs_bytes = tbs_el.raw
+        self.signature_algorithm_oid, self.signature_parameters = _algorithm(algorithm_el)
+        self.signature, unused = der.bit_string(signature_el, "CRL signatureValue")
+        if unused:
+            raise der.DerError("CRL signatureValue with unused bits")
+        fields = der.sequence(tbs_el, "tbsCertList")
+        if fields and fields[0].tag == der.INTEGER:
+            if der.integer(fields.pop(0), "CRL version") != 1:
+                raise der.DerError("CRL version is not v2")
+        if len(fields) < 3:
+            raise der.DerError("tbsCertList: too few fields")
+        if _algorithm(fields[0]) != (self.signature_algorithm_oid, self.signature_parameters):
+            raise der.DerError("the CRL's signature algorithm inside and outside differ")
+        self.issuer = Name(fields[1], "CRL issuer")
+        self.last_update_utc = der.time(fields[2], "thisUpdate")
+        rest = fields[3:]
+        self.next_update_utc: dt.datetime | None = None
+        if rest and rest[0].tag in (der.UTC_TIME, der.GENERALIZED_TIME):
+            self.next_update_utc = der.time(rest.pop(0), "nextUpdate")
+        self.revoked: dict[int, dt.datetime] = {}
+        if rest and rest[0].tag == der.SEQUENCE:
+            for entry in der.sequence(rest.pop(0), "revokedCertificates"):
+                items = der.sequence(entry, "revoked entry", range(2, 4))
+                serial = der.integer(items[0], "revoked serial")
+                if serial in self.revoked:
+                    raise der.DerError(f"serial {serial:x} listed twice")
+                self.revoked[serial] = der.time(items[1], "revocationDate")
+        self.number = -1
+        if rest and rest[0].tag == der.context(0):
+            inner = rest.pop(0).children()
+            if len(inner) != 1:
+                raise der.DerError("crlExtensions: not one SEQUENCE")
+            for item in der.sequence(inner[0], "crlExtensions"):
+                parts = der.sequence(item, "crlExtensions", range(2, 4))
+                if der.oid(parts[0], "crlExtensions") == CRL_NUMBER:
+                    self.number = der.integer(der.parse(der.octets(parts[-1], "CRL number"),
+                                                        "CRL number"), "CRL number")
+        if rest:
+            raise der.DerError(f"tbsCertList: unexpected tag 0x{rest[0].tag:02x}")
+
+    def public_bytes(self, encoding: Any = None) -> bytes:
+        """DER (PEM when `encoding` is cryptography's Encoding.PEM or the string "PEM")."""
+        if str(getattr(encoding, "name", encoding)) == "PEM":
+            return pem(self.der, "X509 CRL")
+        return self.der
+
+
+def _algorithm(element: der.Element) -> tuple[str, bytes | None]:
+    items = der.sequence(element, "algorithm", range(1, 3))
+    return der.oid(items[0], "algorithm"), items[1].raw if len(items) == 2 else None
+
+
+def as_crl(value: Any) -> Crl:
+    """A parsed CRL from one, from DER/PEM bytes, or from a cryptography CRL."""
+    if isinstance(value, Crl):
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return load_crl(bytes(value))
+    if hasattr(value, "public_bytes") and hasattr(value, "tbs_certlist_bytes"):
+        from cryptography.hazmat.primitives.serialization import Encoding  # it is loaded
+        return Crl(value.public_bytes(Encoding.DER))
+    raise CrlError(f"expected a CRL or bytes, not {type(value).__name__}")
+
+
+def load_crl(data: bytes) -> Crl:
     """A CRL from DER or PEM bytes (CrlError otherwise)."""
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(data)
-    except ValueError as exc:
-        raise CrlError(f"not a CRL: {exc}") from None
+    if data.lstrip().startswith(b"-----BEGIN"):
+        try:
+            blocks = pem_blocks(data, "X509 CRL")
+        except CertificateError as exc:
+            raise CrlError(f"not a CRL: {exc}") from None
+        if len(blocks) != 1:
+            raise CrlError(f"not a CRL: {len(blocks)} PEM X509 CRL blocks")
+        data = blocks[0]
+    return Crl(data)
 
 
 _END = b"-----END X509 CRL-----"
 _URL_LINE = b"# from "
 
 
-def load_crls(data: bytes) -> list[tuple[str | None, x509.CertificateRevocationList]]:
+def load_crls(data: bytes) -> list[tuple[str | None, Crl]]:
     """Every PEM CRL in `data` (a keeper's file), each with the distribution point named on a
     `# from URL` line before it (None without one)."""
-    out: list[tuple[str | None, x509.CertificateRevocationList]] = []
+    out: list[tuple[str | None, Crl]] = []
     for block in data.split(_END):
         if not block.strip():
             continue
@@ -138,59 +231,44 @@ def load_crls(data: bytes) -> list[tuple[str | None, x509.CertificateRevocationL
     return out
 
 
-def crl_pem(crls: Sequence[tuple[str | None, x509.CertificateRevocationList]]) -> bytes:
+def crl_pem(crls: Sequence[tuple[str | None, Any]]) -> bytes:
     """The keeper's file: each CRL as PEM after a `# from URL` line."""
     return b"".join((_URL_LINE + url.encode("ascii") + b"\n" if url else b"")
-                    + c.public_bytes(serialization.Encoding.PEM) for url, c in crls)
+                    + pem(as_crl(c).der, "X509 CRL") for url, c in crls)
 
 
-def crl_number(crl: x509.CertificateRevocationList) -> int:
-    try:
-        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
-    except x509.ExtensionNotFound:
-        return -1
+def crl_number(crl: Any) -> int:
+    return as_crl(crl).number
 
 
-def _utc(obj: object, name: str) -> dt.datetime | None:
-    """obj.<name>_utc (cryptography >= 42), else the naive UTC value made aware (41)."""
-    value = getattr(obj, f"{name}_utc", None)
-    if value is None:
-        value = getattr(obj, name, None)
-    if value is None:
-        return None
-    assert isinstance(value, dt.datetime)
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+def this_update(crl: Any) -> dt.datetime:
+    return as_crl(crl).last_update_utc
 
 
-def this_update(crl: x509.CertificateRevocationList) -> dt.datetime:
-    found = _utc(crl, "last_update")
-    assert found is not None
-    return found
+def next_update(crl: Any) -> dt.datetime | None:
+    return as_crl(crl).next_update_utc
 
 
-def next_update(crl: x509.CertificateRevocationList) -> dt.datetime | None:
-    return _utc(crl, "next_update")
-
-
-def crl_issuer(crl: x509.CertificateRevocationList,
-               issuers: Sequence[x509.Certificate]) -> x509.Certificate:
+def crl_issuer(crl: Any, issuers: Sequence[Any]) -> Certificate:
     """Which of `issuers` (the node's trust anchors: the domain CA and the CAs above it)
     signed the CRL; CrlError when none did."""
-    for cert in issuers:
-        if cert.subject != crl.issuer:
+    parsed = as_crl(crl)
+    for cert in (as_certificate(c) for c in issuers):
+        if cert.subject != parsed.issuer or cert.public_key.kind not in ("ec", "rsa"):
             continue
-        public_key = cert.public_key()
-        if isinstance(public_key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)) and \
-                crl.is_signature_valid(public_key):
-            return cert
-    raise CrlError(f"CRL of {crl.issuer.rfc4514_string() or '(empty issuer)'} is not "
+        try:
+            signature.verify(parsed.tbs_bytes, parsed.signature_algorithm_oid,
+                             parsed.signature_parameters, parsed.signature, cert.public_key)
+        except (signature.InvalidSignature, signature.UnsupportedSignature):
+            continue
+        return cert
+    raise CrlError(f"CRL of {parsed.issuer.rfc4514_string() or '(empty issuer)'} is not "
                    f"signed by one of our trust anchors")
 
 
-def revocation_of(crl: x509.CertificateRevocationList,
-                  cert: x509.Certificate) -> dt.datetime | None:
+def revocation_of(crl: Any, cert: Any) -> dt.datetime | None:
     """When `cert` was revoked according to `crl` (None: not listed, or another issuer)."""
-    if crl.issuer != cert.issuer:
+    parsed, certificate = as_crl(crl), as_certificate(cert)
+    if parsed.issuer != certificate.issuer:
         return None
-    entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-    return None if entry is None else _utc(entry, "revocation_date")
+    return parsed.revoked.get(certificate.serial_number)

@@ -22,9 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-
-from .crl import CrlError, crl_issuer, crl_number, load_crl, next_update, this_update
+from ..identity.cert_reader import Certificate, as_certificate
+from .crl import Crl, CrlError, as_crl, crl_issuer, crl_number, load_crl, next_update, this_update
 
 DEFAULT_REFRESH = 300.0
 FIRST_RETRY = 10.0
@@ -55,17 +54,17 @@ class Source:
 
 @dataclass
 class Held:
-    crl: x509.CertificateRevocationList
+    crl: Crl
     url: str | None                  # None: loaded from the file at start
     revoked: set[int] = field(default_factory=set)
 
 
 class CrlKeeper:
-    def __init__(self, anchors: Sequence[x509.Certificate], *,
+    def __init__(self, anchors: Sequence[Any], *,
                  refresh: float = DEFAULT_REFRESH, first_retry: float = FIRST_RETRY,
                  min_gap: float = MIN_GAP, max_sources: int = MAX_SOURCES) -> None:
-        self.anchors = list(anchors)
-        self.issuers: list[x509.Certificate] = []  # learned from verified peers (add_issuers)
+        self.anchors = [as_certificate(a) for a in anchors]
+        self.issuers: list[Certificate] = []  # learned from verified peers (add_issuers)
         self.refresh, self.first_retry, self.min_gap = refresh, first_retry, min_gap
         self.max_sources = max_sources
         self.sources: dict[str, Source] = {}
@@ -74,7 +73,7 @@ class CrlKeeper:
         self.fetches = self.refused = 0
 
     # --- inputs ---
-    def load(self, crls: Iterable[tuple[str | None, x509.CertificateRevocationList]],
+    def load(self, crls: Iterable[tuple[str | None, Any]],
              wall: dt.datetime) -> list[str]:
         """The CRLs kept across restarts (the file: distribution point, CRL); returns why any
         was not taken."""
@@ -85,11 +84,11 @@ class CrlKeeper:
                 problems.append(problem)
         return problems
 
-    def add_issuers(self, cas: Iterable[x509.Certificate]) -> list[x509.Certificate]:
+    def add_issuers(self, cas: Iterable[Any]) -> list[Certificate]:
         """CA certificates a verified peer's certificate chained through to our anchors
         (another registrar's sub-CA): CRLs they sign are taken too. Returns the new ones."""
         added = []
-        for ca in cas:
+        for ca in (as_certificate(c) for c in cas):
             if ca not in self.anchors and ca not in self.issuers and \
                     len(self.issuers) < MAX_ISSUERS:
                 self.issuers.append(ca)
@@ -162,9 +161,9 @@ class CrlKeeper:
         delay = min(self.first_retry * 2 ** (source.failures - 1), self.refresh)
         source.next_fetch = now + delay
 
-    def _take(self, crl: x509.CertificateRevocationList, url: str | None,
-              wall: dt.datetime) -> str | None:
-        """Keep `crl` if it is our CA's and newer than the one held; why not, else None."""
+    def _take(self, value: Any, url: str | None, wall: dt.datetime) -> str | None:
+        """Keep the CRL if it is our CA's and newer than the one held; why not, else None."""
+        crl = as_crl(value)
         try:
             crl_issuer(crl, [*self.anchors, *self.issuers])
         except CrlError as exc:
@@ -177,7 +176,7 @@ class CrlKeeper:
                 (crl_number(held.crl), this_update(held.crl)):
             return (f"CRL number {crl_number(crl)} is older than the one held "
                     f"({crl_number(held.crl)})")
-        self.held[key] = Held(crl, url, {entry.serial_number for entry in crl})
+        self.held[key] = Held(crl, url, set(crl.revoked))
         return None
 
     # --- queries ---
@@ -185,7 +184,7 @@ class CrlKeeper:
         return frozenset((issuer, serial) for (issuer, _), held in self.held.items()
                          for serial in held.revoked)
 
-    def crls(self) -> list[tuple[str | None, x509.CertificateRevocationList]]:
+    def crls(self) -> list[tuple[str | None, Crl]]:
         """What the file keeps: each CRL with the distribution point it came from."""
         return [(held.url, held.crl) for held in self.held.values()]
 
@@ -212,7 +211,7 @@ class CrlKeeper:
                 "sources": sources, "fetches": self.fetches, "refused": self.refused}
 
 
-def revocation_problem(cert: x509.Certificate, revoked: RevokedSet) -> str | None:
+def revocation_problem(cert: Certificate, revoked: RevokedSet) -> str | None:
     """Why `cert` must not be accepted (RFC 8994 §6.2.3 rule 3), or None."""
     if (cert.issuer.public_bytes(), cert.serial_number) in revoked:
         return f"certificate {cert.serial_number:x} is revoked (CRL)"

@@ -24,14 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-
 from .. import netns
 from ..brski.http import HttpConnection, HttpError
 from ..brski.store import write_atomic
 from ..core import CoreTimer
 from ..events import ChannelUp, CrlDistributionPointsSeen, RevocationUpdated
-from ..identity.certificate import CertificateError, load_certificates
+from ..identity.cert_reader import Certificate, CertificateError, load_certificates
 from ..node_context import NodeContext, Part
 from .crl import CRL_MEDIA_TYPE, CrlError, crl_pem, crl_urls, load_crls, split_url
 from .keeper import CrlKeeper, Fetch
@@ -164,7 +162,7 @@ class RevocationPart(Part):
         if self.problem == "no LDevID":
             return
         try:
-            cas = [x509.load_der_x509_certificate(der) for der in event.cas]
+            cas = [Certificate(der) for der in event.cas]
         except ValueError:
             cas = []
         for ca in self.keeper.add_issuers(cas):

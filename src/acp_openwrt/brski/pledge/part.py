@@ -26,7 +26,7 @@ from ...core import CoreTimer
 from ...events import AdjacencyUp, EstServerHeard, IdentityChanged, ProxyHeard
 from ...logsafe import logsafe
 from ...node_context import NodeContext, Part
-from ..store import StoredIdentity, load_identity
+from ..store import StoredIdentity, stored_certificate
 from .est_servers import EstServer, EstServerBook
 from .locator import IdentityPaths, Locator
 from .plan import RENEW_FRACTION, RenewalError, renewal_time
@@ -179,7 +179,7 @@ class PledgePart(Part):
                               self.paths.trust_anchors)
 
     async def _run(self) -> None:
-        if load_identity(self.paths.ldevid_cert, self.paths.ldevid_key) is None:
+        if stored_certificate(self.paths.ldevid_cert, self.paths.ldevid_key) is None:
             if not await self._pledge():
                 return
         await self._renew_forever()
@@ -306,15 +306,17 @@ class PledgePart(Part):
 
     async def _renew_forever(self) -> None:
         while True:
-            current = load_identity(self.paths.ldevid_cert, self.paths.ldevid_key)
+            # read without cryptography: an enrolled node's steady state holds none (issue 19)
+            current = stored_certificate(self.paths.ldevid_cert, self.paths.ldevid_key)
             if current is None:
                 self.state = "no-ldevid"
                 return
-            from ...identity.certificate import certificate_node_name_text, validity
-            self.acp_node_name = certificate_node_name_text(current[0])
+            from ...identity.cert_name import certificate_node_name_text
+            from ...identity.cert_reader import validity
+            self.acp_node_name = certificate_node_name_text(current)
             self.state = "enrolled"
             now = dt.datetime.now(dt.UTC)
-            if now >= validity(current[0])[1] and self.renewal_failures:
+            if now >= validity(current)[1] and self.renewal_failures:
                 # Expired and the EST server would not renew it: enrol again with the IDevID
                 # (RFC 8994 §6.2.5.5); the old files stay until a new identity is stored.
                 LOG.warning("brski: LDevID expired; falling back to BRSKI with the IDevID")
@@ -322,7 +324,7 @@ class PledgePart(Part):
                 if not await self._pledge():
                     return
                 continue
-            plan = renewal_time(current[0], now, fraction=self.renew_fraction,
+            plan = renewal_time(current, now, fraction=self.renew_fraction,
                                 failures=self.renewal_failures)
             self.next_renewal = plan.at.isoformat()
             if not plan.due:
@@ -343,8 +345,8 @@ class PledgePart(Part):
         """The ACP address of the registrar that issued our LDevID: it names itself as the CRL
         distribution point (brski/registrar/revocation.py), None if unknown."""
         from ...revocation.crl import CrlError, crl_urls, split_url
-        found = load_identity(self.paths.ldevid_cert, self.paths.ldevid_key)
-        for url in crl_urls(found[0]) if found is not None else []:
+        found = stored_certificate(self.paths.ldevid_cert, self.paths.ldevid_key)
+        for url in crl_urls(found) if found is not None else []:
             try:
                 return split_url(url)[0]
             except CrlError:

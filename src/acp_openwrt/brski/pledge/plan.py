@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from cryptography import x509
 
+    from ...identity.cert_reader import Certificate
+
 RENEW_FRACTION = 0.4
 MIN_RETRY = dt.timedelta(seconds=30)
 
@@ -25,10 +27,10 @@ class RenewalPlan:
     reason: str
 
 
-def renewal_time(cert: x509.Certificate, now: dt.datetime, *, fraction: float = RENEW_FRACTION,
-                 failures: int = 0) -> RenewalPlan:
+def renewal_time(cert: x509.Certificate | Certificate, now: dt.datetime, *,
+                 fraction: float = RENEW_FRACTION, failures: int = 0) -> RenewalPlan:
     """When to (next) try renewing `cert`, given how many tries already failed."""
-    from ...identity.certificate import validity
+    from ...identity.cert_reader import validity
     start, end = validity(cert)
     lifetime = end - start
     planned = start + lifetime * fraction
