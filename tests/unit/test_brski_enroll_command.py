@@ -180,3 +180,72 @@ def test_a_pledge_loads_the_brski_work_ahead_when_an_acp_node_is_next_to_it(
         assert loaded == [True] and built == ["the idevid"]
 
     asyncio.run(scenario())
+
+
+def test_the_idevid_check_runs_beside_pledging_and_the_first_attempt_ends_it(
+        tmp_path: Path, monkeypatch) -> None:
+    """A proxy heard while the IDevID check (a child process, seconds on a slow box) still
+    runs is tried at once; loading the IDevID for that attempt gives the same verdict, so the
+    check is cancelled."""
+    from acp_openwrt.brski.pledge import part as pledge_part
+    from acp_openwrt.brski.pledge.core import Refused
+    checking: list[str] = []
+    tried: list[Locator] = []
+
+    async def slow_check(*_args) -> None:
+        checking.append("started")
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            checking.append("cancelled")
+            raise
+
+    class FakeClient:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        async def attempt(self, locator: Locator):
+            tried.append(locator)
+            return Refused("not yet")
+
+    monkeypatch.setattr(pledge_part, "idevid_problem", slow_check)
+    monkeypatch.setattr(pledge_part, "load_pledge_identity", lambda *args: object())
+    monkeypatch.setattr(pledge_part, "PledgeClient", FakeClient)
+    svc = service(tmp_path)
+
+    async def scenario() -> None:
+        await svc.start()
+        await asyncio.sleep(0.05)
+        assert svc.state == "pledging" and checking == ["started"]
+        svc.ctx.bus.publish(ProxyHeard("fe80::1", 4000, "eth0"))
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if tried:
+                break
+        await asyncio.sleep(0.02)
+        assert tried == [Locator("fe80::1", 4000, "eth0")]
+        assert checking == ["started", "cancelled"] and svc.state == "pledging"
+        await svc.stop()
+    asyncio.run(scenario())
+
+
+def test_an_unusable_idevid_found_by_the_check_ends_pledging(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    from acp_openwrt.brski.pledge import part as pledge_part
+
+    async def bad(*_args) -> str:
+        return "idevid.pem: no such file"
+
+    monkeypatch.setattr(pledge_part, "idevid_problem", bad)
+    svc = service(tmp_path)
+
+    async def scenario() -> None:
+        await svc.start()
+        await asyncio.wait_for(svc._task, 2.0)   # _run ends: nothing to pledge with
+        assert svc.state == "no-idevid" and svc.last_refusal == "idevid.pem: no such file"
+        assert svc._timer is None
+        svc.ctx.bus.publish(ProxyHeard("fe80::1", 4000, "eth0"))
+        await asyncio.sleep(0.05)
+        assert svc.attempts == 0
+        await svc.stop()
+    asyncio.run(scenario())

@@ -37,6 +37,10 @@ async def idevid_problem(cert_path: str | os.PathLike[str], key_path: str | os.P
         proc.kill()
         await proc.wait()
         return f"IDevID check took longer than {CHECK_TIMEOUT:.0f} s"
+    except asyncio.CancelledError:  # not needed any more (an attempt loaded the IDevID)
+        if proc.returncode is None:
+            proc.kill()
+        raise
     if proc.returncode == 0:
         return None
     if proc.returncode == EXIT_UNUSABLE:

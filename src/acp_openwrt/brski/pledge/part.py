@@ -110,6 +110,7 @@ class PledgePart(Part):
         self._timer: CoreTimer[TryProxy] | None = None       # the book's, while pledging
         self._client: PledgeClient | None = None
         self._loading: asyncio.Future[Any] | None = None  # the IDevID, loaded ahead
+        self._check: asyncio.Task[None] | None = None      # the IDevID check, while it runs
         self._attempt: asyncio.Task[None] | None = None
         self._enrolled: asyncio.Future[bool] | None = None
         ctx.control.register("brski", lambda _request: self.status())
@@ -187,23 +188,39 @@ class PledgePart(Part):
     # --- pledging ----------------------------------------------------------------------------
 
     async def _pledge(self) -> bool:
-        # The IDevID is checked now in a short-lived process, and loaded (with the BRSKI
-        # work's modules) only for the first attempt: an idle pledge stays small.
-        problem = await _work("idevid_problem")(self.paths.idevid_cert, self.paths.idevid_key,
-                                                self.masa_anchors)
-        if problem is not None:
-            self._no_idevid(problem)
-            return False
+        # The IDevID is checked in a short-lived process, and loaded (with the BRSKI work's
+        # modules) only for the first attempt: an idle pledge stays small. The check runs
+        # beside pledging, not before it: a Python start and its cryptography import take
+        # seconds on a slow box (5 s in a TCG guest), and a proxy heard meanwhile is tried at
+        # once. The first attempt loads the IDevID itself (the same verdict), so it ends the
+        # check.
+        loop = asyncio.get_running_loop()
         self._client = None
         self._loading = None
         self.state = "pledging"
-        self._enrolled = asyncio.get_running_loop().create_future()
+        self._enrolled = loop.create_future()
         self._timer = CoreTimer(self.book, self._execute, name="pledge")
         self._timer.rearm()
+        self._check = loop.create_task(self._check_idevid(), name="IDevID check")
         try:
             return await self._enrolled
         finally:
             self._stop_pledging()
+
+    async def _check_idevid(self) -> None:
+        problem = await _work("idevid_problem")(self.paths.idevid_cert, self.paths.idevid_key,
+                                                self.masa_anchors)
+        self._check = None
+        if problem is not None and self.state == "pledging" and self._client is None:
+            self._stop_pledging()
+            self._no_idevid(problem)
+            if self._enrolled is not None and not self._enrolled.done():
+                self._enrolled.set_result(False)
+
+    def _end_check(self) -> None:
+        if self._check is not None:
+            self._check.cancel()
+            self._check = None
 
     def _rearm(self) -> None:
         if self._timer is not None:
@@ -256,6 +273,7 @@ class PledgePart(Part):
 
     async def _try(self, locator: Locator) -> None:
         if self._client is None:
+            self._end_check()   # loading the IDevID here gives its verdict (and saves the CPU)
             identity = None
             if self._loading is not None:
                 try:
@@ -289,6 +307,7 @@ class PledgePart(Part):
         self._rearm()
 
     def _stop_pledging(self) -> None:
+        self._end_check()
         if self._timer is not None:
             self._timer.close()
             self._timer = None
