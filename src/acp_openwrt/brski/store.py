@@ -147,13 +147,17 @@ def stored_certificate(cert_path: str | os.PathLike[str], key_path: str | os.Pat
                        ) -> Certificate | None:
     """The stored LDevID certificate (parsed, no cryptography), or None when it or its key is
     absent, unreadable or not a matching pair (load_identity's verdict, without the key)."""
+    try:
+        cert_pem, key_pem = Path(cert_path).read_bytes(), Path(key_path).read_bytes()
+    except OSError:
+        return None  # (a pledge has none yet: the readers are not even imported)
     from ..identity.cert_reader import CertificateError, load_certificates
     from ..identity.key_reader import KeyFileError, key_matches
     try:
-        cert = load_certificates(cert_path)[0]
-        if key_matches(cert.public_key, Path(key_path).read_bytes()):
+        cert = load_certificates(cert_pem)[0]
+        if key_matches(cert.public_key, key_pem):
             return cert
-    except (OSError, CertificateError, KeyFileError):
+    except (CertificateError, KeyFileError):
         pass
     return None
 
