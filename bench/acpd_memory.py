@@ -44,7 +44,9 @@ TARGETS = {"enrolled": ("acpd + join proxy", ("acpd", "join_proxy"), 40.0),
            "registrar": ("acpd + join proxy", ("acpd", "join_proxy"), 55.0)}
 # acpd's imports in the order a running enrolled node makes them (acpd.main, then the parts).
 IMPORT_ORDER = (
-    "asyncio", "acp_openwrt.acpd", "cryptography.x509", "acp_openwrt.identity.summary",
+    "asyncio", "acp_openwrt.acpd", "acp_openwrt.identity.summary",
+    # the parse-only certificate and key readers (not cryptography: issue 19)
+    "acp_openwrt.identity.cert_name", "acp_openwrt.identity.key_reader",
     "pyroute2.iproute.linux", "acp_openwrt.coordinator", "acp_openwrt.links.part",
     "acp_openwrt.rpl.part", "cbor2", "acp_openwrt.grasp.part", "vici",
     "acp_openwrt.acpmap.part", "acp_openwrt.channels.part", "acp_openwrt.revocation.part",
