@@ -205,6 +205,26 @@ def test_discovery_two_hops_away_through_relaying() -> None:
     assert Discovered(again, "EX2", (c_loc,)) in net.events["A"]
 
 
+def test_a_discovery_for_the_first_answer_ends_with_it() -> None:
+    """first=True: the Discovered event comes with the first response, not at the deadline
+    (the join proxy needs one registrar now); the deadline still ends one that gets none."""
+    net = line()
+    c_loc = Locator(c.O_IPv6_LOCATOR, addr(3), c.IPPROTO_TCP, 8000)
+    ex2 = Objective("EX2", c.F_DISC | c.F_NEG, 6)
+    net.nodes["C"].register_objective(ex2, [c_loc], ttl_ms=30000)
+    a = net.nodes["A"]
+    handle = net.feed("A", a.discover(ex2, now=0.0, timeout_ms=5000, first=True))
+    net.pump(0.0)
+    assert [e for e in net.events["A"] if isinstance(e, Discovered)] == [
+        Discovered(handle, "EX2", (c_loc,))]
+    assert a.next_timer() is None or a.next_timer() > 5.0  # nothing pending for it any more
+    lonely = Objective("EX4", c.F_DISC | c.F_NEG, 6)
+    none = net.feed("A", a.discover(lonely, now=1.0, timeout_ms=500, first=True))
+    net.pump(1.0)
+    net.tick(1.5)
+    assert Discovered(none, "EX4", ()) in net.events["A"]
+
+
 def _negotiation(net: Net) -> tuple[int, int]:
     c_node, a_node = net.nodes["C"], net.nodes["A"]
     ex3 = Objective("EX3", c.F_NEG, 6, ["NZD", 410])

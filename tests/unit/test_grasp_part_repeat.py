@@ -24,10 +24,14 @@ class FakeGrasp:
 
     def __init__(self, entries: dict[str, list[FloodEntry]]) -> None:
         self.entries = entries
+        self.registered: set[str] = set()
         self.sent: list[tuple[int, list[tuple[Objective, Locator | None]], str]] = []
 
     def get_flood(self, asa: Any, name: str) -> list[FloodEntry]:
         return self.entries.get(name, [])
+
+    def discoverable(self, name: str) -> bool:
+        return name in self.registered
 
     def flood(self, asa: Any, ttl_ms: int, items: list[tuple[Objective, Locator | None]],
               ifname: str) -> None:
@@ -68,7 +72,8 @@ class DiscoveringGrasp(FakeGrasp):
         self.tries: list[int] = []
 
     async def discover(self, asa: Any, objective: Objective, timeout_ms: int,
-                       flush: bool) -> list[Locator]:
+                       flush: bool, first: bool = False) -> list[Locator]:
+        assert first  # the first answer ends the wait: a registrar now, not at the timeout
         self.tries.append(timeout_ms)
         if len(self.tries) < self.answer_from:
             return []
@@ -108,3 +113,17 @@ def test_registrar_discovery_gives_up_after_its_tries(tmp_path: Any) -> None:
     asyncio.run(part._discover_until_known())
     assert grasp.tries == [1000, 2000, 4000, 8000]  # then the registrar's floods only
     assert not part._registrar_known() and grasp.sent == []
+
+
+def test_the_registrar_node_does_not_discover_its_own_registrar(tmp_path: Any) -> None:
+    """A node never hears its own floods; its registrar's objective is registered with its
+    GRASP, and that counts as known: no M_DISCOVERY across the ACP on every new channel."""
+    import asyncio
+    part = _part(tmp_path)
+    grasp = DiscoveringGrasp(answer_from=99)
+    grasp.registered.add("AN_join_registrar")
+    part.grasp = grasp  # type: ignore[assignment]
+    part.interfaces.add("acp-1")
+    assert part._registrar_known()
+    asyncio.run(part._discover_until_known())
+    assert grasp.tries == []

@@ -222,14 +222,18 @@ class AsaApi:
         self._stop_neg_queue(name)
 
     # -- discovery ----------------------------------------------------------------------------
+    def discoverable(self, name: str) -> bool:
+        """Whether an ASA here registered ``name`` to answer discoveries (it runs here)."""
+        return name in self.engine.discovery.registered
+
     async def discover(self, asa: Asa, objective: Objective, timeout_ms: int | None = None,
-                       flush: bool = False) -> list[Locator]:
+                       flush: bool = False, first: bool = False) -> list[Locator]:
         """Locators of ``objective`` (timeout 0: from the cache only; flush: cache emptied
-        first)."""
+        first; first: return with the first response that brings any, not at the timeout)."""
         self._check(asa)
         if flush:
             self.engine.discovery.cache.pop(objective.name, None)
-        handle = self._call_id(self.engine.discover, objective, self._now(), timeout_ms)
+        handle = self._call_id(self.engine.discover, objective, self._now(), timeout_ms, first)
         event = await self._next_event(handle)
         return list(event.locators)
 

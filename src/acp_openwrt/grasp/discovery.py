@@ -37,13 +37,14 @@ class _Relay(NamedTuple):
 
 
 class _Pending:
-    __slots__ = ("handle", "name", "deadline", "found")
+    __slots__ = ("handle", "name", "deadline", "found", "first")
 
-    def __init__(self, handle: int, name: str, deadline: float) -> None:
+    def __init__(self, handle: int, name: str, deadline: float, first: bool = False) -> None:
         self.handle = handle
         self.name = name
         self.deadline = deadline
         self.found: dict[Locator, None] = {}
+        self.first = first  # done at the first response that brings a locator
 
 
 class DiscoveryRole:
@@ -150,7 +151,11 @@ class DiscoveryRole:
             room = self.e.config.max_discovered - len(pending.found)
             for loc in msg.locators[:max(room, 0)]:
                 pending.found[loc] = None
-            return e.count("discovery_response")
+            e.count("discovery_response")
+            if pending.first and pending.found:   # the caller wants the first answer, now
+                del self._pending[msg.session_id]
+                e.emit(Discovered(pending.handle, pending.name, tuple(pending.found)))
+            return None
         relay: Any = self._relays.get((msg.session_id, msg.initiator), now)
         if relay is None:
             return e.drop("unexpected_response")
@@ -159,9 +164,11 @@ class DiscoveryRole:
         self._reply(msg, relay.ifname, relay.address, relay.port, relay.conn_id)
 
     # -- our own discoveries ------------------------------------------------------------------
-    def discover(self, objective: Objective, now: float, timeout_ms: int | None) -> int:
+    def discover(self, objective: Objective, now: float, timeout_ms: int | None,
+                 first: bool = False) -> int:
         """Start a discovery; a Discovered event follows at the deadline (at once for
-        timeout 0, which answers from the cache only, as RFC 8991 says)."""
+        timeout 0, which answers from the cache only, as RFC 8991 says), or with `first` at
+        the first response that brings a locator (the deadline if none does)."""
         e = self.e
         if e.config.dull:
             raise GraspApiError(GraspError.noSecurity, "DULL instances only flood")
@@ -172,7 +179,7 @@ class DiscoveryRole:
         if timeout_ms is None:
             timeout_ms = 100 * max(objective.loop_count, 1)  # §2.5.4.3 suggestion
         sid = e.session_ids.new(now, self._pending)
-        self._pending[sid] = _Pending(handle, objective.name, now + timeout_ms / 1000.0)
+        self._pending[sid] = _Pending(handle, objective.name, now + timeout_ms / 1000.0, first)
         e.multicast(Discovery(sid, e.config.address, objective))
         return handle
 

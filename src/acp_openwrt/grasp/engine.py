@@ -438,10 +438,11 @@ class Engine:
     def stop_listen_synchronize(self, name: str) -> None:
         self.sessions.syn_listeners.pop(name, None)
 
-    def discover(self, objective: Objective, now: float,
-                 timeout_ms: int | None = None) -> tuple[int, list[Output]]:
-        """Start a discovery: (handle, outputs); a Discovered event with that handle follows."""
-        handle = self.discovery.discover(objective, now, timeout_ms)
+    def discover(self, objective: Objective, now: float, timeout_ms: int | None = None,
+                 first: bool = False) -> tuple[int, list[Output]]:
+        """Start a discovery: (handle, outputs); a Discovered event with that handle follows
+        (at the deadline; with ``first``, at the first response that brings a locator)."""
+        handle = self.discovery.discover(objective, now, timeout_ms, first)
         return handle, self._take()
 
     def listen_negotiate(self, objective: Objective) -> None:

@@ -163,9 +163,14 @@ class AcpGraspPart(Part):
             self._discovering.add_done_callback(self._tasks.discard)
 
     def _registrar_known(self) -> bool:
+        """A registrar flood or discovery answer held, or the registrar runs here (its
+        objective is registered with this GRASP: a node never hears its own floods)."""
         now = time.monotonic()
-        return bool(self.grasp is not None and self.grasp.get_flood(self._asa, AN_JOIN_REGISTRAR)
-                    or any(until > now for until in self._discovered.values()))
+        grasp = self.grasp
+        if grasp is not None and (grasp.get_flood(self._asa, AN_JOIN_REGISTRAR)
+                                  or grasp.discoverable(AN_JOIN_REGISTRAR)):
+            return True
+        return any(until > now for until in self._discovered.values())
 
     async def _discover_until_known(self) -> None:
         """No registrar heard yet: ask (M_DISCOVERY; RFC 8995 §4.3 has proxies support
@@ -183,8 +188,9 @@ class AcpGraspPart(Part):
         assert self.grasp is not None
         objective = Objective(AN_JOIN_REGISTRAR, c.F_SYNCH, 255, "EST-TLS")
         try:
+            # the first answer is enough: a registrar to relay to now, not after the timeout
             locators = await self.grasp.discover(self._asa, objective,
-                                                 timeout_ms=timeout_ms, flush=True)
+                                                 timeout_ms=timeout_ms, flush=True, first=True)
         except GraspApiError as exc:
             LOG.debug("discovering a registrar: %s", exc)
             return False
