@@ -288,3 +288,34 @@ def test_ip_and_uri_names(tmp_path: Path) -> None:
     node = ca.issue_node("n", acp_node_name=NAME, ip_address="fd89:b714:f3db:0:200:0:6400:1")
     mine = as_certificate(node.certificate)
     assert mine.san_values("iPAddress") == [ipaddress.ip_address("fd89:b714:f3db:0:200:0:6400:1")]
+
+
+def test_peer_check_still_checks_signatures(tmp_path: Path) -> None:
+    """charon's cache holds certificates it verified against any issuer (a chain that then
+    failed included): a forged leaf with the peer's identity, issued by a look-alike of our CA
+    (same name, another key), next to the real one, must not pass where signatures are not
+    re-checked; and a certificate charon holds that cannot be read fails no peer check."""
+    from acp_openwrt.channels.peer_check import check_peer
+    ca = TestCA.create(tmp_path / "real", domain="acp.example.com", common_name="ACP CA")
+    twin = TestCA.create(tmp_path / "twin", domain="acp.example.com", common_name="ACP CA")
+    address = "fd89:b714:f3db:0:200:0:6400:1"
+    real = ca.issue_node("real", acp_node_name=NAME, ip_address=address)
+    forged = twin.issue_node("forged", acp_node_name=NAME, ip_address=address)
+    leaves = [c.certificate.public_bytes(DER) for c in (real, forged)]
+    verdict = check_peer(address, leaves[1:], [twin.certificate.public_bytes(DER)],
+                         [ca.certificate], "acp.example.com")
+    assert not verdict.ok and "signature does not verify" in verdict.reason
+    refused = check_peer(address, leaves, [b"\x30\x03\x02\x01\x01"], [ca.certificate],
+                         "acp.example.com", revoked=lambda c: "revoked" if c.der == leaves[0]
+                         else None)
+    assert not refused.ok and refused.reason == "revoked"
+    assert check_peer(address, leaves, [b"not DER"], [ca.certificate], "acp.example.com").ok
+
+
+def test_names_written_as_cryptography_writes_them(tmp_path: Path) -> None:
+    odd = TestCA.create(tmp_path, common_name=' #ACP, "odd"+root; <x> \\ é ')
+    node = odd.issue_node("n", email_address="ops@example.com", serial_number="SN-7")
+    for real in (odd.certificate, node.certificate):
+        mine = as_certificate(real)
+        assert mine.subject.rfc4514_string() == real.subject.rfc4514_string()
+        assert mine.issuer.rfc4514_string() == real.issuer.rfc4514_string()

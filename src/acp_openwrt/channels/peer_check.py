@@ -42,9 +42,14 @@ def check_peer(remote_id: str, leaves: Sequence[bytes], others: Sequence[bytes],
         return PeerVerdict(False, f"no certificate for peer identity {remote_id} in charon")
     try:
         certs = sorted((as_certificate(c) for c in leaves), key=_issued, reverse=True)
-        chain = [as_certificate(c) for c in others]
     except CertificateError as exc:
         return PeerVerdict(False, f"unreadable peer certificate: {exc}")
+    chain = []
+    for other in others:  # every other certificate charon holds: candidate intermediates only
+        try:
+            chain.append(as_certificate(other))
+        except CertificateError:
+            continue  # one charon cannot use either way must not fail every peer check
     first: PeerVerdict | None = None
     for cert in certs:
         result = check_domain_membership(cert, chain, list(anchors), domain, now=now,
