@@ -11,12 +11,13 @@ resolve on first use, and any other name runs the real `__init__` once, so code 
 more of pyroute2 gets the very same objects as before. Only acpd's entry point calls it; a
 library import of acp_openwrt leaves pyroute2 alone.
 
-It also spares acpd three imports pyroute2 makes for what acpd never or seldom does: unittest
+It also spares acpd the imports pyroute2 makes for what acpd never or seldom does: unittest
 (1.8 MB; 0.9's netlink.rtnl.iprsocket makes one `unittest.mock.Mock()` at import, the dummy
 message queue of its synchronous IPRSocket; 0.7's lab module wants mock for its mock mode), ssl
 (netlink.rtnl.probe_msg, for its TLS probe; acpd imports ssl only for BRSKI work,
-asyncio_lean.py) and ctypes.util (0.9 MB with the tempfile, shutil, bz2 and lzma it imports;
-netns finds libc with it when it first makes or removes a namespace). While such a module
+asyncio_lean.py), shutil (the ping probe), multiprocessing (its fork-based NetNS) and ctypes.util
+(0.9 MB with the tempfile, shutil, bz2 and lzma it imports; netns finds libc with it when it
+first makes or removes a namespace). While such a module
 executes, the module it imports is a stand-in in sys.modules (stand_ins.py) that imports the
 real one when first used; the stand-ins are gone from sys.modules right after, so any later
 import is the real module.
@@ -36,7 +37,13 @@ PACKAGE = "pyroute2"
 # pyroute2 modules and the modules they import only for what acpd never does
 STAND_INS = {"pyroute2.netlink.rtnl.iprsocket": ("unittest",),  # 0.9
              "pyroute2.lab": ("unittest",),  # 0.7: mock.MagicMock only in its mock mode
-             "pyroute2.netlink.rtnl.probe_msg": ("ssl",),
+             # its TLS probe and its ping probe (shutil.which): with shutil come bz2, lzma,
+             # zlib, fnmatch (0.5 MB)
+             "pyroute2.netlink.rtnl.probe_msg": ("ssl", "shutil"),
+             # multiprocessing (and pickle: 0.8 MB) for the fork-based NetNS and its
+             # ChildProcess, which acpd does not use (netns.py works in threads)
+             "pyroute2.config": ("multiprocessing",),
+             "pyroute2.process": ("multiprocessing",),
              # find_library('c') when a namespace is made or removed: tempfile, shutil, bz2...
              "pyroute2.netns": ("ctypes.util",)}
 # Names the stand-in resolves without the full package: where each lives on Linux.

@@ -32,7 +32,10 @@ CRYPTOGRAPHY = {"cryptography.x509.extensions": ("hashlib",),
                 "cryptography.x509.general_name": ("email.utils",)}
 # Functions that a module takes from a stood-in module by name (`from email.utils import
 # parseaddr`): the stand-in holds a function that imports the real module when called.
-FUNCTIONS = {"email.utils": ("parseaddr",)}
+FUNCTIONS = {"email.utils": ("parseaddr",),
+             # pyroute2's config keeps these as its MpPipe, MpQueue, MpProcess (for its
+             # fork-based NetNS, which acpd does not use: netns.py)
+             "multiprocessing": ("Pipe", "Queue", "Process")}
 
 
 class LazyModule(types.ModuleType):

@@ -75,10 +75,13 @@ PROBE = textwrap.dedent("""
 # cryptography's own; the control API's TypedDicts are for acpctl, the docs and the tests;
 # importlib.abc (3.11) imports importlib.resources and with it zipfile, tempfile, bz2, lzma;
 # ctypes.util (pyroute2's netns: find_library) tempfile, shutil, bz2, lzma; email.utils
-# (cryptography: only to check a new RFC822Name) email's charset and quoting modules.
+# (cryptography: only to check a new RFC822Name) email's charset and quoting modules; shutil
+# (pyroute2's ping probe, rpl/unstrung.py's external mode) bz2 and lzma; multiprocessing and
+# pickle (pyroute2's fork-based NetNS).
 RARE = ("ssl", "_ssl", "unittest", "asn1crypto", "hashlib", "_hashlib", "hmac",
         "acp_openwrt.control.api", "importlib.abc", "importlib.resources", "zipfile", "difflib",
-        "ctypes.util", "tempfile", "email.utils",
+        "ctypes.util", "tempfile", "email.utils", "shutil", "bz2", "lzma", "multiprocessing",
+        "pickle",
         "acp_openwrt.brski.tls",
         "acp_openwrt.brski.cms", "acp_openwrt.brski.csr", "acp_openwrt.brski.voucher",
         "acp_openwrt.brski.pledge.client", "acp_openwrt.brski.pledge.core",

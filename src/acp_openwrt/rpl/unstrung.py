@@ -14,7 +14,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from .. import netns
@@ -64,6 +63,7 @@ class SunshineLauncher:
             if os.path.isfile(self.binary) and os.access(self.binary, os.X_OK):
                 return self.binary
             raise RplLaunchError(f"unstrung sunshine is not installed at {self.binary}")
+        import shutil  # here: only the external mode uses it (acpd's memory budget, issue 19)
         found = shutil.which(SUNSHINE)
         if found is None:
             raise RplLaunchError("unstrung sunshine is not installed (not found on PATH); "
