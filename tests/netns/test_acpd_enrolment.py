@@ -35,3 +35,30 @@ def test_pledge_enrols_and_then_floods_an_acp(lab: AcpdLab) -> None:
     except BaseException:
         print(lab.logs())
         raise
+
+
+def test_a_pledge_next_to_a_serving_proxy_asks_for_it_and_hears_it_at_once(
+        lab: AcpdLab) -> None:
+    """Issue 19: a pledge that starts next to a join proxy already serving used to wait for
+    the proxy's next periodic AN_Proxy flood (10 s). It now sends a DULL M_DISCOVERY for
+    AN_Proxy when its link comes up, and the proxy floods at once."""
+    import time
+    lab.start_masa("n1")
+    lab.make_registrar("n1")
+    lab.make_pledge("n2")
+    lab.start_all(["n1"])
+    lab.trust_registrar("n1")
+    try:
+        lab.wait("n1's join proxy announces itself",
+                 lambda: lab.ask("n1", "status")["discovery"]["announcing_proxy"], timeout=30)
+        time.sleep(0.5)  # its first flood (serving began) has gone by: nobody heard it
+        lab.start_all(["n2"])
+        started = time.monotonic()
+        lab.wait("n2 heard n1's join proxy",
+                 lambda: lab.enrolled("n2") or lab.ask("n2", "brski")["proxies"], timeout=30)
+        assert time.monotonic() - started < 3.0
+        answered = lab.ask("n1", "status")["discovery"]["proxy_solicitations"]["answered"]
+        assert answered >= 1
+    except BaseException:
+        print(lab.logs())
+        raise
