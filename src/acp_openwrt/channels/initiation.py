@@ -154,6 +154,7 @@ async def _run(svc: ChannelPart, ch: Channel) -> list[Any]:
         ch.prepared = False
         return ch.fsm.initiate_failed(svc.now(), f"Prepare: {exc}")
     assert svc.driver is not None
+    LOG.debug("channel %s %s: prepared, initiating", ch.dull_ifname, ch.peer)
     loop = asyncio.get_running_loop()
     outcome = loop.run_in_executor(svc._init_ex, svc.driver.initiate, ch.conn, CHILD_NAME,
                                    svc.initiate_timeout)

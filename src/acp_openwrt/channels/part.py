@@ -320,6 +320,8 @@ class ChannelPart(Part):
         if ch is None:
             return
         fsm, sa, now = ch.fsm, ev.sa, self.now()
+        LOG.debug("channel %s %s: charon: %s SA %s %s", ch.dull_ifname, ch.peer, ev.kind,
+                  sa.unique_id, "up" if ev.up else "down")
         if ev.kind == "ike":
             actions = fsm.sa_seen(sa.unique_id, sa.initiator, sa.remote_id) if ev.up \
                 else fsm.sa_down(sa.unique_id, now)
@@ -369,6 +371,12 @@ class ChannelPart(Part):
         self.rearm()   # a verdict (Verify) may have set the next attempt
 
     async def _do(self, ch: Channel, action: Action) -> None:
+        began = self.now()
+        await self._do_one(ch, action)
+        LOG.debug("channel %s %s: %s took %.0f ms", ch.dull_ifname, ch.peer,
+                  type(action).__name__, (self.now() - began) * 1000)
+
+    async def _do_one(self, ch: Channel, action: Action) -> None:
         if isinstance(action, Prepare):
             await self._prepare(ch)
         elif isinstance(action, Initiate):

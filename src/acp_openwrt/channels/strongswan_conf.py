@@ -65,6 +65,7 @@ charon {{
         acpd {{
             path = stderr
             time_format = %Y-%m-%dT%H:%M:%S
+            time_add_ms = yes
             ike_name = yes
             default = {s.log_level}
             flush_line = yes
