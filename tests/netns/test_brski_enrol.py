@@ -149,6 +149,36 @@ def test_renewal_keeps_the_name_and_replaces_key_and_certificate(link, tmp_path)
     assert outcome.bench.registrar.counters["simplereenroll 200"] == 1
 
 
+def test_renewal_in_a_short_lived_process(link, tmp_path) -> None:
+    """What acpd's BRSKI part runs (renewal_process.py): the same renewal in a new Python, the
+    new identity stored; a refusal comes back as RenewalError with the EST server's reason."""
+    from acp_openwrt.brski.pledge.plan import RenewalError
+    from acp_openwrt.brski.pledge.renewal_process import reenroll as reenroll_in_process
+    refused: dict[str, str] = {}
+
+    async def renew(outcome: Outcome) -> None:
+        assert isinstance(outcome.result, Enrolled)
+        stored = StoredIdentity(outcome.paths.ldevid_cert, outcome.paths.ldevid_key,
+                                outcome.paths.trust_anchors)
+        await reenroll_in_process(outcome.locator, stored, namespace=outcome.pledge_ns)
+        nowhere = StoredIdentity(tmp_path / "none.pem", tmp_path / "none.key",
+                                 outcome.paths.trust_anchors)
+        try:
+            await reenroll_in_process(outcome.locator, nowhere, namespace=outcome.pledge_ns)
+        except RenewalError as exc:
+            refused["reason"] = str(exc)
+
+    outcome = run_case(link, tmp_path, after=renew)
+    assert isinstance(outcome.result, Enrolled)
+    new = x509.load_pem_x509_certificate(outcome.paths.ldevid_cert.read_bytes())
+    assert new.serial_number != outcome.result.cert.serial_number
+    assert new.extensions.get_extension_for_class(x509.SubjectAlternativeName).value == \
+        outcome.result.cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+    assert outcome.bench.registrar.counters["simplereenroll 200"] == 1
+    assert refused["reason"].startswith("no usable LDevID at ")
+
+
 def test_strangers_cannot_report_status_over_real_tls(link, tmp_path, caplog) -> None:
     """Through the link, as through a join proxy: no client certificate (401), a certificate of
     no trusted issuer (TLS refuses it), another real pledge's IDevID (403), the enrolled

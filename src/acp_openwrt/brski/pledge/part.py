@@ -36,16 +36,17 @@ if TYPE_CHECKING:
     from .client import PledgeClient
     from .core import Enrolled, Refused
 
-# The BRSKI work (client.py: TLS, CMS, the IDevID and its key; renewal.py: EST re-enrolment)
-# loads when a proxy is first tried or a renewal is due, not in every enrolled acpd (memory,
-# issue 19). A pledge loads it ahead, in a worker thread, as soon as it hears an ACP node next
+# The BRSKI work (client.py: TLS, CMS, the IDevID and its key) loads when a proxy is first
+# tried, not in every enrolled acpd (memory, issue 19); a renewal (renewal.py: EST
+# re-enrolment) runs in a short-lived process (renewal_process.py), so an enrolled acpd never
+# loads it. A pledge loads it ahead, in a worker thread, as soon as it hears an ACP node next
 # to it (AdjacencyUp: that node's join proxy serves once it reaches a registrar, usually
 # seconds later), so the first attempt does not wait for the imports (about 0.5 s under TCG);
 # an idle pledge with no ACP node around stays small. Module attributes all the same:
 # `part.reenroll` and the others resolve on first use (and a test may replace them).
 _BRSKI_WORK = {"PledgeClient": ".client", "load_pledge_identity": ".client",
                "idevid_problem": ".idevid_check",
-               "Enrolled": ".core", "Refused": ".core", "reenroll": ".renewal"}
+               "Enrolled": ".core", "Refused": ".core", "reenroll": ".renewal_process"}
 
 
 def __getattr__(name: str) -> Any:
