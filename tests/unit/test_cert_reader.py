@@ -319,3 +319,31 @@ def test_names_written_as_cryptography_writes_them(tmp_path: Path) -> None:
         mine = as_certificate(real)
         assert mine.subject.rfc4514_string() == real.subject.rfc4514_string()
         assert mine.issuer.rfc4514_string() == real.issuer.rfc4514_string()
+
+
+def test_the_critical_extensions_known_are_cryptographys() -> None:
+    """membership.py refuses a certificate with an unknown critical extension; "known" is what
+    cryptography decodes in a certificate (its verdicts before the reader), found here by
+    giving each OID an undecodable critical value."""
+    from cryptography.x509.oid import ExtensionOID, NameOID
+
+    from acp_openwrt.identity.cert_reader import KNOWN_EXTENSIONS
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
+    known = set()
+    candidates = {v.dotted_string for v in vars(ExtensionOID).values()
+                  if isinstance(v, x509.ObjectIdentifier)} | KNOWN_EXTENSIONS
+    for oid in candidates:
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(1)
+                .not_valid_before(dt.datetime(2020, 1, 1))
+                .not_valid_after(dt.datetime(2030, 1, 1))
+                .add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier(oid),
+                                                          b"\x05\x00"), critical=True)
+                .sign(key, hashes.SHA256()))
+        try:
+            if not isinstance(next(iter(cert.extensions)).value, x509.UnrecognizedExtension):
+                known.add(oid)
+        except ValueError:  # decoded, and the value is not what it must be
+            known.add(oid)
+    assert known == KNOWN_EXTENSIONS
