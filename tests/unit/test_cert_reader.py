@@ -347,3 +347,40 @@ def test_the_critical_extensions_known_are_cryptographys() -> None:
         except ValueError:  # decoded, and the value is not what it must be
             known.add(oid)
     assert known == KNOWN_EXTENSIONS
+
+
+def test_crls_read_as_cryptography_reads_them(pki: list) -> None:
+    from acp_openwrt.revocation.crl import Crl, CrlError, crl_issuer
+    root = pki[0][0]
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime(2026, 12, 6, 10, 0, tzinfo=dt.UTC)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(root.subject)
+               .last_update(now))
+    bare = builder.next_update(now + dt.timedelta(days=1)).sign(key, hashes.SHA256())
+    reason = x509.CRLReason(x509.ReasonFlags.key_compromise)
+    full = (builder.next_update(now + dt.timedelta(days=1))
+            .add_extension(x509.CRLNumber(42), critical=False)
+            .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(7)
+                                     .revocation_date(now).add_extension(reason, False).build())
+            .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(2 ** 150)
+                                     .revocation_date(now).build())
+            .sign(key, hashes.SHA384()))
+    for real in (bare, full):
+        mine = Crl(real.public_bytes(DER))
+        assert mine.issuer.der == real.issuer.public_bytes()
+        assert mine.last_update_utc == real.last_update_utc
+        assert mine.next_update_utc == real.next_update_utc
+        assert mine.revoked == {r.serial_number: r.revocation_date_utc for r in real}
+        assert mine.tbs_bytes == real.tbs_certlist_bytes
+    assert Crl(full.public_bytes(DER)).number == 42 and Crl(bare.public_bytes(DER)).number == -1
+    issuer = _spki_key(key.public_key().public_bytes(
+        DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+    mine = Crl(full.public_bytes(DER))
+    signature.verify(mine.tbs_bytes, mine.signature_algorithm_oid, mine.signature_parameters,
+                     mine.signature, issuer)
+    with pytest.raises(CrlError, match="not signed by one of our trust anchors"):
+        crl_issuer(mine, [root])  # same name, another key
+    data = full.public_bytes(DER)
+    for end in range(len(data)):
+        with pytest.raises(CrlError):
+            Crl(data[:end])
