@@ -31,6 +31,9 @@ class Channel:
     acp_ifname: str | None = None
     local_ll: str | None = None
     prepared: bool = False
+    # an xfrm interface or route of this channel may exist (activated once, or adopted): an
+    # attempt that never got a verified SA (a forged neighbour) has none to delete
+    kernel: bool = False
     heard: bool = True                     # discovery announced it (not only a knock)
     initial_contact: bool = False          # our charon restarted: say so in the next IKE_AUTH
     answered: bool = False                 # this attempt: the peer answered IKE_SA_INIT

@@ -92,6 +92,9 @@ class ChannelPart(Part):
         self.slots = InitiationSlots(limits.per_interface, limits.per_node)
         self.parking = Parking(limits.parked)
         self.link_of: dict[str, str] = {}   # our link-local -> its DULL link (for knocks)
+        # DULL link -> our link-local on it: from LinkAdopted, or looked up once; a flood of
+        # forged neighbours would otherwise cost one netlink lookup per attempt
+        self.local_ll_of: dict[str, str] = {}
         self.table = ChannelTable(if_id_base)
         settings = charon_settings or CharonSettings(vici_socket="/run/charon.vici")
         self.charon = CharonSupervisor(ctx.dull_ns, ctx.run_dir, ctx.log_dir, settings=settings,
@@ -182,7 +185,9 @@ class ChannelPart(Part):
         self._unsubscribe = [bus.subscribe(events.AdjacencyUp, self._on_adjacency_up),
                              bus.subscribe(events.AdjacencyAlive, self._on_adjacency_alive),
                              bus.subscribe(events.AdjacencyDown, self._on_adjacency_down),
-                             bus.subscribe(events.RevocationUpdated, self._on_revocation)]
+                             bus.subscribe(events.RevocationUpdated, self._on_revocation),
+                             bus.subscribe(events.LinkAdopted, self._on_link_adopted),
+                             bus.subscribe(events.LinkReleased, self._on_link_released)]
         self.rearm()
 
     def _load_identity(self) -> None:
@@ -278,6 +283,12 @@ class ChannelPart(Part):
                 return  # parked: its turn comes when room frees
         ch.heard = True
         self._dispatch(ch, ch.fsm.adjacency_up(self.now()))
+
+    def _on_link_adopted(self, ev: events.LinkAdopted) -> None:
+        self.local_ll_of[ev.dull_ifname] = ev.link_local
+
+    def _on_link_released(self, ev: events.LinkReleased) -> None:
+        self.local_ll_of.pop(ev.dull_ifname, None)
 
     def _on_adjacency_alive(self, ev: events.AdjacencyAlive) -> None:
         initiation.alive(self, ev.dull_ifname, ev.peer)
@@ -411,8 +422,12 @@ class ChannelPart(Part):
         neighbour then costs the kernel nothing."""
         if ch.prepared:
             return
-        ch.local_ll = await self._in(self._dull_ex, xi.link_local_of, ch.dull_ifname)
-        self.link_of[ch.local_ll] = ch.dull_ifname
+        local_ll = self.local_ll_of.get(ch.dull_ifname)
+        if local_ll is None:
+            local_ll = await self._in(self._dull_ex, xi.link_local_of, ch.dull_ifname)
+            self.local_ll_of[ch.dull_ifname] = local_ll
+        ch.local_ll = local_ll
+        self.link_of[local_ll] = ch.dull_ifname
         await self._load_connection(ch)
         ch.prepared = True
 
@@ -457,15 +472,15 @@ class ChannelPart(Part):
             await self._do(ch, follow)
 
     async def _activate(self, ch: Channel, action: Activate) -> None:
+        ch.kernel = True
         in_acp = {x.if_id: x for x in await self._in(self._acp_ex, xi.list_xfrm)}
         if ch.if_id in in_acp:
             name = in_acp[ch.if_id].ifname
         else:
             taken = {x.ifname for x in in_acp.values()}
             name = acp_ifname(ipaddress.IPv6Address(action.peer_address), taken)
-            await self._in(self._dull_ex, xi.prepare, ch.dull_ifname, dull_ifname(ch.if_id),
-                           ch.if_id, ch.peer)
-            await self._in(self._dull_ex, xi.hand_over, ch.if_id, name, self.ctx.acp_ns)
+            await self._in(self._dull_ex, xi.create_for_acp, ch.dull_ifname,
+                           dull_ifname(ch.if_id), ch.if_id, ch.peer, name, self.ctx.acp_ns)
         await self._in(self._acp_ex, xi.bring_up, name, xi.channel_link_local(self._acp_address))
         ch.acp_ifname = name
         LOG.info("channel %s up to %s (%s) on %s", name, action.peer_node_name, ch.peer,
@@ -493,11 +508,10 @@ class ChannelPart(Part):
                 await self._vici("terminate_ike", sa_id)
         with contextlib.suppress(DriverError):
             await self._vici("unload_connection", ch.conn)
-        with contextlib.suppress(OSError):
-            await self._in(self._acp_ex, xi.delete_if_id, ch.if_id)
-        with contextlib.suppress(OSError):
-            await self._in(self._dull_ex, xi.delete_if_id, ch.if_id)
-            await self._in(self._dull_ex, xi.delete_route, ch.peer, ch.dull_ifname)
+        if ch.kernel:
+            with contextlib.suppress(OSError):
+                await self._in(self._acp_ex, xi.delete_if_id, ch.if_id)
+            await self._forget_dull_side(ch)
         if ch.acp_ifname:
             self.ctx.bus.publish(events.ChannelDown(ch.peer, ch.acp_ifname))
         self.slots.cancel(ch.key)
@@ -509,10 +523,17 @@ class ChannelPart(Part):
         for step in (("terminate_conn", ch.conn), ("unload_connection", ch.conn)):
             with contextlib.suppress(DriverError):
                 await self._vici(*step)
+        if ch.kernel:
+            await self._forget_dull_side(ch)
+        ch.prepared = False
+
+    async def _forget_dull_side(self, ch: Channel) -> None:
+        """The channel's xfrm interface (if still in DULL) and its route to the peer there.
+        Only for a channel that had them: under a flood of forged neighbours these netlink
+        calls, one per attempt, queued a real neighbour's activation behind them."""
         with contextlib.suppress(OSError):
             await self._in(self._dull_ex, xi.delete_if_id, ch.if_id)
             await self._in(self._dull_ex, xi.delete_route, ch.peer, ch.dull_ifname)
-        ch.prepared = False
 
     # --- restart and reconcile ---
     async def _charon_restarted(self) -> None:
@@ -554,7 +575,7 @@ class ChannelPart(Part):
             await self._in(self._acp_ex, xi.delete_if_id, adopt.if_id)
         ch = Channel(adopt.peer, adopt.dull_ifname, adopt.if_id, self._new_fsm(),
                      acp_ifname=adopt.acp_ifname, local_ll=adopt.local_ll,
-                     prepared=True)   # its connection is loaded
+                     prepared=True, kernel=True)   # its connection is loaded
         fsm = ch.fsm
         fsm.adopt(self.now(), self.adoption_grace)
         self.table.add(ch)

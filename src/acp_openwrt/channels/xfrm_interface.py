@@ -109,6 +109,13 @@ def hand_over(if_id: int, new_name: str, acp_ns: str) -> None:
             os.close(fd)
 
 
+def create_for_acp(link_ifname: str, name: str, if_id: int, peer_ll: str, new_name: str,
+                   acp_ns: str) -> None:
+    """In DULL, in one go (one trip to the namespace's worker): `prepare`, then `hand_over`."""
+    prepare(link_ifname, name, if_id, peer_ll)
+    hand_over(if_id, new_name, acp_ns)
+
+
 def bring_up(ifname: str, link_local: str) -> int:
     """In ACP: multicast on (xfrm interfaces start without it), up, our link-local; ifindex."""
     with IPRoute() as ipr:
