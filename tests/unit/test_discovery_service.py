@@ -64,8 +64,20 @@ def test_a_locator_that_is_not_the_sender_is_refused(flood: FloodReceived) -> No
     assert "fe80::1" in refused.detail and "fe80::2" in refused.detail
 
 
+@pytest.mark.parametrize("address", [
+    "fe80::1", "fe80::a:0:0:1", "fe80:0:0:1::", "fe80::1:0:0:2:3", "febf::ffff:0:0:1",
+    "fe80:1:0:0:1:0:0:1", "fe80:0:1:0:0:0:2:3", "fe80::ffff:1.2.3.4",
+])
+def test_the_offer_names_its_neighbour_as_ipaddress_does(address: str) -> None:
+    """Offers are keyed by the address text (the channels, `acpctl neighbors`): the fast
+    path must write every link-local as str(IPv6Address) does (RFC 5952)."""
+    offer = read_offer(heard(address))
+    assert isinstance(offer, Offer) and offer.peer == str(ipaddress.IPv6Address(address))
+
+
 @pytest.mark.parametrize("flood", [
     heard(REAL, locator="fd00::1"),                # not link-local
+    heard(REAL, locator="fec0::1"),                # site-local, just past fe80::/10
     heard(REAL, protocol=c.IPPROTO_TCP),
     heard(REAL)._replace(locator=None),            # RFC 8994 makes the locator optional; we need it
 ])

@@ -71,6 +71,12 @@ def test_a_full_flood_cache_makes_room_in_amortised_constant_time(
     assert len(full) <= 1024
     assert len(scans) <= 4000 // (1024 // 16) + 1, len(scans)  # one scan per 64 new names
     assert sum(scans) <= 70 * 1024
+    scans.clear()
+    small = FloodCache(64)   # DULL's: a batch of half of it
+    for i in range(64 + 3200):
+        small.put(Objective(f"X{i}", c.F_SYNCH, 1, 0), loc, OWN_LL, "eth0", 60000, i * 1e-4)
+    assert len(small) <= 64
+    assert len(scans) <= 3200 // 32 + 1, len(scans)
 
 
 def test_flood_cache_evicts_what_expires_first() -> None:

@@ -3,6 +3,7 @@ or the reason it is not one."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,16 +61,18 @@ def read_offer(flood: FloodReceived) -> Offer | Refused:
             or not isinstance(loc.address, bytes) or len(loc.address) != 16
             or not isinstance(loc.port, int) or not 0 < loc.port < 65536):
         return Refused(UNUSABLE_LOCATOR, "no IPv6/UDP locator")
-    address = ipaddress.IPv6Address(loc.address)
-    if not address.is_link_local:
-        return Refused(UNUSABLE_LOCATOR, f"locator {address} is not link-local")
-    if loc.address != flood.source or loc.address != flood.initiator:
-        return Refused(LOCATOR_MISMATCH, f"locator {address}, initiator "
+    raw = loc.address
+    if raw[0] != 0xFE or raw[1] & 0xC0 != 0x80:   # fe80::/10, without an IPv6Address per flood
+        return Refused(UNUSABLE_LOCATOR, f"locator {_address(raw)} is not link-local")
+    if raw != flood.source or raw != flood.initiator:
+        return Refused(LOCATOR_MISMATCH, f"locator {_address(raw)}, initiator "
                        f"{_address(flood.initiator)}, sent from {_address(flood.source)}")
     methods = methods_of(flood.objective.value)
     if methods is None:
         return Refused(BAD_METHOD, f"objective value {logsafe(flood.objective.value, 60)}")
-    return Offer(str(address), loc.port, methods)
+    # inet_ntop writes what str(IPv6Address) does for fe80::/10 (RFC 5952), in C: every
+    # flood of a spoofing neighbour comes through here
+    return Offer(socket.inet_ntop(socket.AF_INET6, raw), loc.port, methods)
 
 
 def methods_of(value: Any) -> tuple[str, ...] | None:

@@ -49,7 +49,10 @@ class FloodCache:
     def _make_room(self, now: float) -> None:
         entries = self._entries
         self.expire(now)
-        excess = len(entries) - (self.max_entries - max(1, self.max_entries // 16))
+        # a batch of 1/16 (at least 1/2, up to 32, of a small cache such as DULL's 64: a
+        # spoofing host's every flood is a new entry, and each scan costs the whole cache)
+        batch = max(1, self.max_entries // 16, min(32, self.max_entries // 2))
+        excess = len(entries) - (self.max_entries - batch)
         if excess > 0:
             for key in heapq.nsmallest(excess, entries, key=lambda k: entries[k].expires):
                 del entries[key]
