@@ -156,3 +156,18 @@ def test_asyncio_gets_ssl_back_when_ssl_is_imported() -> None:
     """)], check=True, capture_output=True, text=True, timeout=60)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"installed": True, "before": [True] * 3, "after": [True] * 3, "again": True}
+
+
+def test_brski_work_imports_no_asn1crypto() -> None:
+    """CMS and the CSR attributes are built and read with identity/der.py: the registrar and
+    an enrolling pledge do without asn1crypto (4 MB with its decimal and fractions)."""
+    out = subprocess.run([sys.executable, "-S", "-c", textwrap.dedent("""
+        import json, sys
+        import acp_openwrt.brski.registrar.part, acp_openwrt.brski.pledge.client
+        import acp_openwrt.brski.pledge.renewal
+        print(json.dumps(sorted(sys.modules)))
+    """)], check=True, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), *site.getsitepackages()])})
+    modules = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [m for m in modules if m.split(".")[0] in ("asn1crypto", "decimal", "fractions")] \
+        == []

@@ -2,9 +2,13 @@
 
 cryptography (48) can build PKCS#7 signatures but neither verify them nor set the
 eContentType RFC 8366 §5.4 asks for (id-ct-animaJSONVoucher), so the structure is built and
-parsed with asn1crypto and only the signature itself goes through cryptography. Verification
-is strict about what matters (one signer, signed attributes present, contentType and
-messageDigest attributes matching, a known digest) and names the problem in one line.
+read here with the strict DER reader and writer (identity/der.py) and only the signature itself
+goes through cryptography. (asn1crypto did the structure before: 4 MB of RSS in every
+registrar and every enrolling pledge, issue 19; tests/unit/test_cms_der.py keeps it as the
+oracle: the same bytes out, the same verdicts in.) Verification is strict about what matters
+(one signer, signed attributes present, contentType and messageDigest attributes matching, a
+known digest) and names the problem in one line. Certificates go into and out of the object
+byte for byte.
 
 Accepted eContentTypes: id-ct-animaJSONVoucher (RFC 8366) and id-data (what RFC 8995
 Appendix C's objects use).
@@ -15,14 +19,14 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from asn1crypto import algos, cms, core, parser
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+
+from ..identity import der
+from ..identity.cert_reader import SUBJECT_KEY_ID, as_certificate
 
 ID_DATA = "1.2.840.113549.1.7.1"
 ID_CT_ANIMA_JSON_VOUCHER = "1.2.840.113549.1.9.16.1.40"
@@ -62,149 +66,269 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
+ID_SIGNED_DATA = "1.2.840.113549.1.7.2"
+ID_CONTENT_TYPE = "1.2.840.113549.1.9.3"
+ID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
+ID_SIGNING_TIME = "1.2.840.113549.1.9.5"
+_DIGESTS = {"sha256": "2.16.840.1.101.3.4.2.1", "sha384": "2.16.840.1.101.3.4.2.2",
+            "sha512": "2.16.840.1.101.3.4.2.3"}
+_DIGEST_NAMES = {oid: name for name, oid in _DIGESTS.items()}
+_ECDSA = {"sha256": "1.2.840.10045.4.3.2", "sha384": "1.2.840.10045.4.3.3",
+          "sha512": "1.2.840.10045.4.3.4"}
+_RSA = {"sha256": "1.2.840.113549.1.1.11", "sha384": "1.2.840.113549.1.1.12",
+        "sha512": "1.2.840.113549.1.1.13"}
+# signatureAlgorithm in a SignerInfo -> the kind of signature (the hash is digestAlgorithm's)
+_SIGNATURE_KINDS = {
+    **{oid: "ecdsa" for oid in (*_ECDSA.values(), "1.2.840.10045.4.3.1", "1.2.840.10045.4.1",
+                                "1.2.840.10045.2.1")},
+    **{oid: "rsassa_pkcs1v15" for oid in (*_RSA.values(), "1.2.840.113549.1.1.14",
+                                          "1.2.840.113549.1.1.5", "1.2.840.113549.1.1.1")},
+    "1.2.840.113549.1.1.10": "rsassa_pss"}
+_NULL = b"\x05\x00"
+
+
+def _algorithm(oid: str, parameters: bytes | None = None) -> bytes:
+    return der.encode(der.SEQUENCE, der.encode_oid(oid) + (parameters or b""))
+
+
+def _attribute_der(oid: str, value: bytes) -> bytes:
+    return der.encode(der.SEQUENCE, der.encode_oid(oid) + der.encode(der.SET, value))
+
+
 def sign(content: bytes, signer: x509.Certificate, key: PrivateKey, *,
          chain: Sequence[x509.Certificate] = (),
          content_type: str = ID_CT_ANIMA_JSON_VOUCHER,
          signing_time: dt.datetime | None = None) -> bytes:
     """DER SignedData over `content`, signed by `key`; certificates = signer + chain."""
     digest_name = _hash_name(key)
-    when = signing_time or dt.datetime.now(dt.UTC)
-    attributes = [
-        cms.CMSAttribute({"type": "content_type", "values": [cms.ContentType(content_type)]}),
-        cms.CMSAttribute({"type": "signing_time",
-                          "values": [cms.Time({"utc_time": when.replace(microsecond=0)})]}),
-        cms.CMSAttribute({"type": "message_digest",
-                          "values": [_HASHLIB[digest_name](content).digest()]}),
-    ]
+    when = (signing_time or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     # DER wants a SET OF in the order of its encodings; verifiers hash the bytes we send.
-    signed_attrs = cms.CMSAttributes(sorted(attributes, key=lambda a: a.dump()))
-    to_sign = signed_attrs.dump()
+    signed_attrs = der.encode_set_of([
+        _attribute_der(ID_CONTENT_TYPE, der.encode_oid(content_type)),
+        _attribute_der(ID_SIGNING_TIME, der.encode_utc_time(when)),
+        _attribute_der(ID_MESSAGE_DIGEST,
+                       der.encode(der.OCTET_STRING, _HASHLIB[digest_name](content).digest())),
+    ])
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        signature = key.sign(to_sign, ec.ECDSA(_HASHES[digest_name]()))
-        signature_algorithm = f"{digest_name}_ecdsa"
+        signature = key.sign(signed_attrs, ec.ECDSA(_HASHES[digest_name]()))
+        signature_algorithm = _algorithm(_ECDSA[digest_name])
     elif isinstance(key, rsa.RSAPrivateKey):
-        signature = key.sign(to_sign, padding.PKCS1v15(), _HASHES[digest_name]())
-        signature_algorithm = f"{digest_name}_rsa"
+        signature = key.sign(signed_attrs, padding.PKCS1v15(), _HASHES[digest_name]())
+        signature_algorithm = _algorithm(_RSA[digest_name], _NULL)
     else:
         raise CmsError(f"cannot sign with a {type(key).__name__} (EC or RSA only)")
-    signer_asn1 = asn1_x509.Certificate.load(_der(signer))
-    signer_info = cms.SignerInfo({
-        "version": "v1",
-        "sid": cms.SignerIdentifier({"issuer_and_serial_number": cms.IssuerAndSerialNumber({
-            "issuer": signer_asn1.issuer, "serial_number": signer_asn1.serial_number})}),
-        "digest_algorithm": algos.DigestAlgorithm({"algorithm": digest_name}),
-        "signed_attrs": signed_attrs,
-        "signature_algorithm": algos.SignedDigestAlgorithm({"algorithm": signature_algorithm}),
-        "signature": signature,
-    })
-    signed_data = cms.SignedData({
-        "version": "v1" if content_type == ID_DATA else "v3",
-        "digest_algorithms": [algos.DigestAlgorithm({"algorithm": digest_name})],
-        "encap_content_info": {"content_type": content_type, "content": content},
-        "certificates": _certificate_set([_der(signer)] + [_der(c) for c in chain]),
-        "signer_infos": [signer_info],
-    })
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed_data}).dump()
+    parsed = as_certificate(signer)
+    digest_algorithm = _algorithm(_DIGESTS[digest_name], _NULL)
+    signer_info = der.encode(der.SEQUENCE, b"".join([
+        der.encode_integer(1),
+        der.encode(der.SEQUENCE, parsed.issuer.der + der.encode_integer(parsed.serial_number)),
+        digest_algorithm,
+        der.encode(der.context(0), _contents(signed_attrs)),  # [0] IMPLICIT: same contents
+        signature_algorithm,
+        der.encode(der.OCTET_STRING, signature),
+    ]))
+    encap = der.encode(der.SEQUENCE, der.encode_oid(content_type)
+                       + der.encode(der.context(0), der.encode(der.OCTET_STRING, content)))
+    signed_data = der.encode(der.SEQUENCE, b"".join([
+        der.encode_integer(1 if content_type == ID_DATA else 3),
+        der.encode_set_of([digest_algorithm]),
+        encap,
+        _certificate_set([_der(signer)] + [_der(c) for c in chain]),
+        der.encode_set_of([signer_info]),
+    ]))
+    return der.encode(der.SEQUENCE, der.encode_oid(ID_SIGNED_DATA)
+                      + der.encode(der.context(0), signed_data))
 
 
-def _der_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
+def _contents(element: bytes) -> bytes:
+    """The contents of one DER TLV."""
+    return der.parse(element, "CMS").value
 
 
-def _certificate_set(ders: Sequence[bytes]) -> cms.CertificateSet:
-    """The certificates, byte for byte, as a SET OF (DER order).
-
-    Never hand asn1crypto (1.5.1) a parsed certificate to encode again: it takes a long-form
-    length whose last byte is 0x80 (384, 640, ... bytes of content) for BER's indefinite
-    length and re-encodes the whole certificate from its parsed values, and the parsed value of
-    a URI with an IPv6 literal (the CRL distribution point `http://[fd..]/acp.crl`) has lost its
-    brackets, so the re-encoding fails ("Port could not be cast to integer"). A set loaded from
-    bytes and put into SignedData is retagged [0] and keeps those bytes as its contents."""
-    body = b"".join(sorted(ders))
-    return cms.CertificateSet.load(b"\x31" + _der_length(len(body)) + body)
+def _certificate_set(ders: Sequence[bytes]) -> bytes:
+    """certificates [0] IMPLICIT SET OF, the certificates byte for byte in DER order."""
+    return der.encode_set_of(list(ders), der.context(0))
 
 
-def _load(der: bytes) -> cms.SignedData:
-    if not isinstance(der, (bytes, bytearray)):
-        raise CmsError("CMS object must be bytes")
-    if len(der) > MAX_CMS_BYTES:
-        raise CmsError(f"CMS object of {len(der)} bytes is larger than {MAX_CMS_BYTES}")
-    try:
-        info = cms.ContentInfo.load(bytes(der), strict=True)
-        if info["content_type"].native != "signed_data":
-            raise CmsError(f"CMS content type is {info['content_type'].dotted}, not signedData")
-        signed = info["content"]
-        _ = signed.native  # force a full parse here, so malformed inner parts fail now
-        return signed
-    except CmsError:
-        raise
-    except Exception as exc:  # asn1crypto raises ValueError/TypeError/KeyError on bad DER
-        raise CmsError(f"not a DER CMS SignedData ({type(exc).__name__}: {exc})") from None
+class _SignedData:
+    """The parts of a parsed SignedData that verify() reads."""
+
+    def __init__(self, data: bytes) -> None:
+        if not isinstance(data, (bytes, bytearray)):
+            raise CmsError("CMS object must be bytes")
+        if len(data) > MAX_CMS_BYTES:
+            raise CmsError(f"CMS object of {len(data)} bytes is larger than {MAX_CMS_BYTES}")
+        try:
+            self._parse(bytes(data))
+        except der.DerError as exc:
+            raise CmsError(f"not a DER CMS SignedData ({exc})") from None
+
+    def _parse(self, data: bytes) -> None:
+        content_type, content = der.sequence(der.parse(data, "ContentInfo"), "ContentInfo",
+                                             range(2, 3))
+        kind = der.oid(content_type, "ContentInfo")
+        if kind != ID_SIGNED_DATA:
+            raise CmsError(f"CMS content type is {kind}, not signedData")
+        inner = content.expect(der.context(0), "ContentInfo content").children()
+        if len(inner) != 1:
+            raise der.DerError("ContentInfo: content is not one SignedData")
+        fields = der.sequence(inner[0], "SignedData", range(4, 7))
+        der.integer(fields[0], "SignedData version")
+        for algorithm in fields[1].expect(der.SET, "digestAlgorithms").children():
+            _digest_algorithm(algorithm)
+        encap = der.sequence(fields[2], "encapContentInfo", range(1, 3))
+        self.content_type = der.oid(encap[0], "eContentType")
+        self.content: bytes | None = None
+        if len(encap) == 2:
+            wrapped = encap[1].expect(der.context(0), "eContent").children()
+            if len(wrapped) != 1:
+                raise der.DerError("eContent: not one OCTET STRING")
+            self.content = der.octets(wrapped[0], "eContent")
+        self.certificates: list[bytes] = []
+        rest = fields[3:-1]
+        if rest and rest[0].tag == der.context(0):
+            self.certificates = [c.raw for c in rest.pop(0).children()]
+        if rest and rest[0].tag == der.context(1):
+            rest.pop(0)  # crls: not used
+        if rest:
+            raise der.DerError(f"SignedData: unexpected tag 0x{rest[0].tag:02x}")
+        self.signer_infos = fields[-1].expect(der.SET, "signerInfos").children()
 
 
-def _certificates(signed: cms.SignedData) -> list[x509.Certificate]:
-    """The certificates as sent: the bytes are cut from the set, not re-encoded by asn1crypto
-    (see _certificate_set: it would re-encode one whose length ends in 0x80)."""
+def _digest_algorithm(element: der.Element) -> str:
+    """A DigestAlgorithmIdentifier's OID; its parameters absent or NULL (RFC 5754 §2)."""
+    items = der.sequence(element, "digestAlgorithm", range(1, 3))
+    if len(items) == 2:
+        der.null(items[1], "digestAlgorithm parameters")
+    return der.oid(items[0], "digestAlgorithm")
+
+
+class _SignerInfo:
+    def __init__(self, element: der.Element) -> None:
+        fields = der.sequence(element, "SignerInfo", range(5, 8))
+        der.integer(fields[0], "SignerInfo version")
+        self.sid = fields[1]
+        if self.sid.tag == der.SEQUENCE:
+            issuer, serial = der.sequence(self.sid, "issuerAndSerialNumber", range(2, 3))
+            issuer.expect(der.SEQUENCE, "issuer")
+            self.issuer_serial: tuple[bytes, int] | None = (
+                issuer.raw, der.integer(serial, "serialNumber"))
+            self.key_id = b""
+        elif self.sid.tag == der.context(0, False):
+            self.issuer_serial, self.key_id = None, self.sid.value
+        else:
+            raise der.DerError(f"SignerIdentifier: tag 0x{self.sid.tag:02x}")
+        self.digest_oid = _digest_algorithm(fields[2])
+        self.signed_attrs: der.Element | None = None
+        rest = fields[3:]
+        if rest[0].tag == der.context(0):
+            self.signed_attrs = rest.pop(0)
+        if len(rest) not in (2, 3) or (len(rest) == 3 and rest[2].tag != der.context(1)):
+            raise der.DerError("SignerInfo: malformed after the signed attributes")
+        signature_algorithm = der.sequence(rest[0], "signatureAlgorithm", range(1, 3))
+        self.signature_oid = der.oid(signature_algorithm[0], "signatureAlgorithm")
+        self.signature_parameters = (signature_algorithm[1].raw
+                                     if len(signature_algorithm) == 2 else None)
+        kind = _SIGNATURE_KINDS.get(self.signature_oid)
+        if kind == "ecdsa" and self.signature_parameters is not None:
+            raise der.DerError("signatureAlgorithm: ECDSA with parameters")
+        if kind == "rsassa_pkcs1v15" and self.signature_parameters not in (None, _NULL):
+            raise der.DerError("signatureAlgorithm: RSA PKCS#1 v1.5 parameters are not NULL")
+        self.signature = der.octets(rest[1], "signature")
+
+    def attributes(self) -> dict[str, list[der.Element]]:
+        """Each signed attribute's values, by OID; an attribute twice is refused."""
+        out: dict[str, list[der.Element]] = {}
+        assert self.signed_attrs is not None
+        for attribute in self.signed_attrs.children():
+            kind_el, values = der.sequence(attribute, "signed attribute", range(2, 3))
+            kind = der.oid(kind_el, "signed attribute")
+            if kind in out:
+                raise CmsError(f"signed attribute {kind} must appear once with one value")
+            out[kind] = values.expect(der.SET, "attribute values").children()
+        return out
+
+
+def _one(attributes: dict[str, list[der.Element]], oid: str, name: str) -> der.Element | None:
+    """The one value of signed attribute `oid`, or None."""
+    values = attributes.get(oid)
+    if values is not None and len(values) != 1:
+        raise CmsError(f"signed attribute {name} must appear once with one value")
+    return values[0] if values else None
+
+
+def _certificates(ders: Sequence[bytes]) -> list[x509.Certificate]:
+    """The certificates as sent (bytes cut from the set, not encoded again)."""
     found: list[x509.Certificate] = []
-    certificates = signed["certificates"]
-    rest = certificates.contents if certificates.contents is not None else b""
-    while rest:
-        size = parser.peek(rest)
-        element, rest = rest[:size], rest[size:]
-        if element[0] != 0x30:
+    for element in ders:
+        if element[0] in (0xA0, 0xA1, 0xA2, 0xA3):
             continue  # attribute certificates and others ([0]..[3]) are not used here
+        if element[0] != 0x30:
+            raise CmsError(f"CMS certificates hold an element of tag 0x{element[0]:02x}")
         if len(found) >= MAX_CERTIFICATES:
             raise CmsError(f"CMS object carries more than {MAX_CERTIFICATES} certificates")
         try:
+            as_certificate(element)  # the strict reader: all of it, not only what is read
             found.append(x509.load_der_x509_certificate(element))
         except ValueError:
             raise CmsError("CMS object carries an undecodable certificate") from None
     return found
 
 
-def _matches(cert: x509.Certificate, sid: cms.SignerIdentifier) -> bool:
-    if sid.name == "issuer_and_serial_number":
-        asn1 = asn1_x509.Certificate.load(_der(cert))
-        return (asn1.serial_number == sid.chosen["serial_number"].native
-                and asn1.issuer == sid.chosen["issuer"])
+def _matches(cert: x509.Certificate, info: _SignerInfo) -> bool:
     try:
-        ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except x509.ExtensionNotFound:
-        return False
-    return ski == sid.chosen.native
-
-
-def _attribute(attrs: cms.CMSAttributes, name: str) -> Any:
-    """The one value (an asn1crypto object) of signed attribute `name`, or None."""
-    values = [a["values"] for a in attrs if a["type"].native == name]
-    if len(values) > 1 or (values and len(values[0]) != 1):
-        raise CmsError(f"signed attribute {name} must appear once with one value")
-    return values[0][0] if values else None
-
-
-def _check_signature(cert: x509.Certificate, signer_info: cms.SignerInfo, data: bytes,
-                     digest_name: str) -> None:
-    public_key = cert.public_key()
-    algorithm = signer_info["signature_algorithm"]
-    signature = signer_info["signature"].native
-    try:
-        algo = algorithm.signature_algo
+        parsed = as_certificate(cert)
     except ValueError:
-        raise CmsError(f"unsupported signature algorithm {algorithm['algorithm'].dotted}") from None
+        return False
+    if info.issuer_serial is not None:
+        return info.issuer_serial == (parsed.issuer.der, parsed.serial_number)
+    extension = parsed.extension(SUBJECT_KEY_ID)
+    if extension is None:
+        return False
+    try:
+        return der.octets(der.parse(extension, "subjectKeyIdentifier"),
+                          "subjectKeyIdentifier") == info.key_id
+    except der.DerError:
+        return False
+
+
+def _pss_salt(parameters: bytes | None, default: int) -> int:
+    """RSASSA-PSS-params' saltLength (RFC 4055: 20 when absent); `default` without them."""
+    if parameters is None or parameters == _NULL:
+        return default
+    salt = 20
+    for field in der.sequence(der.parse(parameters, "RSASSA-PSS parameters"),
+                              "RSASSA-PSS parameters"):
+        if field.tag == der.context(2):
+            inner = field.children()
+            if len(inner) != 1:
+                raise der.DerError("RSASSA-PSS saltLength is not one INTEGER")
+            salt = der.integer(inner[0], "saltLength")
+    return salt
+
+
+def _check_signature(cert: x509.Certificate, info: _SignerInfo, data: bytes,
+                     digest_name: str) -> None:
+    try:
+        public_key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CmsError(f"the signer's public key cannot be used ({exc})") from None
+    algo = _SIGNATURE_KINDS.get(info.signature_oid)
+    if algo is None:
+        raise CmsError(f"unsupported signature algorithm {info.signature_oid}")
     hash_algorithm = _HASHES[digest_name]()
     try:
         if algo == "ecdsa" and isinstance(public_key, ec.EllipticCurvePublicKey):
-            public_key.verify(signature, data, ec.ECDSA(hash_algorithm))
+            public_key.verify(info.signature, data, ec.ECDSA(hash_algorithm))
         elif algo == "rsassa_pkcs1v15" and isinstance(public_key, rsa.RSAPublicKey):
-            public_key.verify(signature, data, padding.PKCS1v15(), hash_algorithm)
+            public_key.verify(info.signature, data, padding.PKCS1v15(), hash_algorithm)
         elif algo == "rsassa_pss" and isinstance(public_key, rsa.RSAPublicKey):
-            params = algorithm["parameters"]
-            salt = params["salt_length"].native if params.native else hash_algorithm.digest_size
-            public_key.verify(signature, data, padding.PSS(padding.MGF1(hash_algorithm), salt),
-                              hash_algorithm)
+            try:
+                salt = _pss_salt(info.signature_parameters, hash_algorithm.digest_size)
+            except der.DerError as exc:
+                raise CmsError(f"RSASSA-PSS parameters cannot be read ({exc})") from None
+            public_key.verify(info.signature, data,
+                              padding.PSS(padding.MGF1(hash_algorithm), salt), hash_algorithm)
         else:
             raise CmsError(f"signature algorithm {algo} does not fit the signer's "
                            f"{type(public_key).__name__}")
@@ -212,46 +336,46 @@ def _check_signature(cert: x509.Certificate, signer_info: cms.SignerInfo, data: 
         raise CmsError("CMS signature does not verify with the signer's certificate") from None
 
 
-def verify(der: bytes, *, signer_candidates: Iterable[x509.Certificate] = ()) -> SignedContent:
+def verify(der_bytes: bytes, *,
+           signer_candidates: Iterable[x509.Certificate] = ()) -> SignedContent:
     """Parse SignedData and check its one signature; the signer is looked up among the
     certificates inside and `signer_candidates`. Who the signer *should* be is the caller's
     decision (trust anchors differ per use)."""
-    signed = _load(der)
-    encap = signed["encap_content_info"]
-    content_type = encap["content_type"].dotted
+    signed = _SignedData(der_bytes)
+    content_type = signed.content_type
     if content_type not in ACCEPTED_CONTENT_TYPES:
         raise CmsError(f"eContentType {content_type} is neither id-ct-animaJSONVoucher nor id-data")
-    if encap["content"].native is None:
+    if signed.content is None:
         raise CmsError("CMS SignedData has no encapsulated content (detached is not supported)")
-    content = encap["content"].native
-    if isinstance(content, core.ParsableOctetString):
-        content = content.native
-    content = bytes(content)
-    infos = signed["signer_infos"]
-    if len(infos) != 1:
-        raise CmsError(f"CMS SignedData has {len(infos)} signers, expected exactly one")
-    info = infos[0]
-    digest_name = info["digest_algorithm"]["algorithm"].native
-    if digest_name not in _HASHES:
-        raise CmsError(f"digest algorithm {digest_name} is not accepted (SHA-256/384/512)")
-    attrs = info["signed_attrs"]
-    if not attrs.native:
-        raise CmsError("CMS signer has no signed attributes (required for vouchers)")
-    claimed_type = _attribute(attrs, "content_type")
-    if claimed_type is None or claimed_type.dotted != content_type:
-        raise CmsError("contentType signed attribute is missing or differs from eContentType")
-    message_digest = _attribute(attrs, "message_digest")
-    if message_digest is None or message_digest.native != _HASHLIB[digest_name](content).digest():
-        raise CmsError("messageDigest signed attribute does not match the content")
-    time_value = _attribute(attrs, "signing_time")
-    signing_time = time_value.native if time_value is not None else None
-    certificates = _certificates(signed)
-    sid = info["sid"]
-    signer = next((c for c in [*certificates, *signer_candidates] if _matches(c, sid)), None)
+    content = signed.content
+    if len(signed.signer_infos) != 1:
+        raise CmsError(f"CMS SignedData has {len(signed.signer_infos)} signers, expected "
+                       f"exactly one")
+    try:
+        info = _SignerInfo(signed.signer_infos[0])
+        digest_name = _DIGEST_NAMES.get(info.digest_oid, info.digest_oid)
+        if digest_name not in _HASHES:
+            raise CmsError(f"digest algorithm {digest_name} is not accepted (SHA-256/384/512)")
+        if info.signed_attrs is None or not info.signed_attrs.value:
+            raise CmsError("CMS signer has no signed attributes (required for vouchers)")
+        attributes = info.attributes()
+        claimed_type = _one(attributes, ID_CONTENT_TYPE, "content_type")
+        if claimed_type is None or der.oid(claimed_type, "contentType") != content_type:
+            raise CmsError("contentType signed attribute is missing or differs from eContentType")
+        message_digest = _one(attributes, ID_MESSAGE_DIGEST, "message_digest")
+        if message_digest is None or der.octets(message_digest, "messageDigest") != \
+                _HASHLIB[digest_name](content).digest():
+            raise CmsError("messageDigest signed attribute does not match the content")
+        time_value = _one(attributes, ID_SIGNING_TIME, "signing_time")
+        signing_time = der.time(time_value, "signingTime") if time_value is not None else None
+    except der.DerError as exc:
+        raise CmsError(f"not a DER CMS SignedData ({exc})") from None
+    certificates = _certificates(signed.certificates)
+    signer = next((c for c in [*certificates, *signer_candidates] if _matches(c, info)), None)
     if signer is None:
         raise CmsError("the signer's certificate is neither in the CMS object nor known")
     # The signature covers the DER of the attributes as an explicit SET OF (tag 0x31).
-    signed_bytes = b"\x31" + attrs.dump()[1:]
+    signed_bytes = b"\x31" + info.signed_attrs.raw[1:]
     _check_signature(signer, info, signed_bytes, digest_name)
     return SignedContent(content, content_type, signer, tuple(certificates), signing_time)
 

@@ -7,13 +7,13 @@ attribute; decoding accepts that too. Unknown entries are ignored, as RFC 7030 a
 """
 from __future__ import annotations
 
-from asn1crypto import core
-from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from ..identity import der
+from ..identity.cert_reader import general_names
 from ..identity.certificate import (
     CertificateError,
     acp_node_name_general_name,
@@ -34,18 +34,6 @@ class CsrError(ValueError):
     """CSR attributes or a CSR that cannot be read or do not carry what is needed."""
 
 
-class _Attribute(core.Sequence):
-    _fields = [("type", core.ObjectIdentifier), ("values", core.SetOf, {"spec": core.Any})]
-
-
-class _AttrOrOid(core.Choice):
-    _alternatives = [("oid", core.ObjectIdentifier), ("attribute", _Attribute)]
-
-
-class _CsrAttrs(core.SequenceOf):
-    _child_spec = _AttrOrOid
-
-
 def _san_der(acp_node_name: str) -> bytes:
     """DER GeneralNames holding the otherName (validated by identity.certificate)."""
     return x509.SubjectAlternativeName([acp_node_name_general_name(acp_node_name)]).public_bytes()
@@ -53,70 +41,62 @@ def _san_der(acp_node_name: str) -> bytes:
 
 def encode_csr_attrs(acp_node_name: str) -> bytes:
     """DER CsrAttrs: extensionRequest { subjectAltName (critical) { otherName AcpNodeName } }."""
-    extension = asn1_x509.Extension({
-        "extn_id": "subject_alt_name", "critical": True,
-        "extn_value": asn1_x509.GeneralNames.load(_san_der(acp_node_name))})
-    extensions = asn1_x509.Extensions([extension])
-    attribute = _Attribute({"type": ID_EXTENSION_REQUEST,
-                            "values": [core.Any.load(extensions.dump())]})
-    return _CsrAttrs([_AttrOrOid(name="attribute", value=attribute)]).dump()
+    extension = der.encode(der.SEQUENCE, der.encode_oid(ID_CE_SUBJECT_ALT_NAME)
+                           + der.encode(der.BOOLEAN, b"\xff")
+                           + der.encode(der.OCTET_STRING, _san_der(acp_node_name)))
+    attribute = der.encode(der.SEQUENCE, der.encode_oid(ID_EXTENSION_REQUEST)
+                           + der.encode(der.SET, der.encode(der.SEQUENCE, extension)))
+    return der.encode(der.SEQUENCE, attribute)
 
 
-def _explicit_content(der: bytes) -> bytes:
-    """The content of a DER [0] EXPLICIT wrapper (definite length)."""
-    if len(der) < 2 or der[0] != 0xA0:
-        raise CsrError("otherName value is not [0] EXPLICIT")
-    first, offset = der[1], 2
-    if first & 0x80:
-        count = first & 0x7F
-        if not 0 < count <= 4 or len(der) < 2 + count:
-            raise CsrError("otherName value has a bad length")
-        offset = 2 + count
-    return der[offset:]
-
-
-def _name_in_general_names(der: bytes) -> str | None:
+def _name_in_general_names(value: bytes) -> str | None:
     """The AcpNodeName otherName text inside DER GeneralNames, or None."""
-    names = asn1_x509.GeneralNames.load(der, strict=True)
-    for name in names:
-        if name.name == "other_name" and name.chosen["type_id"].dotted == ID_ON_ACP_NODE_NAME:
+    for kind, name in general_names(value, "subjectAltName"):
+        if kind == "otherName" and name[0] == ID_ON_ACP_NODE_NAME:
             try:
-                # value is [0] EXPLICIT: the IA5String TLV is the content of that wrapper.
-                return decode_acp_node_name_value(_explicit_content(name.chosen["value"].dump()))
+                return decode_acp_node_name_value(name[1])
             except CertificateError as exc:
                 raise CsrError(str(exc)) from None
     return None
 
 
-def decode_csr_attrs(der: bytes) -> str | None:
-    """The acp-node-name requested by DER CsrAttrs, or None when it asks for none."""
-    if len(der) > MAX_CSRATTRS_BYTES:
-        raise CsrError(f"CSR attributes of {len(der)} bytes are larger than {MAX_CSRATTRS_BYTES}")
-    try:
-        attrs = _CsrAttrs.load(der, strict=True)
-        _ = attrs.native  # a full parse: malformed inner parts fail here
-        for entry in attrs:
-            if entry.name != "attribute":
-                continue
-            kind = entry.chosen["type"].dotted
-            for value in entry.chosen["values"]:
-                raw = value.dump()
-                if kind == ID_EXTENSION_REQUEST:
-                    for ext in asn1_x509.Extensions.load(raw):
-                        if ext["extn_id"].dotted == ID_CE_SUBJECT_ALT_NAME:
-                            found = _name_in_general_names(ext["extn_value"].contents)
-                            if found:
-                                return found
-                elif kind == ID_CE_SUBJECT_ALT_NAME:  # Minerva's bare attribute
-                    found = _name_in_general_names(raw)
-                    if found:
-                        return found
-    except CsrError:
-        raise
-    except Exception as exc:
-        raise CsrError(f"CSR attributes are not valid DER CsrAttrs ({type(exc).__name__}: {exc})") \
-            from None
+def _in_extensions(value: der.Element) -> str | None:
+    """The name in the subjectAltName of an extensionRequest's Extensions, or None."""
+    for extension in der.sequence(value, "Extensions"):
+        fields = der.sequence(extension, "Extension", range(2, 4))
+        if len(fields) == 3:
+            der.boolean(fields[1], "Extension critical")
+        contents = der.octets(fields[-1], "extnValue")
+        if der.oid(fields[0], "Extension") == ID_CE_SUBJECT_ALT_NAME:
+            found = _name_in_general_names(contents)
+            if found:
+                return found
     return None
+
+
+def decode_csr_attrs(data: bytes) -> str | None:
+    """The acp-node-name requested by DER CsrAttrs, or None when it asks for none."""
+    if len(data) > MAX_CSRATTRS_BYTES:
+        raise CsrError(f"CSR attributes of {len(data)} bytes are larger than {MAX_CSRATTRS_BYTES}")
+    try:
+        found: str | None = None
+        for entry in der.sequence(der.parse(data, "CsrAttrs"), "CsrAttrs"):
+            if entry.tag == der.OID:
+                der.oid(entry, "CsrAttrs")
+                continue
+            kind_el, values = der.sequence(entry, "Attribute", range(2, 3))
+            kind = der.oid(kind_el, "Attribute")
+            for value in values.expect(der.SET, "Attribute values").children():
+                der.check(value, "Attribute value")
+                if found:
+                    continue  # (the rest is still read: malformed parts fail)
+                if kind == ID_EXTENSION_REQUEST:
+                    found = _in_extensions(value)
+                elif kind == ID_CE_SUBJECT_ALT_NAME:  # Minerva's bare attribute
+                    found = _name_in_general_names(value.raw)
+        return found
+    except der.DerError as exc:
+        raise CsrError(f"CSR attributes are not valid DER CsrAttrs ({exc})") from None
 
 
 def build_csr(key: PrivateKey, acp_node_name: str,

@@ -35,11 +35,12 @@ KEY_USAGE = "2.5.29.15"
 SUBJECT_KEY_ID = "2.5.29.14"
 AUTHORITY_KEY_ID = "2.5.29.35"
 CRL_DISTRIBUTION_POINTS = "2.5.29.31"
+EXTENDED_KEY_USAGE = "2.5.29.37"
 # Those cryptography decodes (a critical extension it does not know makes a certificate
 # unusable: membership.py); the same set keeps the verdicts the same.
 KNOWN_EXTENSIONS = frozenset({
     SUBJECT_ALT_NAME, BASIC_CONSTRAINTS, KEY_USAGE, SUBJECT_KEY_ID, AUTHORITY_KEY_ID,
-    CRL_DISTRIBUTION_POINTS, "2.5.29.37", "2.5.29.32", "2.5.29.30", "2.5.29.36", "2.5.29.54",
+    CRL_DISTRIBUTION_POINTS, EXTENDED_KEY_USAGE, "2.5.29.32", "2.5.29.30", "2.5.29.36", "2.5.29.54",
     "2.5.29.18", "2.5.29.46", "2.5.29.16", "1.3.6.1.5.5.7.1.1", "1.3.6.1.5.5.7.1.11",
     "1.3.6.1.5.5.7.1.24", "1.3.6.1.4.1.11129.2.4.2", "1.3.6.1.4.1.11129.2.4.3",
     "1.3.6.1.5.5.7.48.1.5", "1.3.6.1.4.1.311.21.7", "1.3.36.8.3.3"})
@@ -57,6 +58,9 @@ OTHER_KEYS = {"1.3.101.112": "Ed25519PublicKey", "1.3.101.113": "Ed448PublicKey"
               "1.2.840.10040.4.1": "DSAPublicKey", "1.3.101.110": "X25519PublicKey",
               "1.3.101.111": "X448PublicKey"}
 
+# attributes whose values are IA5String by definition (RFC 4519 dc, PKCS #9 emailAddress)
+UNIQUE_IDENTIFIER = "2.5.4.45"  # x500UniqueIdentifier: the one X.520 attribute no string
+_IA5_ATTRIBUTES = frozenset({"0.9.2342.19200300.100.1.25", "1.2.840.113549.1.9.1"})
 # cryptography's rfc4514_string names (others are written as the dotted OID)
 _SHORT_NAMES = {"2.5.4.3": "CN", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
                 "2.5.4.11": "OU", "2.5.4.6": "C", "2.5.4.9": "STREET",
@@ -96,11 +100,19 @@ class Name:
                 raise der.DerError(f"{what}: empty relative distinguished name")
             for member in members:
                 oid_el, value_el = der.sequence(member, what, range(2, 3))
-                try:
-                    value: str | bytes = der.string(value_el, what)
-                except der.DerError:
-                    value = value_el.raw  # not a string type: kept as DER
-                attributes.append((der.oid(oid_el, what), value))
+                if value_el.tag & 0xC0:
+                    raise der.DerError(f"{what}: attribute value of tag 0x{value_el.tag:02x}")
+                der.check(value_el, what)
+                kind = der.oid(oid_el, what)
+                if kind in _IA5_ATTRIBUTES and value_el.tag != der.IA5_STRING:
+                    raise der.DerError(f"{what}: {kind} is not an IA5String")
+                if kind.startswith("2.5.4.") and kind != UNIQUE_IDENTIFIER and \
+                        value_el.tag not in der.STRING_TAGS:
+                    raise der.DerError(f"{what}: {kind} is not a string")
+                value: str | bytes = value_el.raw  # not a string type: kept as DER
+                if value_el.tag in der.STRING_TAGS:
+                    value = der.string(value_el, what)
+                attributes.append((kind, value))
             rdns.append(tuple(attributes))
         self.rdns = tuple(rdns)
 
@@ -234,10 +246,13 @@ class Certificate:
                 raise der.DerError("extensions: not one SEQUENCE")
             self.extensions = _extensions(inner[0])
         # decoded now, so that a malformed extension refuses the whole certificate
-        self.san = _general_names(self.extension(SUBJECT_ALT_NAME), "subjectAltName")
+        self.san = general_names(self.extension(SUBJECT_ALT_NAME), "subjectAltName")
         self.basic_constraints = _basic_constraints(self.extension(BASIC_CONSTRAINTS))
         self.key_usage = _key_usage(self.extension(KEY_USAGE))
         self.crl_urls = _crl_urls(self.extension(CRL_DISTRIBUTION_POINTS))
+        self.subject_key_id = _subject_key_id(self.extension(SUBJECT_KEY_ID))
+        self.authority_key_id = _authority_key_id(self.extension(AUTHORITY_KEY_ID))
+        _extended_key_usage(self.extension(EXTENDED_KEY_USAGE))
 
     def extension(self, oid: str) -> bytes | None:
         return next((ext.value for ext in self.extensions if ext.oid == oid), None)
@@ -271,7 +286,7 @@ def _algorithm(element: der.Element) -> tuple[str, bytes | None]:
     return der.oid(items[0], "algorithm"), items[1].raw if len(items) == 2 else None
 
 
-def _general_names(value: bytes | None, what: str) -> tuple[tuple[str, Any], ...]:
+def general_names(value: bytes | None, what: str) -> tuple[tuple[str, Any], ...]:
     if value is None:
         return ()
     out: list[tuple[str, Any]] = []
@@ -284,6 +299,7 @@ def _general_names(value: bytes | None, what: str) -> tuple[tuple[str, Any], ...
             inner = value_el.children()
             if len(inner) != 1:
                 raise der.DerError(f"{what}: otherName value is not one element")
+            der.check(inner[0], what)  # DER all the same (the name is read in cert_name.py)
             out.append(("otherName", (der.oid(type_el, what), inner[0].raw)))
         elif name.tag in (der.context(1, False), der.context(2, False), der.context(6, False)):
             try:
@@ -336,6 +352,45 @@ def _key_usage(value: bytes | None) -> int | None:
     return sum(1 << i for i in range(width) if number >> (width - 1 - i) & 1)
 
 
+def _subject_key_id(value: bytes | None) -> bytes | None:
+    if value is None:
+        return None
+    return der.octets(der.parse(value, "subjectKeyIdentifier"), "subjectKeyIdentifier")
+
+
+def _authority_key_id(value: bytes | None) -> bytes | None:
+    """keyIdentifier of authorityKeyIdentifier (None without one); the rest is checked."""
+    if value is None:
+        return None
+    what = "authorityKeyIdentifier"
+    key_id = None
+    last = -1
+    for field in der.sequence(der.parse(value, what), what, range(0, 4)):
+        number = field.tag & 0x1F
+        if field.tag & 0xC0 != 0x80 or number <= last or number > 2:
+            raise der.DerError(f"{what}: field tag 0x{field.tag:02x}")
+        last = number
+        if field.tag == der.context(0, False):
+            key_id = field.value
+        elif field.tag == der.context(1):
+            general_names(_wrap(field.value), what)
+        elif field.tag == der.context(2, False):
+            der.integer(der.Element(der.INTEGER, b"", field.value, what), what)
+        else:
+            raise der.DerError(f"{what}: field tag 0x{field.tag:02x}")
+    return key_id
+
+
+def _extended_key_usage(value: bytes | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    what = "extendedKeyUsage"
+    usages = tuple(der.oid(e, what) for e in der.sequence(der.parse(value, what), what))
+    if not usages:
+        raise der.DerError(f"{what}: empty")
+    return usages
+
+
 KEY_CERT_SIGN = 1 << 5
 CRL_SIGN = 1 << 6
 
@@ -355,7 +410,7 @@ def _crl_urls(value: bytes | None) -> tuple[str, ...]:
                 raise der.DerError(f"{what}: distributionPoint is not one name")
             if names[0].tag != der.context(0):
                 continue  # nameRelativeToCRLIssuer
-            for kind, text in _general_names(_wrap(names[0].value), what):
+            for kind, text in general_names(_wrap(names[0].value), what):
                 if kind == "uri" and text.lower().startswith("http://") and text not in out:
                     out.append(text)
     return tuple(out)

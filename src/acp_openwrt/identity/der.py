@@ -193,6 +193,7 @@ def time(element: Element, what: str) -> dt.datetime:
 
 _STRINGS = {UTF8_STRING: "utf-8", PRINTABLE_STRING: "ascii", IA5_STRING: "ascii",
             T61_STRING: "latin-1", BMP_STRING: "utf-16-be", UNIVERSAL_STRING: "utf-32-be"}
+STRING_TAGS = frozenset(_STRINGS)
 
 
 def string(element: Element, what: str) -> str:
@@ -204,3 +205,74 @@ def string(element: Element, what: str) -> str:
         return element.value.decode(encoding)
     except UnicodeDecodeError:
         raise DerError(f"{what}: not valid {encoding}") from None
+
+
+def check(element: Element, what: str, depth: int = 0) -> None:
+    """Values nobody reads (an otherName's, a name attribute's of no string type) are DER all
+    the same: each universal type it holds decodes, at any depth (DerError if not)."""
+    if depth > 16:
+        raise DerError(f"{what}: nested more than 16 deep")
+    tag = element.tag
+    if element.constructed:
+        for child in element.children():
+            check(child, what, depth + 1)
+    elif tag & 0xC0:
+        return  # context, application, private: IMPLICIT, unknown underneath
+    elif tag == BOOLEAN:
+        boolean(element, what)
+    elif tag == INTEGER:
+        integer(element, what)
+    elif tag == BIT_STRING:
+        bit_string(element, what)
+    elif tag == NULL:
+        null(element, what)
+    elif tag == OID:
+        oid(element, what)
+    elif tag in STRING_TAGS:
+        string(element, what)
+    elif tag in (UTC_TIME, GENERALIZED_TIME):
+        time(element, what)
+
+
+# --- writing (CMS and CSR attributes for the BRSKI work: brski/cms.py, csr.py) -------------
+
+def encode(tag: int, content: bytes) -> bytes:
+    """One TLV with a definite, minimal length."""
+    length = len(content)
+    if length < 0x80:
+        return bytes([tag, length]) + content
+    octets = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(octets)]) + octets + content
+
+
+def encode_integer(value: int) -> bytes:
+    size = (value + (value < 0)).bit_length() // 8 + 1
+    return encode(INTEGER, value.to_bytes(size, "big", signed=True))
+
+
+def encode_oid(dotted: str) -> bytes:
+    arcs = [int(arc) for arc in dotted.split(".")]
+    if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] >= 40):
+        raise DerError(f"{dotted}: not an OBJECT IDENTIFIER")
+    body = bytearray()
+    for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        body.extend(reversed(chunk))
+    return encode(OID, bytes(body))
+
+
+def encode_set_of(elements: list[bytes], tag: int = SET) -> bytes:
+    """A SET OF in DER order (the encodings sorted)."""
+    return encode(tag, b"".join(sorted(elements)))
+
+
+def encode_utc_time(when: dt.datetime) -> bytes:
+    """UTCTime YYMMDDHHMMSSZ (1950 to 2049)."""
+    when = when.astimezone(dt.UTC)
+    if not 1950 <= when.year < 2050:
+        raise DerError(f"{when.year}: outside UTCTime")
+    return encode(UTC_TIME, when.strftime("%y%m%d%H%M%SZ").encode("ascii"))

@@ -159,7 +159,7 @@ class PledgeAttempt:
     def connected(self, registrar_cert: x509.Certificate | None,
                   chain: Sequence[x509.Certificate] = (), *, now: dt.datetime) -> Action:
         """TLS is up (provisionally); build and send the signed voucher-request."""
-        from .. import cms  # asn1crypto: 2.5 MB, only while enrolling
+        from .. import cms  # the BRSKI work: only while enrolling
         if self.state is not State.CONNECTING:
             return self._fail(f"connected() in state {self.state.value}")
         if registrar_cert is None:

@@ -54,7 +54,7 @@ def _b64(data: bytes) -> bytes:
 async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str | None = None,
                    io_timeout: float = IO_TIMEOUT) -> x509.Certificate:
     """Renew the stored LDevID at the EST server `locator`; returns the new certificate."""
-    from .. import cms, csr  # asn1crypto: 2.5 MB, only while renewing (the LDevID's life is long)
+    from .. import cms, csr  # only while renewing (in renewal_process.py's short-lived process)
     current = load_identity(stored.cert_path, stored.key_path)
     if current is None:
         raise RenewalError(f"no usable LDevID at {stored.cert_path}")

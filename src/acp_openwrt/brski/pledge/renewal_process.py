@@ -1,12 +1,12 @@
 """An LDevID renewal in a short-lived process, so the enrolled acpd stays without its imports.
 
-A renewal (renewal.py: EST over TLS, a fresh key and CSR, CMS) imports ssl with OpenSSL,
-cryptography and asn1crypto: about 16 MB of RSS that an acpd keeps for good once they are in,
-while it renews once every few months (issue 19: an enrolled node's steady state holds none of
-them). `reenroll` here has renewal.reenroll's signature and outcome but runs `main` in a new
-Python, which renews at the EST server given (in the namespace given) and stores the new
-identity, then exits; acpd's BRSKI part then publishes IdentityChanged as before. The pattern
-is the pledge's IDevID check (idevid_check.py).
+A renewal (renewal.py: EST over TLS, a fresh key and CSR, CMS) imports ssl with OpenSSL and
+cryptography: over 10 MB of RSS that an acpd keeps for good once they are in, while it renews
+once every few months (issue 19: an enrolled node's steady state holds none of them).
+`reenroll` here has renewal.reenroll's signature and outcome but runs `main` in a new Python,
+which renews at the EST server given (in the namespace given) and stores the new identity,
+then exits; acpd's BRSKI part then publishes IdentityChanged as before. The pattern is the
+pledge's IDevID check (idevid_check.py).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from .plan import RenewalError
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # src/, above acp_openwrt/
 EXIT_REFUSED = 1
 IO_TIMEOUT = 10.0  # client.py's, per exchange
-# A slow router's Python importing ssl, cryptography and asn1crypto, then TLS, key and CSR.
+# A slow router's Python importing ssl and cryptography, then TLS, a new key and the CSR.
 RENEWAL_TIMEOUT = 180.0
 CHILD = ("import sys; sys.path.append(sys.argv[1]); "
          "from acp_openwrt.brski.pledge.renewal_process import main; sys.exit(main(sys.argv[2:]))")
