@@ -15,7 +15,8 @@ It also spares acpd the imports pyroute2 makes for what acpd never or seldom doe
 (1.8 MB; 0.9's netlink.rtnl.iprsocket makes one `unittest.mock.Mock()` at import, the dummy
 message queue of its synchronous IPRSocket; 0.7's lab module wants mock for its mock mode), ssl
 (netlink.rtnl.probe_msg, for its TLS probe; acpd imports ssl only for BRSKI work,
-asyncio_lean.py), shutil (the ping probe), multiprocessing (its fork-based NetNS) and ctypes.util
+asyncio_lean.py), shutil (the ping probe), multiprocessing (its fork-based NetNS), the traffic
+control messages (tcmsg and its 40 plugin modules: IPRoute.tc()) and ctypes.util
 (0.9 MB with the tempfile, shutil, bz2 and lzma it imports; netns finds libc with it when it
 first makes or removes a namespace). While such a module
 executes, the module it imports is a stand-in in sys.modules (stand_ins.py) that imports the
@@ -44,6 +45,11 @@ STAND_INS = {"pyroute2.netlink.rtnl.iprsocket": ("unittest",),  # 0.9
              # ChildProcess, which acpd does not use (netns.py works in threads)
              "pyroute2.config": ("multiprocessing",),
              "pyroute2.process": ("multiprocessing",),
+             # traffic control (IPRoute.tc(); 40 modules, 0.6 MB): its message class stays in
+             # the rtnl marshal's map and its plugins in the request filters, both lazy
+             "pyroute2.iproute.linux": ("pyroute2.netlink.rtnl.tcmsg",),
+             "pyroute2.netlink.rtnl.marshal": ("pyroute2.netlink.rtnl.tcmsg",),
+             "pyroute2.requests.tc": ("pyroute2.netlink.rtnl.tcmsg",),
              # find_library('c') when a namespace is made or removed: tempfile, shutil, bz2...
              "pyroute2.netns": ("ctypes.util",)}
 # Names the stand-in resolves without the full package: where each lives on Linux.

@@ -36,6 +36,10 @@ FUNCTIONS = {"email.utils": ("parseaddr",),
              # pyroute2's config keeps these as its MpPipe, MpQueue, MpProcess (for its
              # fork-based NetNS, which acpd does not use: netns.py)
              "multiprocessing": ("Pipe", "Queue", "Process")}
+# Values a module takes from a stood-in module by name and only calls, indexes or iterates
+# later (pyroute2 keeps tcmsg, its traffic-control message class, in its rtnl marshal's map
+# and its plugins dict for IPRoute.tc(), which acpd never calls): a LazyValue.
+VALUES = {"pyroute2.netlink.rtnl.tcmsg": ("tcmsg", "plugins")}
 
 
 class LazyModule(types.ModuleType):
@@ -64,6 +68,35 @@ def _lazy_function(module: LazyModule, name: str) -> Any:
         return getattr(module._real(), name)(*args, **kwargs)
     call.__name__ = call.__qualname__ = name
     return call
+
+
+class LazyValue:
+    """`name` of a lazy module, imported when first called, indexed, iterated or read."""
+
+    def __init__(self, module: LazyModule, name: str) -> None:
+        self.__dict__["_where"] = (module, name)
+
+    def _real(self) -> Any:
+        module, name = self.__dict__["_where"]
+        return getattr(module._real(), name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._real()(*args, **kwargs)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._real()[key]
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._real()
+
+    def __iter__(self) -> Any:
+        return iter(self._real())
+
+    def __len__(self) -> int:
+        return len(self._real())
 
 
 class LazyMock:
@@ -99,6 +132,8 @@ def stand_in(name: str) -> types.ModuleType:
     lazy = LazyModule(name)
     for function in FUNCTIONS.get(name, ()):
         setattr(lazy, function, _lazy_function(lazy, function))
+    for value in VALUES.get(name, ()):
+        setattr(lazy, value, LazyValue(lazy, value))
     return lazy
 
 

@@ -77,11 +77,11 @@ PROBE = textwrap.dedent("""
 # ctypes.util (pyroute2's netns: find_library) tempfile, shutil, bz2, lzma; email.utils
 # (cryptography: only to check a new RFC822Name) email's charset and quoting modules; shutil
 # (pyroute2's ping probe, rpl/unstrung.py's external mode) bz2 and lzma; multiprocessing and
-# pickle (pyroute2's fork-based NetNS).
+# pickle (pyroute2's fork-based NetNS); pyroute2's traffic-control messages (IPRoute.tc()).
 RARE = ("ssl", "_ssl", "unittest", "asn1crypto", "hashlib", "_hashlib", "hmac",
         "acp_openwrt.control.api", "importlib.abc", "importlib.resources", "zipfile", "difflib",
         "ctypes.util", "tempfile", "email.utils", "shutil", "bz2", "lzma", "multiprocessing",
-        "pickle",
+        "pickle", "pyroute2.netlink.rtnl.tcmsg",
         "acp_openwrt.brski.tls",
         "acp_openwrt.brski.cms", "acp_openwrt.brski.csr", "acp_openwrt.brski.voucher",
         "acp_openwrt.brski.pledge.client", "acp_openwrt.brski.pledge.core",
