@@ -102,7 +102,8 @@ def _appendix_c() -> ModuleType:
 def test_damaged_objects_same_verdicts_never_more_lenient(name: str) -> None:
     """RFC 8995 Appendix C's objects (another implementation's bytes), each damaged 1500
     times: where asn1crypto refused, cms.py refuses too, except where asn1crypto knew no OID
-    it wanted to decode (a certificate's key algorithm, say): that is not bad DER."""
+    it wanted to decode (a certificate's key algorithm, say) or took only IA5String for a dc:
+    neither is bad DER."""
     data = getattr(_appendix_c(), name)
     for end in range(0, len(data), 7):
         with pytest.raises(cms.CmsError):
@@ -113,7 +114,9 @@ def test_damaged_objects_same_verdicts_never_more_lenient(name: str) -> None:
         damaged[rng.randrange(len(damaged))] = rng.randrange(256)
         mine, theirs = (_verdict(m, bytes(damaged), []) for m in (cms, OLD))
         if mine == "accepted" and theirs != "accepted":
-            assert "KeyError" in theirs, theirs
+            # asn1crypto knew no OID it wanted to decode, or wanted an IA5String where another
+            # string type came (a dc: cryptography takes those too)
+            assert "KeyError" in theirs or "DNSName - tag should have been 22" in theirs, theirs
 
 
 def test_damaged_lab_objects_are_refused_cleanly(signers: dict) -> None:

@@ -58,9 +58,10 @@ OTHER_KEYS = {"1.3.101.112": "Ed25519PublicKey", "1.3.101.113": "Ed448PublicKey"
               "1.2.840.10040.4.1": "DSAPublicKey", "1.3.101.110": "X25519PublicKey",
               "1.3.101.111": "X448PublicKey"}
 
-# attributes whose values are IA5String by definition (RFC 4519 dc, PKCS #9 emailAddress)
 UNIQUE_IDENTIFIER = "2.5.4.45"  # x500UniqueIdentifier: the one X.520 attribute no string
-_IA5_ATTRIBUTES = frozenset({"0.9.2342.19200300.100.1.25", "1.2.840.113549.1.9.1"})
+# Attributes whose values are strings (X.520's, RFC 4519's dc, PKCS #9's emailAddress): any of
+# the string types is taken (cryptography takes a UTF8String dc too), another tag is not.
+_STRING_ATTRIBUTES = frozenset({"0.9.2342.19200300.100.1.25", "1.2.840.113549.1.9.1"})
 # cryptography's rfc4514_string names (others are written as the dotted OID)
 _SHORT_NAMES = {"2.5.4.3": "CN", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.10": "O",
                 "2.5.4.11": "OU", "2.5.4.6": "C", "2.5.4.9": "STREET",
@@ -104,10 +105,8 @@ class Name:
                     raise der.DerError(f"{what}: attribute value of tag 0x{value_el.tag:02x}")
                 der.check(value_el, what)
                 kind = der.oid(oid_el, what)
-                if kind in _IA5_ATTRIBUTES and value_el.tag != der.IA5_STRING:
-                    raise der.DerError(f"{what}: {kind} is not an IA5String")
-                if kind.startswith("2.5.4.") and kind != UNIQUE_IDENTIFIER and \
-                        value_el.tag not in der.STRING_TAGS:
+                if (kind in _STRING_ATTRIBUTES or kind.startswith("2.5.4.")) and \
+                        kind != UNIQUE_IDENTIFIER and value_el.tag not in der.STRING_TAGS:
                     raise der.DerError(f"{what}: {kind} is not a string")
                 value: str | bytes = value_el.raw  # not a string type: kept as DER
                 if value_el.tag in der.STRING_TAGS:
