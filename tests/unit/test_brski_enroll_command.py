@@ -249,3 +249,37 @@ def test_an_unusable_idevid_found_by_the_check_ends_pledging(tmp_path: Path,
         assert svc.attempts == 0
         await svc.stop()
     asyncio.run(scenario())
+
+
+def test_no_idevid_check_when_a_proxy_is_already_heard(tmp_path: Path, monkeypatch) -> None:
+    """A proxy heard before the part starts (the solicitation's answer comes fast): the attempt
+    starts at once and loads the IDevID itself, so no check child is started to be killed."""
+    from acp_openwrt.brski.pledge import part as pledge_part
+    from acp_openwrt.brski.pledge.core import Refused
+    checks: list[str] = []
+
+    async def check(*_args) -> None:
+        checks.append("started")
+
+    class FakeClient:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        async def attempt(self, locator: Locator):
+            return Refused("not yet")
+
+    monkeypatch.setattr(pledge_part, "idevid_problem", check)
+    monkeypatch.setattr(pledge_part, "load_pledge_identity", lambda *args: object())
+    monkeypatch.setattr(pledge_part, "PledgeClient", FakeClient)
+    svc = service(tmp_path)
+
+    async def scenario() -> None:
+        svc.ctx.bus.publish(ProxyHeard("fe80::1", 4000, "eth0"))
+        await svc.start()
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            if svc.attempts:
+                break
+        assert svc.attempts == 1 and checks == []
+        await svc.stop()
+    asyncio.run(scenario())

@@ -37,3 +37,41 @@ def test_a_missing_file_is_refused_as_loading_it_would(tmp_path: Path) -> None:
     with pytest.raises((ValueError, OSError)) as raised:
         load_pledge_identity(missing, missing, missing)
     assert asyncio.run(idevid_problem(missing, missing, missing)) == str(raised.value)
+
+
+def test_the_check_runs_niced_and_is_killed_when_no_longer_needed(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """Background work: the child lowers its priority first (a neighbour's BRSKI exchange may
+    wait for the same CPU); cancelled (an attempt loaded the IDevID itself), it is killed."""
+    import os
+
+    from acp_openwrt.brski.pledge import idevid_check
+    fifo = tmp_path / "idevid.pem"
+    os.mkfifo(fifo)  # the child blocks reading it: time to look at it
+    spawned: list = []
+    real_exec = asyncio.create_subprocess_exec
+
+    async def spawn(*args, **kwargs):
+        proc = await real_exec(*args, **kwargs)
+        spawned.append(proc)
+        return proc
+
+    monkeypatch.setattr(idevid_check.asyncio, "create_subprocess_exec", spawn)
+
+    def nice_of(pid: int) -> int:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[16])  # field 19: nice
+
+    async def scenario() -> None:
+        task = asyncio.create_task(idevid_problem(fifo, fifo, fifo))
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if spawned and nice_of(spawned[0].pid) == os.nice(0) + idevid_check.NICE:
+                break
+        assert spawned and nice_of(spawned[0].pid) == os.nice(0) + idevid_check.NICE
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await asyncio.wait_for(spawned[0].wait(), 5) != 0  # killed
+
+    asyncio.run(scenario())

@@ -18,9 +18,12 @@ from pathlib import Path
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # src/, above acp_openwrt/
 EXIT_UNUSABLE = 1
 CHECK_TIMEOUT = 60.0  # a slow router's Python importing cryptography: seconds, not minutes
-# The child finds this package where acpd found it (after everything else on its path).
-CHILD = ("import sys; sys.path.append(sys.argv[1]); "
-         "from acp_openwrt.brski.pledge.idevid_check import main; sys.exit(main(sys.argv[2:]))")
+NICE = 10  # the check is background work: acpd, charon and the node's neighbours go first
+# The child finds this package where acpd found it (after everything else on its path), and
+# lowers its priority before its imports (a Python start and cryptography: seconds of CPU on
+# a small box, while a neighbour's BRSKI exchange may be waiting for the same CPU).
+CHILD = ("import os, sys; os.nice(int(sys.argv[2])); sys.path.append(sys.argv[1]); "
+         "from acp_openwrt.brski.pledge.idevid_check import main; sys.exit(main(sys.argv[3:]))")
 
 
 async def idevid_problem(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],
@@ -28,8 +31,8 @@ async def idevid_problem(cert_path: str | os.PathLike[str], key_path: str | os.P
     """Why the IDevID cannot be used (load_pledge_identity's ValueError or OSError text), or
     None when it loads."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, PACKAGE_ROOT, os.fspath(cert_path), os.fspath(key_path),
-        os.fspath(anchors_path), stdin=asyncio.subprocess.DEVNULL,
+        sys.executable, "-c", CHILD, PACKAGE_ROOT, str(NICE), os.fspath(cert_path),
+        os.fspath(key_path), os.fspath(anchors_path), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), CHECK_TIMEOUT)

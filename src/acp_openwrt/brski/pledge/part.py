@@ -202,7 +202,9 @@ class PledgePart(Part):
         self._enrolled = loop.create_future()
         self._timer = CoreTimer(self.book, self._execute, name="pledge")
         self._timer.rearm()
-        self._check = loop.create_task(self._check_idevid(), name="IDevID check")
+        due = self.book.next_timer()
+        if due is None or due > loop.time():   # no attempt at once: check meanwhile
+            self._check = loop.create_task(self._check_idevid(), name="IDevID check")
         try:
             return await self._enrolled
         finally:
