@@ -51,7 +51,9 @@ STAND_INS = {"pyroute2.netlink.rtnl.iprsocket": ("unittest",),  # 0.9
              "pyroute2.netlink.rtnl.marshal": ("pyroute2.netlink.rtnl.tcmsg",),
              "pyroute2.requests.tc": ("pyroute2.netlink.rtnl.tcmsg",),
              # find_library('c') when a namespace is made or removed: tempfile, shutil, bz2...
-             "pyroute2.netns": ("ctypes.util",)}
+             # and (0.7) pickle, for the forked child that makes a namespace: acp's netns.py
+             # makes them in a thread
+             "pyroute2.netns": ("ctypes.util", "pickle")}
 # Names the stand-in resolves without the full package: where each lives on Linux.
 LAZY_NAMES = {name: "pyroute2.iproute.linux"
               for name in ("IPRoute", "AsyncIPRoute", "RawIPRoute", "ChaoticIPRoute", "IPBatch",
