@@ -271,8 +271,8 @@ def encode_set_of(elements: list[bytes], tag: int = SET) -> bytes:
 
 
 def encode_utc_time(when: dt.datetime) -> bytes:
-    """UTCTime YYMMDDHHMMSSZ (1950 to 2049)."""
-    when = when.astimezone(dt.UTC)
+    """UTCTime YYMMDDHHMMSSZ (1950 to 2049); a naive datetime is taken as UTC."""
+    when = when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
     if not 1950 <= when.year < 2050:
         raise DerError(f"{when.year}: outside UTCTime")
     return encode(UTC_TIME, when.strftime("%y%m%d%H%M%SZ").encode("ascii"))
