@@ -393,3 +393,18 @@ def test_crls_read_as_cryptography_reads_them(pki: list) -> None:
     for end in range(len(data)):
         with pytest.raises(CrlError):
             Crl(data[:end])
+
+
+def test_rsa_keys_that_would_cost_seconds_are_not_used() -> None:
+    """OpenSSL's limits: a modulus over 16384 bits, or over 3072 bits with an exponent over 64
+    bits, is refused before any arithmetic (the check runs on acpd's loop)."""
+    from acp_openwrt.identity.cert_reader import PublicKey
+    oid = "1.2.840.113549.1.1.11"
+    huge = PublicKey("1.2.840.113549.1.1.1", b"", "rsa", 16385, n=(1 << 16384) + 1, e=65537)
+    wide = PublicKey("1.2.840.113549.1.1.1", b"", "rsa", 4096, n=(1 << 4095) + 1, e=(1 << 65) + 1)
+    even = PublicKey("1.2.840.113549.1.1.1", b"", "rsa", 2048, n=(1 << 2047) + 1, e=65536)
+    for key, error in ((huge, signature.UnsupportedSignature),
+                       (wide, signature.UnsupportedSignature),
+                       (even, signature.InvalidSignature)):
+        with pytest.raises(error):
+            signature.verify(b"x", oid, None, b"\x01" * ((key.n.bit_length() + 7) // 8), key)

@@ -108,8 +108,20 @@ _DIGEST_INFO = {
 }
 
 
+MAX_RSA_BITS = 16384       # OpenSSL's limits, which cryptography applied before: a peer's
+SMALL_RSA_BITS = 3072      # certificate must not make acpd's loop spend seconds on one
+MAX_LARGE_EXPONENT_BITS = 64  # modular exponentiation
+
+
 def _rsa_open(signature: bytes, key: PublicKey) -> bytes:
-    size = (key.n.bit_length() + 7) // 8
+    bits = key.n.bit_length()
+    if bits > MAX_RSA_BITS:
+        raise UnsupportedSignature(f"RSA key of {bits} bits (at most {MAX_RSA_BITS})")
+    if bits > SMALL_RSA_BITS and key.e.bit_length() > MAX_LARGE_EXPONENT_BITS:
+        raise UnsupportedSignature("RSA key with a public exponent over 64 bits")
+    if key.e < 3 or not key.e & 1:
+        raise InvalidSignature("RSA public exponent is not odd and at least 3")
+    size = (bits + 7) // 8
     if len(signature) != size:
         raise InvalidSignature(f"RSA signature of {len(signature)} bytes, key of {size}")
     s = int.from_bytes(signature, "big")
