@@ -206,3 +206,27 @@ def test_the_period_comes_from_the_config(tmp_path: Path) -> None:
     disc = DiscoveryPart(NodeContext(config, EventBus(), ControlServer(config.control_socket)))
     assert disc.interval == 2.0 and disc.ttl_ms == 7000
     assert disc.table.limits.max_ttl_s == 7.0 and disc.table.limits.confirm_span_s == 1.6
+
+
+def test_newcomers_are_answered_more_often_on_a_link_under_pressure(
+        discovery, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a second on a quiet link; five times a second while spoofed newcomers evict each
+    other (most floods are lost on such a link: a real newcomer needs more chances)."""
+    from acp_openwrt.discovery import part as part_module
+    disc, _ = discovery
+    clock = [1000.0]
+    monkeypatch.setattr(part_module, "_now", lambda: clock[0])
+    answers: list[tuple[str, float]] = []
+    monkeypatch.setattr(disc, "_flood", lambda ifname: answers.append((ifname, clock[0])))
+    for n in range(1, 16):   # eth1: 5 newcomers a second for 3 s, room for all of them
+        disc._heard(heard(f"fe80::b:{n:x}", ifname="eth1"))
+        clock[0] += 0.2
+    quiet = [t for link, t in answers if link == "eth1"]
+    assert len(quiet) == 3, quiet
+    for n in range(1, 51):   # eth0: 10 a second for 5 s; 16 fill it, then every one evicts
+        disc._heard(heard(f"fe80::a:{n:x}", ttl_ms=0))
+        clock[0] += 0.1
+    pressed = [t for link, t in answers if link == "eth0"]
+    assert len(pressed) >= 2 + 16, pressed   # 2 while it filled (1.6 s), 5 a second after
+    gaps = [b - a for a, b in zip(pressed, pressed[1:], strict=False)]
+    assert min(gaps) >= 0.2 - 1e-9
