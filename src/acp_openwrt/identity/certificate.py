@@ -26,37 +26,20 @@ from .cert_name import (  # noqa: F401 (re-exported: the BRSKI work's names for 
     decode_acp_node_name_value,
     find_acp_node_name,
 )
-from .cert_reader import CertificateError
+from .cert_reader import MAX_CERTIFICATE_BYTES, CertificateError, read_source  # noqa: F401
 from .node_name import NodeNameError, parse_acp_node_name
 
 ID_ON_ACP_NODE_NAME = ObjectIdentifier("1.3.6.1.5.5.7.8.10")
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256
-MAX_CERTIFICATE_BYTES = 1 << 20
-
 _PEM_MARKER = b"-----BEGIN CERTIFICATE-----"
 
 
 # --- loading ---------------------------------------------------------------------------------
 
-def _read_source(source: bytes | str | os.PathLike[str]) -> bytes:
-    """bytes are certificate data; str and path-like objects name a file."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return bytes(source)
-    try:
-        with open(source, "rb") as handle:
-            data = handle.read(MAX_CERTIFICATE_BYTES + 1)
-    except OSError as exc:
-        raise CertificateError(f"cannot read certificate file {os.fspath(source)}: "
-                               f"{exc.strerror or exc}") from None
-    if len(data) > MAX_CERTIFICATE_BYTES:
-        raise CertificateError(f"certificate file {os.fspath(source)} is larger than 1 MiB")
-    return data
-
-
 def load_certificates(source: bytes | str | os.PathLike[str]) -> list[x509.Certificate]:
     """All certificates in PEM (one or more blocks) or DER (one) data or file."""
-    data = _read_source(source)
+    data = read_source(source)
     what = "certificate data" if isinstance(source, (bytes, bytearray, memoryview)) \
         else f"certificate file {os.fspath(source)}"
     if not data.strip():
