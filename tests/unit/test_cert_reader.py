@@ -408,3 +408,21 @@ def test_rsa_keys_that_would_cost_seconds_are_not_used() -> None:
                        (even, signature.InvalidSignature)):
         with pytest.raises(error):
             signature.verify(b"x", oid, None, b"\x01" * ((key.n.bit_length() + 7) // 8), key)
+
+
+def test_names_compare_as_cryptography_compares_them() -> None:
+    from cryptography.x509.oid import NameOID
+
+    from acp_openwrt.identity.cert_reader import Name
+    utf8 = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ACP CA")])
+    printable = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ACP CA",
+                                              x509.name._ASN1Type.PrintableString)])
+    other = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ACP CB")])
+
+    def mine(name: x509.Name) -> Name:
+        return Name(der.parse(name.public_bytes(), "name"), "name")
+
+    assert utf8.public_bytes() != printable.public_bytes()
+    assert (mine(utf8) == mine(printable)) == (utf8 == printable)
+    assert (mine(utf8) == mine(other)) == (utf8 == other)
+    assert hash(mine(utf8)) == hash(mine(printable))

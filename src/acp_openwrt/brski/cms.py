@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from ..identity import der
-from ..identity.cert_reader import SUBJECT_KEY_ID, as_certificate
+from ..identity.cert_reader import SUBJECT_KEY_ID, Name, as_certificate
 
 ID_DATA = "1.2.840.113549.1.7.1"
 ID_CT_ANIMA_JSON_VOUCHER = "1.2.840.113549.1.9.16.1.40"
@@ -210,9 +210,8 @@ class _SignerInfo:
         self.sid = fields[1]
         if self.sid.tag == der.SEQUENCE:
             issuer, serial = der.sequence(self.sid, "issuerAndSerialNumber", range(2, 3))
-            issuer.expect(der.SEQUENCE, "issuer")
-            self.issuer_serial: tuple[bytes, int] | None = (
-                issuer.raw, der.integer(serial, "serialNumber"))
+            self.issuer_serial: tuple[Name, int] | None = (
+                Name(issuer, "issuer"), der.integer(serial, "serialNumber"))
             self.key_id = b""
         elif self.sid.tag == der.context(0, False):
             self.issuer_serial, self.key_id = None, self.sid.value
@@ -280,8 +279,8 @@ def _matches(cert: x509.Certificate, info: _SignerInfo) -> bool:
         parsed = as_certificate(cert)
     except ValueError:
         return False
-    if info.issuer_serial is not None:
-        return info.issuer_serial == (parsed.issuer.der, parsed.serial_number)
+    if info.issuer_serial is not None:  # names compared as the certificate reader does
+        return info.issuer_serial == (parsed.issuer, parsed.serial_number)
     extension = parsed.extension(SUBJECT_KEY_ID)
     if extension is None:
         return False

@@ -87,7 +87,7 @@ def _escape(value: str) -> str:
 
 
 class Name:
-    """A distinguished name: its DER (compared as is: issuer/subject chaining) and attributes."""
+    """A distinguished name: its DER and its attributes (oid, text, or DER for a non-string)."""
 
     __slots__ = ("der", "rdns")
 
@@ -119,10 +119,12 @@ class Name:
         return self.der
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Name) and other.der == self.der
+        """The same attributes in the same order, whatever string types carry them (as
+        cryptography compares names: issuer/subject chaining, a CRL's issuer)."""
+        return isinstance(other, Name) and other.rdns == self.rdns
 
     def __hash__(self) -> int:
-        return hash(self.der)
+        return hash(self.rdns)
 
     def values(self, oid: str) -> list[str | bytes]:
         return [value for rdn in self.rdns for kind, value in rdn if kind == oid]
