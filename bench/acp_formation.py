@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -198,6 +199,9 @@ class Formation:
             result["memory"] = {n: node_memory(lab.nodes[n].proc.pid, table) for n in self.names}
         except BaseException:
             print(lab.logs()[-6000:], file=sys.stderr)
+            if self.logs is not None:  # every node's log, for what the tail above leaves out
+                with contextlib.suppress(Exception):
+                    lab.keep_logs(self.logs, self.label, self.names)
             raise
         finally:
             for prober in self.probers.values():
