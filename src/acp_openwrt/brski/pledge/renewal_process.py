@@ -20,12 +20,14 @@ from .locator import Locator
 from .plan import RenewalError
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # src/, above acp_openwrt/
-EXIT_REFUSED = 1
+EXIT_REFUSED = 3  # (1 is what Python exits with on an uncaught exception: a crash)
 IO_TIMEOUT = 10.0  # client.py's, per exchange
 # A slow router's Python importing ssl and cryptography, then TLS, a new key and the CSR.
 RENEWAL_TIMEOUT = 180.0
-CHILD = ("import sys; sys.path.append(sys.argv[1]); "
-         "from acp_openwrt.brski.pledge.renewal_process import main; sys.exit(main(sys.argv[2:]))")
+NICE = 10  # background work, as the IDevID check: acpd, charon and the neighbours go first
+# The child finds this package where acpd found it and lowers its priority before its imports.
+CHILD = ("import os, sys; os.nice(int(sys.argv[2])); sys.path.append(sys.argv[1]); "
+         "from acp_openwrt.brski.pledge.renewal_process import main; sys.exit(main(sys.argv[3:]))")
 
 
 async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str | None = None,
@@ -33,7 +35,7 @@ async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str |
     """Renew the stored LDevID at the EST server `locator`, in a new process; RenewalError
     with the renewal's own one-line reason when it did not."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, PACKAGE_ROOT, locator.address, str(locator.port),
+        sys.executable, "-c", CHILD, PACKAGE_ROOT, str(NICE), locator.address, str(locator.port),
         locator.ifname or "", namespace or "", os.fspath(stored.cert_path),
         os.fspath(stored.key_path), os.fspath(stored.trust_anchors_path), str(io_timeout),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -44,6 +46,11 @@ async def reenroll(locator: Locator, stored: StoredIdentity, *, namespace: str |
         proc.kill()
         await proc.wait()
         raise RenewalError(f"renewal took longer than {within:.0f} s") from None
+    except asyncio.CancelledError:  # acpd stopping: no renewal goes on without it (a switch
+        if proc.returncode is None:  # cut short is finished or undone at the next start)
+            proc.kill()
+            await proc.wait()
+        raise
     if proc.returncode == 0:
         return
     if proc.returncode == EXIT_REFUSED:
