@@ -12,8 +12,7 @@ import pytest
 from acp_openwrt.channels.strongswan_conf import DEFAULT_PLUGINS
 
 ROOT = Path(__file__).resolve().parents[2]
-FEED_PACKAGES = {"net/acp": "acp", "lang/python/python-asn1crypto": "python3-asn1crypto",
-                 "lang/python/python-cbor2": "python3-cbor2",
+FEED_PACKAGES = {"net/acp": "acp", "lang/python/python-cbor2": "python3-cbor2",
                  "lang/python/python-vici": "python3-vici", "luci/luci-app-acp": "luci-app-acp"}
 # the feed's own PyPI recipes: directory -> PyPI name (lang/python/python-<pypi>)
 PYPI_RECIPES = {d: d.rsplit("/", 1)[1].removeprefix("python-") for d in FEED_PACKAGES
