@@ -145,6 +145,8 @@ class DiscoveryStatus(TypedDict):
     own_floods_ignored: int
     unusable_floods: int
     announcing_proxy: list[Any]
+    # DULL M_DISCOVERY for AN_Proxy: ours sent (as a pledge), and others' answered (as a proxy)
+    proxy_solicitations: dict[str, int]
     table_full_drops: int
     drops: dict[str, int]
     held: HeldStatus
