@@ -4,54 +4,31 @@ Not a test module (no test_ prefix); loaded by path."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from asn1crypto import algos, cms, core, parser
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-ID_DATA = "1.2.840.113549.1.7.1"
-ID_CT_ANIMA_JSON_VOUCHER = "1.2.840.113549.1.9.16.1.40"
-ACCEPTED_CONTENT_TYPES = (ID_CT_ANIMA_JSON_VOUCHER, ID_DATA)
-MAX_CMS_BYTES = 256 * 1024
-MAX_CERTIFICATES = 16
-
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
-
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
-_HASHLIB = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
-
-
-class CmsError(ValueError):
-    """A CMS object that cannot be parsed, or whose signature does not verify."""
-
-
-@dataclass(frozen=True)
-class SignedContent:
-    """What a verified SignedData carried: the content, who signed it, the certificates."""
-
-    content: bytes
-    content_type: str
-    signer: x509.Certificate
-    certificates: tuple[x509.Certificate, ...]
-    signing_time: dt.datetime | None
-
-
-def _hash_name(key: PrivateKey) -> str:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return {384: "sha384", 521: "sha512"}.get(key.curve.key_size, "sha256")
-    return "sha256"
-
-
-def _der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.DER)
+# What did not change (names, limits, the result type, the errors) is the module's own.
+from acp_openwrt.brski.cms import (
+    _HASHES,
+    _HASHLIB,
+    ACCEPTED_CONTENT_TYPES,
+    ID_CT_ANIMA_JSON_VOUCHER,
+    ID_DATA,
+    MAX_CERTIFICATES,
+    MAX_CMS_BYTES,
+    CmsError,
+    PrivateKey,
+    SignedContent,
+    _der,
+    _hash_name,
+)
 
 
 def sign(content: bytes, signer: x509.Certificate, key: PrivateKey, *,

@@ -182,13 +182,30 @@ def test_a_pledge_loads_the_brski_work_ahead_when_an_acp_node_is_next_to_it(
     asyncio.run(scenario())
 
 
+def refusing_pledge(monkeypatch, check, tried: list[Locator]) -> None:
+    """The pledge part's IDevID check replaced by `check`, its client by one that records
+    each locator it is sent to and is refused there."""
+    from acp_openwrt.brski.pledge import part as pledge_part
+    from acp_openwrt.brski.pledge.core import Refused
+
+    class FakeClient:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        async def attempt(self, locator: Locator):
+            tried.append(locator)
+            return Refused("not yet")
+
+    monkeypatch.setattr(pledge_part, "idevid_problem", check)
+    monkeypatch.setattr(pledge_part, "load_pledge_identity", lambda *args: object())
+    monkeypatch.setattr(pledge_part, "PledgeClient", FakeClient)
+
+
 def test_the_idevid_check_runs_beside_pledging_and_the_first_attempt_ends_it(
         tmp_path: Path, monkeypatch) -> None:
     """A proxy heard while the IDevID check (a child process, seconds on a slow box) still
     runs is tried at once; loading the IDevID for that attempt gives the same verdict, so the
     check is cancelled."""
-    from acp_openwrt.brski.pledge import part as pledge_part
-    from acp_openwrt.brski.pledge.core import Refused
     checking: list[str] = []
     tried: list[Locator] = []
 
@@ -200,17 +217,7 @@ def test_the_idevid_check_runs_beside_pledging_and_the_first_attempt_ends_it(
             checking.append("cancelled")
             raise
 
-    class FakeClient:
-        def __init__(self, *args, **kwargs) -> None:
-            pass
-
-        async def attempt(self, locator: Locator):
-            tried.append(locator)
-            return Refused("not yet")
-
-    monkeypatch.setattr(pledge_part, "idevid_problem", slow_check)
-    monkeypatch.setattr(pledge_part, "load_pledge_identity", lambda *args: object())
-    monkeypatch.setattr(pledge_part, "PledgeClient", FakeClient)
+    refusing_pledge(monkeypatch, slow_check, tried)
     svc = service(tmp_path)
 
     async def scenario() -> None:
@@ -254,23 +261,12 @@ def test_an_unusable_idevid_found_by_the_check_ends_pledging(tmp_path: Path,
 def test_no_idevid_check_when_a_proxy_is_already_heard(tmp_path: Path, monkeypatch) -> None:
     """A proxy heard before the part starts (the solicitation's answer comes fast): the attempt
     starts at once and loads the IDevID itself, so no check child is started to be killed."""
-    from acp_openwrt.brski.pledge import part as pledge_part
-    from acp_openwrt.brski.pledge.core import Refused
     checks: list[str] = []
 
     async def check(*_args) -> None:
         checks.append("started")
 
-    class FakeClient:
-        def __init__(self, *args, **kwargs) -> None:
-            pass
-
-        async def attempt(self, locator: Locator):
-            return Refused("not yet")
-
-    monkeypatch.setattr(pledge_part, "idevid_problem", check)
-    monkeypatch.setattr(pledge_part, "load_pledge_identity", lambda *args: object())
-    monkeypatch.setattr(pledge_part, "PledgeClient", FakeClient)
+    refusing_pledge(monkeypatch, check, [])
     svc = service(tmp_path)
 
     async def scenario() -> None:
