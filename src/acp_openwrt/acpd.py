@@ -205,12 +205,34 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _check_registrar_id(config: Any) -> None:
+    """A registrar_id option that its allocations file would refuse at start (the addresses
+    already issued carry the stored one): a configuration error for --check as for acpd."""
+    if not config.registrar or config.registrar_id is None:
+        return
+    from .brski.registrar.allocation import (
+        AllocationError,
+        registrar_id_refusal,
+        stored_registrar_id,
+    )
+    from .brski.registrar.bootstrap import ALLOCATIONS_NAME
+    path = Path(config.registrar_dir) / ALLOCATIONS_NAME
+    try:
+        stored = stored_registrar_id(path)
+    except AllocationError as exc:
+        raise StartupError(f"registrar: allocations {exc}") from None
+    if stored is not None and stored != config.registrar_id:
+        why = registrar_id_refusal(path, stored, config.registrar_id)
+        raise StartupError(f"registrar: allocations {why}")
+
+
 def _check(config_path: Path | None) -> int:
     """--check: configuration and identity as JSON; 2 for a bad configuration, 3 for an
     unusable LDevID (expired, not yet valid, a key that is not its own), each problem also
     one line on stderr."""
     try:
         config, _ = load(config_path, finish_switch=False)
+        _check_registrar_id(config)
         identity, problems, pending = check_identity(config)
     except StartupError as exc:
         print(f"acpd: {exc}", file=sys.stderr)

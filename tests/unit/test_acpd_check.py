@@ -141,3 +141,30 @@ def test_unreadable_switch_marker_stops_check_and_start(tmp_path: Path, ca: Test
     assert rc == acpd.EXIT_CONFIG and "switch marker" in err and "unreadable" in err
     with pytest.raises(acpd.StartupError, match="unreadable"):
         acpd.load(config_file(tmp_path))
+
+
+def test_a_registrar_id_the_allocations_refuse_is_a_configuration_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """acpd's start would refuse it (the addresses issued so far carry the stored Registrar-ID):
+    --check says so with exit status 2, naming the file and the fix, and changes nothing."""
+    from acp_openwrt.brski.registrar.allocation import Allocator
+    registrar_dir = tmp_path / "registrar"
+    Allocator(registrar_dir / "allocations.db", domain="acp.example.com",
+              registrar_id=0x0A0B0C0D0E0F).close()
+    before = (registrar_dir / "allocations.db").read_bytes()
+    conf = config_file(tmp_path)
+
+    def with_option(registrar_id: str) -> int:
+        conf.write_text(config_file(tmp_path).read_text()
+                        + "\toption registrar '1'\n\toption registrar_domain 'acp.example.com'\n"
+                        + f"\toption registrar_dir '{registrar_dir}'\n"
+                        + f"\toption registrar_id '{registrar_id}'\n")
+        return acpd.main(["-c", str(conf), "--check"])
+
+    assert with_option("0a0b0c0d0e10") == acpd.EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "holds Registrar-ID 0a0b0c0d0e0f" in err and "0a0b0c0d0e10" in err
+    assert str(registrar_dir / "allocations.db") in err
+    assert with_option("0a0b0c0d0e0f") != acpd.EXIT_CONFIG   # the stored one: fine
+    capsys.readouterr()
+    assert (registrar_dir / "allocations.db").read_bytes() == before

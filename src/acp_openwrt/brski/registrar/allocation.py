@@ -46,6 +46,29 @@ class Allocation:
     new: bool  # False: the serial already had this allocation (renewal, retry)
 
 
+def registrar_id_refusal(path: Path, stored: int, wanted: int) -> str:
+    """Why `wanted` (the option) cannot replace the Registrar-ID `path` holds."""
+    return (f"{path} holds Registrar-ID {stored:012x}, the addresses issued so far carry it; "
+            f"refusing to switch to {wanted:012x} (set option registrar_id to {stored:012x} "
+            "or remove it)")
+
+
+def stored_registrar_id(path: Path) -> int | None:
+    """The Registrar-ID an allocations file holds, read without creating or changing anything
+    (`acpd --check`); None when there is no such file or it holds none yet."""
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'registrar_id'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise AllocationError(f"{path}: {exc}") from None
+    return int(row[0]) if row is not None else None
+
+
 class Allocator:
     """Allocations of one ACP domain (and routing subdomain), kept in the sqlite file `path`."""
 
@@ -76,10 +99,7 @@ class Allocator:
             if "registrar_id" in rows:
                 stored = int(rows["registrar_id"])
                 if registrar_id is not None and registrar_id != stored:
-                    raise AllocationError(
-                        f"{self.path} holds Registrar-ID {stored:012x}, the addresses issued so "
-                        f"far carry it; refusing to switch to {registrar_id:012x} (set option "
-                        f"registrar_id to {stored:012x} or remove it)")
+                    raise AllocationError(registrar_id_refusal(self.path, stored, registrar_id))
                 return stored
             chosen = registrar_id if registrar_id is not None else \
                 default_id if default_id is not None else secrets.randbits(REGISTRAR_ID_BITS)
