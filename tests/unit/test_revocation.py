@@ -665,3 +665,38 @@ def test_a_backup_carries_the_revocations(tmp_path) -> None:
     store = RevocationStore(tmp_path / "new" / "allocations.db")
     assert store.is_revoked(cert.serial_number) and store.name_revoked(allocation.acp_node_name)
     store.close()
+
+
+def test_a_peers_ca_is_kept_across_a_restart_and_checked_again(tmp_path: Path) -> None:
+    """Another registrar's sub-CA, learned from a verified peer, is written beside the CRL
+    file; a restarted node takes it back only if one of its anchors signed it (a look-alike
+    with the same name and another key, or a stranger's, is left out)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from acp_openwrt.identity.cert_reader import Certificate
+    from acp_openwrt.lab.pki import TestCA
+    root = TestCA.create(tmp_path / "root", domain="acp.example.com")
+    anchor = Certificate(root.certificate.public_bytes(Encoding.DER))
+    sub = root.issue_intermediate("r2")
+    look_alike = TestCA.create(tmp_path / "other", domain="acp.example.com").issue_intermediate(
+        "r2", common_name=sub.certificate.subject.rfc4514_string().removeprefix("CN="))
+    der = [c.certificate.public_bytes(Encoding.DER) for c in (sub, look_alike)]
+
+    config = AcpConfig(run_dir=tmp_path / "run", crl_file=tmp_path / "acp.crl")
+    ctx = NodeContext(config, EventBus(), ControlServer(tmp_path / "acpd.sock"))
+
+    async def first_run() -> None:
+        part = RevocationPart(ctx)
+        part.keeper.anchors = [anchor]
+        part.keeper.add_issuers(der)          # as if both had come from verified peers
+        await part._save_issuers()
+
+    async def second_run() -> list[str]:
+        part = RevocationPart(ctx)
+        part.keeper.anchors = [anchor]
+        await part._restore_issuers()
+        return [ca.der for ca in part.keeper.issuers]
+
+    asyncio.run(first_run())
+    assert (tmp_path / "acp.crl.issuers").read_bytes().count(b"BEGIN CERTIFICATE") == 2
+    assert asyncio.run(second_run()) == [der[0]]

@@ -149,7 +149,8 @@ def _with_label(label: str, problem: str | None) -> str | None:
     return f"{label}: {problem}" if problem else None
 
 
-def _signed_by(cert: Certificate, issuer: Certificate) -> str | None:
+def signature_problem(cert: Certificate, issuer: Certificate) -> str | None:
+    """Why `issuer` did not sign `cert` (its signature, checked), or None when it did."""
     try:
         signature.verify(cert.tbs_bytes, cert.signature_algorithm_oid,
                          cert.signature_parameters, cert.signature, issuer.public_key)
@@ -172,7 +173,7 @@ def _build_path(leaf: Certificate, intermediates: Sequence[Certificate],
         for anchor in anchors:
             if anchor.subject != current.issuer:
                 continue
-            problem = _signed_by(current, anchor) or _issuer_problem(
+            problem = signature_problem(current, anchor) or _issuer_problem(
                 anchor, "trust anchor", depth, now)
             if problem is None:
                 return path + [anchor]
@@ -184,7 +185,8 @@ def _build_path(leaf: Certificate, intermediates: Sequence[Certificate],
                 failures.append(f"more than {MAX_INTERMEDIATES} intermediate CAs needed")
                 continue
             label = f"intermediate CA {_label(ca)}"
-            problem = (_signed_by(current, ca) or _issuer_problem(ca, "intermediate CA", depth, now)
+            problem = (signature_problem(current, ca)
+                       or _issuer_problem(ca, "intermediate CA", depth, now)
                        or _with_label(label, signature_hash_problem(ca)))
             if problem:
                 failures.append(problem)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..identity.cert_reader import Certificate, as_certificate
+from ..identity.membership import signature_problem
 from .crl import Crl, CrlError, as_crl, crl_issuer, crl_number, load_crl, next_update, this_update
 
 DEFAULT_REFRESH = 300.0
@@ -94,6 +95,17 @@ class CrlKeeper:
                 self.issuers.append(ca)
                 added.append(ca)
         return added
+
+    def restore_issuers(self, cas: Iterable[Any]) -> list[Certificate]:
+        """The CAs of add_issuers as kept across a restart (the issuers file): each taken
+        again only if one of our anchors signed it, as a verified peer's chain showed before
+        (another registrar's sub-CA under our root); returns those taken."""
+        ok = []
+        for ca in (as_certificate(c) for c in cas):
+            if any(anchor.subject == ca.issuer and signature_problem(ca, anchor) is None
+                   for anchor in self.anchors):
+                ok.append(ca)
+        return self.add_issuers(ok)
 
     def add_urls(self, urls: Iterable[str], now: float) -> list[str]:
         """Distribution points to fetch from now on (fetched at once); returns the new ones."""

@@ -29,7 +29,7 @@ from ..brski.http import HttpConnection, HttpError
 from ..brski.store import write_atomic
 from ..core import CoreTimer
 from ..events import ChannelUp, CrlDistributionPointsSeen, RevocationUpdated
-from ..identity.cert_reader import Certificate, CertificateError, load_certificates
+from ..identity.cert_reader import Certificate, CertificateError, load_certificates, pem
 from ..node_context import NodeContext, Part
 from .crl import CRL_MEDIA_TYPE, CrlError, crl_pem, crl_urls, load_crls, split_url
 from .keeper import CrlKeeper, Fetch
@@ -102,6 +102,7 @@ class RevocationPart(Part):
             self.problem = "no LDevID"
             return
         self._load_identity()
+        await self._restore_issuers()
         if self.file is not None and self.file.exists():
             try:
                 data = await asyncio.get_running_loop().run_in_executor(None,
@@ -165,9 +166,12 @@ class RevocationPart(Part):
             cas = [Certificate(der) for der in event.cas]
         except ValueError:
             cas = []
-        for ca in self.keeper.add_issuers(cas):
+        added = self.keeper.add_issuers(cas)
+        for ca in added:
             LOG.info("revocation: CRLs signed by %s (a verified peer's CA) are taken too",
                      ca.subject.rfc4514_string())
+        if added:
+            self._spawn(self._save_issuers())
         for url in self.keeper.add_urls(event.urls, self._now()):
             LOG.info("revocation: a peer's certificate names CRL distribution point %s", url)
         if self._timer is not None:
@@ -175,9 +179,44 @@ class RevocationPart(Part):
 
     def _execute(self, outputs: Sequence[Fetch]) -> None:
         for fetch in outputs:
-            task = asyncio.get_running_loop().create_task(self._fetch(fetch.url))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._fetch(fetch.url))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # The CAs learned from verified peers (other registrars' sub-CAs) are kept beside the CRL
+    # file: after a restart, a kept CRL of theirs is taken at once, not refused until a peer of
+    # theirs verifies again.
+    def _issuers_file(self) -> Path | None:
+        return None if self.file is None else self.file.with_name(self.file.name + ".issuers")
+
+    async def _restore_issuers(self) -> None:
+        path = self._issuers_file()
+        if path is None or not path.exists():
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            cas = await loop.run_in_executor(None, load_certificates, path)
+        except (OSError, CertificateError) as exc:
+            LOG.warning("revocation: cannot read %s: %s", path, exc)
+            return
+        taken = self.keeper.restore_issuers(cas)
+        if len(taken) < len(cas):
+            LOG.warning("revocation: %d of the CAs in %s not signed by a trust anchor: not used",
+                        len(cas) - len(taken), path)
+
+    async def _save_issuers(self) -> None:
+        path = self._issuers_file()
+        if path is None:
+            return
+        data = b"".join(pem(ca.der) for ca in self.keeper.issuers)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, write_atomic, path, data,
+                                                             0o644)
+        except OSError as exc:
+            LOG.warning("revocation: cannot keep the peers' CAs in %s: %s", path, exc)
 
     async def _fetch(self, url: str) -> None:
         try:
