@@ -75,3 +75,13 @@ def test_the_check_runs_niced_and_is_killed_when_no_longer_needed(tmp_path: Path
         assert await asyncio.wait_for(spawned[0].wait(), 5) != 0  # killed
 
     asyncio.run(scenario())
+
+
+def test_a_crashing_check_is_told_from_a_verdict(tmp_path: Path, monkeypatch) -> None:
+    """A child that dies of an uncaught exception (exit 1) is not an IDevID verdict with an
+    empty reason: the problem names the check's failure and its last line of stderr."""
+    from acp_openwrt.brski.pledge import idevid_check
+    monkeypatch.setattr(idevid_check, "CHILD", "raise ImportError('no module named x')")
+    problem = asyncio.run(idevid_problem(tmp_path / "a", tmp_path / "b", tmp_path / "c"))
+    assert problem is not None and problem.startswith("IDevID check failed (exit 1)")
+    assert "ImportError: no module named x" in problem

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])  # src/, above acp_openwrt/
-EXIT_UNUSABLE = 1
+EXIT_UNUSABLE = 3  # (1 is what Python exits with on an uncaught exception: a crash, not a verdict)
 CHECK_TIMEOUT = 60.0  # a slow router's Python importing cryptography: seconds, not minutes
 NICE = 10  # the check is background work: acpd, charon and the node's neighbours go first
 # The child finds this package where acpd found it (after everything else on its path), and
