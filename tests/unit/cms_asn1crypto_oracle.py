@@ -11,7 +11,6 @@ from asn1crypto import algos, cms, core, parser
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 # What did not change (names, limits, the result type, the errors) is the module's own.
@@ -223,25 +222,3 @@ def verify(der: bytes, *, signer_candidates: Iterable[x509.Certificate] = ()) ->
     signed_bytes = b"\x31" + attrs.dump()[1:]
     _check_signature(signer, info, signed_bytes, digest_name)
     return SignedContent(content, content_type, signer, tuple(certificates), signing_time)
-
-
-def certs_only(certificates: Sequence[x509.Certificate]) -> bytes:
-    """DER PKCS#7 certs-only (EST /cacerts and /simpleenroll responses)."""
-    from cryptography.hazmat.primitives.serialization import pkcs7
-    return pkcs7.serialize_certificates(list(certificates), serialization.Encoding.DER)
-
-
-def load_certs_only(der: bytes) -> list[x509.Certificate]:
-    """The certificates of a DER PKCS#7 certs-only object; CmsError when it is not one."""
-    from cryptography.hazmat.primitives.serialization import pkcs7
-    if len(der) > MAX_CMS_BYTES:
-        raise CmsError(f"PKCS#7 object of {len(der)} bytes is larger than {MAX_CMS_BYTES}")
-    try:
-        certificates = pkcs7.load_der_pkcs7_certificates(der)
-    except ValueError:
-        raise CmsError("not a DER PKCS#7 certs-only object") from None
-    if not certificates:
-        raise CmsError("PKCS#7 certs-only object holds no certificate")
-    if len(certificates) > MAX_CERTIFICATES:
-        raise CmsError(f"PKCS#7 object carries more than {MAX_CERTIFICATES} certificates")
-    return certificates
