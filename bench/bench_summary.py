@@ -52,9 +52,15 @@ def _flood_rss(f: dict[str, Any]) -> str:
 def _negotiation(v: float, f: dict[str, Any]) -> str:
     g, b = f["negotiation"]["grasp"], f["negotiation"]["bare"]
     per = f["negotiation"]["ratio_per_round"]
+    floors = ""
+    neg = f["negotiation"]
+    if "loop_ratio" in neg:  # runs before 2026-12-06 had no floors
+        floors = (f"; with no GRASP code at all an asyncio loop is {neg['loop_ratio']:.2f}x"
+                  f" with callbacks only, {neg['floor_ratio']:.2f}x with an awaited API, GRASP "
+                  f"{neg['ratio_to_floor']:.2f}x the latter")
     return (f"{v:.2f}x ({g['median_ms']:.3f} vs {b['median_ms']:.3f} ms; per round "
             f"{min(per):.2f}-{max(per):.2f}); p95 {g['p95_over_median']:.2f}x the median "
-            f"({g['p95_ms']:.3f} ms)")
+            f"({g['p95_ms']:.3f} ms){floors}")
 
 
 def _line4(f: dict[str, Any], label: str = "line4") -> dict[str, Any]:

@@ -56,6 +56,8 @@ BENCH = Path(__file__).resolve().parent
 SRC = str(BENCH.parent / "src")  # the child processes' PYTHONPATH
 ADDR = {"n1": "fd00::1", "n2": "fd00::2"}
 BARE_PORT = 7018  # the baseline's responder (GRASP's listens on 7017 in the same namespace)
+ASYNC_PORT = 7019  # the asyncio floor's responder (coroutine API)
+CALLBACK_PORT = 7020  # the event loop alone (callbacks)
 WARMUP = 20
 SENDER = r"""
 import os, socket, sys, time
@@ -308,32 +310,47 @@ def negotiation(topo: Topology, runs: int, rounds: int, cpus: tuple[int, int]) -
     children: list[Child] = []
     try:
         children.append(grasp_child(n2, "grasp-responder", cpus[1]))
-        children.append(Child(n2, [*bare, "responder", str(BARE_PORT), str(cpus[1]),
-                                   negotiate.hex(), str(len(request)), str(len(end))]))
-        grasp = grasp_child(n1, "grasp-initiator", cpus[0])
-        children.append(grasp)
-        plain = Child(n1, [*bare, "initiator", ADDR["n2"], str(BARE_PORT), str(cpus[0]),
-                           request.hex(), end.hex(), str(len(negotiate))])
-        children.append(plain)
-        grasp.ask(str(WARMUP))
-        plain.ask(str(WARMUP))
+        initiators: dict[str, Child] = {}
+        for name, prefix, port in (("bare", "", BARE_PORT), ("asyncio", "async-", ASYNC_PORT),
+                                   ("loop", "callback-", CALLBACK_PORT)):
+            children.append(Child(n2, [*bare, f"{prefix}responder", str(port), str(cpus[1]),
+                                       negotiate.hex(), str(len(request)), str(len(end))]))
+            initiators[name] = Child(n1, [*bare, f"{prefix}initiator", ADDR["n2"], str(port),
+                                          str(cpus[0]), request.hex(), end.hex(),
+                                          str(len(negotiate))])
+            children.append(initiators[name])
+        initiators["grasp"] = grasp_child(n1, "grasp-initiator", cpus[0])
+        children.append(initiators["grasp"])
+        for proc in initiators.values():
+            proc.ask(str(WARMUP))
         per = max(1, runs // rounds)
-        times: dict[str, list[float]] = {"grasp": [], "bare": []}
-        ratios = []
+        times: dict[str, list[float]] = {name: [] for name in initiators}
+        ratios, floor_ratios, loop_ratios = [], [], []
+        names = list(initiators)
         for r in range(rounds):
-            order = ((plain, "bare"), (grasp, "grasp"))
-            got = {name: proc.ask(str(per)) for proc, name in (order if r % 2 else order[::-1])}
+            order = names[r % len(names):] + names[:r % len(names)]  # each goes first in turn
+            got = {name: initiators[name].ask(str(per)) for name in order}
             for name, t in got.items():
                 times[name] += t
             ratios.append(statistics.median(got["grasp"]) / statistics.median(got["bare"]))
+            floor_ratios.append(statistics.median(got["asyncio"])
+                                / statistics.median(got["bare"]))
+            loop_ratios.append(statistics.median(got["loop"]) / statistics.median(got["bare"]))
     finally:
         for proc in reversed(children):
             proc.close()
-    g, b = stats(times["grasp"]), stats(times["bare"])
+    g, b, a = stats(times["grasp"]), stats(times["bare"]), stats(times["asyncio"])
+    lo = stats(times["loop"])
     return {"runs": len(times["grasp"]), "rounds": rounds, "cpus": list(cpus),
             "message_bytes": [len(request), len(negotiate), len(end)],
-            "grasp": g, "bare": b, "ratio": round(g["median_ms"] / b["median_ms"], 3),
-            "ratio_per_round": [round(x, 3) for x in ratios]}
+            "grasp": g, "bare": b, "asyncio_floor": a, "event_loop_alone": lo,
+            "ratio": round(g["median_ms"] / b["median_ms"], 3),
+            "ratio_per_round": [round(x, 3) for x in ratios],
+            "floor_ratio": round(a["median_ms"] / b["median_ms"], 3),
+            "floor_ratio_per_round": [round(x, 3) for x in floor_ratios],
+            "loop_ratio": round(lo["median_ms"] / b["median_ms"], 3),
+            "loop_ratio_per_round": [round(x, 3) for x in loop_ratios],
+            "ratio_to_floor": round(g["median_ms"] / a["median_ms"], 3)}
 
 
 async def negotiation_one_process(topo: Topology, runs: int) -> list[float]:
@@ -419,11 +436,20 @@ def main() -> int:
         print(f"negotiation request -> step -> end, new TCP connection each, {neg['runs']} runs "
               f"each in {neg['rounds']} interleaved rounds, CPUs {a} -> {b}, {sched}, messages "
               f"{'+'.join(map(str, neg['message_bytes']))} bytes:")
-        for name, s in (("bare sockets", bare), ("GRASP", g)):
-            print(f"  {name:<13} median {s['median_ms']:.3f} ms  p95 {s['p95_ms']:.3f} ms  "
+        floor = neg["asyncio_floor"]
+        rows = (("bare sockets", bare), ("asyncio, callbacks", neg["event_loop_alone"]),
+                ("asyncio + await", floor), ("GRASP", g))
+        for name, s in rows:
+            print(f"  {name:<18} median {s['median_ms']:.3f} ms  p95 {s['p95_ms']:.3f} ms  "
                   f"p95/median {s['p95_over_median']:.2f}")
         per = neg["ratio_per_round"]
         print(f"  ratio GRASP/bare {neg['ratio']:.2f} (per round {min(per):.2f}-{max(per):.2f})")
+        fper = neg["floor_ratio_per_round"]
+        lper = neg["loop_ratio_per_round"]
+        print(f"  no GRASP code, against bare: asyncio with callbacks only {neg['loop_ratio']:.2f}"
+              f" (per round {min(lper):.2f}-{max(lper):.2f}), asyncio with an awaited API "
+              f"{neg['floor_ratio']:.2f} ({min(fper):.2f}-{max(fper):.2f}); "
+              f"GRASP against the latter {neg['ratio_to_floor']:.2f}")
         one = asyncio.run(negotiation_one_process(topo, args.runs))
         one_stats = stats(one)
         print(f"  both GraspServices in one process: median {one_stats['median_ms']:.3f} ms, "
@@ -435,6 +461,11 @@ def main() -> int:
                  "negotiation_median_ms": g["median_ms"], "negotiation_p95_ms": g["p95_ms"],
                  "bare_median_ms": bare["median_ms"], "bare_p95_ms": bare["p95_ms"],
                  "negotiation_ratio": neg["ratio"],
+                 "asyncio_floor_median_ms": floor["median_ms"],
+                 "asyncio_floor_ratio": neg["floor_ratio"],
+                 "event_loop_alone_median_ms": neg["event_loop_alone"]["median_ms"],
+                 "event_loop_alone_ratio": neg["loop_ratio"],
+                 "negotiation_ratio_to_floor": neg["ratio_to_floor"],
                  "negotiation_p95_over_median": g["p95_over_median"],
                  "negotiation_one_process": one_stats}, indent=2) + "\n")
     finally:
