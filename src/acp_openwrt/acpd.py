@@ -101,14 +101,17 @@ def check_identity(config: Any) -> tuple[dict[str, Any] | None, list[str], bool]
 
 
 def _bootstrap_registrar(config: Any) -> dict[str, Any] | None:
-    """A registrar without an LDevID makes its domain CA and issues its own (then loads it)."""
-    from .brski.registrar.part import bootstrap_registrar
-    try:
-        if bootstrap_registrar(config, config.ldevid_cert, config.ldevid_key,
-                               config.trust_anchors):
-            LOG.info("registrar: issued this node's LDevID %s", config.ldevid_cert)
-    except (OSError, ValueError) as exc:
-        raise StartupError(f"registrar: {exc}") from exc
+    """A registrar without an LDevID makes its domain CA and issues its own (then loads it).
+
+    In a one-shot registrar worker (brski/registrar/worker.py `bootstrap`): the CA and the
+    certificate need cryptography, which acpd would keep for good (issue 19)."""
+    from .brski.registrar.supervisor import run_once_sync
+    from .brski.registrar.worker_protocol import settings_of
+    ok, out = run_once_sync("bootstrap", settings_of(config))
+    if not ok:
+        raise StartupError(f"registrar: {out}")
+    if out == "issued":
+        LOG.info("registrar: issued this node's LDevID %s", config.ldevid_cert)
     return _load_identity(config)
 
 

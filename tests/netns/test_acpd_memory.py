@@ -37,3 +37,48 @@ def test_neither_an_idle_pledge_nor_an_enrolled_node_holds_openssl(lab: AcpdLab)
     except BaseException:
         print(lab.logs())
         raise
+
+
+SQLITE = ("/libsqlite3.", "/_sqlite3.")
+
+
+def test_a_registrar_nodes_acpd_holds_none_of_it_and_its_worker_heals(tmp_path: Path) -> None:
+    """Issue 19, registrar node: the TLS, CMS, signing and allocations.db work runs in the
+    registrar worker (brski/registrar/worker.py), so acpd maps neither OpenSSL, cryptography
+    nor sqlite before, during or after an enrolment; a killed worker is counted and the next
+    pledge enrols through a new one; once idle, the worker leaves."""
+    import os
+    import signal
+
+    from acp_openwrt.lab.topology import star
+    lab = AcpdLab(star(3), tmp_path).up()
+    try:
+        lab.registrar_and_pledges("n1", "n2")
+        lab.wait("n2 enrolled through n1", lambda: lab.enrolled("n2"), 60)
+        assert mapped(lab, "n1", OPENSSL + SQLITE) == []
+        status = lab.ask("n1", "registrar")
+        assert status["enrolled"] == 1 and status["worker"]["crashes"] == 0
+        (worker,) = lab.pids("n1", "registrar_worker")
+        assert worker == status["worker"]["pid"]
+        worker_maps = Path(f"/proc/{worker}/maps").read_text()
+        assert "/libssl." in worker_maps and "/libsqlite3." in worker_maps
+        os.kill(worker, signal.SIGKILL)
+        lab.wait("the crash noticed", lambda: lab.ask("n1", "registrar")["worker"]["crashes"],
+                 20)
+        assert "exit -9" in lab.ask("n1", "registrar")["worker"]["last_error"]
+        lab.make_pledge("n3")
+        lab.start_all(["n3"])
+        lab.wait("n3 enrolled through a new worker", lambda: lab.enrolled("n3"), 60)
+        status = lab.ask("n1", "registrar")
+        assert status["enrolled"] == 2 and status["worker"]["starts"] >= 2
+        assert status["counters"]["simpleenroll 200"] == 2
+        lab.wait("the idle worker left",
+                 lambda: lab.ask("n1", "registrar")["worker"]["processes"] == 0, 90)
+        assert lab.pids("n1", "registrar_worker") == []
+        assert mapped(lab, "n1", OPENSSL + SQLITE) == []
+        assert lab.ask("n1", "registrar")["worker"]["last_exit"] == 0
+    except BaseException:
+        print(lab.logs())
+        raise
+    finally:
+        lab.close()

@@ -26,8 +26,8 @@ from acp_openwrt.brski.pledge.client import (
 from acp_openwrt.brski.pledge.core import Enrolled, Refused
 from acp_openwrt.brski.proxy.part import JoinProxyPart, ProxySettings
 from acp_openwrt.brski.proxy.registrars import registrar_from_flood
-from acp_openwrt.brski.registrar.bootstrap import CA_CERT_NAME
-from acp_openwrt.brski.registrar.part import RegistrarPart, bootstrap_registrar
+from acp_openwrt.brski.registrar.bootstrap import CA_CERT_NAME, bootstrap_registrar
+from acp_openwrt.brski.registrar.part import RegistrarPart
 from acp_openwrt.config import AcpConfig
 from acp_openwrt.control.server import ControlServer
 from acp_openwrt.events import AnProxyStart, AnProxyStop, EventBus, LinkAdopted

@@ -411,7 +411,10 @@ def test_peer_chain_of_a_client_without_certificate_is_empty() -> None:
 
 
 def test_registrar_part_hears_others_and_stops_new_enrolments_on_a_collision(tmp_path) -> None:
+    """acpd's side: the part reads Registrar-IDs from the announced addresses (its own from its
+    ACP address, which its allocator gave it first) and passes the conflict to its workers."""
     from acp_openwrt.brski.registrar.part import RegistrarPart
+    from acp_openwrt.brski.registrar.supervisor import RegistrarWorker
     from acp_openwrt.control.server import ControlServer
     from acp_openwrt.events import EventBus, RegistrarHeard
     from acp_openwrt.identity.address import AcpAddress
@@ -421,14 +424,22 @@ def test_registrar_part_hears_others_and_stops_new_enrolments_on_a_collision(tmp
     from .test_registrar_service import boot, make_config
     config = make_config(tmp_path)
     boot(config)
-    ctx = NodeContext(config, EventBus(), ControlServer(tmp_path / "s"),
-                      identity=load_identity_summary(config.ldevid_cert))
+    identity = load_identity_summary(config.ldevid_cert)
+    ctx = NodeContext(config, EventBus(), ControlServer(tmp_path / "s"), identity=identity)
     part = RegistrarPart(ctx)
-    part._open()
-    try:
-        assert part.address is not None and part.files is not None and part.registrar
+    part.address = identity["acp_address"]
+    sent: list[str | None] = []
+
+    class Worker(RegistrarWorker):
+        async def set_refuse_new(self, reason: str | None) -> None:
+            sent.append(reason)
+
+    async def main() -> None:
+        part.worker = Worker("{}", part._on_state)
         own = AcpAddress.decode(part.address)
-        assert own.registrar_id == part.files.allocator.registrar_id
+        files = open_registrar_files(config.registrar_dir, config.registrar_domain)
+        assert own.registrar_id == files.allocator.registrar_id
+        files.close()
         base = int(own.ula_prefix.network_address)
         other_id = (own.registrar_id or 0) ^ 0x5A5A
         other = str(AcpAddress.decode(base | other_id << 16 | 2).address)
@@ -437,55 +448,13 @@ def test_registrar_part_hears_others_and_stops_new_enrolments_on_a_collision(tmp
         status = part.status()
         assert [o["registrar_id"] for o in status["other_registrars"]] == \
             [format_registrar_id(other_id)]
-        assert status["registrar_id_conflict"] is None and part.registrar.refuse_new is None
+        assert status["registrar_id_conflict"] is None
         twin = str(AcpAddress.decode(base | (own.registrar_id or 0) << 16 | 14).address)
         ctx.bus.publish(RegistrarHeard(twin, 8443, 180_000))
+        await asyncio.sleep(0)
         status = part.status()
         assert status["registrar_id_conflict"] and "registrar_id" in status["registrar_id_conflict"]
-        assert part.registrar.refuse_new == status["registrar_id_conflict"]
+        assert sent == [status["registrar_id_conflict"]]
         ctx.bus.publish(RegistrarHeard(other, 8443, 0))                # withdrawn
         assert {o["address"] for o in part.status()["other_registrars"]} == {twin}
-    finally:
-        part._close_files()
-
-
-# --- CRLs of another registrar's sub-CA --------------------------------------------------------
-
-def test_a_peer_verified_through_another_sub_ca_makes_its_crls_acceptable(tmp_path: Path) -> None:
-    """A node enrolled by r1 holds the root and r1's sub-CA; r2's CRL is signed by r2's
-    sub-CA. The channels' peer check hands on the CAs a peer verified through; with them the
-    node takes r2's CRL (and so its revocations), never a CRL of a CA it has not verified."""
-    import datetime as dt
-
-    from acp_openwrt.channels.peer_check import check_peer
-    from acp_openwrt.revocation.crl import RevokedEntry, build_crl
-    from acp_openwrt.revocation.keeper import CrlKeeper
-    now = dt.datetime.now(dt.UTC)
-    root = make_ca("Operator Root CA", path_length=1)
-    sub1, _ = make_ca("ACP registrar r1", root, path_length=0)
-    sub2, sub2_key = make_ca("ACP registrar r2", root, path_length=0)
-    ca2 = DomainCA.load_operator(*write(tmp_path, [sub2, root[0]], sub2_key), domain=DOMAIN)
-    address = zone_address(DOMAIN, 0x2AA00000002, 5)
-    from acp_openwrt.identity.address import name_for_address
-    peer = ca2.issue(generate_key().public_key(), name_for_address(address, DOMAIN).format(),
-                     address=address.address)
-    der = serialization.Encoding.DER
-    verdict = check_peer(str(address.address), [peer.public_bytes(der)],
-                         [sub2.public_bytes(der)], [root[0], sub1], DOMAIN)
-    assert verdict.ok, verdict.reason
-    assert [c.der for c in verdict.cas] == [c.public_bytes(der) for c in (sub2, root[0])]
-    revoked = build_crl(sub2, sub2_key, [RevokedEntry(77, now)], now=now, number=3)
-    keeper = CrlKeeper([root[0], sub1])
-    url = "http://[fd00::2]/acp.crl"
-    keeper.add_urls([url], 0.0)
-    assert keeper.fetched(url, revoked.public_bytes(der), 1.0, now) is False   # not ours: refused
-    assert keeper.refused == 1
-    added = keeper.add_issuers(verdict.cas)                             # root: held already
-    assert [c.der for c in added] == [sub2.public_bytes(der)]
-    assert keeper.add_issuers(verdict.cas) == []
-    assert keeper.fetched(url, revoked.public_bytes(der), 2.0, now) is True
-    assert (sub2.subject.public_bytes(), 77) in keeper.revoked()
-    stranger, stranger_key = make_ca("not verified")
-    keeper.add_urls(["http://[fd00::3]/acp.crl"], 3.0)
-    forged = build_crl(stranger, stranger_key, [RevokedEntry(78, now)], now=now, number=9)
-    assert keeper.fetched("http://[fd00::3]/acp.crl", forged.public_bytes(der), 4.0, now) is False
+    asyncio.run(main())

@@ -22,15 +22,11 @@ from acp_openwrt.brski.proxy.registrars import registrar_from_flood
 from acp_openwrt.brski.registrar.bootstrap import (
     ALLOCATIONS_NAME,
     CA_KEY_NAME,
-    open_registrar_files,
-)
-from acp_openwrt.brski.registrar.part import (
-    FLOOD_TTL_MS,
-    RegistrarPart,
     RegistrarSetupError,
     bootstrap_registrar,
-    flood_items,
+    open_registrar_files,
 )
+from acp_openwrt.brski.registrar.part import FLOOD_TTL_MS, RegistrarPart, flood_items
 from acp_openwrt.brski.store import store_identity
 from acp_openwrt.brski.wellknown import ID_KP_CMC_RA
 from acp_openwrt.commands.registrar import register
@@ -375,26 +371,23 @@ def test_acpctl_registrar_table_and_json(tmp_path, capsys) -> None:
 
 
 def test_running_registrar_renews_its_own_ldevid_when_due(tmp_path) -> None:
+    """The worker's side (RegistrarService; the part asks a worker when `renew_at` passed)."""
+    from acp_openwrt.brski.registrar.service import RegistrarService
+    from acp_openwrt.identity.summary import load_identity_summary
     config = make_config(tmp_path)
     boot(config)
-    from acp_openwrt.events import IdentityChanged
-    from acp_openwrt.identity.summary import load_identity_summary
-    ctx = NodeContext(config, EventBus(), ControlServer(tmp_path / "s"),
-                      identity=load_identity_summary(config.ldevid_cert))
-    seen: list[IdentityChanged] = []
-    ctx.bus.subscribe(IdentityChanged, seen.append)
-    service = RegistrarPart(ctx)
-    service._open()
+    service = RegistrarService(config, load_identity_summary(config.ldevid_cert)["acp_address"])
+    service.open()
     try:
         old = service.registrar.cert
-        assert service.renew_if_due() is False and not seen
+        assert service.renew_if_due() is False
+        assert service.renew_at() > dt.datetime.now(dt.UTC).timestamp()
         later = dt.datetime.now(dt.UTC) + dt.timedelta(days=70)
         assert service.renew_if_due(now=later) is True
         new = load_certificate(config.ldevid_cert)
         assert new == service.registrar.cert != old
         assert find_acp_node_name(new).text == find_acp_node_name(old).text
         assert service.registrar._cert_der == new.public_bytes(serialization.Encoding.DER)
-        assert [e.cert_path for e in seen] == [str(config.ldevid_cert)]
-        assert service.status()["own_renewals"] == 1 and service.status()["enrolled"] == 0
+        assert service.state()["enrolled"] == 0
     finally:
-        service._close_files()
+        service.close()

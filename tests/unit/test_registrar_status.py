@@ -29,7 +29,7 @@ from acp_openwrt.brski.registrar import masa_client
 from acp_openwrt.brski.registrar.allocation import Allocator
 from acp_openwrt.brski.registrar.core import ensure_registrar_identity, read_clock
 from acp_openwrt.brski.registrar.domain_ca import DomainCA
-from acp_openwrt.brski.registrar.part import RecordingRegistrar
+from acp_openwrt.brski.registrar.service import RecordingRegistrar
 from acp_openwrt.lab.masa import Masa
 
 FORGED = "ok\nacpd: INFO acpd.brski.registrar: registrar issued root@evil\x1b[2J"

@@ -23,7 +23,6 @@ from acp_openwrt.brski.registrar.allocation import Allocator
 from acp_openwrt.brski.registrar.bootstrap import bootstrap_registrar
 from acp_openwrt.brski.registrar.core import Now, Registrar, read_clock
 from acp_openwrt.brski.registrar.domain_ca import DomainCA
-from acp_openwrt.brski.registrar.part import RegistrarPart
 from acp_openwrt.brski.registrar.revocation import (
     CrlPublisher,
     RevocationError,
@@ -31,6 +30,8 @@ from acp_openwrt.brski.registrar.revocation import (
     parse_serial,
     serve_crl,
 )
+from acp_openwrt.brski.registrar.service import RegistrarService
+from acp_openwrt.brski.registrar.worker_protocol import crl_path
 from acp_openwrt.channels.peer_check import check_peer
 from acp_openwrt.channels.revocation import RevocationView
 from acp_openwrt.commands.registrar import register
@@ -241,49 +242,42 @@ def test_a_revoked_name_gets_no_new_enrolment(tmp_path) -> None:
 
 # --- the registrar part: commands, CRL served -----------------------------------------------
 
-def _registrar_part(tmp: Path) -> tuple[RegistrarPart, NodeContext]:
+def _registrar_service(tmp: Path) -> tuple[RegistrarService, AcpConfig]:
+    """The registrar worker's side (RegistrarPart's commands: test_registrar_worker.py)."""
     node = tmp / "node"
     config = AcpConfig(registrar=True, registrar_domain=DOMAIN, registrar_dir=tmp / "registrar",
                        ldevid_cert=node / "ldevid.crt", ldevid_key=node / "ldevid.key",
                        trust_anchors=node / "ta.pem", run_dir=tmp / "run", log_dir=tmp / "log")
     bootstrap_registrar(config, config.ldevid_cert, config.ldevid_key, config.trust_anchors)
-    ctx = NodeContext(config, EventBus(), ControlServer(tmp / "s"),
-                      identity=load_identity_summary(config.ldevid_cert))
-    part = RegistrarPart(ctx)
-    part._open()
-    return part, ctx
+    service = RegistrarService(config, load_identity_summary(config.ldevid_cert)["acp_address"])
+    service.open()
+    return service, config
 
 
-def test_registrar_revoke_and_revoked_commands(tmp_path) -> None:
-    part, ctx = _registrar_part(tmp_path)
+def test_registrar_revoke_and_revoked_view_and_the_crl_file(tmp_path) -> None:
+    service, config = _registrar_service(tmp_path)
     try:
-        own = load_certificate(ctx.config.ldevid_cert)
-        assert crl_urls(own) == [crl_url(ctx.identity["acp_address"])]  # type: ignore[index]
-        assert part.registrar is not None and part.registrar.crl_url == crl_urls(own)[0]
+        own = load_certificate(config.ldevid_cert)
+        assert crl_urls(own) == [crl_url(service.address)]
+        assert service.registrar is not None and service.registrar.crl_url == crl_urls(own)[0]
         key = generate_key()
-        allocation = part.files.allocator.allocate("SN-1")  # type: ignore[union-attr]
-        cert = part.files.ca.issue(key.public_key(), allocation.acp_node_name)  # type: ignore
-        part.revocation.record_issued(cert)  # type: ignore[union-attr]
-
-        async def ask(line: dict[str, Any]) -> dict[str, Any]:
-            return await ctx.control.dispatch(json.dumps(line).encode())
-        reply = asyncio.run(ask({"cmd": "revoke", "target": allocation.acp_node_name,
-                                 "reason": "stolen"}))
-        assert reply["ok"], reply
-        assert problems(reply["result"], ANSWERS["revoke"]) == []
-        assert reply["result"]["revoked"][0]["serial"] == f"{cert.serial_number:x}"
-        listing = asyncio.run(ask({"cmd": "revoked"}))["result"]
+        allocation = service.files.allocator.allocate("SN-1")  # type: ignore[union-attr]
+        cert = service.files.ca.issue(key.public_key(), allocation.acp_node_name)  # type: ignore
+        service.revocation.record_issued(cert)  # type: ignore[union-attr]
+        answer = service.revoke(allocation.acp_node_name, "stolen")
+        assert problems(answer, ANSWERS["revoke"]) == []
+        assert answer["revoked"][0]["serial"] == f"{cert.serial_number:x}"
+        listing = service.revoked_view()
         assert problems(listing, ANSWERS["revoked"]) == []
         assert listing["revoked_names"] == [allocation.acp_node_name]
-        crl = load_crl(part.crl.current(dt.datetime.now(dt.UTC)))  # type: ignore[union-attr]
-        assert revocation_of(crl, cert) is not None
-        assert problems(part.status(), ANSWERS["registrar"]) == []
-        assert part.status()["revoked"] == 1
-        bad = asyncio.run(ask({"cmd": "revoke", "target": "nobody@acp.example.com"}))
-        assert not bad["ok"] and "no certificate was issued" in bad["error"]
-        assert not asyncio.run(ask({"cmd": "revoke"}))["ok"]
+        written = crl_path(config.registrar_dir).read_bytes()   # what acpd serves
+        assert revocation_of(load_crl(written), cert) is not None
+        assert load_crl(written).number == answer["crl_number"] == service.state()["crl_number"]
+        assert service.state()["revoked"] == 1
+        with pytest.raises(RevocationError, match="no certificate was issued"):
+            service.revoke("nobody@acp.example.com")
     finally:
-        part._close_files()
+        service.close()
 
 
 def test_crl_served_over_http(tmp_path) -> None:
@@ -651,16 +645,16 @@ def test_channels_close_an_up_channel_when_its_peer_is_revoked(tmp_path, monkeyp
 def test_a_backup_carries_the_revocations(tmp_path) -> None:
     """The revocations live in allocations.db: `acpctl registrar backup`/`restore` keep them."""
     from acp_openwrt.brski.registrar.backup import restore_backup, write_backup
-    part, ctx = _registrar_part(tmp_path / "old")
+    service, config = _registrar_service(tmp_path / "old")
     try:
         key = generate_key()
-        allocation = part.files.allocator.allocate("SN-1")  # type: ignore[union-attr]
-        cert = part.files.ca.issue(key.public_key(), allocation.acp_node_name)  # type: ignore
-        part.revocation.record_issued(cert)  # type: ignore[union-attr]
-        part.revoke(allocation.acp_node_name, "stolen")
-        write_backup(ctx.config.registrar_dir, tmp_path / "backup")
+        allocation = service.files.allocator.allocate("SN-1")  # type: ignore[union-attr]
+        cert = service.files.ca.issue(key.public_key(), allocation.acp_node_name)  # type: ignore
+        service.revocation.record_issued(cert)  # type: ignore[union-attr]
+        service.revoke(allocation.acp_node_name, "stolen")
+        write_backup(config.registrar_dir, tmp_path / "backup")
     finally:
-        part._close_files()
+        service.close()
     restore_backup(tmp_path / "backup", tmp_path / "new", domain=DOMAIN)
     store = RevocationStore(tmp_path / "new" / "allocations.db")
     assert store.is_revoked(cert.serial_number) and store.name_revoked(allocation.acp_node_name)

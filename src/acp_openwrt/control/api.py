@@ -377,6 +377,20 @@ class OtherRegistrar(TypedDict):
     registrar_id: str | None
 
 
+class RegistrarWorkerStatus(TypedDict):
+    """The registrar worker (brski/registrar/worker.py): started on demand, gone when idle."""
+    pid: int | None          # the one taking new connections now
+    running: bool
+    processes: int           # with one that is finishing its sessions before it leaves
+    starts: int
+    crashes: int             # exits other than idle (each logged with its last stderr line)
+    connections: int         # handed over to workers (each a TLS session)
+    last_exit: int | None
+    last_error: str | None
+    probes: int              # connections closed without data (join proxies' probes)
+    crl_served: int          # GET /acp.crl answered by acpd
+
+
 class RegistrarStatus(TypedDict):
     running: bool
     domain: str | None
@@ -405,6 +419,7 @@ class RegistrarStatus(TypedDict):
     crl_url: NotRequired[str | None]       # revocation (brski/registrar/revocation.py)
     crl_number: NotRequired[int | None]
     revoked: NotRequired[int]
+    worker: NotRequired[RegistrarWorkerStatus]
 
 
 class RevokedEntry(TypedDict):

@@ -217,7 +217,7 @@ class AcpdLab:
 
 # What a process is, from its command line: the first marker found names its role.
 PROCESS_ROLES = {"acp_openwrt.acpd": "acpd", "acp_openwrt.brski.proxy.entry": "join_proxy",
-                 "charon": "charon"}
+                 "acp_openwrt.brski.registrar.worker": "registrar_worker", "charon": "charon"}
 
 
 def descendants(pid: int) -> list[int]:

@@ -27,6 +27,7 @@ from .registrars import ipv6_normal
 TYPE_CHECKING = False  # typing itself is no lightweight import
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import Callable
     from typing import Any, ClassVar
 
 MAX_MESSAGE = 64 * 1024
@@ -357,7 +358,11 @@ def _parse(data: bytes, fds: list[int], flags: int) -> Message:
 
 def send_message(sock: _socket.socket, msg: Message, fds: tuple[int, ...] = ()) -> None:
     """Send one message (a blocking socket, or one with room: they are small)."""
-    data = encode(msg)
+    send_datagram(sock, encode(msg), fds)
+
+
+def send_datagram(sock: _socket.socket, data: bytes, fds: tuple[int, ...] = ()) -> None:
+    """One datagram with `fds` as SCM_RIGHTS (also the registrar worker's transport)."""
     if fds:
         packed = b"".join(fd.to_bytes(_FD_SIZE, sys.byteorder, signed=True) for fd in fds)
         sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, packed)])
@@ -368,6 +373,15 @@ def send_message(sock: _socket.socket, msg: Message, fds: tuple[int, ...] = ()) 
 def recv_message(sock: _socket.socket) -> tuple[Message, list[int]] | None:
     """Receive one message; None at end of stream. The caller owns the returned descriptors
     (received close-on-exec)."""
+    received = recv_datagram(sock)
+    if received is None:
+        return None
+    data, fds, flags = received
+    return _parse(data, fds, flags), fds
+
+
+def recv_datagram(sock: _socket.socket) -> tuple[bytes, list[int], int] | None:
+    """One datagram, its descriptors and recvmsg's flags; None at end of stream."""
     data, ancdata, flags, _ = sock.recvmsg(MAX_MESSAGE, _CMSG_SPACE,
                                            getattr(_socket, "MSG_CMSG_CLOEXEC", 0))
     fds: list[int] = []
@@ -377,18 +391,24 @@ def recv_message(sock: _socket.socket) -> tuple[Message, list[int]] | None:
                     for i in range(0, len(cdata) - _FD_SIZE + 1, _FD_SIZE)]
     if not data and not fds:
         return None
-    return _parse(data, fds, flags), fds
+    return data, fds, flags
 
 
 class HandoverChannel:
     """One end of the socketpair, on the running asyncio loop (acpd's side; the proxy process
     has its own loop and no asyncio: process.py)."""
 
-    def __init__(self, sock: _socket.socket) -> None:
+    def __init__(self, sock: _socket.socket, *,
+                 send: Callable[[_socket.socket, Any, tuple[int, ...]], None] = send_message,
+                 recv: Callable[[_socket.socket], tuple[Any, list[int]] | None] = recv_message,
+                 ) -> None:
+        """`send`/`recv`: this module's messages by default; the registrar worker's link
+        (registrar/worker_protocol.py) passes its own over the same datagrams."""
         import asyncio  # here, not at the top: the proxy process must not load it
         sock.setblocking(False)
         self.sock = sock
         self._loop = asyncio.get_running_loop()
+        self._send, self._recv = send, recv
 
     async def _wait(self, writable: bool) -> None:
         fut: asyncio.Future[None] = self._loop.create_future()
@@ -405,19 +425,19 @@ class HandoverChannel:
         finally:
             remove(fd)
 
-    async def send(self, msg: Message, fds: tuple[int, ...] = ()) -> None:
+    async def send(self, msg: Any, fds: tuple[int, ...] = ()) -> None:
         while True:
             try:
-                send_message(self.sock, msg, fds)
+                self._send(self.sock, msg, fds)
                 return
             except BlockingIOError:
                 await self._wait(writable=True)
 
-    async def receive(self) -> tuple[Message, list[int]] | None:
+    async def receive(self) -> tuple[Any, list[int]] | None:
         """Next message and its descriptors; None when the peer closed (or the socket broke)."""
         while True:
             try:
-                return recv_message(self.sock)
+                return self._recv(self.sock)
             except BlockingIOError:
                 await self._wait(writable=False)
             except OSError as exc:

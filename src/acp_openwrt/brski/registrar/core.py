@@ -54,6 +54,7 @@ STATUS_FOR = 600.0   # seconds a pledge may report on a voucher or an enrolment
 STATUS_KINDS = ("voucher_status", "enrollstatus")
 MAX_REASON = 300
 MAX_TELEMETRY = 64
+HANDSHAKE_TIMEOUT = 10.0  # s for a client's TLS handshake
 SchemePolicy = Callable[[str, x509.Certificate], Scheme]
 SerialPolicy = Callable[[str, x509.Certificate], bool]
 
@@ -410,13 +411,31 @@ class Registrar:
         return server_context(cert_path, key_path,
                               client_ca_paths=[*idevid_anchor_paths, self.ca.cert_path])
 
+    async def _connection(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        await serve_connection(reader, writer,
+                               lambda request, w: self.handle(request, w, now=read_clock()))
+
     async def serve(self, context: ssl.SSLContext, *, sock: Any = None, host: str | None = None,
                     port: int = 0) -> asyncio.base_events.Server:
-        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await serve_connection(reader, writer,
-                                   lambda request, w: self.handle(request, w, now=read_clock()))
         if sock is not None:
-            return await asyncio.start_server(connection, sock=sock, ssl=context,
-                                              ssl_handshake_timeout=10.0)
-        return await asyncio.start_server(connection, host, port, ssl=context,
-                                          ssl_handshake_timeout=10.0)
+            return await asyncio.start_server(self._connection, sock=sock, ssl=context,
+                                              ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        return await asyncio.start_server(self._connection, host, port, ssl=context,
+                                          ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+
+    async def serve_accepted(self, context: ssl.SSLContext, sock: Any) -> None:
+        """One TCP connection accepted elsewhere (acpd, which hands it to the registrar
+        worker): TLS as server, then the requests until the client is done."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, sock, ssl=context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            LOG.info("registrar: TLS with a client failed: %s", logsafe(str(exc)))
+            sock.close()
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        await self._connection(reader, writer)

@@ -7,29 +7,38 @@ AN_join_registrar floods (RFC 8995 §4.3) through the ACP GRASP port (`ctx.acp_g
 60 s (ttl 180 s) and on every new ACP GRASP interface (`AcpGraspInterfaceUp`), and publishes
 `RegistrarHeard` for the join proxy of its own node, since a node never receives its own floods.
 
+Two processes (issue 19: acpd stays without cryptography, OpenSSL and sqlite). This part, in
+acpd, holds the listening sockets (the registrar port and the CRL's HTTP port, bound in the
+ACP namespace), the flooding, the status and the control commands. It accepts registrar
+connections as plain TCP and hands each one that sends data to the registrar worker
+(worker.py, started on demand by supervisor.py, gone after IDLE_EXIT s idle), which
+does TLS, CMS, CSRs, certificate signing, the MASA's TLS and allocations.db. A connection
+closed without data is a join proxy's probe (proxy/process.py tcp_probe): counted, never a
+session, but it starts the worker ahead of the pledges that proxy is about to relay. At start
+a one-shot worker (`check`) checks the CA, our LDevID against it and id-kp-cmcRA and signs
+the CRL; its verdict is this part's `problem`. acpd serves the CRL from the file the worker
+signed (crl_http.CrlFile) and asks a worker to sign anew on `revoke` and once half its
+validity has passed; the registrar's own LDevID renewal is a worker request too.
+
 The MASA is on the Internet, which the ACP does not reach (it routes only the ACP ULA prefix),
-so voucher-requests leave from acpd's own namespace (the data plane) by default;
-`masa_namespace` changes that. The MASA's TLS certificate is checked against the system CAs
-plus `manufacturer_trust_anchor` (a vendor's MASA is commonly under its own CA), with its host
-name, and the registrar presents its LDevID as client certificate (RFC 8995 §5.4.1).
+so voucher-requests leave from acpd's own namespace (the data plane, which the worker
+inherits) by default; `masa_namespace` changes that. The MASA's TLS certificate is checked
+against the system CAs plus `manufacturer_trust_anchor` (a vendor's MASA is commonly under its
+own CA), with its host name, and the registrar presents its LDevID as client certificate
+(RFC 8995 §5.4.1).
 """
 from __future__ import annotations
 
 import asyncio
 import collections
-import datetime as dt
 import ipaddress
+import json
 import logging
-import os
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from ... import netns
 from ...control.server import RequestError
@@ -40,24 +49,12 @@ from ...grasp.errors import GraspApiError
 from ...grasp.messages import Locator, Objective, TaggedObjective
 from ...logsafe import logsafe
 from ...node_context import NodeContext, Part
-from ...revocation.crl import CRL_PORT, crl_url
-from ..http import Response
+from ...revocation.crl import CRL_PORT, DEFAULT_VALIDITY, crl_url
 from ..proxy.registrars import AN_JOIN_REGISTRAR, EST_TLS
-from ..store import load_identity
-from ..tls import chain_problem
-from .bootstrap import (  # noqa: F401  (bootstrap_registrar: acpd imports it here)
-    RegistrarFiles,
-    RegistrarSetupError,
-    bootstrap_registrar,
-    has_cmc_ra,
-    issue_own_ldevid,
-    open_registrar_files,
-    reissue_reason,
-)
-from .core import Registrar
-from .domain_ca import PrivateKey
+from .crl_http import CrlFile, serve_crl
 from .registrar_id import conflict, format_registrar_id, registrar_id_of
-from .revocation import CrlPublisher, RevocationError, RevocationStore, revoked_view, serve_crl
+from .supervisor import RegistrarWorker, WorkerError, run_once
+from .worker_protocol import IDLE_EXIT, crl_path, settings_of
 
 LOG = logging.getLogger("acpd.brski.registrar")
 FLOOD_INTERVAL = 60.0     # s; RFC 8995 §4.3 default (and minimum)
@@ -67,6 +64,10 @@ ASA_NAME = "acpd-registrar"
 MAX_REFUSALS = 16
 LISTEN_BACKLOG = 64
 RENEW_RETRY = 3600.0      # s after a failed self-renewal (a full disk must not spam the log)
+CRL_RESIGN = DEFAULT_VALIDITY.total_seconds() / 2  # s: CrlPublisher's own rebuild point
+FIRST_DATA_TIMEOUT = 10.0  # s an accepted connection may stay silent (a TLS client speaks first)
+MAX_PENDING = 64          # accepted connections waiting for their first bytes
+MAX_TELEMETRY = 8
 
 
 def registrar_objective() -> Objective:
@@ -85,114 +86,123 @@ def flood_items(address: str, port: int) -> list[TaggedObjective]:
     return [TaggedObjective(registrar_objective(), registrar_locator(address, port))]
 
 
-class RecordingRegistrar(Registrar):
-    """The registrar, keeping its last refusals for `acpctl registrar` (logs alone scroll by)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_REFUSALS)
-
-    def replace_identity(self, cert: x509.Certificate, key: PrivateKey) -> None:
-        """Use a renewed certificate from now on (also as the proximity-registrar-cert)."""
-        self.cert, self.key = cert, key
-        self._cert_der = cert.public_bytes(serialization.Encoding.DER)
-
-    def _refuse(self, status: int, who: str, reason: str) -> Response:
-        self.refusals.append({"time": round(time.time(), 1), "who": logsafe(who),
-                              "status": status, "reason": logsafe(reason, 300)})
-        return super()._refuse(status, who, reason)
-
-
-def masa_client_context(cert_path: Path, key_path: Path,
-                        manufacturer_anchor: Path | None) -> ssl.SSLContext:
-    """TLS towards MASAs: system CAs + the manufacturer anchor, host name checked, LDevID shown."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if manufacturer_anchor is not None:
-        context.load_verify_locations(cafile=os.fspath(manufacturer_anchor))
-    context.load_cert_chain(os.fspath(cert_path), os.fspath(key_path))
-    return context
-
-
 class RegistrarPart(Part):
-    """The acpd part (control command `registrar`)."""
+    """The acpd part (control commands `registrar`, `revoke`, `revoked`)."""
     name = "registrar"
 
     def __init__(self, ctx: NodeContext, *, masa_namespace: str | None = None,
                  flood_interval: float = FLOOD_INTERVAL, flood_ttl_ms: int = FLOOD_TTL_MS,
-                 crl_port: int = CRL_PORT) -> None:
+                 crl_port: int = CRL_PORT, idle_exit: float = IDLE_EXIT) -> None:
         self.ctx = ctx
+        self.idle_exit = idle_exit
         self.masa_namespace = masa_namespace
         self.flood_interval, self.flood_ttl_ms = flood_interval, flood_ttl_ms
-        self.registrar: RecordingRegistrar | None = None
-        self.files: RegistrarFiles | None = None
+        self.worker: RegistrarWorker | None = None
         self.port: int | None = None
         self.address: str | None = None
         self.problem: str | None = None
         self.floods_sent = 0
         self.last_flood: float | None = None
-        self._server: asyncio.base_events.Server | None = None
+        self.probes = 0
+        self._listener: socket.socket | None = None
+        self._accepter: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._flooder: asyncio.Task[None] | None = None
         self._unsub_new_interface: Callable[[], None] | None = None
         self._grasp: AsaApi | None = None
         self._asa: Asa | None = None
         self._warned_no_grasp = False
-        self._context: ssl.SSLContext | None = None
         self._renew_after = 0.0
+        self._crl_after = 0.0
         self.renewals = 0
         self.crl_port = crl_port
-        self.revocation: RevocationStore | None = None
-        self.crl: CrlPublisher | None = None
+        self.crl: CrlFile | None = None
         self._crl_server: asyncio.base_events.Server | None = None
+        # what the workers reported: the latest summary; counters, refusals and status
+        # reports of the workers that ended, plus each running worker's own (by pid)
+        self.summary: dict[str, Any] = {}
+        self._counters: collections.Counter[str] = collections.Counter()
+        self._refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_REFUSALS)
+        self._telemetry: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=MAX_TELEMETRY)
+        self._live: dict[int, dict[str, Any]] = {}
         self.others: dict[str, dict[str, Any]] = {}  # other registrars heard, by address
         self.conflict: str | None = None
         ctx.bus.subscribe(RegistrarHeard, self._on_registrar_heard)
         ctx.control.register("registrar", lambda _request: self.status())
         ctx.control.register("revoke", self._cmd_revoke)
-        ctx.control.register("revoked", lambda _request: self.revoked_view())
+        ctx.control.register("revoked", self._cmd_revoked)
 
     # -- life -----------------------------------------------------------------------------
+    def _settings(self) -> str:
+        """The registrar worker's settings (RegistrarSetupError-like ValueError: not usable)."""
+        config, identity = self.ctx.config, self.ctx.identity
+        if not config.registrar_domain:
+            raise ValueError("option registrar_domain is not set")
+        if identity is None or not identity.get("acp_address"):
+            raise ValueError("the node has no LDevID with an ACP address "
+                             "(bootstrap_registrar did not run?)")
+        if config.ldevid_cert is None or config.ldevid_key is None:
+            raise ValueError("ldevid_cert and ldevid_key are not set")
+        return settings_of(config, identity["acp_address"], self.masa_namespace, self.idle_exit)
+
     async def start(self) -> None:
         try:
-            self._open()
-        except (RegistrarSetupError, OSError, ValueError) as exc:
-            self.problem = str(exc)
-            LOG.error("registrar not started: %s", exc)
-            self._close_files()
+            settings = self._settings()
+        except ValueError as exc:
+            self._not_started(str(exc))
             return
-        assert self.registrar is not None and self.address is not None
+        ok, out = await run_once("check", settings)
+        if not ok:
+            self._not_started(out)
+            return
+        try:
+            self._on_state(0, json.loads(out), final=False)
+        except ValueError:
+            self._not_started(f"registrar worker (check) printed no state: {out[:200]!r}")
+            return
+        for warning in self.summary.get("warnings") or []:
+            LOG.warning("registrar: %s", logsafe(str(warning)))
+        identity = self.ctx.identity
+        assert identity is not None
+        self.address = identity["acp_address"]
         config = self.ctx.config
-        anchors = [config.manufacturer_trust_anchor] if config.manufacturer_trust_anchor else []
-        if not anchors:
-            LOG.warning("registrar: no manufacturer_trust_anchor: pledges' IDevIDs cannot be "
-                        "verified, only LDevID renewal is served")
-        cert_path, key_path = self._ldevid_paths()  # _open() checked they are set
-        context = self._context = self.registrar.ssl_context(cert_path, key_path, anchors)
         loop = asyncio.get_running_loop()
         try:
-            sock = await loop.run_in_executor(None, self._bind_in_acp, config.registrar_port)
-            self._server = await self.registrar.serve(context, sock=sock)
+            self._listener = await loop.run_in_executor(None, self._bind_in_acp,
+                                                        config.registrar_port)
         except OSError as exc:
-            self.problem = f"cannot listen on [::]:{config.registrar_port} in " \
-                           f"{self.ctx.acp_ns}: {exc.strerror or exc}"
-            LOG.error("registrar not started: %s", self.problem)
-            self._close_files()
+            self._not_started(f"cannot listen on [::]:{config.registrar_port} in "
+                              f"{self.ctx.acp_ns}: {exc.strerror or exc}")
             return
-        self.port = self._server.sockets[0].getsockname()[1]
+        self.problem = None
+        self.worker = RegistrarWorker(settings, self._on_state)
+        self.worker.refuse_new = self.conflict
+        self.port = self._listener.getsockname()[1]
+        self._accepter = loop.create_task(self._accept_loop(self._listener))
         await self._serve_crl()
         LOG.info("registrar for %s on [%s]:%d (ACP namespace %s)", config.registrar_domain,
                  self.address, self.port, self.ctx.acp_ns)
         self._start_flooding()
         self._flooder = loop.create_task(self._flood_loop())
 
+    def _not_started(self, problem: str) -> None:
+        self.problem = problem
+        self.address = None
+        LOG.error("registrar not started: %s", problem)
+
     async def stop(self) -> None:
         if self._unsub_new_interface is not None:
             self._unsub_new_interface()
             self._unsub_new_interface = None
-        if self._flooder is not None:
-            self._flooder.cancel()
-            await asyncio.gather(self._flooder, return_exceptions=True)
-            self._flooder = None
+        for task in (self._flooder, self._accepter, *self._pending, *self._tasks):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in (self._flooder, self._accepter, *self._pending,
+                                           *self._tasks) if t is not None),
+                             return_exceptions=True)
+        self._flooder = self._accepter = None
         if self.address and self.port:  # withdraw at once from our own join proxy
             self.ctx.bus.publish(RegistrarHeard(self.address, self.port, 0))
         if self._grasp is not None and self._asa is not None:
@@ -201,114 +211,15 @@ class RegistrarPart(Part):
             except GraspApiError as exc:
                 LOG.debug("registrar ASA already gone: %s", exc)
         self._grasp = self._asa = None
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         if self._crl_server is not None:
             self._crl_server.close()
             await self._crl_server.wait_closed()
             self._crl_server = None
-        self._close_files()
-
-    def _ldevid_paths(self) -> tuple[Path, Path]:
-        config = self.ctx.config
-        if config.ldevid_cert is None or config.ldevid_key is None:
-            raise RegistrarSetupError("ldevid_cert and ldevid_key are not set")
-        return config.ldevid_cert, config.ldevid_key
-
-    def _close_files(self) -> None:
-        if self.revocation is not None:
-            self.revocation.close()
-            self.revocation = self.crl = None
-        if self.files is not None:
-            self.files.close()
-            self.files = None
-
-    def _open(self) -> None:
-        """Domain CA, allocator, our LDevID (checked against the CA) and the Registrar."""
-        config, identity = self.ctx.config, self.ctx.identity
-        if not config.registrar_domain:
-            raise RegistrarSetupError("option registrar_domain is not set")
-        if identity is None or not identity.get("acp_address"):
-            raise RegistrarSetupError("the node has no LDevID with an ACP address "
-                                      "(bootstrap_registrar did not run?)")
-        if config.ldevid_cert is None or config.ldevid_key is None:
-            raise RegistrarSetupError("ldevid_cert and ldevid_key are not set")
-        self.files = open_registrar_files(Path(config.registrar_dir), config.registrar_domain,
-                                          config.registrar_ca_cert, config.registrar_ca_key,
-                                          registrar_id=config.registrar_id)
-        found = load_identity(config.ldevid_cert, config.ldevid_key)
-        if found is None:
-            raise RegistrarSetupError(f"cannot load the LDevID {config.ldevid_cert} with its key")
-        cert, key = found
-        problem = chain_problem(cert, self.files.ca.certificate)
-        if problem is not None:
-            raise RegistrarSetupError(f"the LDevID does not chain to the domain CA: {problem}")
-        if not has_cmc_ra(cert):
-            LOG.warning("registrar: the LDevID lacks id-kp-cmcRA: MASAs will refuse vouchers "
-                        "(restart acpd to have it re-issued)")
-        self.address = identity["acp_address"]
-        self.revocation = RevocationStore(self.files.allocator.path)
-        self.crl = CrlPublisher(self.files.ca, self.revocation)
-        self.registrar = RecordingRegistrar(
-            self.files.ca, self.files.allocator, cert, key,
-            masa_context=masa_client_context(config.ldevid_cert, config.ldevid_key,
-                                             config.manufacturer_trust_anchor),
-            default_masa_url=config.registrar_masa_url, masa_namespace=self.masa_namespace,
-            revocation=self.revocation, crl_url=self.crl_url)
-
-    @property
-    def crl_url(self) -> str | None:
-        """The CRL distribution point written into every certificate issued here."""
-        return None if self.address is None else crl_url(self.address)
-
-    # -- revocation (RFC 8994 §6.2.5.3) ---------------------------------------------------
-    async def _serve_crl(self) -> None:
-        """GET http://[<our ACP address>]/acp.crl in the ACP namespace; a failure is logged
-        (nodes then keep their last good CRL), the registrar keeps running."""
-        if self.crl is None:
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            sock = await loop.run_in_executor(None, self._bind_in_acp, self.crl_port)
-            self._crl_server = await serve_crl(self.crl, sock=sock)
-        except OSError as exc:
-            LOG.error("registrar: cannot serve the CRL on [::]:%d in %s: %s", self.crl_port,
-                      self.ctx.acp_ns, exc.strerror or exc)
-            return
-        LOG.info("registrar: CRL at %s", self.crl_url)
-
-    def revoke(self, target: str, reason: str = "",
-               now: dt.datetime | None = None) -> dict[str, Any]:
-        """Revoke an acp-node-name or a serial (RevocationError: unknown); the CRL served next
-        lists it (nodes learn it within their refresh interval)."""
-        if self.revocation is None or self.crl is None:
-            raise RequestError("the registrar is not running")
-        try:
-            added = self.revocation.revoke(target, now or dt.datetime.now(dt.UTC), reason)
-        except RevocationError as exc:
-            raise RequestError(str(exc)) from None
-        for entry in added:
-            LOG.warning("registrar: revoked certificate %s of %s: %s", entry.serial,
-                        entry.acp_node_name or "(unknown name)", entry.reason)
-        self.crl.current(now or dt.datetime.now(dt.UTC))   # rebuilt now, not at the next fetch
-        return {"target": target, "revoked": [r.as_dict() for r in added],
-                "crl_number": self.crl.number}
-
-    async def _cmd_revoke(self, request: dict[str, Any]) -> dict[str, Any]:
-        target = request.get("target")
-        if not isinstance(target, str) or not target.strip():
-            raise RequestError("revoke needs target: an acp-node-name or a certificate serial")
-        reason = request.get("reason")
-        return self.revoke(target.strip(), reason if isinstance(reason, str) else "")
-
-    def revoked_view(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"crl_url": self.crl_url, "crl_number": None, "revoked": [],
-                               "revoked_names": []}
-        if self.revocation is not None and self.crl is not None:
-            out.update(revoked_view(self.revocation), crl_number=self.crl.number)
-        return out
+        if self.worker is not None:
+            await self.worker.stop()
 
     def _bind_in_acp(self, port: int) -> socket.socket:
         sock = netns.socket_in(self.ctx.acp_ns, socket.AF_INET6, socket.SOCK_STREAM)
@@ -321,6 +232,147 @@ class RegistrarPart(Part):
             sock.close()
             raise
         return sock
+
+    # -- connections: accepted here, served by the worker --------------------------------
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _peer = await loop.sock_accept(listener)
+            except OSError as exc:   # EMFILE and the like: do not spin
+                LOG.warning("registrar: accept failed: %s", exc.strerror or exc)
+                await asyncio.sleep(0.5)
+                continue
+            if len(self._pending) >= MAX_PENDING:
+                conn.close()
+                continue
+            assert self.worker is not None
+            self.worker.prestart()
+            task = loop.create_task(self._first_data(conn))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _first_data(self, conn: socket.socket) -> None:
+        """Hand `conn` to the worker once it sends; one closed (or silent) without a byte is
+        a probe: counted and closed here."""
+        loop = asyncio.get_running_loop()
+        conn.setblocking(False)
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not readable.done():
+                readable.set_result(None)
+        try:
+            loop.add_reader(conn.fileno(), ready)
+            try:
+                await asyncio.wait_for(readable, FIRST_DATA_TIMEOUT)
+            finally:
+                loop.remove_reader(conn.fileno())
+            data = conn.recv(1, socket.MSG_PEEK)
+        except (TimeoutError, OSError):
+            data = b""
+        except BaseException:
+            conn.close()
+            raise
+        if not data:
+            self.probes += 1
+            conn.close()
+            return
+        assert self.worker is not None
+        try:
+            await self.worker.hand_over(conn)
+        except (WorkerError, OSError) as exc:
+            LOG.warning("registrar: a connection could not reach the worker: %s", exc)
+
+    # -- what the workers report ----------------------------------------------------------
+    def _on_state(self, pid: int, state: dict[str, Any], final: bool) -> None:
+        if final:   # fold the ended worker's own counters into the part's
+            last = self._live.pop(pid, None)
+            if last is not None:
+                self._counters.update(last.get("counters") or {})
+                self._refusals.extend(last.get("recent_refusals") or [])
+                self._telemetry.extend(last.get("recent_status") or [])
+            return
+        if pid:
+            self._live[pid] = state
+        for key, value in state.items():
+            if key in ("counters", "recent_refusals", "recent_status"):
+                continue
+            if value is not None or key not in self.summary:
+                self.summary[key] = value
+
+    def _counters_now(self) -> dict[str, int]:
+        total = collections.Counter(self._counters)
+        for state in self._live.values():
+            total.update(state.get("counters") or {})
+        return dict(total)
+
+    def _recent(self, key: str, done: collections.deque[dict[str, Any]]) -> list[Any]:
+        out = list(done)
+        for state in self._live.values():
+            out += state.get(key) or []
+        return out[-8:]
+
+    # -- revocation (RFC 8994 §6.2.5.3) ---------------------------------------------------
+    @property
+    def crl_url(self) -> str | None:
+        """The CRL distribution point written into every certificate issued here."""
+        return None if self.address is None else crl_url(self.address)
+
+    async def _serve_crl(self) -> None:
+        """GET http://[<our ACP address>]/acp.crl in the ACP namespace, from the file the
+        worker signed; a failure is logged (nodes then keep their last good CRL), the
+        registrar keeps running."""
+        self.crl = CrlFile(crl_path(Path(self.ctx.config.registrar_dir)))
+        loop = asyncio.get_running_loop()
+        try:
+            sock = await loop.run_in_executor(None, self._bind_in_acp, self.crl_port)
+            self._crl_server = await serve_crl(self.crl, sock=sock)
+        except OSError as exc:
+            LOG.error("registrar: cannot serve the CRL on [::]:%d in %s: %s", self.crl_port,
+                      self.ctx.acp_ns, exc.strerror or exc)
+            return
+        LOG.info("registrar: CRL at %s", self.crl_url)
+
+    async def _ask(self, what: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self.worker is None or self._listener is None:
+            raise RequestError("the registrar is not running")
+        try:
+            return await self.worker.request(what, args)
+        except WorkerError as exc:
+            raise RequestError(str(exc)) from None
+
+    async def revoke(self, target: str, reason: str = "") -> dict[str, Any]:
+        """Revoke an acp-node-name or a serial; the worker signs the CRL served next at once
+        (nodes learn it within their refresh interval). RequestError: unknown, not running."""
+        return await self._ask("revoke", {"target": target, "reason": reason})
+
+    async def _cmd_revoke(self, request: dict[str, Any]) -> dict[str, Any]:
+        target = request.get("target")
+        if not isinstance(target, str) or not target.strip():
+            raise RequestError("revoke needs target: an acp-node-name or a certificate serial")
+        reason = request.get("reason")
+        return await self.revoke(target.strip(), reason if isinstance(reason, str) else "")
+
+    async def _cmd_revoked(self, _request: dict[str, Any]) -> dict[str, Any]:
+        if self.worker is None:
+            return {"crl_url": self.crl_url, "crl_number": None, "revoked": [],
+                    "revoked_names": []}
+        return await self._ask("revoked")
+
+    async def resign_crl_if_due(self) -> bool:
+        """Have a worker sign the CRL anew once half its validity has passed."""
+        built = self.summary.get("crl_built")
+        if self.worker is None or time.monotonic() < self._crl_after or \
+                (isinstance(built, (int, float)) and time.time() - built < CRL_RESIGN):
+            return False
+        try:
+            await self.worker.request("crl")
+        except WorkerError as exc:
+            LOG.error("registrar: signing the CRL failed: %s", exc)
+            self._crl_after = time.monotonic() + RENEW_RETRY
+            return False
+        return True
 
     # -- announcing -----------------------------------------------------------------------
     def _start_flooding(self) -> None:
@@ -364,14 +416,15 @@ class RegistrarPart(Part):
                 self.announce()
             except Exception:  # a failing neighbour part must not end the announcements
                 LOG.exception("registrar: announcing failed")
-            self.renew_if_due()
+            await self.renew_if_due()
+            await self.resign_crl_if_due()
             await asyncio.sleep(self.flood_interval)
 
     # -- other registrars (RFC 8994 §6.11.7) ----------------------------------------------
     def _on_registrar_heard(self, event: RegistrarHeard) -> None:
         """Another registrar of the ACP announced itself: remember it, and stop allocating
         new addresses if it has our Registrar-ID (both would hand out the same ones)."""
-        if self.address is None or self.files is None:
+        if self.address is None:
             return
         try:
             if ipaddress.IPv6Address(event.address) == ipaddress.IPv6Address(self.address):
@@ -385,78 +438,70 @@ class RegistrarPart(Part):
         self.others[event.address] = {
             "address": event.address, "port": event.port, "last_heard": round(time.time(), 1),
             "registrar_id": None if other is None else format_registrar_id(other)}
-        problem = conflict(self.files.allocator.registrar_id, self.address, event.address)
+        own = registrar_id_of(self.address)   # a registrar allocated its own address first
+        problem = None if own is None else conflict(own, self.address, event.address)
         if problem is not None and self.conflict is None:
             self.conflict = problem
             LOG.error("registrar: %s; new pledges are refused until acpd restarts", problem)
-            if self.registrar is not None:
-                self.registrar.refuse_new = problem
+            if self.worker is not None:
+                task = asyncio.get_running_loop().create_task(
+                    self.worker.set_refuse_new(problem))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     # -- our own LDevID -------------------------------------------------------------------
-    def renew_if_due(self, now: dt.datetime | None = None) -> bool:
-        """Re-issue our own LDevID in place when due: new TLS handshakes and MASA requests use
-        it at once, and IdentityChanged tells the other parts (the name stays the same)."""
-        if self.registrar is None or self.files is None or time.monotonic() < self._renew_after:
+    async def renew_if_due(self) -> bool:
+        """Have a worker re-issue our own LDevID in place when due (the worker's check said
+        when): its TLS and MASA requests use it at once, workers started later load it, and
+        IdentityChanged tells the other parts (the name stays the same)."""
+        due = self.summary.get("renew_at")
+        if self.worker is None or not isinstance(due, (int, float)) or time.time() < due \
+                or time.monotonic() < self._renew_after:
             return False
-        reason = reissue_reason(self.registrar.cert, now or dt.datetime.now(dt.UTC))
-        if reason is None:
-            return False
-        config = self.ctx.config
         try:
-            cert_path, key_path = self._ldevid_paths()
-            if config.trust_anchors is None:
-                raise RegistrarSetupError("trust_anchors is not set")
-            cert, key = issue_own_ldevid(self.files, cert_path, key_path, config.trust_anchors)
-            for context in (self._context, self.registrar.masa_context):
-                if context is not None:
-                    context.load_cert_chain(cert_path, key_path)
-        except (OSError, ValueError, ssl.SSLError, RegistrarSetupError) as exc:
-            LOG.error("registrar: renewing this node's LDevID (%s) failed: %s", reason, exc)
+            renewed = (await self.worker.request("renew")).get("renewed") is True
+        except WorkerError as exc:
+            LOG.error("registrar: renewing this node's LDevID failed: %s", exc)
             self._renew_after = time.monotonic() + RENEW_RETRY
             return False
-        self.registrar.replace_identity(cert, key)
+        if not renewed:
+            self._renew_after = time.monotonic() + RENEW_RETRY
+            return False
         self.renewals += 1
-        LOG.info("registrar: renewed this node's LDevID (%s)", reason)
+        LOG.info("registrar: renewed this node's LDevID")
+        config = self.ctx.config
         self.ctx.bus.publish(IdentityChanged(str(config.ldevid_cert), str(config.ldevid_key),
                                              str(config.trust_anchors)))
         return True
 
     # -- views ----------------------------------------------------------------------------
-    def _enrolled(self) -> int | None:
-        if self.files is None or self.registrar is None:
-            return None
-        allocator = self.files.allocator
-        own = allocator.lookup_name(_node_name(self.registrar.cert) or "")
-        return allocator.count() - (1 if own is not None else 0)
-
     def status(self) -> dict[str, Any]:
         config = self.ctx.config
+        summary = self.summary
         out: dict[str, Any] = {
-            "running": self._server is not None, "domain": config.registrar_domain,
+            "running": self._listener is not None, "domain": config.registrar_domain,
             "address": self.address, "port": self.port, "namespace": self.ctx.acp_ns,
             "problem": self.problem, "default_masa_url": config.registrar_masa_url,
             "masa_namespace": self.masa_namespace, "flooding": self._grasp is not None,
             "floods_sent": self.floods_sent, "own_renewals": self.renewals,
             "last_flood_age": None if self.last_flood is None
             else round(time.time() - self.last_flood, 1),
-            "enrolled": self._enrolled(), "recent_refusals": [],
+            "enrolled": summary.get("enrolled") if self._listener is not None else None,
+            "recent_refusals": [],
             "crl_url": self.crl_url if self._crl_server is not None else None,
-            "crl_number": self.crl.number if self.crl is not None else None,
-            "revoked": len(self.revocation.revoked()) if self.revocation is not None else 0,
+            "crl_number": summary.get("crl_number"),
+            "revoked": summary.get("revoked") or 0,
             "other_registrars": sorted(self.others.values(), key=lambda o: o["address"]),
             "registrar_id_conflict": self.conflict,
             "ldevid": str(config.ldevid_cert) if config.ldevid_cert else None,
             "ldevid_key": str(config.ldevid_key) if config.ldevid_key else None}
-        if self.registrar is not None and self.files is not None:
-            inner = self.registrar.status()
-            out.update(acp_node_name=inner["acp_node_name"], registrar_id=inner["registrar_id"],
-                       domain_ca=inner["domain_ca"], allocations=inner["allocations"],
-                       counters=inner["counters"], recent_status=inner["recent_status"],
-                       recent_refusals=list(self.registrar.refusals)[-8:])
+        if self._listener is not None and self.worker is not None:
+            out.update(acp_node_name=summary.get("acp_node_name"),
+                       registrar_id=summary.get("registrar_id"),
+                       domain_ca=summary.get("domain_ca"),
+                       allocations=summary.get("allocations"), counters=self._counters_now(),
+                       recent_status=self._recent("recent_status", self._telemetry),
+                       recent_refusals=self._recent("recent_refusals", self._refusals),
+                       worker={**self.worker.status(), "probes": self.probes,
+                               "crl_served": self.crl.served if self.crl is not None else 0})
         return out
-
-
-def _node_name(cert: x509.Certificate) -> str | None:
-    from ...identity.certificate import find_acp_node_name
-    found = find_acp_node_name(cert)
-    return found.text if found else None

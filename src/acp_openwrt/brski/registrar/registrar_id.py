@@ -12,13 +12,13 @@ announced ACP address. Pure functions, no I/O.
 """
 from __future__ import annotations
 
-import hashlib
 import re
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from typing import TYPE_CHECKING
 
 from ...identity.address import AcpAddress, AddressError
+
+if TYPE_CHECKING:  # acpd reads Registrar-IDs from addresses without cryptography or hashlib
+    from cryptography import x509
 
 REGISTRAR_ID_BITS = 46
 REGISTRAR_ID_MAX = (1 << REGISTRAR_ID_BITS) - 1
@@ -60,6 +60,9 @@ def derived_registrar_id(ca_cert: x509.Certificate) -> int:
 
     The operator's own check: `openssl x509 -in CA.crt -noout -pubkey | openssl pkey -pubin
     -outform DER | sha256sum`: the first 12 hex digits, shifted right by 2 bits."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
     spki = ca_cert.public_key().public_bytes(serialization.Encoding.DER,
                                              serialization.PublicFormat.SubjectPublicKeyInfo)
     value = int.from_bytes(hashlib.sha256(spki).digest()[:6], "big") >> 2

@@ -11,17 +11,16 @@ device does not come back by enrolling again. Revoking one serial revokes that c
 
 `CrlPublisher` builds the CRL from the tables, signed by the domain CA, and rebuilds it when a
 revocation was added or half its validity (12 h of 24 h) has passed; its CRL number only
-goes up (kept in the `crl_meta` table), so nodes keep the newest. `serve_crl` answers
-`GET /acp.crl` over plain HTTP (the CRL is signed; RFC 8994 §6.2.5.3 allows HTTP and a revoked
-node must still be able to fetch it).
+goes up (kept in the `crl_meta` table), so nodes keep the newest. The registrar worker signs
+it (worker.py) and writes it to a file; acpd answers `GET /acp.crl` from that file
+(crl_http.py, re-exported here: `serve_crl`).
 """
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,14 +30,8 @@ from cryptography.hazmat.primitives import serialization
 
 from ...identity.certificate import find_acp_node_name, validity
 from ...logsafe import logsafe
-from ...revocation.crl import (
-    CRL_MEDIA_TYPE,
-    CRL_PATH,
-    DEFAULT_VALIDITY,
-    RevokedEntry,
-    build_crl,
-)
-from ..http import Request, Response, serve_connection, text_response
+from ...revocation.crl import DEFAULT_VALIDITY, RevokedEntry, build_crl
+from .crl_http import crl_handler, serve_crl
 from .domain_ca import DomainCA
 
 LOG = logging.getLogger("acpd.brski.registrar")
@@ -220,37 +213,11 @@ class CrlPublisher:
                     self._built_at.timestamp(), 1)}
 
 
-def crl_handler(publisher: CrlPublisher, clock: Callable[[], dt.datetime],
-                ) -> Callable[[Request, asyncio.StreamWriter], Any]:
-    async def handle(request: Request, _writer: asyncio.StreamWriter) -> Response:
-        if request.path.split("?")[0] != CRL_PATH:
-            return text_response(404, f"no {request.path}")
-        if request.method not in ("GET", "HEAD"):
-            return text_response(405, "GET only")
-        body = publisher.current(clock())
-        publisher.served += 1
-        return Response(200, body if request.method == "GET" else b"",
-                        {"content-type": CRL_MEDIA_TYPE, "cache-control": "no-cache"})
-    return handle
-
-
-async def serve_crl(publisher: CrlPublisher, *, sock: Any = None, host: str | None = None,
-                    port: int = 0, clock: Callable[[], dt.datetime] | None = None,
-                    ) -> asyncio.base_events.Server:
-    """Plain HTTP: GET /acp.crl -> the CRL (DER, application/pkix-crl)."""
-    handle = crl_handler(publisher, clock or (lambda: dt.datetime.now(dt.UTC)))
-
-    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await serve_connection(reader, writer, handle, idle_timeout=10.0, max_requests=4)
-    if sock is not None:
-        return await asyncio.start_server(connection, sock=sock)
-    return await asyncio.start_server(connection, host, port)
-
-
 def revoked_view(store: RevocationStore) -> dict[str, Any]:
     return {"revoked": [r.as_dict() for r in store.revoked()],
             "revoked_names": store.revoked_names()}
 
 
 __all__: Sequence[str] = ("CrlPublisher", "RevocationError", "RevocationStore", "Revoked",
-                          "parse_serial", "revoked_view", "serial_text", "serve_crl")
+                          "crl_handler", "parse_serial", "revoked_view", "serial_text",
+                          "serve_crl")
