@@ -10,7 +10,6 @@ import asyncio
 import socket
 import ssl
 
-from ...netns import socket_in
 from ..http import HttpConnection, HttpError, Response, text_response
 from ..idevid import IdevidError, masa_endpoint
 from ..wellknown import VOUCHER_CMS_JSON
@@ -27,6 +26,7 @@ async def _open(host: str, port: int, context: ssl.SSLContext, namespace: str | 
     if not infos:
         raise OSError(f"cannot resolve {host}")
     family, _, _, _, address = infos[0]
+    from ...netns import socket_in  # here: pyroute2 only for a registrar with masa_namespace
     sock = await loop.run_in_executor(None, socket_in, namespace, family, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)

@@ -223,6 +223,8 @@ def _setup_logging(level: str | None) -> None:
 
 def main(argv: list[str]) -> int:
     """MODE SETTINGS [FD] (the module docstring)."""
+    from ... import pyroute2_lean
+    pyroute2_lean.install()  # as acpd: netns (masa_namespace) without pyroute2's package init
     mode, settings = argv[0], json.loads(argv[1])
     config = config_of(settings["config"])
     _setup_logging(config.log_level)
