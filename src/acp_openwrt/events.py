@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 LOG = logging.getLogger("acpd.events")
 
@@ -82,10 +82,13 @@ class ChannelDown:
 
 @dataclass(frozen=True)
 class IdentityChanged:
-    """The node has a (new) LDevID: e.g. BRSKI enrolment finished. Paths of the stored files."""
+    """The node has a (new) LDevID: e.g. BRSKI enrolment finished. Paths of the stored files;
+    `report`, the enrolment's enrollstatus still to send (brski.pledge.enroll_report's
+    PendingReport), which the coordinator sends off the path of its restart."""
     cert_path: str
     key_path: str
     trust_anchors_path: str
+    report: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

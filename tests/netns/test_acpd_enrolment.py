@@ -4,9 +4,19 @@ same pid) with the new identity and floods AN_ACP, so the registrar hears it as 
 (Channels need kernel IPsec: the vm tier carries on from here.)"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from acp_openwrt.lab.acpd_lab import AcpdLab
+
+
+def _zombie_child(pid: str, parent: int) -> bool:
+    """Whether `pid` is a zombie child of `parent`."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] == "Z" and int(fields[1]) == parent
 
 
 def test_pledge_enrols_and_then_floods_an_acp(lab: AcpdLab) -> None:
@@ -32,6 +42,21 @@ def test_pledge_enrols_and_then_floods_an_acp(lab: AcpdLab) -> None:
         lab.wait("the registrar hears n2's AN_ACP",
                  lambda: any(n["interface"] for n in lab.ask("n1", "neighbors")), timeout=30)
         assert lab.ask("n1", "registrar")["enrolled"] == 1
+        # issue 19: n2 reported enrollstatus from a detached copy made just before its exec,
+        # not on the way to it; the registrar still records it, the copy is gone
+        lab.wait("the registrar records n2's enrollstatus",
+                 lambda: lab.ask("n1", "registrar")["counters"].get("enrollstatus 200"),
+                 timeout=30)
+        log = lab.nodes["n2"].stderr()
+        assert "enrollstatus reported by a detached copy of acpd" in log
+        assert log.index("acpd starts anew") < log.index("enrollstatus reported by a detached")
+        lab.wait("the copy's own log line", lambda: "enrollstatus delivered" in
+                 lab.nodes["n2"].stderr(), timeout=10)
+        delivered = [line for line in lab.nodes["n2"].stderr().splitlines()
+                     if "enrollstatus delivered" in line]
+        assert f"(pid {proc.pid})" not in delivered[0]
+        zombies = [p for p in os.listdir("/proc") if p.isdigit() and _zombie_child(p, proc.pid)]
+        assert zombies == []  # acpd run anew has no child of the old one to reap
     except BaseException:
         print(lab.logs())
         raise

@@ -4,7 +4,9 @@ Connects (in the DULL namespace when one is given, scoped to the proxy's link), 
 `PledgeAttempt` state machine over one persistent TLS connection, stores the identity
 atomically, then reports enrollstatus on a fresh TLS connection made with the new LDevID and
 verified against the new trust anchors (RFC 8995 §5.9.4), which also proves the stored
-identity works. Network and protocol failures become `Refused` with a one-line reason.
+identity works: here, or (`detach_report`, as acpd's pledge does) left pending for the caller
+(`pending_report`; enroll_report.py), so that acpd's restart with its new identity need not
+wait for it. Network and protocol failures become `Refused` with a one-line reason.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from .core import (
     Wait,
     _status_body,
 )
+from .enroll_report import PendingReport
 from .locator import IdentityPaths, Locator
 
 LOG = logging.getLogger("acpd.brski.pledge")
@@ -77,11 +80,14 @@ class PledgeClient:
 
     def __init__(self, identity: PledgeIdentity, paths: IdentityPaths, *,
                  namespace: str | None = None, accept_nonceless: bool = True,
-                 io_timeout: float = IO_TIMEOUT, attempt_timeout: float = ATTEMPT_TIMEOUT) -> None:
+                 io_timeout: float = IO_TIMEOUT, attempt_timeout: float = ATTEMPT_TIMEOUT,
+                 detach_report: bool = False) -> None:
         self.identity, self.paths, self.namespace = identity, paths, namespace
         self.accept_nonceless = accept_nonceless
+        self.detach_report = detach_report  # enrollstatus left to the caller: pending_report
         self.io_timeout, self.attempt_timeout = io_timeout, attempt_timeout
         self.last_attempt: PledgeAttempt | None = None
+        self.pending_report: PendingReport | None = None
 
     async def attempt(self, locator: Locator) -> Enrolled | Refused:
         """One full attempt; the identity is stored when the result is Enrolled."""
@@ -134,27 +140,41 @@ class PledgeClient:
         except (StoreError, OSError) as exc:
             return self._refused(locator, f"cannot store the LDevID: {exc}")
         LOG.info("pledge: enrolled via %s as %s", locator, action.acp_node_name)
-        await self._report_enrolled(locator, stored)
+        report = PendingReport(locator, stored, self.namespace, self.io_timeout)
+        if self.detach_report:
+            self.pending_report = report
+        else:
+            await report.send()
         return action
 
-    async def _report_enrolled(self, locator: Locator, stored: StoredIdentity) -> None:
-        """enrollstatus true over a new TLS connection with the LDevID (best effort)."""
-        try:
-            context = verified_client_context(stored.trust_anchors_path,
-                                              cert_path=stored.cert_path,
-                                              key_path=stored.key_path)
-            reader, writer = await _connect(locator, context, self.namespace, self.io_timeout)
-        except (TimeoutError, OSError, ssl.SSLError) as exc:
-            LOG.info("pledge: enrollstatus not sent (%s)", exc or type(exc).__name__)
-            return
-        connection = HttpConnection(reader, writer, timeout=self.io_timeout)
-        try:
-            await connection.request("POST", wellknown.ENROLL_STATUS, _status_body(True, None),
-                                     {"Content-Type": wellknown.JSON, "Connection": "close"})
-        except (TimeoutError, HttpError, OSError, ConnectionError) as exc:
-            LOG.info("pledge: enrollstatus not delivered (%s)", logsafe(exc))
-        finally:
-            await connection.close()
+
+async def report_enrolled(locator: Locator, stored: StoredIdentity, *, namespace: str | None,
+                          io_timeout: float = IO_TIMEOUT) -> bool:
+    """enrollstatus true over a new TLS connection with the LDevID (best effort): whether the
+    registrar took it (a 2xx answer)."""
+    try:
+        context = verified_client_context(stored.trust_anchors_path,
+                                          cert_path=stored.cert_path,
+                                          key_path=stored.key_path)
+        reader, writer = await _connect(locator, context, namespace, io_timeout)
+    except (TimeoutError, OSError, ssl.SSLError) as exc:
+        LOG.info("pledge: enrollstatus not sent (%s)", exc or type(exc).__name__)
+        return False
+    connection = HttpConnection(reader, writer, timeout=io_timeout)
+    try:
+        response = await connection.request(
+            "POST", wellknown.ENROLL_STATUS, _status_body(True, None),
+            {"Content-Type": wellknown.JSON, "Connection": "close"})
+    except (TimeoutError, HttpError, OSError, ConnectionError) as exc:
+        LOG.info("pledge: enrollstatus not delivered (%s)", logsafe(exc))
+        return False
+    finally:
+        await connection.close()
+    if not 200 <= response.status < 300:
+        LOG.info("pledge: enrollstatus refused (%s)", response.status)
+        return False
+    LOG.info("pledge: enrollstatus delivered via %s (pid %d)", locator, os.getpid())
+    return True
 
 
 def load_pledge_identity(cert_path: str | os.PathLike[str], key_path: str | os.PathLike[str],

@@ -35,6 +35,7 @@ from .proxies import INITIAL_BACKOFF, MAX_BACKOFF, ProxyBook, TryProxy
 if TYPE_CHECKING:
     from .client import PledgeClient
     from .core import Enrolled, Refused
+    from .enroll_report import PendingReport
 
 # The BRSKI work (client.py: TLS, CMS, the IDevID and its key) loads when a proxy is first
 # tried, not in every enrolled acpd (memory, issue 19); a renewal (renewal.py: EST
@@ -110,6 +111,7 @@ class PledgePart(Part):
         self._task: asyncio.Task[None] | None = None
         self._timer: CoreTimer[TryProxy] | None = None       # the book's, while pledging
         self._client: PledgeClient | None = None
+        self._pending_report: PendingReport | None = None
         self._loading: asyncio.Future[Any] | None = None  # the IDevID, loaded ahead
         self._check: asyncio.Task[None] | None = None      # the IDevID check, while it runs
         self._attempt: asyncio.Task[None] | None = None
@@ -259,7 +261,8 @@ class PledgePart(Part):
             return None
         client: PledgeClient = _work("PledgeClient")(
             identity, self.paths, namespace=self.ctx.dull_ns,
-            accept_nonceless=self.accept_nonceless)
+            accept_nonceless=self.accept_nonceless,
+            detach_report=True)  # the coordinator sends it, off the path of its restart
         return client
 
     def _load_ahead(self) -> None:
@@ -307,6 +310,7 @@ class PledgePart(Part):
             self.acp_node_name, self.last_proxy = result.acp_node_name, locator
             self.enrolled_at = time.time()
             self.state = "enrolled"
+            self._pending_report = getattr(self._client, "pending_report", None)
             self._publish()
             if self._enrolled is not None and not self._enrolled.done():
                 self._enrolled.set_result(True)
@@ -327,9 +331,11 @@ class PledgePart(Part):
         self.book.trying = None
 
     def _publish(self) -> None:
+        # the enrolment's enrollstatus goes with it: the coordinator sends it off its restart
+        report, self._pending_report = self._pending_report, None
         self.ctx.bus.publish(IdentityChanged(str(self.paths.ldevid_cert),
                                              str(self.paths.ldevid_key),
-                                             str(self.paths.trust_anchors)))
+                                             str(self.paths.trust_anchors), report=report))
 
     # --- renewal -----------------------------------------------------------------------------
 
