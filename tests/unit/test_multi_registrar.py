@@ -435,7 +435,7 @@ def test_registrar_part_hears_others_and_stops_new_enrolments_on_a_collision(tmp
             sent.append(reason)
 
     async def main() -> None:
-        part.worker = Worker("{}", part._on_state)
+        part.worker = Worker("{}", part.reports.on_state)
         own = AcpAddress.decode(part.address)
         files = open_registrar_files(config.registrar_dir, config.registrar_domain)
         assert own.registrar_id == files.allocator.registrar_id

@@ -30,7 +30,6 @@ own CA), with its host name, and the registrar presents its LDevID as client cer
 from __future__ import annotations
 
 import asyncio
-import collections
 import ipaddress
 import json
 import logging
@@ -53,7 +52,7 @@ from ...revocation.crl import CRL_PORT, DEFAULT_VALIDITY, crl_url
 from ..proxy.registrars import AN_JOIN_REGISTRAR, EST_TLS
 from .crl_http import CrlFile, serve_crl
 from .registrar_id import conflict, format_registrar_id, registrar_id_of
-from .supervisor import RegistrarWorker, WorkerError, run_once
+from .supervisor import RegistrarWorker, WorkerError, WorkerReports, run_once
 from .worker_protocol import IDLE_EXIT, crl_path, settings_of
 
 LOG = logging.getLogger("acpd.brski.registrar")
@@ -61,13 +60,11 @@ FLOOD_INTERVAL = 60.0     # s; RFC 8995 §4.3 default (and minimum)
 FLOOD_TTL_MS = 180_000    # 3 periods: one lost flood does not make proxies forget us
 AN_JOIN_REGISTRAR_LOOP_COUNT = 255
 ASA_NAME = "acpd-registrar"
-MAX_REFUSALS = 16
 LISTEN_BACKLOG = 64
 RENEW_RETRY = 3600.0      # s after a failed self-renewal (a full disk must not spam the log)
 CRL_RESIGN = DEFAULT_VALIDITY.total_seconds() / 2  # s: CrlPublisher's own rebuild point
 FIRST_DATA_TIMEOUT = 10.0  # s an accepted connection may stay silent (a TLS client speaks first)
 MAX_PENDING = 64          # accepted connections waiting for their first bytes
-MAX_TELEMETRY = 8
 
 
 def registrar_objective() -> Objective:
@@ -119,14 +116,7 @@ class RegistrarPart(Part):
         self.crl_port = crl_port
         self.crl: CrlFile | None = None
         self._crl_server: asyncio.base_events.Server | None = None
-        # what the workers reported: the latest summary; counters, refusals and status
-        # reports of the workers that ended, plus each running worker's own (by pid)
-        self.summary: dict[str, Any] = {}
-        self._counters: collections.Counter[str] = collections.Counter()
-        self._refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_REFUSALS)
-        self._telemetry: collections.deque[dict[str, Any]] = collections.deque(
-            maxlen=MAX_TELEMETRY)
-        self._live: dict[int, dict[str, Any]] = {}
+        self.reports = WorkerReports()   # what the check and the workers reported
         self.others: dict[str, dict[str, Any]] = {}  # other registrars heard, by address
         self.conflict: str | None = None
         ctx.bus.subscribe(RegistrarHeard, self._on_registrar_heard)
@@ -158,11 +148,11 @@ class RegistrarPart(Part):
             self._not_started(out)
             return
         try:
-            self._on_state(0, json.loads(out), final=False)
+            self.reports.on_state(0, json.loads(out), final=False)
         except ValueError:
             self._not_started(f"registrar worker (check) printed no state: {out[:200]!r}")
             return
-        for warning in self.summary.get("warnings") or []:
+        for warning in self.reports.summary.get("warnings") or []:
             LOG.warning("registrar: %s", logsafe(str(warning)))
         identity = self.ctx.identity
         assert identity is not None
@@ -177,7 +167,7 @@ class RegistrarPart(Part):
                               f"{self.ctx.acp_ns}: {exc.strerror or exc}")
             return
         self.problem = None
-        self.worker = RegistrarWorker(settings, self._on_state)
+        self.worker = RegistrarWorker(settings, self.reports.on_state)
         self.worker.refuse_new = self.conflict
         self.port = self._listener.getsockname()[1]
         self._accepter = loop.create_task(self._accept_loop(self._listener))
@@ -284,35 +274,6 @@ class RegistrarPart(Part):
         except (WorkerError, OSError) as exc:
             LOG.warning("registrar: a connection could not reach the worker: %s", exc)
 
-    # -- what the workers report ----------------------------------------------------------
-    def _on_state(self, pid: int, state: dict[str, Any], final: bool) -> None:
-        if final:   # fold the ended worker's own counters into the part's
-            last = self._live.pop(pid, None)
-            if last is not None:
-                self._counters.update(last.get("counters") or {})
-                self._refusals.extend(last.get("recent_refusals") or [])
-                self._telemetry.extend(last.get("recent_status") or [])
-            return
-        if pid:
-            self._live[pid] = state
-        for key, value in state.items():
-            if key in ("counters", "recent_refusals", "recent_status"):
-                continue
-            if value is not None or key not in self.summary:
-                self.summary[key] = value
-
-    def _counters_now(self) -> dict[str, int]:
-        total = collections.Counter(self._counters)
-        for state in self._live.values():
-            total.update(state.get("counters") or {})
-        return dict(total)
-
-    def _recent(self, key: str, done: collections.deque[dict[str, Any]]) -> list[Any]:
-        out = list(done)
-        for state in self._live.values():
-            out += state.get(key) or []
-        return out[-8:]
-
     # -- revocation (RFC 8994 §6.2.5.3) ---------------------------------------------------
     @property
     def crl_url(self) -> str | None:
@@ -362,7 +323,7 @@ class RegistrarPart(Part):
 
     async def resign_crl_if_due(self) -> bool:
         """Have a worker sign the CRL anew once half its validity has passed."""
-        built = self.summary.get("crl_built")
+        built = self.reports.summary.get("crl_built")
         if self.worker is None or time.monotonic() < self._crl_after or \
                 (isinstance(built, (int, float)) and time.time() - built < CRL_RESIGN):
             return False
@@ -454,7 +415,7 @@ class RegistrarPart(Part):
         """Have a worker re-issue our own LDevID in place when due (the worker's check said
         when): its TLS and MASA requests use it at once, workers started later load it, and
         IdentityChanged tells the other parts (the name stays the same)."""
-        due = self.summary.get("renew_at")
+        due = self.reports.summary.get("renew_at")
         if self.worker is None or not isinstance(due, (int, float)) or time.time() < due \
                 or time.monotonic() < self._renew_after:
             return False
@@ -477,7 +438,7 @@ class RegistrarPart(Part):
     # -- views ----------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         config = self.ctx.config
-        summary = self.summary
+        summary, reports = self.reports.summary, self.reports
         out: dict[str, Any] = {
             "running": self._listener is not None, "domain": config.registrar_domain,
             "address": self.address, "port": self.port, "namespace": self.ctx.acp_ns,
@@ -499,9 +460,9 @@ class RegistrarPart(Part):
             out.update(acp_node_name=summary.get("acp_node_name"),
                        registrar_id=summary.get("registrar_id"),
                        domain_ca=summary.get("domain_ca"),
-                       allocations=summary.get("allocations"), counters=self._counters_now(),
-                       recent_status=self._recent("recent_status", self._telemetry),
-                       recent_refusals=self._recent("recent_refusals", self._refusals),
+                       allocations=summary.get("allocations"), counters=reports.counters(),
+                       recent_status=reports.recent("recent_status"),
+                       recent_refusals=reports.recent("recent_refusals"),
                        worker={**self.worker.status(), "probes": self.probes,
                                "crl_served": self.crl.served if self.crl is not None else 0})
         return out

@@ -331,3 +331,50 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         LOG.error("registrar worker did not start: %s", task.exception())
 
+
+
+class WorkerReports:
+    """What the registrar's check and its workers reported, as acpd's status shows it: the
+    latest value of each summary field (`summary`); counters, refusals and status reports
+    added up over the workers that ended, plus each running worker's own (by pid)."""
+
+    KEEP = 16   # refusals and status reports kept of the workers that ended
+    SHOWN = 8   # of them, with the running workers', in the status
+
+    def __init__(self) -> None:
+        self.summary: dict[str, Any] = {}
+        self._counters: collections.Counter[str] = collections.Counter()
+        self._ended: dict[str, collections.deque[dict[str, Any]]] = {
+            key: collections.deque(maxlen=self.KEEP)
+            for key in ("recent_refusals", "recent_status")}
+        self._live: dict[int, dict[str, Any]] = {}
+
+    def on_state(self, pid: int, state: dict[str, Any], final: bool) -> None:
+        """A report of worker `pid` (0: the one-shot check); `final`: that worker ended."""
+        if final:
+            last = self._live.pop(pid, None)
+            if last is not None:
+                self._counters.update(last.get("counters") or {})
+                for key, kept in self._ended.items():
+                    kept.extend(last.get(key) or [])
+            return
+        if pid:
+            self._live[pid] = state
+        for key, value in state.items():
+            if key == "counters" or key in self._ended:
+                continue
+            if value is not None or key not in self.summary:
+                self.summary[key] = value
+
+    def counters(self) -> dict[str, int]:
+        total = collections.Counter(self._counters)
+        for state in self._live.values():
+            total.update(state.get("counters") or {})
+        return dict(total)
+
+    def recent(self, key: str) -> list[Any]:
+        """The last refusals (`recent_refusals`) or status reports (`recent_status`)."""
+        out = list(self._ended[key])
+        for state in self._live.values():
+            out += state.get(key) or []
+        return out[-self.SHOWN:]

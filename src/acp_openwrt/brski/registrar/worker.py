@@ -160,6 +160,8 @@ class Worker:
             for task in done:
                 if task is not receiver:
                     self.sessions.discard(task)
+                    if not task.cancelled() and task.exception() is not None:
+                        LOG.error("registrar worker: a session failed: %r", task.exception())
                     last = loop.time()
                     await self._state()
                     continue
