@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, asyncio_lean, pyroute2_lean, stand_ins
+from . import __version__, asyncio_lean, code_cache, pyroute2_lean, stand_ins
 from .config.identity_files import with_identity_files
 
 OPENWRT_CONFIG = Path("/etc/config/acp")
@@ -130,8 +130,18 @@ async def _run_node(config: Any, identity: dict[str, Any] | None, keep: bool) ->
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping)
-    loop.call_later(TRIM_AFTER_S, release_free_heap)
+    loop.call_later(TRIM_AFTER_S, _started)
     await Node(config, identity, keep=keep, reexec=_run_anew).run(stop)
+
+
+def _started() -> None:
+    """The parts have started: keep what the dataclasses compiled for the next start and
+    forget it here, then give the heap's free pages back."""
+    try:
+        code_cache.finish()
+    except Exception:  # a cache is never worth a node
+        LOG.debug("code cache not kept", exc_info=True)
+    release_free_heap()
 
 
 def _run_anew() -> None:
@@ -263,6 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config_path = OPENWRT_CONFIG
     if args.check:
         return _check(config_path)
+    code_cache.install()  # dataclasses' methods compiled by an earlier start (issue 19)
+    try:
+        return _run(args, config_path)
+    finally:
+        code_cache.finish()  # (normally done once the parts have started)
+
+
+def _run(args: argparse.Namespace, config_path: Path | None) -> int:
     try:
         config, identity = load(config_path)
     except StartupError as exc:
