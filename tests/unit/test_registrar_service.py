@@ -341,6 +341,9 @@ def test_start_without_identity_reports_the_problem(tmp_path) -> None:
 
 STATUS = {"running": True, "domain": DOMAIN, "port": 8443, "enrolled": 2, "address": "fd00::2",
           "counters": {"simpleenroll 200": 2},
+          "worker": {"pid": None, "running": False, "processes": 0, "starts": 3, "crashes": 1,
+                     "connections": 7, "last_exit": -9, "last_error": "exit -9: no output",
+                     "probes": 2, "crl_served": 0},
           "recent_refusals": [{"time": 0, "who": "pledge SN-9", "status": 403, "reason": "nope"}]}
 
 
@@ -366,6 +369,8 @@ def test_acpctl_registrar_table_and_json(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "domain            acp.example.com" in out and "pledge SN-9" in out
     assert "simpleenroll 200" in out
+    assert "not running (starts on demand); starts 3, crashes 1, connections 7, probes 2" in out
+    assert "worker_error      exit -9: no output" in out
     assert run_acpctl(tmp_path, "--json") == 0
     assert json.loads(capsys.readouterr().out) == STATUS
 

@@ -29,6 +29,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     for key in FIELDS:
         value = status.get(key)
         print(f"{key:17} {'-' if value is None else value}")
+    worker = status.get("worker")
+    if worker:   # the process doing the TLS and signing (brski/registrar/worker.py)
+        print(f"{'worker':17} {_worker_line(worker)}")
+        if worker.get("last_error"):
+            print(f"{'worker_error':17} {worker['last_error']}")
     others = status.get("other_registrars") or []
     if others:
         print()
@@ -48,6 +53,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                     [(round(now - r["time"]), r["who"], r["status"], r["reason"])
                      for r in refusals])
     return 0
+
+
+def _worker_line(worker: dict[str, object]) -> str:
+    now = f"pid {worker['pid']}" if worker.get("pid") else "not running (starts on demand)"
+    return (f"{now}; starts {worker.get('starts', 0)}, crashes {worker.get('crashes', 0)}, "
+            f"connections {worker.get('connections', 0)}, probes {worker.get('probes', 0)}")
 
 
 def _revoked_rows(entries: list[dict[str, object]]) -> list[tuple[object, ...]]:
