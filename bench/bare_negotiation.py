@@ -32,6 +32,7 @@ import os
 import socket
 import sys
 import time
+from typing import Any
 
 
 def _pin(cpu: int) -> None:
@@ -284,28 +285,33 @@ async def _callback_initiator(host: str, port: int, request: bytes, end: bytes,
         print(json.dumps(times), flush=True)
 
 
-if __name__ == "__main__":
-    role, args = sys.argv[1], sys.argv[2:]
-    if role == "responder":
-        responder(int(args[0]), int(args[1]), bytes.fromhex(args[2]), int(args[3]), int(args[4]))
-    elif role == "initiator":
-        initiator(args[0], int(args[1]), int(args[2]), bytes.fromhex(args[3]),
-                  bytes.fromhex(args[4]), int(args[5]))
-    elif role == "async-responder":
+RESPONDERS: dict[str, Any] = {"async-": _async_responder, "callback-": _callback_responder}
+INITIATORS: dict[str, Any] = {"async-": _async_initiator, "callback-": _callback_initiator}
+
+
+def main(role: str, args: list[str]) -> None:
+    kind, _, side = role.rpartition("-")
+    kind += "-" if kind else ""
+    if side == "responder" and (kind in RESPONDERS or not kind):
         _pin(int(args[1]))
-        asyncio.run(_async_responder(int(args[0]), bytes.fromhex(args[2]), int(args[3]),
-                                     int(args[4])))
-    elif role == "async-initiator":
+        call = (int(args[0]), bytes.fromhex(args[2]), int(args[3]), int(args[4]))
+        runner = RESPONDERS.get(kind)
+        if runner is None:
+            responder(call[0], -1, *call[1:])
+        else:
+            asyncio.run(runner(*call))
+    elif side == "initiator" and (kind in INITIATORS or not kind):
         _pin(int(args[2]))
-        asyncio.run(_async_initiator(args[0], int(args[1]), bytes.fromhex(args[3]),
-                                     bytes.fromhex(args[4]), int(args[5])))
-    elif role == "callback-responder":
-        _pin(int(args[1]))
-        asyncio.run(_callback_responder(int(args[0]), bytes.fromhex(args[2]), int(args[3]),
-                                        int(args[4])))
-    elif role == "callback-initiator":
-        _pin(int(args[2]))
-        asyncio.run(_callback_initiator(args[0], int(args[1]), bytes.fromhex(args[3]),
-                                        bytes.fromhex(args[4]), int(args[5])))
+        call2 = (args[0], int(args[1]), bytes.fromhex(args[3]), bytes.fromhex(args[4]),
+                 int(args[5]))
+        runner = INITIATORS.get(kind)
+        if runner is None:
+            initiator(call2[0], call2[1], -1, *call2[2:])
+        else:
+            asyncio.run(runner(*call2))
     else:
         raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])
