@@ -10,13 +10,13 @@ changed set of ACP interfaces means a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import os
 from pathlib import Path
 
 from .. import netns
+from ..child_end import end_child
 from . import constants as c
 
 LOG = logging.getLogger("acpd.rpl.unstrung")
@@ -93,13 +93,5 @@ class SunshineLauncher:
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_GRACE)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        if proc is not None:
+            await end_child(proc, STOP_GRACE)

@@ -13,7 +13,6 @@ flooder: AN_Proxy is flooded only while a registrar is known.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ... import netns
+from ...child_end import end_child
 from ...events import (
     AcpRoutesChanged,
     AnProxyStart,
@@ -366,16 +366,7 @@ class JoinProxyPart(Part):
             await self._end(proc)
 
     async def _end(self, proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        self.last_exit = proc.returncode
+        self.last_exit = await end_child(proc, STOP_GRACE)
         self._proc = None
 
     def _from_proxy(self, msg: ho.Message) -> None:

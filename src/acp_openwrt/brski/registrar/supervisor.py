@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ...child_end import end_child
 from ...logsafe import logsafe
 from ..proxy.handover import HandoverChannel
 from . import worker_protocol as wp
@@ -102,13 +103,7 @@ async def run_once(mode: str, settings: str, within: float = ONE_SHOT_TIMEOUT,
         raise
     finally:
         relay.cancel()
-    text = out.decode(errors="replace").strip()
-    if proc.returncode == 0:
-        return True, text
-    if proc.returncode == EXIT_UNUSABLE:
-        return False, text or f"registrar worker ({mode}) refused without a reason"
-    return False, (f"registrar worker ({mode}) failed (exit {proc.returncode}): "
-                   f"{tail[-1] if tail else 'no output'}")
+    return _verdict(mode, proc.returncode, out, tail)
 
 
 def run_once_sync(mode: str, settings: str, timeout: float = ONE_SHOT_TIMEOUT,
@@ -122,12 +117,19 @@ def run_once_sync(mode: str, settings: str, timeout: float = ONE_SHOT_TIMEOUT,
     tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
     for line in done.stderr.splitlines():
         _relay(line, tail)
-    text = done.stdout.decode(errors="replace").strip()
-    if done.returncode == 0:
+    return _verdict(mode, done.returncode, done.stdout, tail)
+
+
+def _verdict(mode: str, status: int | None, out: bytes,
+             tail: collections.deque[str]) -> tuple[bool, str]:
+    """A one-shot worker's exit: 0 done (its stdout), EXIT_UNUSABLE a refusal (the reason on
+    stdout), anything else a failure named by its last stderr line."""
+    text = out.decode(errors="replace").strip()
+    if status == 0:
         return True, text
-    if done.returncode == EXIT_UNUSABLE:
+    if status == EXIT_UNUSABLE:
         return False, text or f"registrar worker ({mode}) refused without a reason"
-    return False, (f"registrar worker ({mode}) failed (exit {done.returncode}): "
+    return False, (f"registrar worker ({mode}) failed (exit {status}): "
                    f"{tail[-1] if tail else 'no output'}")
 
 
@@ -241,12 +243,7 @@ class RegistrarWorker:
             if not waiter.done():
                 waiter.set_exception(WorkerError("the registrar worker ended"))
         proc = life.proc
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_GRACE)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
+        await end_child(proc, STOP_GRACE, terminate=False)  # told to leave, or gone already
         await asyncio.gather(life.tasks[0], return_exceptions=True)  # the last stderr lines
         self._lives.discard(life)
         self.last_exit = proc.returncode
