@@ -9,9 +9,9 @@ one start to the next, so its compiled code is kept in a file, as a .pyc keeps a
 `install` has dataclasses' `exec` look the source text up there (by its SHA-256, the
 interpreter's own) before compiling it; `finish` (once the parts have started) writes what was
 compiled anew and forgets the table, so that nothing of it stays in memory (a start unmarshals
-only the code it looks up; the rest is one block of bytes until then). compile() with no
-inherited flags is what dataclasses' own exec of a string does, so each class is what it would
-have been without the table.
+only the code it looks up; the table is three blocks of bytes, no object per entry).
+compile() with no inherited flags is what dataclasses' own exec of a string does, so each class
+is what it would have been without the table.
 
 The file lies beside acp_openwrt's own .pyc files (`__pycache__`, named with the interpreter's
 cache tag and exact version). One that is unreadable, damaged, not such a table, owned by
@@ -34,15 +34,66 @@ from .sha256 import sha256
 
 DIRECTORY = Path(__file__).resolve().parent / "__pycache__"
 MAX_BYTES = 4 << 20  # a table larger than this is not read (under 1 MB in practice)
-FORMAT = 1
+FORMAT = 2
 KEY_BYTES = 16
-# The table: the source text's SHA-256 (its first 16 bytes) -> (start, end) of its code's
-# marshal in one blob, so that a start unmarshals only the code it looks up and holds the rest
-# as one block, freed whole at `finish`; no source text is kept.
-_index: dict[bytes, tuple[int, int]] | None = None
-_blob: bytes = b""
+END_BYTES = 4
+_index: Table | None = None
 _new: dict[bytes, CodeType] = {}
 _path: Path | None = None
+
+
+class Table:
+    """The table as three blocks of bytes and no object per entry (what a start leaves behind
+    in the allocator's pools is what counts, issue 19): the source texts' SHA-256 (first 16
+    bytes each) in ascending order, each entry's end offset in `blob` (4 bytes, little-endian;
+    an entry begins where the one before it ends), and the code objects' marshals one after
+    another. A start unmarshals only the code it looks up."""
+
+    def __init__(self, keys: bytes = b"", ends: bytes = b"", blob: bytes = b"") -> None:
+        self.keys, self.ends, self.blob = keys, ends, blob
+
+    def __len__(self) -> int:
+        return len(self.keys) // KEY_BYTES
+
+    def _key(self, i: int) -> bytes:
+        return self.keys[i * KEY_BYTES:(i + 1) * KEY_BYTES]
+
+    def _end(self, i: int) -> int:
+        return int.from_bytes(self.ends[i * END_BYTES:(i + 1) * END_BYTES], "little")
+
+    def get(self, key: bytes) -> memoryview | None:
+        lo, hi = 0, len(self)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._key(mid) < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo == len(self) or self._key(lo) != key:
+            return None
+        return memoryview(self.blob)[self._end(lo - 1) if lo else 0:self._end(lo)]
+
+    def entries(self) -> dict[bytes, bytes]:
+        return {self._key(i): self.blob[self._end(i - 1) if i else 0:self._end(i)]
+                for i in range(len(self))}
+
+    def sound(self) -> bool:
+        n = len(self)
+        if len(self.keys) != n * KEY_BYTES or len(self.ends) != n * END_BYTES:
+            return False
+        if any(self._key(i) >= self._key(i + 1) or self._end(i) > self._end(i + 1)
+               for i in range(n - 1)):
+            return False
+        return (self._end(n - 1) if n else 0) == len(self.blob)
+
+    @classmethod
+    def build(cls, entries: dict[bytes, bytes]) -> Table:
+        keys, ends, end = [], [], 0
+        for key in sorted(entries):
+            end += len(entries[key])
+            keys.append(key)
+            ends.append(end.to_bytes(END_BYTES, "little"))
+        return cls(b"".join(keys), b"".join(ends), b"".join(entries[k] for k in sorted(entries)))
 
 
 def cache_path(directory: Path | None = None) -> Path:
@@ -55,33 +106,31 @@ def _key(source: str) -> bytes:
     return sha256(source.encode()).digest()[:KEY_BYTES]
 
 
-def _read(path: Path) -> tuple[dict[bytes, tuple[int, int]], bytes]:
+def _read(path: Path) -> Table:
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             if st.st_uid != os.geteuid() or st.st_mode & 0o022 or st.st_size > MAX_BYTES:
-                return {}, b""
+                return Table()
             table = marshal.loads(f.read())
     except (OSError, EOFError, ValueError, TypeError):
-        return {}, b""
+        return Table()
     try:
-        version, index, blob = table
+        version, keys, ends, blob = table
     except (TypeError, ValueError):
-        return {}, b""
-    if version != FORMAT or type(index) is not dict or type(blob) is not bytes or not all(
-            type(k) is bytes and len(k) == KEY_BYTES and type(v) is tuple and len(v) == 2
-            and type(v[0]) is int and type(v[1]) is int and 0 <= v[0] <= v[1] <= len(blob)
-            for k, v in index.items()):
-        return {}, b""
-    return index, blob
+        return Table()
+    if version != FORMAT or not all(type(b) is bytes for b in (keys, ends, blob)):
+        return Table()
+    read = Table(keys, ends, blob)
+    return read if read.sound() else Table()
 
 
 def _lookup(key: bytes) -> CodeType | None:
-    span = _index.get(key) if _index is not None else None
-    if span is None:
+    data = _index.get(key) if _index is not None else None
+    if data is None:
         return None
     try:
-        code = marshal.loads(memoryview(_blob)[span[0]:span[1]])
+        code = marshal.loads(data)
     except (EOFError, ValueError, TypeError):
         return None
     return code if type(code) is CodeType else None
@@ -103,14 +152,14 @@ def install(path: Path | None = None) -> bool:
     """Use the table at `path` (default: beside our .pyc files) for the dataclasses defined
     from now on, until `finish`. False if dataclasses does not run its generated source
     through a module-level exec (then nothing changes)."""
-    global _index, _blob, _path
+    global _index, _path
     import dataclasses
     if _index is not None:
         return True
     if not _uses_exec(dataclasses):
         return False
     _path = path or cache_path()
-    _index, _blob = _read(_path)
+    _index = _read(_path)
     _new.clear()
     dataclasses.exec = _exec  # type: ignore[attr-defined]
     return True
@@ -128,35 +177,29 @@ def _uses_exec(module: Any) -> bool:
 def finish() -> int:
     """Stop using the table: write it back if anything was compiled anew (atomically; a
     failure only loses the cache), then drop it. How many entries were new."""
-    global _index, _blob, _path
+    global _index, _path
     import dataclasses
     if dataclasses.__dict__.get("exec") is _exec:
         del dataclasses.exec  # type: ignore[attr-defined]
-    index, blob, path, new = _index, _blob, _path, dict(_new)
-    _index, _blob, _path = None, b"", None
+    table, path, new = _index, _path, dict(_new)
+    _index, _path = None, None
     _new.clear()
-    if index is not None and path is not None and new:
-        _write(path, index, blob, new)
+    if table is not None and path is not None and new:
+        _write(path, table, new)
     return len(new)
 
 
-def _write(path: Path, index: dict[bytes, tuple[int, int]], blob: bytes,
-           new: dict[bytes, CodeType]) -> None:
+def _write(path: Path, table: Table, new: dict[bytes, CodeType]) -> None:
     """The table with the new entries, atomically; a failure only loses the cache."""
-    parts = [blob]
-    size = len(blob)
-    index = dict(index)
-    for key, code in new.items():
-        data = marshal.dumps(code)
-        index[key] = (size, size + len(data))
-        parts.append(data)
-        size += len(data)
+    entries = table.entries()
+    entries.update((key, marshal.dumps(code)) for key, code in new.items())
+    merged = Table.build(entries)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         with os.fdopen(fd, "wb") as f:
-            f.write(marshal.dumps((FORMAT, index, b"".join(parts))))
+            f.write(marshal.dumps((FORMAT, merged.keys, merged.ends, merged.blob)))
         os.replace(tmp, path)
     except (OSError, ValueError):
         try:
