@@ -409,6 +409,7 @@ class HandoverChannel:
         self.sock = sock
         self._loop = asyncio.get_running_loop()
         self._send, self._recv = send, recv
+        self._pending: set[asyncio.Task[None]] = set()  # send_soon's, while blocked
 
     async def _wait(self, writable: bool) -> None:
         fut: asyncio.Future[None] = self._loop.create_future()
@@ -432,6 +433,18 @@ class HandoverChannel:
                 return
             except BlockingIOError:
                 await self._wait(writable=True)
+
+    def send_soon(self, msg: Any) -> None:
+        """Send now if the socket takes it (the caller's next step then comes after it), else
+        from a task once it is writable. A broken link is left for `receive` to find."""
+        try:
+            self._send(self.sock, msg, ())
+        except BlockingIOError:
+            task = self._loop.create_task(self.send(msg))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        except OSError:
+            pass
 
     async def receive(self) -> tuple[Any, list[int]] | None:
         """Next message and its descriptors; None when the peer closed (or the socket broke)."""

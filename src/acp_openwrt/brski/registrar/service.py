@@ -12,12 +12,14 @@ rename), which acpd serves over HTTP as bytes; `state()` is the summary acpd's s
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import datetime as dt
 import logging
 import os
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from ...identity.certificate import find_acp_node_name, validity
 from ...logsafe import logsafe
 from ...revocation.crl import crl_url
-from ..http import Response
+from ..http import Request, Response
 from ..store import load_identity, write_atomic
 from ..tls import chain_problem
 from .bootstrap import (
@@ -39,7 +41,7 @@ from .bootstrap import (
     open_registrar_files,
     reissue_reason,
 )
-from .core import Registrar
+from .core import Now, Registrar
 from .domain_ca import PrivateKey
 from .revocation import CrlPublisher, RevocationError, RevocationStore, revoked_view
 from .worker_protocol import crl_path
@@ -49,11 +51,22 @@ MAX_REFUSALS = 16
 
 
 class RecordingRegistrar(Registrar):
-    """The registrar, keeping its last refusals for `acpctl registrar` (logs alone scroll by)."""
+    """The registrar, keeping its last refusals for `acpctl registrar` (logs alone scroll by).
+    `on_answer`, when set, is called once each request's answer is decided and before it is
+    written: the worker reports its state to acpd there, so that a pledge (or an operator's
+    test) that has read the answer finds it in acpd's status."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_REFUSALS)
+        self.on_answer: Callable[[], None] | None = None
+
+    async def handle(self, request: Request, writer: asyncio.StreamWriter, *,
+                     now: Now) -> Response:
+        response = await super().handle(request, writer, now=now)
+        if self.on_answer is not None:
+            self.on_answer()
+        return response
 
     def replace_identity(self, cert: x509.Certificate, key: PrivateKey) -> None:
         """Use a renewed certificate from now on (also as the proximity-registrar-cert)."""

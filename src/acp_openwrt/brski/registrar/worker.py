@@ -93,12 +93,19 @@ class Worker:
         self.channel = HandoverChannel(sock, send=wp.send, recv=wp.receive_in_worker)
         self.idle_exit = idle_exit
         self.sessions: set[asyncio.Task[None]] = set()
+        if service.registrar is not None:
+            service.registrar.on_answer = self._state_now
 
     async def _send(self, msg: dict[str, Any]) -> None:
         await self.channel.send(msg)
 
     async def _state(self) -> None:
         await self._send({"op": "state", "state": self.service.state()})
+
+    def _state_now(self) -> None:
+        """Each answer's effect (an enrolment, a refusal, a counter) reaches acpd before the
+        answer reaches the client (RecordingRegistrar.on_answer)."""
+        self.channel.send_soon({"op": "state", "state": self.service.state()})
 
     def _answer(self, what: str, args: dict[str, Any]) -> dict[str, Any]:
         service = self.service
