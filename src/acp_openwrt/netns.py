@@ -142,6 +142,23 @@ def socket_in(name: str, family: int, type: int, proto: int = 0) -> socket.socke
     return call_in(name, socket.socket, family, type, proto)
 
 
+def listener_in(name: str, address: str = "::", port: int = 0, backlog: int = 16,
+                reuse: bool = False) -> socket.socket:
+    """A non-blocking TCP listener on [address]:port made inside namespace `name` (port 0: any;
+    `reuse`: SO_REUSEADDR, for a fixed port that must come back at once after a restart)."""
+    sock = socket_in(name, socket.AF_INET6, socket.SOCK_STREAM)
+    try:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def wait_link_local(ipr: IPRoute, index: int, timeout: float = 5.0, poll: float = 0.02) -> str:
     """Poll netlink until link `index` has a non-tentative fe80:: address; return it.
 

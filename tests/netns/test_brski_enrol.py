@@ -10,7 +10,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import socket
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from acp_openwrt.identity.node_name import parse_acp_node_name
 from acp_openwrt.lab.masa import Masa, start_bench_registrar
 from acp_openwrt.lab.pki import TestCA
 from acp_openwrt.lab.topology import Topology, cleanup_stale, line, random_prefix
-from acp_openwrt.netns import socket_in
+from acp_openwrt.netns import listener_in
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +51,6 @@ def link() -> Iterator[Topology]:
     finally:
         topo.down()
         cleanup_stale(topo.prefix)
-
-
-def listener(ns: str, address: str) -> socket.socket:
-    sock = socket_in(ns, socket.AF_INET6, socket.SOCK_STREAM)
-    sock.bind((address, 0))
-    sock.listen(16)
-    sock.setblocking(False)
-    return sock
 
 
 @dataclass
@@ -81,9 +72,9 @@ def run_case(link: Topology, tmp: Path, *, prepare: Callable[[Masa, Path], None]
 
     async def main() -> Outcome:
         masa = Masa.create(tmp / "vendor")
-        await masa.serve(sock=listener(registrar_node.netns, "::1"))
+        await masa.serve(sock=listener_in(registrar_node.netns, "::1"))
         bench = await start_bench_registrar(tmp / "registrar", masa,
-                                            sock=listener(registrar_node.netns, "::"),
+                                            sock=listener_in(registrar_node.netns, "::"),
                                             masa_namespace=registrar_node.netns)
         try:
             if prepare is not None:
@@ -305,7 +296,7 @@ def test_peer_talking_garbage_is_refused(link, tmp_path, caplog, speaks_tls: boo
             finally:
                 writer.close()
         context = server_context(junk.cert_path, junk.key_path) if speaks_tls else None
-        server = await asyncio.start_server(talk, sock=listener(peer_node.netns, "::"),
+        server = await asyncio.start_server(talk, sock=listener_in(peer_node.netns, "::"),
                                             ssl=context)
         try:
             client = PledgeClient(load_pledge_identity(device.cert_path, device.key_path,

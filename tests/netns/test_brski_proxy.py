@@ -12,7 +12,7 @@ import pwd
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from acp_openwrt.config.schema import AcpConfig
 from acp_openwrt.control.server import ControlServer
 from acp_openwrt.events import AnProxyStart, AnProxyStop, EventBus, LinkAdopted, LinkReleased
 from acp_openwrt.lab.topology import Topology, from_edges
+from acp_openwrt.lab.waiting import until
 from acp_openwrt.node_context import NodeContext
 
 REGISTRAR = "fd00:0:0:1::1"
@@ -104,16 +105,6 @@ class Bench:
 
     def starts(self) -> list[AnProxyStart]:
         return [e for e in self.events if isinstance(e, AnProxyStart)]
-
-
-async def until(pred: Callable[[], Any], within: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or pred}")
 
 
 def proc_ids(pid: int) -> tuple[list[int], list[int]]:

@@ -6,7 +6,6 @@ dead (nothing listens), so the service must back off from it and enrol through t
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -19,7 +18,7 @@ from acp_openwrt.events import EventBus, IdentityChanged
 from acp_openwrt.identity.certificate import find_acp_node_name
 from acp_openwrt.lab.masa import Masa, start_bench_registrar
 from acp_openwrt.lab.topology import Topology, cleanup_stale, line, random_prefix
-from acp_openwrt.netns import socket_in
+from acp_openwrt.netns import listener_in
 from acp_openwrt.node_context import NodeContext
 
 
@@ -33,14 +32,6 @@ def link() -> Iterator[Topology]:
         cleanup_stale(topo.prefix)
 
 
-def listener(ns: str, address: str) -> socket.socket:
-    sock = socket_in(ns, socket.AF_INET6, socket.SOCK_STREAM)
-    sock.bind((address, 0))
-    sock.listen(16)
-    sock.setblocking(False)
-    return sock
-
-
 def test_service_enrols_via_the_working_proxy_and_publishes(link, tmp_path) -> None:
     registrar_node, pledge_node = link["n1"], link["n2"]
     address = registrar_node.link_local("eth0")
@@ -48,9 +39,9 @@ def test_service_enrols_via_the_working_proxy_and_publishes(link, tmp_path) -> N
 
     async def main() -> tuple[list[IdentityChanged], dict, dict]:
         masa = Masa.create(tmp_path / "vendor")
-        await masa.serve(sock=listener(registrar_node.netns, "::1"))
+        await masa.serve(sock=listener_in(registrar_node.netns, "::1"))
         bench = await start_bench_registrar(tmp_path / "registrar", masa,
-                                            sock=listener(registrar_node.netns, "::"),
+                                            sock=listener_in(registrar_node.netns, "::"),
                                             masa_namespace=registrar_node.netns)
         device = masa.issue_idevid("SN-SVC")
         node = tmp_path / "node"
@@ -66,7 +57,7 @@ def test_service_enrols_via_the_working_proxy_and_publishes(link, tmp_path) -> N
         service = PledgePart(ctx, initial_backoff=0.2)
         await service.start()
         try:
-            dead = listener(registrar_node.netns, "::")
+            dead = listener_in(registrar_node.netns, "::")
             dead_port = dead.getsockname()[1]
             dead.close()  # nothing listens there any more: connection refused
             service.add_proxy(address, dead_port, "eth0")

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,8 @@ from acp_openwrt.brski.pledge.core import Enrolled
 from acp_openwrt.brski.store import StoredIdentity
 from acp_openwrt.lab.masa import Masa, start_bench_registrar
 from acp_openwrt.lab.topology import Topology, cleanup_stale, line, random_prefix
-from acp_openwrt.netns import socket_in
+from acp_openwrt.lab.waiting import until
+from acp_openwrt.netns import listener_in
 
 pytestmark = pytest.mark.netns
 
@@ -45,24 +45,6 @@ def link() -> Iterator[Topology]:
     finally:
         topo.down()
         cleanup_stale(topo.prefix)
-
-
-def _listener(ns: str, address: str) -> socket.socket:
-    sock = socket_in(ns, socket.AF_INET6, socket.SOCK_STREAM)
-    sock.bind((address, 0))
-    sock.listen(16)
-    sock.setblocking(False)
-    return sock
-
-
-async def _until(pred: Callable[[], Any], within: float, what: str) -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _children() -> list[int]:
@@ -88,9 +70,9 @@ def _enrol(link: Topology, tmp: Path, *, detached: bool) -> dict[str, Any]:
 
     async def main() -> None:
         masa = Masa.create(tmp / "vendor")
-        await masa.serve(sock=_listener(registrar_node.netns, "::1"))
+        await masa.serve(sock=listener_in(registrar_node.netns, "::1"))
         bench = await start_bench_registrar(tmp / "registrar", masa,
-                                            sock=_listener(registrar_node.netns, "::"),
+                                            sock=listener_in(registrar_node.netns, "::"),
                                             masa_namespace=registrar_node.netns)
         telemetry = bench.registrar.telemetry
         try:
@@ -110,7 +92,7 @@ def _enrol(link: Topology, tmp: Path, *, detached: bool) -> dict[str, Any]:
                 out["children"] = _children()
             else:
                 out["sent_here"] = await report.send()
-            await _until(lambda: any(t["kind"] == "enrollstatus" for t in telemetry), 30.0,
+            await until(lambda: any(t["kind"] == "enrollstatus" for t in telemetry), 30.0,
                          "the registrar recording enrollstatus")
             out["telemetry"] = [(t["kind"], t["status"]) for t in telemetry]
         finally:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from acp_openwrt.identity.membership import check_domain_membership
 from acp_openwrt.identity.summary import load_identity_summary
 from acp_openwrt.lab.masa import Masa
 from acp_openwrt.lab.topology import from_edges
+from acp_openwrt.lab.waiting import until
 from acp_openwrt.node_context import NodeContext, Ports
 
 DOMAIN = "acp.example.com"
@@ -55,16 +55,6 @@ class AcpGrasp:
 
     async def find_est_server(self) -> tuple[str, int] | None:
         return None
-
-
-async def until(pred: Callable[[], Any], within: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or pred}")
 
 
 def test_pledge_enrols_through_the_local_join_proxy_and_the_flood_is_heard(topology,

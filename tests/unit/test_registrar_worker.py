@@ -6,6 +6,7 @@ is counted and the next request starts another, an idle worker leaves."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -13,7 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,11 @@ from acp_openwrt.control.api import ANSWERS, problems
 from acp_openwrt.control.server import ControlServer
 from acp_openwrt.events import EventBus
 from acp_openwrt.identity.summary import load_identity_summary
+from acp_openwrt.lab.waiting import until
 from acp_openwrt.node_context import NodeContext
 from acp_openwrt.revocation.crl import crl_url, load_crl
+
+until_30 = functools.partial(until, within=30.0)
 
 pytestmark = pytest.mark.unit
 DOMAIN = "acp.example.com"
@@ -60,16 +63,6 @@ def local_part(tmp: Path, idle_exit: float = 30.0, manufacturer_anchor: Path | N
         return sock
     part._bind_in_acp = bind_here  # type: ignore[method-assign]
     return part, ctx
-
-
-async def until(pred: Callable[[], Any], within: float = 30.0, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or pred}")
 
 
 def issue_one(config: AcpConfig) -> tuple[str, int]:
@@ -159,9 +152,9 @@ def test_a_probe_is_no_session_but_starts_the_worker_and_revoke_reaches_the_crl(
             # a join proxy's probe: connect, close without a byte
             probe = socket.create_connection(("::1", part.port))
             probe.close()
-            await until(lambda: part.probes == 1, what="the probe counted")
+            await until_30(lambda: part.probes == 1, what="the probe counted")
             assert part.worker is not None
-            await until(lambda: part.worker.status()["pid"], what="the worker pre-started")
+            await until_30(lambda: part.worker.status()["pid"], what="the worker pre-started")
             out["after_probe"] = part.status()
             name, serial = issue_one(config)
             out["serial"] = serial
@@ -213,7 +206,7 @@ def test_a_killed_worker_is_counted_and_the_next_request_starts_another(tmp_path
             pid = part.worker.pid
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
-            await until(lambda: part.worker.crashes == 1, what="the crash noticed")
+            await until_30(lambda: part.worker.crashes == 1, what="the crash noticed")
             crashed = part.status()
             again = await ask(ctx, cmd="revoked")
             assert again["ok"], again
@@ -250,7 +243,7 @@ def test_sessions_go_to_the_worker_which_leaves_when_idle_and_its_counters_stay(
         try:
             assert part.port is not None and part.worker is not None
             answer = await get_cacerts(ctx.config, part.port)
-            await until(lambda: part.worker.status()["processes"] == 0, what="the idle exit")
+            await until_30(lambda: part.worker.status()["processes"] == 0, what="the idle exit")
             left = part.status()
             assert (await ask(ctx, cmd="revoked"))["ok"]   # a new one comes for the next need
             return answer, left, part.status()
@@ -318,9 +311,9 @@ def test_pledges_enrol_through_the_worker_cold_warm_and_after_it_was_killed(
             pid = part.worker.pid
             assert pid is not None
             os.kill(pid, signal.SIGKILL)
-            await until(lambda: part.worker.crashes == 1, what="the crash noticed")
+            await until_30(lambda: part.worker.crashes == 1, what="the crash noticed")
             out["healed"] = await enrol("SN-HEALED")
-            await until(lambda: part.status()["counters"].get("enrollstatus 200", 0) >= 2,
+            await until_30(lambda: part.status()["counters"].get("enrollstatus 200", 0) >= 2,
                         what="the enrolment reports")
             out["status"] = part.status()
         finally:

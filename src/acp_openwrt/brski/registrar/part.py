@@ -212,16 +212,7 @@ class RegistrarPart(Part):
             await self.worker.stop()
 
     def _bind_in_acp(self, port: int) -> socket.socket:
-        sock = netns.socket_in(self.ctx.acp_ns, socket.AF_INET6, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("::", port))
-            sock.listen(LISTEN_BACKLOG)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return sock
+        return netns.listener_in(self.ctx.acp_ns, port=port, backlog=LISTEN_BACKLOG, reuse=True)
 
     # -- connections: accepted here, served by the worker --------------------------------
     async def _accept_loop(self, listener: socket.socket) -> None:
