@@ -40,6 +40,15 @@ def _pin(cpu: int) -> None:
         os.sched_setaffinity(0, {cpu})
 
 
+def _listening(port: int, blocking: bool) -> socket.socket:
+    lsock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("::", port))
+    lsock.listen(64)
+    lsock.setblocking(blocking)
+    return lsock
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bool:
     while n > 0:
         chunk = sock.recv(n)
@@ -51,10 +60,7 @@ def _recv_exact(sock: socket.socket, n: int) -> bool:
 
 def responder(port: int, cpu: int, negotiate: bytes, req_len: int, end_len: int) -> None:
     _pin(cpu)
-    lsock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind(("::", port))
-    lsock.listen(64)
+    lsock = _listening(port, blocking=True)
     print("ready", flush=True)
     while True:
         conn, _ = lsock.accept()
@@ -131,11 +137,7 @@ async def _send(loop: asyncio.AbstractEventLoop, sock: socket.socket, data: byte
 
 async def _async_responder(port: int, negotiate: bytes, req_len: int, end_len: int) -> None:
     loop = asyncio.get_running_loop()
-    lsock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind(("::", port))
-    lsock.listen(64)
-    lsock.setblocking(False)
+    lsock = _listening(port, blocking=False)
     accepted: asyncio.Queue[socket.socket] = asyncio.Queue()
 
     def accept() -> None:
@@ -191,11 +193,7 @@ async def _async_initiator(host: str, port: int, request: bytes, end: bytes,
 
 async def _callback_responder(port: int, negotiate: bytes, req_len: int, end_len: int) -> None:
     loop = asyncio.get_running_loop()
-    lsock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind(("::", port))
-    lsock.listen(64)
-    lsock.setblocking(False)
+    lsock = _listening(port, blocking=False)
 
     def accept() -> None:
         try:
