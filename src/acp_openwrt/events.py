@@ -109,6 +109,14 @@ class AnProxyStart:
 
 
 @dataclass(frozen=True)
+class PledgeSolicited:
+    """A pledge asked for a join proxy (its DULL M_DISCOVERY for AN_Proxy) on a link that our
+    join proxy serves: an enrolment is coming. At most once a second per link (the discovery
+    part's answer limit)."""
+    dull_ifname: str
+
+
+@dataclass(frozen=True)
 class AnProxyStop:
     """Stop flooding AN_Proxy on this DULL interface (registrar lost, proxy down, link gone)."""
     dull_ifname: str
@@ -185,9 +193,9 @@ class CrlDistributionPointsSeen:
 
 
 Event = (LinkAdopted | LinkReleased | AdjacencyUp | AdjacencyAlive | AdjacencyDown | ChannelUp
-         | ChannelDown | IdentityChanged | ProxyHeard | AnProxyStart | AnProxyStop | RegistrarHeard
-         | EstServerHeard | AcpGraspInterfaceUp | AcpRoutesChanged | ConnectSubnetUp
-         | ConnectSubnetDown | RevocationUpdated | CrlDistributionPointsSeen)
+         | ChannelDown | IdentityChanged | ProxyHeard | AnProxyStart | PledgeSolicited | AnProxyStop
+         | RegistrarHeard | EstServerHeard | AcpGraspInterfaceUp | AcpRoutesChanged
+         | ConnectSubnetUp | ConnectSubnetDown | RevocationUpdated | CrlDistributionPointsSeen)
 """Every event type published on the bus (a test checks that no other module defines one)."""
 E = TypeVar("E", bound=Event)
 

@@ -84,6 +84,20 @@ def test_a_proxy_answers_a_solicitation_by_flooding_at_once(disc: DiscoveryPart)
     assert disc.solicitations_answered == 1
 
 
+def test_an_answered_solicitation_is_published_once_a_second_per_link(
+        disc: DiscoveryPart) -> None:
+    heard: list[events.PledgeSolicited] = []
+    disc.ctx.bus.subscribe(events.PledgeSolicited, heard.append)
+    asked = DiscoveryHeard("eth0", b"\xfe\x80" + bytes(13) + b"\x02",
+                           Objective("AN_Proxy", c.F_DISC | c.F_SYNCH, 1))
+    disc._proxy_solicited(asked)
+    assert heard == []                              # not our proxy's link: nothing is coming here
+    disc.ctx.bus.publish(events.AnProxyStart("eth0", "fe80::1", 4443))
+    for _ in range(20):
+        disc._proxy_solicited(asked)
+    assert heard == [events.PledgeSolicited("eth0")]
+
+
 def test_a_pledge_solicits_when_its_link_comes_up_and_stops_once_enrolled(
         disc: DiscoveryPart) -> None:
     asyncio.run(_pledge_side(disc))

@@ -26,7 +26,7 @@ from acp_openwrt.brski.registrar.revocation import RevocationStore
 from acp_openwrt.config import AcpConfig
 from acp_openwrt.control.api import ANSWERS, problems
 from acp_openwrt.control.server import ControlServer
-from acp_openwrt.events import EventBus
+from acp_openwrt.events import EventBus, PledgeSolicited
 from acp_openwrt.identity.summary import load_identity_summary
 from acp_openwrt.lab.waiting import until
 from acp_openwrt.node_context import NodeContext
@@ -98,7 +98,7 @@ from pathlib import Path
 from acp_openwrt.brski.registrar.part import RegistrarPart
 from acp_openwrt.config import AcpConfig
 from acp_openwrt.control.server import ControlServer
-from acp_openwrt.events import EventBus
+from acp_openwrt.events import EventBus, PledgeSolicited
 from acp_openwrt.identity.summary import load_identity_summary
 from acp_openwrt.node_context import NodeContext
 tmp = Path({str(tmp_path)!r})
@@ -255,6 +255,26 @@ def test_sessions_go_to_the_worker_which_leaves_when_idle_and_its_counters_stay(
     assert left["worker"]["connections"] == 1 and left["worker"]["probes"] == 0
     assert left["counters"] == {"cacerts 200": 1}
     assert later["worker"]["starts"] == 2 and later["counters"] == {"cacerts 200": 1}
+
+
+def test_a_pledge_asking_for_a_proxy_here_starts_the_worker_ahead(tmp_path: Path) -> None:
+    part, ctx = local_part(tmp_path)
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+        await part.start()
+        try:
+            assert part.worker is not None
+            before = part.status()
+            ctx.bus.publish(PledgeSolicited("eth0"))
+            await until_30(lambda: part.worker.status()["pid"], what="the worker started")
+            ctx.bus.publish(PledgeSolicited("eth0"))   # one worker for any number of asks
+            await asyncio.sleep(0.2)
+            return before, part.status()
+        finally:
+            await part.stop()
+    before, after = asyncio.run(main())
+    assert before["worker"]["pid"] is None and before["worker"]["starts"] == 0
+    assert after["worker"]["starts"] == 1 and after["worker"]["connections"] == 0
 
 
 def test_a_registrar_that_cannot_start_says_why(tmp_path: Path) -> None:

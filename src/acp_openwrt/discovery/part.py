@@ -39,7 +39,7 @@ from typing import Any
 
 from .. import events
 from ..core import CoreTimer
-from ..events import AnProxyStart, AnProxyStop
+from ..events import AnProxyStart, AnProxyStop, PledgeSolicited
 from ..grasp import constants as c
 from ..grasp.actions import FloodReceived
 from ..grasp.engine import EngineConfig
@@ -266,6 +266,7 @@ class DiscoveryPart(Part):
         self._solicited[ifname] = now
         self.solicitations_answered += 1
         self._flood_proxy(ifname)
+        self.ctx.bus.publish(PledgeSolicited(ifname))
 
     def _solicit_out(self, outputs: Sequence[Solicit]) -> None:
         """The solicitation back-off's timer (and a link's first): M_DISCOVERY for AN_Proxy."""

@@ -41,7 +41,7 @@ from typing import Any
 
 from ... import netns
 from ...control.server import RequestError
-from ...events import AcpGraspInterfaceUp, IdentityChanged, RegistrarHeard
+from ...events import AcpGraspInterfaceUp, IdentityChanged, PledgeSolicited, RegistrarHeard
 from ...grasp import constants as gc
 from ...grasp.asa_api import Asa, AsaApi
 from ...grasp.errors import GraspApiError
@@ -120,6 +120,7 @@ class RegistrarPart(Part):
         self.others: dict[str, dict[str, Any]] = {}  # other registrars heard, by address
         self.conflict: str | None = None
         ctx.bus.subscribe(RegistrarHeard, self._on_registrar_heard)
+        ctx.bus.subscribe(PledgeSolicited, self._on_pledge_solicited)
         ctx.control.register("registrar", lambda _request: self.status())
         ctx.control.register("revoke", self._cmd_revoke)
         ctx.control.register("revoked", self._cmd_revoked)
@@ -176,6 +177,13 @@ class RegistrarPart(Part):
                  self.address, self.port, self.ctx.acp_ns)
         self._start_flooding()
         self._flooder = loop.create_task(self._flood_loop())
+
+    def _on_pledge_solicited(self, _event: PledgeSolicited) -> None:
+        """A pledge next to this node asked for a join proxy: its enrolment comes here within
+        a second or two, so the worker's start (an interpreter and cryptography's imports,
+        seconds on a small router) is begun now rather than on its first connection."""
+        if self.worker is not None:
+            self.worker.prestart()
 
     def _not_started(self, problem: str) -> None:
         self.problem = problem
