@@ -170,6 +170,15 @@ def test_acp_installs_only_files_that_exist() -> None:
         assert (ROOT / src).stat().st_mode & 0o111
 
 
+def test_acp_removal_takes_the_code_cache_acpd_wrote() -> None:
+    from acp_openwrt.code_cache import cache_path
+    postrm = recipe("net/acp").defines["Package/acp/postrm"]
+    assert postrm.startswith("#!/bin/sh")
+    written = cache_path(Path("/x/acp_openwrt/__pycache__")).name
+    pattern = re.search(r'acp_openwrt/__pycache__/([\w.-]+)"\*', postrm)
+    assert pattern is not None and written.startswith(pattern.group(1))
+
+
 @pytest.mark.parametrize("directory,pypi", sorted(PYPI_RECIPES.items()))
 def test_pypi_recipes_fit_pyproject(directory: str, pypi: str) -> None:
     r = recipe(directory)
