@@ -137,7 +137,7 @@ print(json.dumps({{"status": status, "revoked": answer, "heavy": heavy}}))
 
 def test_a_probe_is_no_session_but_starts_the_worker_and_revoke_reaches_the_crl(
         tmp_path: Path) -> None:
-    part, ctx = local_part(tmp_path)
+    part, ctx = local_part(tmp_path, idle_exit=0.5)
     config = ctx.config
 
     async def main() -> dict[str, Any]:
@@ -145,7 +145,10 @@ def test_a_probe_is_no_session_but_starts_the_worker_and_revoke_reaches_the_crl(
         out: dict[str, Any] = {}
         await part.start()
         try:
-            out["started"] = part.status()
+            out["started"] = part.status()   # the start's worker: checked, and serving
+            assert part.worker is not None
+            await until_30(lambda: part.worker.status()["processes"] == 0,
+                           what="the start's worker leaving when idle")
             assert part.port is not None and part._crl_server is not None
             crl_port = part._crl_server.sockets[0].getsockname()[1]
             out["crl_before"] = await fetch_crl(crl_url("::1", crl_port), None)
@@ -171,11 +174,11 @@ def test_a_probe_is_no_session_but_starts_the_worker_and_revoke_reaches_the_crl(
     out = asyncio.run(main())
     started = out["started"]
     assert started["running"] and started["problem"] is None
-    assert started["worker"]["starts"] == 0 and started["worker"]["pid"] is None
+    assert started["worker"]["starts"] == 1 and started["worker"]["pid"] is not None
     assert problems(started, ANSWERS["registrar"]) == []
     assert load_crl(out["crl_before"]).number == started["crl_number"] == 1
     probed = out["after_probe"]["worker"]
-    assert probed["probes"] == 1 and probed["connections"] == 0 and probed["starts"] == 1
+    assert probed["probes"] == 1 and probed["connections"] == 0 and probed["starts"] == 2
     revoke = out["revoke"]
     assert revoke["ok"], revoke
     assert problems(revoke["result"], ANSWERS["revoke"]) == []
@@ -253,17 +256,20 @@ def test_sessions_go_to_the_worker_which_leaves_when_idle_and_its_counters_stay(
     assert answer.startswith(b"HTTP/1.1 200")
     assert left["worker"]["crashes"] == 0 and left["worker"]["last_exit"] == 0
     assert left["worker"]["connections"] == 1 and left["worker"]["probes"] == 0
+    assert left["worker"]["starts"] == 1   # the start's worker, checked, served the first one
     assert left["counters"] == {"cacerts 200": 1}
     assert later["worker"]["starts"] == 2 and later["counters"] == {"cacerts 200": 1}
 
 
 def test_a_pledge_asking_for_a_proxy_here_starts_the_worker_ahead(tmp_path: Path) -> None:
-    part, ctx = local_part(tmp_path)
+    part, ctx = local_part(tmp_path, idle_exit=0.5)
 
     async def main() -> tuple[dict[str, Any], dict[str, Any]]:
         await part.start()
         try:
             assert part.worker is not None
+            await until_30(lambda: part.worker.status()["processes"] == 0,
+                           what="the start's worker leaving when idle")
             before = part.status()
             ctx.bus.publish(PledgeSolicited("eth0"))
             await until_30(lambda: part.worker.status()["pid"], what="the worker started")
@@ -273,8 +279,8 @@ def test_a_pledge_asking_for_a_proxy_here_starts_the_worker_ahead(tmp_path: Path
         finally:
             await part.stop()
     before, after = asyncio.run(main())
-    assert before["worker"]["pid"] is None and before["worker"]["starts"] == 0
-    assert after["worker"]["starts"] == 1 and after["worker"]["connections"] == 0
+    assert before["worker"]["pid"] is None and before["worker"]["starts"] == 1
+    assert after["worker"]["starts"] == 2 and after["worker"]["connections"] == 0
 
 
 def test_a_registrar_that_cannot_start_says_why(tmp_path: Path) -> None:
@@ -294,9 +300,9 @@ def test_a_registrar_that_cannot_start_says_why(tmp_path: Path) -> None:
 
 def test_pledges_enrol_through_the_worker_cold_warm_and_after_it_was_killed(
         tmp_path: Path) -> None:
-    """Real pledges (PledgeClient) straight to the registrar port on [::1]: the first one
-    starts the worker (Python, its imports, the TLS context), the second finds it warm; a
-    killed worker costs nothing more than a new start for the third."""
+    """Real pledges (PledgeClient) straight to the registrar port on [::1]: once the start's
+    worker has left, the first one starts a worker (Python, its imports, the TLS context), the
+    second finds it warm; a killed worker costs nothing more than a new start for the third."""
     from acp_openwrt.brski.pledge.client import IdentityPaths, PledgeClient, load_pledge_identity
     from acp_openwrt.brski.pledge.core import Enrolled
     from acp_openwrt.brski.pledge.locator import Locator
@@ -304,7 +310,7 @@ def test_pledges_enrol_through_the_worker_cold_warm_and_after_it_was_killed(
     from acp_openwrt.identity.certificate import load_certificate
     from acp_openwrt.lab.masa import Masa
     masa = Masa.create(tmp_path / "vendor", host="::1")
-    part, ctx = local_part(tmp_path, manufacturer_anchor=masa.anchor_path)
+    part, ctx = local_part(tmp_path, idle_exit=3.0, manufacturer_anchor=masa.anchor_path)
 
     async def enrol(serial: str) -> tuple[Any, float]:
         idevid = masa.issue_idevid(serial)
@@ -325,7 +331,9 @@ def test_pledges_enrol_through_the_worker_cold_warm_and_after_it_was_killed(
         masa.trust_registrar(load_certificate(ctx.config.registrar_dir / CA_CERT_NAME))
         await part.start()
         try:
-            assert part.worker is not None and part.worker.pid is None
+            assert part.worker is not None and part.worker.pid is not None  # the start's
+            await until_30(lambda: part.worker.status()["processes"] == 0,
+                           what="the start's worker leaving when idle")
             out["cold"] = await enrol("SN-COLD")
             out["warm"] = await enrol("SN-WARM")
             pid = part.worker.pid
@@ -344,7 +352,7 @@ def test_pledges_enrol_through_the_worker_cold_warm_and_after_it_was_killed(
     for key in ("cold", "warm", "healed"):
         assert isinstance(out[key][0], Enrolled), (key, out[key][0])
     status = out["status"]
-    assert status["enrolled"] == 3 and status["worker"]["starts"] == 2
+    assert status["enrolled"] == 3 and status["worker"]["starts"] == 3
     assert status["worker"]["crashes"] == 1 and status["worker"]["connections"] >= 3
     assert status["counters"]["simpleenroll 200"] == 3
     print(f"\nenrolment through a fresh worker {out['cold'][1] * 1000:.0f} ms, warm "

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import logging
 import socket
 import time
@@ -52,7 +51,7 @@ from ...revocation.crl import CRL_PORT, DEFAULT_VALIDITY, crl_url
 from ..proxy.registrars import AN_JOIN_REGISTRAR, EST_TLS
 from .crl_http import CrlFile, serve_crl
 from .registrar_id import conflict, format_registrar_id, registrar_id_of
-from .supervisor import RegistrarWorker, WorkerError, WorkerReports, run_once
+from .supervisor import RegistrarWorker, WorkerError, WorkerReports
 from .worker_protocol import IDLE_EXIT, crl_path, settings_of
 
 LOG = logging.getLogger("acpd.brski.registrar")
@@ -144,14 +143,14 @@ class RegistrarPart(Part):
         except ValueError as exc:
             self._not_started(str(exc))
             return
-        ok, out = await run_once("check", settings)
+        # One worker checks what the registrar needs (CA, allocations.db, our LDevID against
+        # the CA, the CRL signed) and stays on to serve the first pledges (worker.py `start`).
+        worker = RegistrarWorker(settings, self.reports.on_state)
+        worker.refuse_new = self.conflict
+        ok, out = await worker.start_checked()
         if not ok:
+            await worker.stop()
             self._not_started(out)
-            return
-        try:
-            self.reports.on_state(0, json.loads(out), final=False)
-        except ValueError:
-            self._not_started(f"registrar worker (check) printed no state: {out[:200]!r}")
             return
         for warning in self.reports.summary.get("warnings") or []:
             LOG.warning("registrar: %s", logsafe(str(warning)))
@@ -164,12 +163,12 @@ class RegistrarPart(Part):
             self._listener = await loop.run_in_executor(None, self._bind_in_acp,
                                                         config.registrar_port)
         except OSError as exc:
+            await worker.stop()
             self._not_started(f"cannot listen on [::]:{config.registrar_port} in "
                               f"{self.ctx.acp_ns}: {exc.strerror or exc}")
             return
         self.problem = None
-        self.worker = RegistrarWorker(settings, self.reports.on_state)
-        self.worker.refuse_new = self.conflict
+        self.worker = worker
         self.port = self._listener.getsockname()[1]
         self._accepter = loop.create_task(self._accept_loop(self._listener))
         await self._serve_crl()

@@ -8,8 +8,9 @@ next need starts a new one (never a lock-out: there is no back-off, a crash cost
 connection). The worker's stderr is read line by line into acpd's log ("LEVEL message"), so
 its refusals and enrolments are in acpd's log as before; the last lines name a crash.
 
-`run_once` runs the one-shot modes (bootstrap, check) with the same conventions as the pledge's
-children (pledge/idevid_check.py).
+`run_once_sync` runs the one-shot bootstrap with the same conventions as the pledge's children
+(pledge/idevid_check.py); `RegistrarWorker.start_checked` starts the first worker, which checks
+what the registrar needs before it serves (worker.py `start`).
 """
 from __future__ import annotations
 
@@ -80,35 +81,10 @@ async def _relay_stderr(stream: asyncio.StreamReader, tail: collections.deque[st
         _relay(line, tail)
 
 
-async def run_once(mode: str, settings: str, within: float = ONE_SHOT_TIMEOUT,
-                   ) -> tuple[bool, str]:
-    """(True, stdout) when the one-shot mode succeeded, else (False, the one-line reason)."""
-    proc = await asyncio.create_subprocess_exec(
-        *_argv(mode, settings), stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=_env())
-    tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
-    assert proc.stdout is not None and proc.stderr is not None
-    relay = asyncio.ensure_future(_relay_stderr(proc.stderr, tail))
-    try:
-        out, _ = await asyncio.wait_for(asyncio.gather(proc.stdout.read(), proc.wait()), within)
-        await relay
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return False, f"registrar worker ({mode}) took longer than {within:.0f} s"
-    except asyncio.CancelledError:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        raise
-    finally:
-        relay.cancel()
-    return _verdict(mode, proc.returncode, out, tail)
-
-
 def run_once_sync(mode: str, settings: str, timeout: float = ONE_SHOT_TIMEOUT,
                   ) -> tuple[bool, str]:
-    """run_once before acpd's event loop runs (the bootstrap in acpd.main)."""
+    """A one-shot mode before acpd's event loop runs (the bootstrap in acpd.main): (True, its
+    stdout) when it succeeded, else (False, the one-line reason)."""
     try:
         done = subprocess.run(_argv(mode, settings), stdin=subprocess.DEVNULL,
                               capture_output=True, timeout=timeout, check=False, env=_env())
@@ -142,6 +118,8 @@ class _Life:
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
         self.tasks: list[asyncio.Task[None]] = []
         self.waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        # its hello (the state, once set up); an exception with the reason if it ended first
+        self.hello: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
 
 class RegistrarWorker:
@@ -175,11 +153,25 @@ class RegistrarWorker:
                 return self._life
             return await self._start()
 
-    async def _start(self) -> _Life:
+    async def start_checked(self, within: float = ONE_SHOT_TIMEOUT) -> tuple[bool, str]:
+        """The registrar's start: a worker that checks what the registrar needs and then stays
+        to serve (worker.py `start`). (True, "") once it said hello with its state, else
+        (False, the reason: the registrar cannot run, or the worker failed)."""
+        async with self._starting:
+            life = await self._start("start")
+        try:
+            await asyncio.wait_for(asyncio.shield(life.hello), within)
+        except TimeoutError:
+            return False, f"registrar worker (start) took longer than {within:.0f} s"
+        except WorkerError as exc:
+            return False, str(exc)
+        return True, ""
+
+    async def _start(self, mode: str = "serve") -> _Life:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *_argv("serve", self.settings, str(child.fileno())), pass_fds=(child.fileno(),),
+                *_argv(mode, self.settings, str(child.fileno())), pass_fds=(child.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, env=_env())
         except BaseException:
@@ -221,6 +213,8 @@ class RegistrarWorker:
                 op = msg["op"]
                 if op in ("hello", "state") and isinstance(msg.get("state"), dict):
                     self.on_state(life.proc.pid, msg["state"], False)
+                    if op == "hello" and not life.hello.done():
+                        life.hello.set_result(msg["state"])
                 elif op == "reply":
                     waiter = life.waiters.pop(msg.get("seq"), None)
                     if waiter is not None and not waiter.done():
@@ -249,22 +243,36 @@ class RegistrarWorker:
         self.last_exit = proc.returncode
         if proc.returncode == 0:
             LOG.info("registrar worker pid %d left (idle)", proc.pid)
+            self._no_hello(life, "the registrar worker left")
             self.on_state(proc.pid, {}, True)
             return
         if self.stopping and proc.returncode in (-15, -9):
+            self._no_hello(life, "the registrar is stopping")
             self.on_state(proc.pid, {}, True)
             return
-        self.crashes += 1
         if proc.returncode == EXIT_UNUSABLE:
             reason = life.tail[-1] if life.tail else "no reason given"
             out = await proc.stdout.read() if proc.stdout is not None else b""
             reason = out.decode(errors="replace").strip() or reason
+            if not life.hello.done():   # the start's check refused: the registrar cannot run
+                self._no_hello(life, reason)
+                self.last_exit = proc.returncode
+                self.on_state(proc.pid, {}, True)
+                return
         else:
             reason = life.tail[-1] if life.tail else "no output"
+        self.crashes += 1
+        self._no_hello(life, f"registrar worker failed (exit {proc.returncode}): {reason}")
         self.last_error = f"exit {proc.returncode}: {logsafe(reason, 300)}"
         LOG.error("registrar worker pid %d failed (%s); the next connection starts another",
                   proc.pid, self.last_error)
         self.on_state(proc.pid, {}, True)
+
+    @staticmethod
+    def _no_hello(life: _Life, reason: str) -> None:
+        if not life.hello.done():
+            life.hello.set_exception(WorkerError(reason))
+            life.hello.exception()   # retrieved: nobody may be waiting for it
 
     # -- work -----------------------------------------------------------------------------
     async def hand_over(self, conn: socket.socket) -> None:
