@@ -15,10 +15,10 @@ connections as plain TCP and hands each one that sends data to the registrar wor
 does TLS, CMS, CSRs, certificate signing, the MASA's TLS and allocations.db. A connection
 closed without data is a join proxy's probe (proxy/process.py tcp_probe): counted, never a
 session, but it starts the worker ahead of the pledges that proxy is about to relay. At start
-a one-shot worker (`check`) checks the CA, our LDevID against it and id-kp-cmcRA and signs
-the CRL; its verdict is this part's `problem`. acpd serves the CRL from the file the worker
-signed (crl_http.CrlFile) and asks a worker to sign anew on `revoke` and once half its
-validity has passed; the registrar's own LDevID renewal is a worker request too.
+the first worker (`start`) checks the CA, our LDevID against it and id-kp-cmcRA and signs
+the CRL (a refusal is this part's `problem`), then stays on to serve. acpd serves the CRL
+from the file the worker signed (crl_http.CrlFile) and asks a worker to sign anew on `revoke`
+and once half its validity has passed; the registrar's own LDevID renewal is a worker request too.
 
 The MASA is on the Internet, which the ACP does not reach (it routes only the ACP ULA prefix),
 so voucher-requests leave from acpd's own namespace (the data plane, which the worker
@@ -115,7 +115,7 @@ class RegistrarPart(Part):
         self.crl_port = crl_port
         self.crl: CrlFile | None = None
         self._crl_server: asyncio.base_events.Server | None = None
-        self.reports = WorkerReports()   # what the check and the workers reported
+        self.reports = WorkerReports()   # what the workers reported
         self.others: dict[str, dict[str, Any]] = {}  # other registrars heard, by address
         self.conflict: str | None = None
         ctx.bus.subscribe(RegistrarHeard, self._on_registrar_heard)

@@ -38,7 +38,7 @@ WORKER_MODULE = "acp_openwrt.brski.registrar.worker"
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))  # src/, above acp_openwrt/
 REQUEST_TIMEOUT = 120.0   # s: a slow router's Python start, imports and an RSA/EC signature
-ONE_SHOT_TIMEOUT = 180.0  # s for bootstrap (a new CA key) or check
+ONE_SHOT_TIMEOUT = 180.0  # s for bootstrap (a new CA key) or the start's check
 STOP_GRACE = 5.0
 STDERR_TAIL = 5
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
