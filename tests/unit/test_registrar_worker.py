@@ -283,6 +283,25 @@ def test_a_pledge_asking_for_a_proxy_here_starts_the_worker_ahead(tmp_path: Path
     assert after["worker"]["starts"] == 2 and after["worker"]["connections"] == 0
 
 
+def test_prepare_begins_the_first_worker_and_a_stop_before_start_ends_it(
+        tmp_path: Path) -> None:
+    """The first worker's start overlaps the other parts' (Part.prepare); a part stopped before
+    its start (an earlier part failed) leaves no worker behind."""
+    part, _ctx = local_part(tmp_path)
+
+    async def main() -> tuple[int | None, bool, int | None]:
+        part.prepare()
+        assert part._first is not None
+        worker, ok, _out = await asyncio.shield(part._first)  # ready before start() is called
+        pid = worker.pid
+        await part.stop()
+        return pid, ok, worker.pid
+    pid, ok, after = asyncio.run(main())
+    assert ok and pid is not None and after is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
 def test_a_registrar_that_cannot_start_says_why(tmp_path: Path) -> None:
     part, ctx = local_part(tmp_path)
     ctx.config.ldevid_key.write_bytes(b"not a key")  # type: ignore[union-attr]

@@ -116,6 +116,7 @@ class RegistrarPart(Part):
         self.crl: CrlFile | None = None
         self._crl_server: asyncio.base_events.Server | None = None
         self.reports = WorkerReports()   # what the workers reported
+        self._first: asyncio.Task[tuple[RegistrarWorker, bool, str]] | None = None  # prepare()
         self.others: dict[str, dict[str, Any]] = {}  # other registrars heard, by address
         self.conflict: str | None = None
         ctx.bus.subscribe(RegistrarHeard, self._on_registrar_heard)
@@ -137,21 +138,46 @@ class RegistrarPart(Part):
             raise ValueError("ldevid_cert and ldevid_key are not set")
         return settings_of(config, identity["acp_address"], self.masa_namespace, self.idle_exit)
 
-    async def start(self) -> None:
+    def prepare(self) -> None:
+        """The first worker's start (an interpreter, cryptography, the CA: seconds on a small
+        box or under TCG, where it held a registrar's first pledge 4.5 s) overlaps the starts
+        of the parts before this one; start() waits for it."""
+        if self._first is not None:
+            return
         try:
             settings = self._settings()
+        except ValueError:
+            return   # start() says why
+        worker = RegistrarWorker(settings, self.reports.on_state)
+        self._first = asyncio.get_running_loop().create_task(self._start_first(worker),
+                                                             name="registrar-worker-start")
+
+    async def _start_first(self, worker: RegistrarWorker) -> tuple[RegistrarWorker, bool, str]:
+        # One worker checks what the registrar needs (CA, allocations.db, our LDevID against
+        # the CA, the CRL signed) and stays on to serve the first pledges (worker.py `start`).
+        try:
+            ok, out = await worker.start_checked()
+        except BaseException:
+            await worker.stop()
+            raise
+        return worker, ok, out
+
+    async def start(self) -> None:
+        try:
+            self._settings()
         except ValueError as exc:
             self._not_started(str(exc))
             return
-        # One worker checks what the registrar needs (CA, allocations.db, our LDevID against
-        # the CA, the CRL signed) and stays on to serve the first pledges (worker.py `start`).
-        worker = RegistrarWorker(settings, self.reports.on_state)
-        worker.refuse_new = self.conflict
-        ok, out = await worker.start_checked()
+        self.prepare()   # when it was not called (a part started on its own)
+        first, self._first = self._first, None
+        assert first is not None
+        worker, ok, out = await first
         if not ok:
             await worker.stop()
             self._not_started(out)
             return
+        if self.conflict is not None:   # heard while the worker started
+            await worker.set_refuse_new(self.conflict)
         for warning in self.reports.summary.get("warnings") or []:
             LOG.warning("registrar: %s", logsafe(str(warning)))
         identity = self.ctx.identity
@@ -190,6 +216,12 @@ class RegistrarPart(Part):
         LOG.error("registrar not started: %s", problem)
 
     async def stop(self) -> None:
+        first, self._first = self._first, None
+        if first is not None:   # prepared, never started: its worker goes too
+            first.cancel()
+            await asyncio.gather(first, return_exceptions=True)
+            if not first.cancelled() and first.exception() is None:
+                await first.result()[0].stop()
         if self._unsub_new_interface is not None:
             self._unsub_new_interface()
             self._unsub_new_interface = None
