@@ -49,6 +49,17 @@ def _listening(port: int, blocking: bool) -> socket.socket:
     return lsock
 
 
+def _accepted(lsock: socket.socket) -> socket.socket | None:
+    """The next connection, non-blocking with TCP_NODELAY; None if there is none yet."""
+    try:
+        conn, _ = lsock.accept()
+    except (BlockingIOError, InterruptedError):
+        return None
+    conn.setblocking(False)
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bool:
     while n > 0:
         chunk = sock.recv(n)
@@ -141,12 +152,9 @@ async def _async_responder(port: int, negotiate: bytes, req_len: int, end_len: i
     accepted: asyncio.Queue[socket.socket] = asyncio.Queue()
 
     def accept() -> None:
-        try:
-            conn, _ = lsock.accept()
-        except (BlockingIOError, InterruptedError):
+        conn = _accepted(lsock)
+        if conn is None:
             return
-        conn.setblocking(False)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         accepted.put_nowait(conn)
 
     async def serve(conn: socket.socket) -> None:
@@ -196,12 +204,9 @@ async def _callback_responder(port: int, negotiate: bytes, req_len: int, end_len
     lsock = _listening(port, blocking=False)
 
     def accept() -> None:
-        try:
-            conn, _ = lsock.accept()
-        except (BlockingIOError, InterruptedError):
+        conn = _accepted(lsock)
+        if conn is None:
             return
-        conn.setblocking(False)
-        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         want = [req_len, end_len]
 
         def readable() -> None:
