@@ -65,7 +65,7 @@ try:
     _encode = _json.make_encoder({}, str, _json.encode_basestring_ascii, None, ":", ",",
                                  False, False, False)
 
-    def _loads(text: str) -> Any:
+    def json_loads(text: str) -> Any:
         start = len(text) - len(text.lstrip(" \t\n\r"))
         try:
             obj, end = _scan(text, start)
@@ -75,15 +75,15 @@ try:
             raise ValueError("extra data after JSON")
         return obj
 
-    def _dumps(obj: Any) -> str:
+    def json_dumps(obj: Any) -> str:
         return "".join(_encode(obj, 0))
 except (ImportError, AttributeError, TypeError):  # another interpreter: the json module
     import json
 
-    def _loads(text: str) -> Any:
+    def json_loads(text: str) -> Any:
         return json.loads(text)
 
-    def _dumps(obj: Any) -> str:
+    def json_dumps(obj: Any) -> str:
         return json.dumps(obj, separators=(",", ":"), default=str, allow_nan=False)
 
 
@@ -307,7 +307,7 @@ def _check_field(op: str, name: str, value: Any) -> Any:
 
 
 def encode(msg: Message) -> bytes:
-    data = _dumps(msg.to_dict()).encode()
+    data = json_dumps(msg.to_dict()).encode()
     if len(data) > MAX_MESSAGE:
         raise HandoverError(f"{msg.op} message of {len(data)} bytes exceeds {MAX_MESSAGE}")
     return data
@@ -316,7 +316,7 @@ def encode(msg: Message) -> bytes:
 def decode(data: bytes, fd_count: int = 0) -> Message:
     """One datagram (and how many descriptors came with it) -> a checked message."""
     try:
-        obj = _loads(data.decode())
+        obj = json_loads(data.decode())
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise HandoverError("message is not JSON") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("op"), str):
@@ -337,7 +337,7 @@ def decode(data: bytes, fd_count: int = 0) -> Message:
     return kind(**{name: _check_field(op, name, value) for name, value in obj.items()})
 
 
-def _close_all(fds: list[int]) -> None:
+def close_all(fds: list[int]) -> None:
     for fd in fds:
         try:
             os.close(fd)
@@ -352,7 +352,7 @@ def _parse(data: bytes, fds: list[int], flags: int) -> Message:
             raise HandoverError("message or its descriptors were truncated")
         return decode(data, len(fds))
     except HandoverError:
-        _close_all(fds)
+        close_all(fds)
         raise
 
 

@@ -36,7 +36,7 @@ class LinkError(ValueError):
 
 
 def send(sock: _socket.socket, msg: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
-    data = ho._dumps(msg).encode()
+    data = ho.json_dumps(msg).encode()
     if len(data) > ho.MAX_MESSAGE:
         raise LinkError(f"{msg.get('op')} message of {len(data)} bytes exceeds {ho.MAX_MESSAGE}")
     ho.send_datagram(sock, data, fds)
@@ -52,7 +52,7 @@ def _receiver(table: dict[str, int]) -> Any:
             if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
                 raise LinkError("message or its descriptors were truncated")
             try:
-                msg = ho._loads(data.decode())
+                msg = ho.json_loads(data.decode())
             except (ValueError, UnicodeDecodeError, RecursionError):
                 raise LinkError("message is not JSON") from None
             if not isinstance(msg, dict) or msg.get("op") not in table:
@@ -60,7 +60,7 @@ def _receiver(table: dict[str, int]) -> Any:
             if len(fds) != table[msg["op"]]:
                 raise LinkError(f"{msg['op']} came with {len(fds)} descriptors")
         except LinkError:
-            ho._close_all(fds)
+            ho.close_all(fds)
             raise
         return msg, fds
     return receive
@@ -91,5 +91,5 @@ def settings_of(config: Any, address: str | None = None, masa_namespace: str | N
     """The worker's settings (JSON, one argv word): the options above, the ACP address."""
     options = {name: getattr(config, name, None) for name in SETTINGS}
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()}
-    return ho._dumps({"config": options, "address": address, "masa_namespace": masa_namespace,
+    return ho.json_dumps({"config": options, "address": address, "masa_namespace": masa_namespace,
                       "idle_exit": idle_exit})
