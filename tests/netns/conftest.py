@@ -52,6 +52,18 @@ def topology() -> Iterator[TopologyFactory]:
         pytest.fail(f"topology teardown: {'; '.join(problems)} left: {left}", pytrace=False)
 
 
+@pytest.fixture(scope="module")
+def link() -> Iterator[Topology]:
+    """One n1 - n2 line for a whole module (its tests share it), taken down after the module
+    and swept under its prefix."""
+    topo = Topology(line(2), random_prefix())
+    try:
+        yield topo.up()
+    finally:
+        topo.down()
+        cleanup_stale(topo.prefix)
+
+
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[AcpdLab]:
     """Real acpd on a line of two nodes (n1 - n2), closed after the test; a module that needs

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import logging
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,18 +39,8 @@ from acp_openwrt.identity.address import address_from_name
 from acp_openwrt.identity.node_name import parse_acp_node_name
 from acp_openwrt.lab.masa import Masa, start_bench_registrar
 from acp_openwrt.lab.pki import TestCA
-from acp_openwrt.lab.topology import Topology, cleanup_stale, line, random_prefix
+from acp_openwrt.lab.topology import Topology
 from acp_openwrt.netns import listener_in
-
-
-@pytest.fixture(scope="module")
-def link() -> Iterator[Topology]:
-    topo = Topology(line(2), random_prefix())
-    try:
-        yield topo.up()
-    finally:
-        topo.down()
-        cleanup_stale(topo.prefix)
 
 
 @dataclass

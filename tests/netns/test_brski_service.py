@@ -6,7 +6,7 @@ dead (nothing listens), so the service must back off from it and enrol through t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography import x509
@@ -17,19 +17,18 @@ from acp_openwrt.control.server import ControlServer
 from acp_openwrt.events import EventBus, IdentityChanged
 from acp_openwrt.identity.certificate import find_acp_node_name
 from acp_openwrt.lab.masa import Masa, start_bench_registrar
-from acp_openwrt.lab.topology import Topology, cleanup_stale, line, random_prefix
+from acp_openwrt.lab.topology import Topology, line
 from acp_openwrt.netns import listener_in
 from acp_openwrt.node_context import NodeContext
 
+if TYPE_CHECKING:
+    from conftest import TopologyFactory
+
 
 @pytest.fixture
-def link() -> Iterator[Topology]:
-    topo = Topology(line(2), random_prefix())
-    try:
-        yield topo.up()
-    finally:
-        topo.down()
-        cleanup_stale(topo.prefix)
+def link(topology: TopologyFactory) -> Topology:
+    """A fresh n1 - n2 for each test (conftest's `link` is one per module)."""
+    return topology(line(2))
 
 
 def test_service_enrols_via_the_working_proxy_and_publishes(link, tmp_path) -> None:

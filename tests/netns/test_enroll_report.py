@@ -14,7 +14,6 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,21 +29,11 @@ from acp_openwrt.brski.pledge.client import (
 from acp_openwrt.brski.pledge.core import Enrolled
 from acp_openwrt.brski.store import StoredIdentity
 from acp_openwrt.lab.masa import Masa, start_bench_registrar
-from acp_openwrt.lab.topology import Topology, cleanup_stale, line, random_prefix
+from acp_openwrt.lab.topology import Topology
 from acp_openwrt.lab.waiting import until
 from acp_openwrt.netns import listener_in
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture(scope="module")
-def link() -> Iterator[Topology]:
-    topo = Topology(line(2), random_prefix())
-    try:
-        yield topo.up()
-    finally:
-        topo.down()
-        cleanup_stale(topo.prefix)
 
 
 def _children() -> list[int]:
